@@ -1,0 +1,157 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/batonproxy/baton/supervisor"
+)
+
+// client talks to a running baton over its control socket.
+type client struct {
+	path string
+	http *http.Client
+}
+
+func newClient(path string) *client {
+	return &client{path: path, http: &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		},
+		DisableKeepAlives: true,
+	}}}
+}
+
+// do sends one request and decodes a 2xx body into out; a failed request
+// becomes an error carrying the API's message.
+func (c *client) do(ctx context.Context, method, path string, out any) error {
+	req, err := http.NewRequestWithContext(ctx, method, "http://baton"+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return c.dialError(ctx, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("read answer from %s: %w", c.path, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		var ae supervisor.APIError
+		if json.Unmarshal(body, &ae) == nil && ae.Error != "" {
+			return errors.New(ae.Error)
+		}
+		return fmt.Errorf("%s %s: %s", method, path, resp.Status)
+	}
+	return json.Unmarshal(body, out)
+}
+
+func (c *client) dialError(ctx context.Context, err error) error {
+	switch {
+	case errors.Is(err, syscall.ENOENT), errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Errorf("%w on %s (is `baton run` running? set --control or BATON_CONTROL)", errNoBaton, c.path)
+	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
+		return fmt.Errorf("permission denied on control socket %s: run as root or as baton's user", c.path)
+	case ctx.Err() != nil:
+		return fmt.Errorf("no answer from %s in time: %w (a reload goes on in baton)", c.path, ctx.Err())
+	}
+	return fmt.Errorf("control socket %s: %w", c.path, err)
+}
+
+func jsonFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "json", Usage: "print the answer as JSON"}
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func reloadCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "reload",
+		Usage: "start a new generation with the current config and wait until it alone holds the listeners",
+		Flags: []cli.Flag{
+			controlFlag(), jsonFlag(),
+			&cli.DurationFlag{Name: "timeout", Value: 10 * time.Minute, Usage: "how long to wait for the answer"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return usagef("reload: unexpected argument %q", c.Args().First())
+			}
+			ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
+			defer cancel()
+			var res supervisor.ReloadResponse
+			if err := newClient(c.String("control")).do(ctx, http.MethodPost, "/v1/reload", &res); err != nil {
+				return fmt.Errorf("reload failed: %w", err)
+			}
+			if c.Bool("json") {
+				return printJSON(c.App.Writer, res)
+			}
+			_, err := fmt.Fprintf(c.App.Writer, "reloaded: generation %d (pid %d) serving after %.1f ms\n", res.Generation, res.Pid, res.DurationMs)
+			return err
+		},
+	}
+}
+
+func statusCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "status",
+		Usage: "show the generations, listeners and limits of a running baton",
+		Flags: []cli.Flag{controlFlag(), jsonFlag()},
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return usagef("status: unexpected argument %q", c.Args().First())
+			}
+			ctx, cancel := context.WithTimeout(c.Context, 30*time.Second)
+			defer cancel()
+			var st supervisor.Status
+			if err := newClient(c.String("control")).do(ctx, http.MethodGet, "/v1/status", &st); err != nil {
+				return err
+			}
+			if c.Bool("json") {
+				return printJSON(c.App.Writer, st)
+			}
+			return printStatus(c.App.Writer, st, time.Now())
+		},
+	}
+}
+
+func stopCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "stop",
+		Usage: "drain every generation (or, --fast, stop them now) and end baton; waits until it is done",
+		Flags: []cli.Flag{
+			controlFlag(),
+			&cli.BoolFlag{Name: "fast", Usage: "hard stop instead of draining"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return usagef("stop: unexpected argument %q", c.Args().First())
+			}
+			path := "/v1/stop"
+			if c.Bool("fast") {
+				path += "?fast=1"
+			}
+			var out map[string]bool
+			if err := newClient(c.String("control")).do(c.Context, http.MethodPost, path, &out); err != nil {
+				return fmt.Errorf("stop failed: %w", err)
+			}
+			_, err := fmt.Fprintln(c.App.Writer, "stopped")
+			return err
+		},
+	}
+}

@@ -1,0 +1,287 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"github.com/batonproxy/baton/fdpass"
+	"github.com/batonproxy/baton/proxyctl"
+	"github.com/batonproxy/baton/supervisor"
+	"github.com/batonproxy/baton/supervisor/lifecycle"
+)
+
+const defaultControl = "/run/baton/baton.sock"
+
+func controlFlag() cli.Flag {
+	return &cli.StringFlag{
+		Name: "control", Aliases: []string{"c"}, Value: defaultControl, EnvVars: []string{"BATON_CONTROL"},
+		Usage: "control socket `PATH`",
+	}
+}
+
+func runCommand() *cli.Command {
+	def := lifecycle.DefaultConfig()
+	return &cli.Command{
+		Name:      "run",
+		Usage:     "supervise COMMAND (haproxy, nginx or a socket-activated server) in the foreground",
+		ArgsUsage: "-- COMMAND [ARG...]",
+		Flags: []cli.Flag{
+			&cli.StringSliceFlag{Name: "listen", Aliases: []string{"l"}, Usage: "listening socket `SPEC`: [NAME=]tcp://HOST:PORT, tcp4://, tcp6://, udp://, unix:///PATH, options after '?': backlog=N, mode=0660, v6only=1, freebind=1, defer_accept=S (repeatable)"},
+			controlFlag(),
+			&cli.StringFlag{Name: "control-group", Usage: "make the control socket 0660 and let this `GROUP` use it"},
+			&cli.StringFlag{Name: "proxy", Usage: "driver: haproxy|nginx|generic (default: from COMMAND's name)"},
+			&cli.DurationFlag{Name: "drain-timeout", Value: def.DrainTimeout, Usage: "how long an old generation may drain before it is hard stopped"},
+			&cli.DurationFlag{Name: "kill-grace", Value: def.KillGrace, Usage: "time between the hard stop and SIGKILL"},
+			&cli.IntFlag{Name: "max-generations", Value: def.MaxGenerations, Usage: "cap on active + draining generations; the oldest draining ones are hard stopped first"},
+			&cli.DurationFlag{Name: "ready-timeout", Value: def.ReadyTimeout, Usage: "how long a new generation may take to become ready"},
+			&cli.DurationFlag{Name: "check-timeout", Value: 30 * time.Second, Usage: "how long the config check may take"},
+			&cli.StringSliceFlag{Name: "rlimit", Usage: "resource limit `NAME=SOFT[:HARD]` for every child (repeatable; default nofile=min(hard limit, 1048576))"},
+			&cli.StringFlag{Name: "log-format", Value: "json", Usage: "json|console"},
+			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug|info|warn|error"},
+		},
+		Action: runAction,
+	}
+}
+
+// runSetup is everything runAction validated and built before supervising.
+type runSetup struct {
+	cmd     []string
+	specs   []fdpass.Spec
+	driver  proxyctl.Driver
+	rlimits []supervisor.Rlimit
+	life    lifecycle.Config
+	group   int
+	log     *zap.Logger
+}
+
+func parseRunFlags(c *cli.Context) (*runSetup, error) {
+	rs := &runSetup{group: -1, life: lifecycle.DefaultConfig()}
+	if c.NArg() == 0 {
+		return nil, usagef("run: no proxy command; usage: baton run --listen SPEC -- COMMAND [ARG...]")
+	}
+	if len(c.StringSlice("listen")) == 0 {
+		return nil, usagef("run: at least one --listen is required")
+	}
+	for _, s := range c.StringSlice("listen") {
+		sp, err := fdpass.ParseSpec(s)
+		if err != nil {
+			return nil, usageError{err}
+		}
+		rs.specs = append(rs.specs, sp)
+	}
+	var configured []supervisor.Rlimit
+	for _, s := range c.StringSlice("rlimit") {
+		r, err := supervisor.ParseRlimit(s)
+		if err != nil {
+			return nil, usageError{err}
+		}
+		configured = append(configured, r)
+	}
+	rs.life.DrainTimeout, rs.life.KillGrace = c.Duration("drain-timeout"), c.Duration("kill-grace")
+	rs.life.ReadyTimeout, rs.life.MaxGenerations = c.Duration("ready-timeout"), c.Int("max-generations")
+	if rs.life.MaxGenerations < 1 || rs.life.DrainTimeout <= 0 || rs.life.KillGrace <= 0 || rs.life.ReadyTimeout <= 0 {
+		return nil, usagef("run: --max-generations must be at least 1 and every timeout positive")
+	}
+	var err error
+	if rs.log, err = newLogger(c.String("log-format"), c.String("log-level")); err != nil {
+		return nil, usageError{err}
+	}
+	if g := c.String("control-group"); g != "" {
+		if rs.group, err = lookupGroup(g); err != nil {
+			return nil, usageError{err}
+		}
+	}
+	rs.cmd = c.Args().Slice()
+	path, err := exec.LookPath(rs.cmd[0])
+	if err != nil {
+		return nil, fmt.Errorf("proxy command %q: %w", rs.cmd[0], errors.Unwrap(err))
+	}
+	rs.cmd[0], _ = filepath.Abs(path)
+	if rs.driver, err = proxyctl.New(c.String("proxy"), rs.cmd); err != nil {
+		return nil, usageError{err}
+	}
+	if rs.rlimits, err = supervisor.EffectiveRlimits(configured); err != nil {
+		return nil, err
+	}
+	return rs, nil
+}
+
+func lookupGroup(name string) (int, error) {
+	g, err := user.LookupGroup(name)
+	if err != nil {
+		if id, aerr := strconv.Atoi(name); aerr == nil {
+			return id, nil
+		}
+		return -1, fmt.Errorf("--control-group %q: %w", name, err)
+	}
+	return strconv.Atoi(g.Gid)
+}
+
+func runAction(c *cli.Context) error {
+	rs, err := parseRunFlags(c)
+	if err != nil {
+		return err
+	}
+	defer rs.log.Sync() //nolint:errcheck // stderr
+	ctl, err := openControl(c.String("control"), rs.group)
+	if err != nil {
+		return err
+	}
+	defer ctl.Close()
+	listeners, err := supervisor.BindListeners(rs.specs)
+	if err != nil {
+		return err
+	}
+	defer listeners.CloseAll()
+	return supervise(rs, ctl, listeners)
+}
+
+// openControl binds the control socket; the default directory is created.
+func openControl(path string, group int) (*supervisor.ControlSocket, error) {
+	if path == defaultControl {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return nil, err
+		}
+	}
+	mode := os.FileMode(0o600)
+	if group >= 0 {
+		mode = 0o660
+	}
+	ctl, err := supervisor.ListenControl(path, mode)
+	if err != nil {
+		return nil, err
+	}
+	if group >= 0 {
+		if err := os.Chown(path, -1, group); err != nil {
+			ctl.Close()
+			return nil, fmt.Errorf("control socket group: %w", err)
+		}
+	}
+	return ctl, nil
+}
+
+// supervise wires the supervisor, its control server and signals, and runs
+// until the supervisor exits.
+func supervise(rs *runSetup, ctl *supervisor.ControlSocket, listeners *supervisor.ListenerSet) error {
+	sigchld := make(chan os.Signal, 1)
+	signal.Notify(sigchld, unix.SIGCHLD)
+	defer signal.Stop(sigchld)
+	reaper, err := supervisor.NewReaper(sigchld, nil)
+	if err != nil {
+		return fmt.Errorf("subreaper: %w", err)
+	}
+	pfs, err := supervisor.NewProcFS()
+	if err != nil {
+		return err
+	}
+	sup, err := supervisor.New(supervisor.Config{
+		Command: rs.cmd, Driver: rs.driver, Listeners: listeners, Rlimits: rs.rlimits,
+		Lifecycle: rs.life, RunDir: ctl.Path + ".d", Env: os.Environ(),
+	}, supervisor.Deps{Log: rs.log, Starter: &supervisor.ExecStarter{Reaper: reaper}, ProcFS: pfs})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	reaperDone := make(chan struct{})
+	go func() {
+		defer close(reaperDone)
+		reaper.Run(ctx)
+	}()
+	srv := supervisor.NewControlServer(sup, rs.log, rs.group)
+	srvDone := make(chan error, 1)
+	go func() { srvDone <- srv.Serve(ctl.Listener) }()
+	stopSignals := forwardSignals(sup, rs.log)
+	defer stopSignals()
+	rs.log.Info("baton started", zap.Int("pid", os.Getpid()), zap.String("proxy", rs.driver.Name()),
+		zap.String("control", ctl.Path), zap.Strings("command", rs.cmd), zap.Stringers("rlimits", stringers(rs.rlimits)))
+	runErr := sup.Run(context.Background())
+	shutdownCtx, cancelShutdown := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancelShutdown()
+	_ = srv.Shutdown(shutdownCtx)
+	<-srvDone
+	cancel()
+	<-reaperDone
+	if runErr != nil {
+		return fmt.Errorf("first generation failed: %w", runErr)
+	}
+	rs.log.Info("baton stopped")
+	return nil
+}
+
+func stringers(rl []supervisor.Rlimit) []fmt.Stringer {
+	out := make([]fmt.Stringer, len(rl))
+	for i, r := range rl {
+		out[i] = r
+	}
+	return out
+}
+
+// forwardSignals turns signals into supervisor requests: HUP reload,
+// TERM/INT graceful stop, QUIT fast stop. It returns a function that stops
+// forwarding and waits for every goroutine it started; call it after the
+// supervisor has exited (pending requests then return at once).
+func forwardSignals(sup *supervisor.Supervisor, log *zap.Logger) func() {
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, unix.SIGHUP, unix.SIGTERM, unix.SIGINT, unix.SIGQUIT, unix.SIGUSR2)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-done:
+				return
+			case sig := <-sigs:
+				log.Info("signal received", zap.Stringer("signal", sig))
+				if f := signalAction(sup, log, sig); f != nil {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						f()
+					}()
+				}
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(sigs)
+		close(done)
+		wg.Wait()
+	}
+}
+
+func signalAction(sup *supervisor.Supervisor, log *zap.Logger, sig os.Signal) func() {
+	ctx := context.Background()
+	switch sig {
+	case unix.SIGHUP:
+		return func() {
+			if res, err := sup.Reload(ctx); err != nil {
+				log.Error("reload on SIGHUP failed", zap.Error(err))
+			} else {
+				log.Info("reload on SIGHUP done", zap.Int("gen", res.Gen))
+			}
+		}
+	case unix.SIGTERM, unix.SIGINT:
+		return func() { _ = sup.Stop(ctx, false) }
+	case unix.SIGQUIT:
+		return func() { _ = sup.Stop(ctx, true) }
+	case unix.SIGUSR2:
+		log.Warn("SIGUSR2 (upgrade) is not implemented yet")
+	}
+	return nil
+}

@@ -1,0 +1,102 @@
+package proxyctl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/batonproxy/baton/fdpass"
+)
+
+// ErrBadCommand is wrapped by errors about the proxy command line.
+var ErrBadCommand = errors.New("bad proxy command")
+
+// Listener is one socket handed to a generation. Fd is borrowed from the
+// supervisor's listener set and stays open while the generation lives.
+type Listener struct {
+	Spec fdpass.Spec
+	Fd   int
+	Addr string // bound address (real port)
+}
+
+// GenSpec describes one generation to a driver.
+type GenSpec struct {
+	Gen       int
+	Dir       string // private (0700) directory for this generation's paths
+	Listeners []Listener
+}
+
+// Launch says how to start a generation's process.
+type Launch struct {
+	Argv      []string // argv[0] is the resolved program path
+	Env       []string // extra environment entries
+	Files     []int    // borrowed descriptors passed as fds 3, 4, ...
+	ListenPID bool     // the exec shim sets LISTEN_PID to the child's pid
+}
+
+// Session is one generation's driver-side state: it runs alongside the
+// process from Prepare until Close.
+type Session interface {
+	// Started is called once, right after the process was started.
+	Started(pid int)
+	// Ready makes one readiness probe; nil means the generation serves.
+	Ready(ctx context.Context) error
+	// Close releases what the session holds (sockets, goroutines). The
+	// borrowed listener descriptors are not used after it returns.
+	Close() error
+}
+
+// Driver knows one proxy program.
+type Driver interface {
+	Name() string
+	// CheckArgv is the command that validates the configuration.
+	CheckArgv(g GenSpec) []string
+	// Prepare sets up a generation: its command line, how it receives the
+	// listeners, and its readiness check.
+	Prepare(g GenSpec) (Launch, Session, error)
+	// Signal maps a drain or hard stop to the proxy's signal.
+	Signal(kind SignalKind) unix.Signal
+}
+
+// SignalKind is the intent of a signal.
+type SignalKind int
+
+// Signal kinds a driver maps.
+const (
+	Drain SignalKind = iota + 1
+	HardStop
+)
+
+// New returns the driver named name ("haproxy", "nginx", "generic"), or
+// guesses from the program's base name when name is empty. cmd is the proxy
+// command line, argv[0] already resolved; it is validated here.
+func New(name string, cmd []string) (Driver, error) {
+	if len(cmd) == 0 {
+		return nil, fmt.Errorf("%w: no command given after --", ErrBadCommand)
+	}
+	if name == "" {
+		name = Guess(cmd[0])
+	}
+	switch name {
+	case "haproxy":
+		return NewHAProxy(cmd)
+	default:
+		return nil, fmt.Errorf("%w: unknown proxy %q (want haproxy, nginx or generic)", ErrBadCommand, name)
+	}
+}
+
+// Guess names the driver for a program path: haproxy, nginx, else generic.
+func Guess(path string) string {
+	base := filepath.Base(path)
+	switch {
+	case strings.Contains(base, "haproxy"):
+		return "haproxy"
+	case strings.Contains(base, "nginx"):
+		return "nginx"
+	}
+	return "generic"
+}

@@ -1,0 +1,212 @@
+package proxyctl
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/procfs"
+	"golang.org/x/sys/unix"
+
+	"github.com/batonproxy/baton/fdpass"
+)
+
+// haproxyForbidden lists the command-line flags baton owns, with the reason.
+var haproxyForbidden = map[string]string{
+	"-sf": "baton drains old generations itself; -sf/-st make haproxy pause (SIGTTOU) the shared sockets for every holder",
+	"-st": "baton drains old generations itself; -sf/-st make haproxy pause (SIGTTOU) the shared sockets for every holder",
+	"-x":  "baton hands each generation its sockets with its own -x",
+	"-D":  "haproxy must stay in the foreground under baton (baton adds -W -db)",
+	"-W":  "baton runs haproxy in master-worker mode itself",
+	"-Ws": "baton runs haproxy in master-worker mode itself and speaks sd_notify for it",
+	"-S":  "baton gives each generation its own master CLI",
+	"-c":  "baton runs the config check itself",
+}
+
+// HAProxy drives HAProxy 2.6+ in master-worker mode. Each generation is a
+// fresh master started with -W -db (foreground master, forked worker: a
+// foreground -db process would spin on the shared listener while draining),
+// -x on a per-generation _getsocks socket served by baton, -dR so a bind
+// line that matches no passed socket fails instead of creating a second
+// SO_REUSEPORT socket, and -S for a per-generation master CLI. An extra -f
+// file adds a per-generation stats socket to the worker; readiness is the
+// worker answering "show info" there, which it does as soon as its event loop
+// runs with every listener enabled (the master CLI answers only after the
+// master re-executed itself into wait mode, tens of milliseconds later). It
+// never passes -sf/-st and never sends SIGTTOU.
+type HAProxy struct {
+	bin  string
+	args []string
+}
+
+// NewHAProxy validates cmd (argv[0] resolved) for use under baton.
+func NewHAProxy(cmd []string) (*HAProxy, error) {
+	for _, a := range cmd[1:] {
+		if why, bad := haproxyForbidden[a]; bad {
+			return nil, fmt.Errorf("%w: remove %s from the haproxy command line: %s", ErrBadCommand, a, why)
+		}
+	}
+	return &HAProxy{bin: cmd[0], args: cmd[1:]}, nil
+}
+
+// Name implements Driver.
+func (h *HAProxy) Name() string { return "haproxy" }
+
+// CheckArgv implements Driver: haproxy -c with the user's arguments.
+func (h *HAProxy) CheckArgv(GenSpec) []string {
+	return append([]string{h.bin, "-c"}, h.args...)
+}
+
+// Signal implements Driver: SIGUSR1 is HAProxy's soft stop (the master
+// forwards it to its workers and exits after them); SIGTERM its hard stop.
+func (h *HAProxy) Signal(kind SignalKind) unix.Signal {
+	if kind == Drain {
+		return unix.SIGUSR1
+	}
+	return unix.SIGTERM
+}
+
+// Prepare implements Driver.
+func (h *HAProxy) Prepare(g GenSpec) (Launch, Session, error) {
+	entries := make([]fdpass.GetsocksEntry, len(g.Listeners))
+	for i, l := range g.Listeners {
+		entries[i] = fdpass.GetsocksEntry{Fd: l.Fd}
+	}
+	s := &haproxySession{stats: filepath.Join(g.Dir, "stats.sock"), errs: make(chan error, 4)}
+	extra := filepath.Join(g.Dir, "baton.cfg")
+	snippet := "# written by baton for generation " + strconv.Itoa(g.Gen) + "\nglobal\n    stats socket " + s.stats + " mode 600 level user\n"
+	if err := os.WriteFile(extra, []byte(snippet), 0o600); err != nil {
+		return Launch{}, nil, fmt.Errorf("haproxy: %w", err)
+	}
+	gs, err := fdpass.NewGetsocksServer(filepath.Join(g.Dir, "getsocks.sock"), entries, s.noteError)
+	if err != nil {
+		return Launch{}, nil, err
+	}
+	s.gs = gs
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		gs.Serve()
+	}()
+	argv := append([]string{h.bin, "-W", "-db", "-S", filepath.Join(g.Dir, "master.sock"), "-x", gs.Path(), "-dR"}, h.args...)
+	argv = append(argv, "-f", extra)
+	return Launch{Argv: argv}, s, nil
+}
+
+type haproxySession struct {
+	stats string
+	gs    *fdpass.GetsocksServer
+	wg    sync.WaitGroup
+	pid   int
+	errs  chan error
+
+	closeOnce sync.Once
+}
+
+func (s *haproxySession) noteError(err error) {
+	select {
+	case s.errs <- err:
+	default:
+	}
+}
+
+func (s *haproxySession) Started(pid int) {
+	s.pid = pid
+	s.gs.Allow(pid)
+}
+
+// Ready asks the generation's stats socket for "show info" and checks that
+// the answer comes from a worker forked by this generation's master. A reply
+// means the worker's event loop runs with every listener enabled.
+func (s *haproxySession) Ready(ctx context.Context) error {
+	select {
+	case err := <-s.errs:
+		return err
+	default:
+	}
+	out, err := CLI(ctx, s.stats, "show info")
+	if err != nil {
+		return err
+	}
+	pid := infoField(out, "Pid")
+	if pid == "" {
+		return fmt.Errorf("show info: no Pid in %q", firstLine(out))
+	}
+	worker, _ := strconv.Atoi(pid)
+	if ppid := parentOf(worker); ppid != s.pid {
+		return fmt.Errorf("show info answered by pid %d, whose parent is %d, not this generation's master %d", worker, ppid, s.pid)
+	}
+	s.closeGetsocks()
+	return nil
+}
+
+func (s *haproxySession) closeGetsocks() {
+	s.closeOnce.Do(func() {
+		s.gs.Close()
+		s.wg.Wait()
+	})
+}
+
+func (s *haproxySession) Close() error {
+	s.closeGetsocks()
+	return nil
+}
+
+// CLI sends one command to an HAProxy CLI socket (stats socket or master
+// CLI) and returns the whole answer.
+func CLI(ctx context.Context, path, cmd string) (string, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		return "", fmt.Errorf("haproxy cli: %w", err)
+	}
+	defer c.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.SetDeadline(dl)
+	} else {
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	}
+	if _, err := c.Write([]byte(cmd + "\n")); err != nil {
+		return "", fmt.Errorf("haproxy cli: %w", err)
+	}
+	_ = c.(*net.UnixConn).CloseWrite()
+	var b strings.Builder
+	if _, err := bufio.NewReader(c).WriteTo(&b); err != nil {
+		return "", fmt.Errorf("haproxy cli: %w", err)
+	}
+	return b.String(), nil
+}
+
+func infoField(out, key string) string {
+	for _, line := range strings.Split(out, "\n") {
+		if v, ok := strings.CutPrefix(line, key+":"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(strings.TrimSpace(s), "\n")
+	return line
+}
+
+// parentOf returns pid's parent pid; 0 when unknown.
+func parentOf(pid int) int {
+	p, err := procfs.NewProc(pid)
+	if err != nil {
+		return 0
+	}
+	st, err := p.Stat()
+	if err != nil {
+		return 0
+	}
+	return st.PPID
+}

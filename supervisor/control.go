@@ -1,0 +1,215 @@
+package supervisor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"github.com/batonproxy/baton/fdpass"
+	"github.com/batonproxy/baton/supervisor/lifecycle"
+)
+
+// ErrControlInUse means another baton holds the control socket.
+var ErrControlInUse = errors.New("control socket in use")
+
+// ControlSocket is the bound control socket and the lock that makes it
+// baton's alone.
+type ControlSocket struct {
+	Listener *net.UnixListener
+	Path     string
+	lock     *os.File
+}
+
+// ListenControl binds the control socket at path with the given mode after
+// taking an exclusive lock on path+".lock", so that a second baton on the
+// same path fails with a clear error instead of stealing the socket. A
+// stale socket file is replaced. The directory must exist.
+func ListenControl(path string, mode os.FileMode) (*ControlSocket, error) {
+	dir := filepath.Dir(path)
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		return nil, fmt.Errorf("control socket %s: directory %s does not exist", path, dir)
+	}
+	lock, err := os.OpenFile(path+".lock", os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("control socket lock: %w", err)
+	}
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		holder, _ := os.ReadFile(path + ".lock")
+		lock.Close()
+		return nil, fmt.Errorf("%w: another baton (pid %s) runs with control socket %s", ErrControlInUse, strings.TrimSpace(string(holder)), path)
+	}
+	_ = lock.Truncate(0)
+	_, _ = lock.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	_ = os.Remove(path) // stale: we hold the lock, so no baton serves it
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err == nil {
+		err = os.Chmod(path, mode)
+	}
+	if err != nil {
+		if ln != nil {
+			ln.Close()
+		}
+		lock.Close()
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	return &ControlSocket{Listener: ln, Path: path, lock: lock}, nil
+}
+
+// Close closes the socket (removing its path) and releases the lock.
+func (c *ControlSocket) Close() error {
+	return errors.Join(c.Listener.Close(), c.lock.Close())
+}
+
+// ControlServer serves the control API (HTTP/1.1, JSON) on the control
+// socket. Every connection's peer credentials are checked: root, baton's own
+// uid, and (when set) members of AllowGID as primary group may talk to it.
+type ControlServer struct {
+	sup      *Supervisor
+	log      *zap.Logger
+	allowGID int
+	srv      *http.Server
+}
+
+type credKey struct{}
+
+// NewControlServer returns a server for sup; allowGID < 0 allows no group.
+func NewControlServer(sup *Supervisor, log *zap.Logger, allowGID int) *ControlServer {
+	c := &ControlServer{sup: sup, log: log, allowGID: allowGID}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", c.status)
+	mux.HandleFunc("POST /v1/reload", c.reload)
+	mux.HandleFunc("POST /v1/stop", c.stop)
+	mux.HandleFunc("POST /v1/upgrade", c.upgrade)
+	c.srv = &http.Server{
+		Handler:           c.authorize(mux),
+		ReadHeaderTimeout: 10 * time.Second,
+		ConnContext: func(ctx context.Context, conn net.Conn) context.Context {
+			uc, ok := conn.(*net.UnixConn)
+			if !ok {
+				return ctx
+			}
+			cred, err := fdpass.PeerCred(uc)
+			if err != nil {
+				return ctx
+			}
+			return context.WithValue(ctx, credKey{}, cred)
+		},
+	}
+	return c
+}
+
+// Serve serves on ln until Shutdown.
+func (c *ControlServer) Serve(ln net.Listener) error {
+	err := c.srv.Serve(ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting and waits for running requests, up to ctx.
+func (c *ControlServer) Shutdown(ctx context.Context) error {
+	return c.srv.Shutdown(ctx)
+}
+
+func (c *ControlServer) authorize(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cred, ok := r.Context().Value(credKey{}).(*unix.Ucred)
+		switch {
+		case !ok:
+			writeError(w, http.StatusForbidden, "forbidden", errors.New("peer credentials unavailable"))
+		case cred.Uid == 0 || int(cred.Uid) == os.Geteuid() || (c.allowGID >= 0 && int(cred.Gid) == c.allowGID):
+			next.ServeHTTP(w, r)
+		default:
+			c.log.Warn("control request refused", zap.Uint32("uid", cred.Uid), zap.Int32("peer_pid", cred.Pid))
+			writeError(w, http.StatusForbidden, "forbidden", fmt.Errorf("uid %d may not control this baton (allowed: root, uid %d)", cred.Uid, os.Geteuid()))
+		}
+	})
+}
+
+func (c *ControlServer) status(w http.ResponseWriter, r *http.Request) {
+	st, err := c.sup.Status(r.Context())
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, "not_running", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+// ReloadResponse is the body of a successful POST /v1/reload.
+type ReloadResponse struct {
+	Generation int     `json:"generation"`
+	Pid        int     `json:"pid"`
+	DurationMs float64 `json:"duration_ms"`
+}
+
+func (c *ControlServer) reload(w http.ResponseWriter, r *http.Request) {
+	res, err := c.sup.Reload(r.Context())
+	switch {
+	case err == nil:
+		writeJSON(w, http.StatusOK, ReloadResponse{Generation: res.Gen, Pid: res.Pid, DurationMs: float64(res.Duration.Microseconds()) / 1000})
+	case errors.Is(err, lifecycle.ErrStopping), errors.Is(err, ErrNotRunning):
+		writeError(w, http.StatusServiceUnavailable, "stopping", err)
+	default:
+		writeError(w, http.StatusUnprocessableEntity, reloadErrorCode(err), err)
+	}
+}
+
+func reloadErrorCode(err error) string {
+	for _, c := range []struct {
+		err  error
+		code string
+	}{
+		{lifecycle.ErrCheckFailed, "check_failed"},
+		{lifecycle.ErrStartFailed, "start_failed"},
+		{lifecycle.ErrNotReady, "not_ready"},
+		{lifecycle.ErrExitedBeforeReady, "exited_before_ready"},
+	} {
+		if errors.Is(err, c.err) {
+			return c.code
+		}
+	}
+	return "reload_failed"
+}
+
+func (c *ControlServer) stop(w http.ResponseWriter, r *http.Request) {
+	fast := r.URL.Query().Get("fast") == "1"
+	if err := c.sup.Stop(r.Context(), fast); err != nil && !errors.Is(err, ErrNotRunning) {
+		writeError(w, http.StatusServiceUnavailable, "stop_failed", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]bool{"stopped": true})
+}
+
+func (c *ControlServer) upgrade(w http.ResponseWriter, _ *http.Request) {
+	writeError(w, http.StatusNotImplemented, "not_implemented", errors.New("baton upgrade is not implemented yet"))
+}
+
+// APIError is the body of every failed control request.
+type APIError struct {
+	Code  string `json:"code"`
+	Error string `json:"error"`
+}
+
+func writeError(w http.ResponseWriter, status int, code string, err error) {
+	writeJSON(w, status, APIError{Code: code, Error: err.Error()})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}

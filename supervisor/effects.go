@@ -1,0 +1,211 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"github.com/batonproxy/baton/proxyctl"
+	"github.com/batonproxy/baton/supervisor/lifecycle"
+)
+
+// do carries out one action on the loop goroutine. Actions whose result is
+// known at once return it as an event; the others report later through
+// emit.
+func (s *Supervisor) do(a lifecycle.Action) lifecycle.Event {
+	switch a := a.(type) {
+	case lifecycle.RunCheck:
+		return s.runCheck(a.Gen)
+	case lifecycle.Start:
+		return s.start(a.Gen, a.Replacement)
+	case lifecycle.Signal:
+		s.signal(a.Gen, a.Kind)
+	case lifecycle.WatchRelease:
+		s.watchRelease(a.Gen)
+	case lifecycle.Reply:
+		s.reply(a)
+	case lifecycle.Forget:
+		s.forget(a.Gen)
+	case lifecycle.CloseListeners:
+		if err := s.cfg.Listeners.CloseAll(); err != nil {
+			s.log.Warn("close listeners", zap.Error(err))
+		}
+	case lifecycle.Exit:
+		s.exited, s.exitErr = true, a.Err
+	}
+	return nil
+}
+
+// genRuntime returns the runtime state of gen, creating it (and its
+// private directory) on first use.
+func (s *Supervisor) genRuntime(gen lifecycle.Gen) (*genRuntime, error) {
+	if rt := s.gens[gen]; rt != nil {
+		return rt, nil
+	}
+	dir := filepath.Join(s.cfg.RunDir, strconv.Itoa(int(gen)))
+	if err := os.RemoveAll(dir); err != nil {
+		return nil, err
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("generation directory: %w", err)
+	}
+	ctx, cancel := context.WithCancel(s.loopCtx)
+	rt := &genRuntime{gen: gen, dir: dir, ctx: ctx, cancel: cancel, log: s.log.With(zap.Int("gen", int(gen)))}
+	s.gens[gen] = rt
+	return rt, nil
+}
+
+func (s *Supervisor) genSpec(rt *genRuntime, listeners []proxyctl.Listener) proxyctl.GenSpec {
+	return proxyctl.GenSpec{Gen: int(rt.gen), Dir: rt.dir, Listeners: listeners}
+}
+
+// runCheck starts the config check; its result comes back as CheckDone.
+func (s *Supervisor) runCheck(gen lifecycle.Gen) lifecycle.Event {
+	rt, err := s.genRuntime(gen)
+	if err != nil {
+		return lifecycle.CheckDone{At: s.clock.Now(), Gen: gen, Err: err}
+	}
+	argv := s.cfg.Driver.CheckArgv(s.genSpec(rt, nil))
+	rt.log.Debug("check config", zap.Strings("argv", argv))
+	s.goEffect(func() {
+		start := s.clock.Now()
+		err := s.runCommand(rt, argv)
+		rt.log.Debug("check done", zap.Duration("took", s.clock.Now().Sub(start)), zap.Error(err))
+		s.emit(lifecycle.CheckDone{At: s.clock.Now(), Gen: gen, Err: err})
+	})
+	return nil
+}
+
+// runCommand runs a one-shot command (the config check) under the
+// generation's rlimits and the check timeout; a non-zero exit is a
+// *ChildError with the command's output.
+func (s *Supervisor) runCommand(rt *genRuntime, argv []string) error {
+	ctx, cancel := context.WithTimeout(rt.ctx, s.cfg.CheckTimeout)
+	defer cancel()
+	p, err := s.starter.Start(StartSpec{
+		Path: argv[0], Argv: argv, Env: s.cfg.Env, Rlimits: s.cfg.Rlimits,
+		OnOutput: func(line string) { rt.log.Debug("check output", zap.String("line", line)) },
+	})
+	if err != nil {
+		return err
+	}
+	defer p.Release()
+	timedOut := false
+	select {
+	case <-p.Done():
+	case <-ctx.Done():
+		timedOut = true
+		_ = p.SignalGroup(unix.SIGKILL)
+		<-p.Done()
+	}
+	waitOutput(p)
+	st := p.Status()
+	switch {
+	case timedOut:
+		return &ChildError{Argv: argv, Status: st, Output: p.Output(), Err: fmt.Errorf("timed out after %s", s.cfg.CheckTimeout)}
+	case st.Code != 0:
+		return &ChildError{Argv: argv, Status: st, Output: p.Output()}
+	}
+	return nil
+}
+
+// start starts gen's process and the goroutines that watch it.
+func (s *Supervisor) start(gen lifecycle.Gen, replacement bool) lifecycle.Event {
+	now := s.clock.Now()
+	rt, err := s.genRuntime(gen)
+	if err != nil {
+		return lifecycle.Started{At: now, Gen: gen, Err: err}
+	}
+	listeners := s.cfg.Listeners.Acquire(gen)
+	rt.acquired = true
+	launch, session, err := s.cfg.Driver.Prepare(s.genSpec(rt, listeners))
+	if err != nil {
+		return lifecycle.Started{At: now, Gen: gen, Err: err}
+	}
+	rt.session = session
+	p, err := s.starter.Start(StartSpec{
+		Path: launch.Argv[0], Argv: launch.Argv, Env: append(append([]string(nil), s.cfg.Env...), launch.Env...),
+		Files: launch.Files, Rlimits: s.cfg.Rlimits, ListenPID: launch.ListenPID,
+		OnOutput: rt.logOutput,
+	})
+	if err != nil {
+		return lifecycle.Started{At: now, Gen: gen, Err: err}
+	}
+	rt.proc = p
+	rt.log = rt.log.With(zap.Int("pid", p.Pid()))
+	session.Started(p.Pid())
+	rt.log.Info("generation started", zap.Bool("replacement", replacement), zap.Strings("argv", launch.Argv))
+	current := s.cfg.Listeners.CurrentInodes()
+	s.goEffect(func() { s.watchExit(rt) })
+	s.goEffect(func() { s.probeReady(rt, current) })
+	return lifecycle.Started{At: now, Gen: gen, Pid: p.Pid()}
+}
+
+func (s *Supervisor) signal(gen lifecycle.Gen, kind lifecycle.SignalKind) {
+	rt := s.gens[gen]
+	if rt == nil || rt.proc == nil {
+		return
+	}
+	var sig unix.Signal
+	switch kind {
+	case lifecycle.Drain:
+		sig = s.cfg.Driver.Signal(proxyctl.Drain)
+	case lifecycle.Stop:
+		sig = s.cfg.Driver.Signal(proxyctl.HardStop)
+	case lifecycle.Kill:
+		rt.stopProbing()
+		sig = unix.SIGKILL
+	}
+	rt.log.Info("signal generation", zap.Stringer("kind", kind), zap.Stringer("signal", sig))
+	err := rt.proc.Signal(sig)
+	if kind == lifecycle.Kill || errors.Is(err, ErrProcessDone) {
+		// SIGKILL goes to the whole group; other signals too once the
+		// leader is gone but members remain.
+		err = rt.proc.SignalGroup(sig)
+	}
+	if err != nil && !errors.Is(err, ErrProcessDone) {
+		rt.log.Warn("signal failed", zap.Stringer("signal", sig), zap.Error(err))
+	}
+}
+
+func (s *Supervisor) watchRelease(gen lifecycle.Gen) {
+	rt := s.gens[gen]
+	if rt == nil || rt.proc == nil {
+		return
+	}
+	inodes := s.cfg.Listeners.Inodes()
+	s.goEffect(func() {
+		if s.pollUntil(rt.ctx, func() bool { return !s.holdsAny(rt.proc.Pid(), inodes) }) {
+			s.emit(lifecycle.Released{At: s.clock.Now(), Gen: gen})
+		}
+	})
+}
+
+func (s *Supervisor) forget(gen lifecycle.Gen) {
+	rt := s.gens[gen]
+	if rt == nil {
+		return
+	}
+	delete(s.gens, gen)
+	rt.cancel()
+	var errs []error
+	if rt.session != nil {
+		errs = append(errs, rt.session.Close())
+	}
+	if rt.proc != nil {
+		rt.proc.Release()
+	}
+	if rt.acquired {
+		errs = append(errs, s.cfg.Listeners.Release(gen))
+	}
+	errs = append(errs, os.RemoveAll(rt.dir))
+	if err := errors.Join(errs...); err != nil {
+		rt.log.Warn("forget generation", zap.Error(err))
+	}
+}

@@ -1,0 +1,206 @@
+package supervisor
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/batonproxy/baton/proxyctl"
+	"github.com/batonproxy/baton/supervisor/lifecycle"
+)
+
+// genRuntime is what the loop holds for one generation besides the
+// machine's view: its process, driver session, directory and watchers.
+type genRuntime struct {
+	gen      lifecycle.Gen
+	dir      string
+	log      *zap.Logger
+	proc     Proc
+	session  proxyctl.Session
+	acquired bool // holds references in the listener set
+
+	ctx    context.Context // cancelled when the generation is forgotten
+	cancel context.CancelFunc
+
+	mu        sync.Mutex
+	probeErr  error
+	probeStop bool
+}
+
+func (rt *genRuntime) logOutput(line string) {
+	rt.log.Info("proxy output", zap.String("line", line))
+}
+
+func (rt *genRuntime) setProbeError(err error) {
+	rt.mu.Lock()
+	rt.probeErr = err
+	rt.mu.Unlock()
+}
+
+func (rt *genRuntime) lastProbeError() error {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	return rt.probeErr
+}
+
+// stopProbing ends the readiness probe (the generation is being killed).
+func (rt *genRuntime) stopProbing() {
+	rt.mu.Lock()
+	rt.probeStop = true
+	rt.mu.Unlock()
+}
+
+func (rt *genRuntime) probing() bool {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	return !rt.probeStop
+}
+
+// ChildError is a child process that failed: its command, exit status and
+// the tail of its own output.
+type ChildError struct {
+	Argv   []string
+	Status ExitStatus
+	Output string
+	Err    error // what baton did about it (e.g. a timeout), if anything
+}
+
+func (e *ChildError) Error() string {
+	var b strings.Builder
+	b.WriteString(strings.Join(e.Argv, " "))
+	switch {
+	case e.Err != nil:
+		fmt.Fprintf(&b, ": %v", e.Err)
+	case e.Status.Signal != 0:
+		fmt.Fprintf(&b, ": killed by signal %d (%s)", e.Status.Signal, e.Status.Signal)
+	default:
+		fmt.Fprintf(&b, ": exit status %d", e.Status.Code)
+	}
+	if e.Output != "" {
+		b.WriteString("\n")
+		b.WriteString(e.Output)
+	}
+	return b.String()
+}
+
+func (e *ChildError) Unwrap() error { return e.Err }
+
+// outputError is the child's own words, for an exit before ready.
+type outputError string
+
+func (e outputError) Error() string { return string(e) }
+
+// waitOutput waits briefly for every writer of p's output to be gone, so
+// the tail holds the child's last words.
+func waitOutput(p Proc) {
+	t := time.NewTimer(500 * time.Millisecond)
+	defer t.Stop()
+	select {
+	case <-p.OutputDone():
+	case <-t.C:
+	}
+}
+
+// watchExit reports Exited once the leader was reaped and no process of the
+// generation's group is left (a worker orphaned by its master still holds
+// the listeners).
+func (s *Supervisor) watchExit(rt *genRuntime) {
+	select {
+	case <-rt.proc.Done():
+	case <-s.loopCtx.Done():
+		return
+	}
+	if !s.pollUntil(s.loopCtx, func() bool { return !GroupAlive(rt.proc.Pid()) }) {
+		return
+	}
+	waitOutput(rt.proc)
+	st := rt.proc.Status()
+	var err error
+	if out := rt.proc.Output(); out != "" {
+		err = outputError(out)
+	}
+	rt.log.Info("generation exited", zap.Int("status", st.Code))
+	s.emit(lifecycle.Exited{At: s.clock.Now(), Gen: rt.gen, Status: st.Code, Err: err})
+}
+
+// probeReady polls the driver's readiness check and the generation's fd
+// tables until it holds every current listener and answers; then Ready.
+func (s *Supervisor) probeReady(rt *genRuntime, inodes map[uint64]bool) {
+	ready := s.pollUntil(rt.ctx, func() bool {
+		if !rt.probing() {
+			return false
+		}
+		if missing := s.missing(rt.proc.Pid(), inodes); missing > 0 {
+			rt.setProbeError(fmt.Errorf("%d of %d listeners not yet held by the generation", missing, len(inodes)))
+			return false
+		}
+		ctx, cancel := context.WithTimeout(rt.ctx, time.Second)
+		defer cancel()
+		err := rt.session.Ready(ctx)
+		rt.setProbeError(err)
+		return err == nil
+	})
+	if ready && rt.probing() {
+		rt.log.Info("generation ready")
+		s.emit(lifecycle.Ready{At: s.clock.Now(), Gen: rt.gen})
+	}
+}
+
+// pollUntil calls cond until it is true (returns true) or ctx ends (false):
+// every millisecond at first, backing off to every 4 ms during the first
+// second (reload latency) and to every 50 ms after it.
+func (s *Supervisor) pollUntil(ctx context.Context, cond func() bool) bool {
+	wait, ceiling := time.Millisecond, 4*time.Millisecond
+	start := s.clock.Now()
+	for {
+		if cond() {
+			return true
+		}
+		t := s.clock.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		case <-t.C():
+		}
+		if s.clock.Now().Sub(start) > time.Second {
+			ceiling = 50 * time.Millisecond
+		}
+		wait = min(wait*2, ceiling)
+	}
+}
+
+// heldInodes is the union of socket inodes open in pgid's processes.
+func (s *Supervisor) heldInodes(pgid int) map[uint64]bool {
+	held := map[uint64]bool{}
+	pids, _ := s.procfs.Members(pgid)
+	for _, pid := range pids {
+		in, err := s.procfs.SocketInodes(pid)
+		if err != nil {
+			continue
+		}
+		for k := range in {
+			held[k] = true
+		}
+	}
+	return held
+}
+
+func (s *Supervisor) missing(pgid int, want map[uint64]bool) int {
+	held := s.heldInodes(pgid)
+	n := 0
+	for k := range want {
+		if !held[k] {
+			n++
+		}
+	}
+	return n
+}
+
+func (s *Supervisor) holdsAny(pgid int, inodes map[uint64]bool) bool {
+	return s.missing(pgid, inodes) < len(inodes)
+}

@@ -1,0 +1,150 @@
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/batonproxy/baton/fdpass"
+	"github.com/batonproxy/baton/proxyctl"
+	"github.com/batonproxy/baton/supervisor/lifecycle"
+)
+
+// ListenerKey identifies a listener by its bound address (fdpass.Spec.Key).
+type ListenerKey string
+
+// ListenerSet owns baton's listening sockets: one per address, created once
+// and kept for baton's whole life. It counts which generations use each
+// socket, so that a listener removed from the configuration is closed only
+// once no live generation holds it. One goroutine (the supervisor loop) owns
+// it.
+type ListenerSet struct {
+	order []ListenerKey
+	items map[ListenerKey]*listenerEntry
+}
+
+type listenerEntry struct {
+	sock    *fdpass.Socket
+	users   map[lifecycle.Gen]bool
+	removed bool
+}
+
+// BindListeners creates a socket for every spec, or none: on error every
+// socket bound so far is closed again.
+func BindListeners(specs []fdpass.Spec) (*ListenerSet, error) {
+	ls := &ListenerSet{items: map[ListenerKey]*listenerEntry{}}
+	names := map[string]bool{}
+	for _, sp := range specs {
+		key := ListenerKey(sp.Key())
+		var err error
+		switch {
+		case ls.items[key] != nil:
+			err = fmt.Errorf("listener %s given twice", sp.Addr)
+		case names[sp.Name]:
+			err = fmt.Errorf("listener name %q given twice", sp.Name)
+		}
+		var s *fdpass.Socket
+		if err == nil {
+			s, err = fdpass.Listen(sp)
+		}
+		if err != nil {
+			return nil, errors.Join(err, ls.CloseAll())
+		}
+		names[sp.Name] = true
+		ls.order = append(ls.order, key)
+		ls.items[key] = &listenerEntry{sock: s, users: map[lifecycle.Gen]bool{}}
+	}
+	return ls, nil
+}
+
+// Sockets returns the current (not removed) sockets, in spec order.
+func (ls *ListenerSet) Sockets() []*fdpass.Socket {
+	var out []*fdpass.Socket
+	for _, k := range ls.order {
+		if e := ls.items[k]; !e.removed {
+			out = append(out, e.sock)
+		}
+	}
+	return out
+}
+
+// Acquire records gen as a user of every current listener and returns them
+// for its driver. The descriptors stay valid until Release(gen).
+func (ls *ListenerSet) Acquire(gen lifecycle.Gen) []proxyctl.Listener {
+	var out []proxyctl.Listener
+	for _, k := range ls.order {
+		e := ls.items[k]
+		if e.removed {
+			continue
+		}
+		e.users[gen] = true
+		out = append(out, proxyctl.Listener{Spec: e.sock.Spec(), Fd: e.sock.Fd(), Addr: e.sock.Addr()})
+	}
+	return out
+}
+
+// Release drops gen from every listener's users and closes removed
+// listeners nobody uses any more. Releasing a gen that holds nothing is an
+// error, so that counting mistakes show.
+func (ls *ListenerSet) Release(gen lifecycle.Gen) error {
+	held := false
+	var errs []error
+	for _, k := range append([]ListenerKey(nil), ls.order...) {
+		e := ls.items[k]
+		if !e.users[gen] {
+			continue
+		}
+		held = true
+		delete(e.users, gen)
+		if e.removed && len(e.users) == 0 {
+			errs = append(errs, ls.closeEntry(k))
+		}
+	}
+	if !held && len(ls.order) > 0 {
+		errs = append(errs, fmt.Errorf("release generation %d: it holds no listener", gen))
+	}
+	return errors.Join(errs...)
+}
+
+func (ls *ListenerSet) closeEntry(k ListenerKey) error {
+	e := ls.items[k]
+	delete(ls.items, k)
+	for i, x := range ls.order {
+		if x == k {
+			ls.order = append(ls.order[:i], ls.order[i+1:]...)
+			break
+		}
+	}
+	return errors.Join(e.sock.Close(), e.sock.Unlink())
+}
+
+// Inodes returns the inodes of every socket in the set, removed ones
+// included: a generation holding any of them still serves.
+func (ls *ListenerSet) Inodes() map[uint64]bool {
+	out := map[uint64]bool{}
+	for _, e := range ls.items {
+		out[e.sock.Inode()] = true
+	}
+	return out
+}
+
+// CurrentInodes returns the inodes of the current listeners: a new
+// generation must hold all of them to be ready.
+func (ls *ListenerSet) CurrentInodes() map[uint64]bool {
+	out := map[uint64]bool{}
+	for _, s := range ls.Sockets() {
+		out[s.Inode()] = true
+	}
+	return out
+}
+
+// CloseAll closes every socket (baton's copies; generations keep theirs).
+func (ls *ListenerSet) CloseAll() error {
+	var errs []error
+	for _, k := range append([]ListenerKey(nil), ls.order...) {
+		errs = append(errs, ls.closeEntry(k))
+	}
+	return errors.Join(errs...)
+}
+
+// Len is the number of sockets held.
+func (ls *ListenerSet) Len() int { return len(ls.order) }

@@ -1,0 +1,161 @@
+package supervisor
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/prometheus/procfs"
+)
+
+// ProcFS reads what baton needs to know about its descendants from /proc.
+type ProcFS interface {
+	// Members lists the live processes of process group pgid among baton's
+	// descendants (a generation's master, workers and orphans alike).
+	Members(pgid int) ([]int, error)
+	// SocketInodes returns the inodes of every socket pid has open.
+	SocketInodes(pid int) (map[uint64]bool, error)
+	// Limits returns pid's resource limits, by /proc/PID/limits row name.
+	Limits(pid int) (map[string]Limit, error)
+	// CPUTicks returns user+system clock ticks pid has used.
+	CPUTicks(pid int) (uint64, error)
+}
+
+// Limit is one row of /proc/PID/limits; Unlimited for "unlimited".
+type Limit struct {
+	Soft, Hard uint64
+}
+
+// NewProcFS returns a ProcFS over the real /proc, seen from baton's own pid.
+func NewProcFS() (ProcFS, error) {
+	fs, err := procfs.NewFS(procfs.DefaultMountPoint)
+	if err != nil {
+		return nil, err
+	}
+	return &realProcFS{fs: fs, self: os.Getpid()}, nil
+}
+
+type realProcFS struct {
+	fs   procfs.FS
+	self int
+}
+
+// Members walks baton's descendants through /proc/PID/task/TID/children and
+// keeps those whose process group is pgid.
+func (r *realProcFS) Members(pgid int) ([]int, error) {
+	var out []int
+	queue := childrenOf(r.self)
+	for len(queue) > 0 {
+		pid := queue[0]
+		queue = queue[1:]
+		p, err := r.fs.Proc(pid)
+		if err != nil {
+			continue // exited meanwhile
+		}
+		st, err := p.Stat()
+		if err != nil {
+			continue
+		}
+		if st.PGRP == pgid && st.State != "Z" {
+			out = append(out, pid)
+		}
+		queue = append(queue, childrenOf(pid)...)
+	}
+	return out, nil
+}
+
+// childrenOf reads the children of every thread of pid.
+func childrenOf(pid int) []int {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	var out []int
+	for _, t := range tasks {
+		b, err := os.ReadFile(t)
+		if err != nil {
+			continue
+		}
+		for _, f := range strings.Fields(string(b)) {
+			if n, err := strconv.Atoi(f); err == nil {
+				out = append(out, n)
+			}
+		}
+	}
+	return out
+}
+
+func (r *realProcFS) SocketInodes(pid int) (map[uint64]bool, error) {
+	p, err := r.fs.Proc(pid)
+	if err != nil {
+		return nil, err
+	}
+	targets, err := p.FileDescriptorTargets()
+	if err != nil {
+		return nil, err
+	}
+	out := map[uint64]bool{}
+	for _, t := range targets {
+		if s, ok := strings.CutPrefix(t, "socket:["); ok {
+			if n, err := strconv.ParseUint(strings.TrimSuffix(s, "]"), 10, 64); err == nil {
+				out[n] = true
+			}
+		}
+	}
+	return out, nil
+}
+
+func (r *realProcFS) CPUTicks(pid int) (uint64, error) {
+	p, err := r.fs.Proc(pid)
+	if err != nil {
+		return 0, err
+	}
+	st, err := p.Stat()
+	if err != nil {
+		return 0, err
+	}
+	return uint64(st.UTime + st.STime), nil
+}
+
+// Limits parses /proc/PID/limits. procfs only exposes soft limits, and baton
+// reports both.
+func (r *realProcFS) Limits(pid int) (map[string]Limit, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/limits", pid))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return parseLimits(f)
+}
+
+// limitRows maps /proc/PID/limits row names to --rlimit names.
+var limitRows = map[string]string{
+	"Max cpu time": "cpu", "Max file size": "fsize", "Max data size": "data",
+	"Max stack size": "stack", "Max core file size": "core", "Max resident set": "rss",
+	"Max processes": "nproc", "Max open files": "nofile", "Max locked memory": "memlock",
+	"Max address space": "as", "Max file locks": "locks", "Max pending signals": "sigpending",
+	"Max msgqueue size": "msgqueue", "Max nice priority": "nice",
+	"Max realtime priority": "rtprio", "Max realtime timeout": "rttime",
+}
+
+func parseLimits(f *os.File) (map[string]Limit, error) {
+	out := map[string]Limit{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		if len(line) < 26 {
+			continue
+		}
+		name, ok := limitRows[strings.TrimSpace(line[:25])]
+		fields := strings.Fields(line[25:])
+		if !ok || len(fields) < 2 {
+			continue
+		}
+		soft, err1 := parseLimit(fields[0])
+		hard, err2 := parseLimit(fields[1])
+		if err1 == nil && err2 == nil {
+			out[name] = Limit{Soft: soft, Hard: hard}
+		}
+	}
+	return out, sc.Err()
+}

@@ -1,0 +1,163 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/batonproxy/baton/supervisor/lifecycle"
+)
+
+type reqKind int
+
+const (
+	reqReload reqKind = iota + 1
+	reqStop
+	reqStatus
+)
+
+// request goes from an API caller to the loop; the loop answers on reply.
+type request struct {
+	kind  reqKind
+	fast  bool
+	reply chan response
+}
+
+type response struct {
+	reload ReloadResult
+	status Status
+	err    error
+}
+
+// pendingReq is a request the machine has not answered yet.
+type pendingReq struct {
+	kind  reqKind
+	at    time.Time
+	reply chan response
+}
+
+// ReloadResult is what a successful reload reports.
+type ReloadResult struct {
+	Gen      int           `json:"generation"`
+	Pid      int           `json:"pid"`
+	Duration time.Duration `json:"-"`
+}
+
+// Reload asks for a reload and waits until it is acknowledged: the new
+// generation serves and no older generation holds a listener. Cancelling
+// ctx stops the waiting, not the reload.
+func (s *Supervisor) Reload(ctx context.Context) (ReloadResult, error) {
+	r, err := s.call(ctx, request{kind: reqReload})
+	return r.reload, err
+}
+
+// Stop asks every generation to drain (or, fast, to stop now) and waits
+// until they are gone and the supervisor exits.
+func (s *Supervisor) Stop(ctx context.Context, fast bool) error {
+	_, err := s.call(ctx, request{kind: reqStop, fast: fast})
+	return err
+}
+
+// Status returns a snapshot of the supervisor and its generations.
+func (s *Supervisor) Status(ctx context.Context) (Status, error) {
+	r, err := s.call(ctx, request{kind: reqStatus})
+	return r.status, err
+}
+
+func (s *Supervisor) call(ctx context.Context, r request) (response, error) {
+	r.reply = make(chan response, 1)
+	select {
+	case s.reqs <- r:
+	case <-s.done:
+		return response{}, ErrNotRunning
+	case <-ctx.Done():
+		return response{}, ctx.Err()
+	}
+	select {
+	case resp := <-r.reply:
+		return resp, resp.err
+	case <-s.done:
+		// Run may have answered just before returning.
+		select {
+		case resp := <-r.reply:
+			return resp, resp.err
+		default:
+		}
+		return response{}, ErrNotRunning
+	case <-ctx.Done():
+		return response{}, ctx.Err()
+	}
+}
+
+// handle runs on the loop goroutine.
+func (s *Supervisor) handle(r request) {
+	now := s.clock.Now()
+	switch r.kind {
+	case reqStatus:
+		r.reply <- response{status: s.status()}
+		return
+	case reqReload:
+		s.nextReq++
+		s.pending[s.nextReq] = pendingReq{kind: reqReload, at: now, reply: r.reply}
+		s.step(lifecycle.ReloadRequested{At: now, Req: s.nextReq})
+	case reqStop:
+		s.nextReq++
+		s.pending[s.nextReq] = pendingReq{kind: reqStop, at: now, reply: r.reply}
+		s.step(lifecycle.StopRequested{At: now, Req: s.nextReq, Fast: r.fast})
+	}
+}
+
+// reply answers the machine's Reply action.
+func (s *Supervisor) reply(a lifecycle.Reply) {
+	now := s.clock.Now()
+	err := s.explain(a)
+	pid := 0
+	if rt := s.gens[a.Gen]; rt != nil && rt.proc != nil {
+		pid = rt.proc.Pid()
+	}
+	for _, id := range a.Reqs {
+		p, ok := s.pending[id]
+		if !ok {
+			continue
+		}
+		delete(s.pending, id)
+		if p.kind == reqReload && err == nil {
+			s.readyOnce.Do(func() { close(s.firstReady) })
+		}
+		if p.reply == nil {
+			continue // baton's own first reload
+		}
+		p.reply <- response{reload: ReloadResult{Gen: int(a.Gen), Pid: pid, Duration: now.Sub(p.at)}, err: err}
+	}
+	s.logReload(a, err)
+}
+
+// explain adds what baton saw to a failed reload: the generation, and for a
+// readiness timeout the last probe error.
+func (s *Supervisor) explain(a lifecycle.Reply) error {
+	if a.Err == nil || a.Gen == 0 {
+		return a.Err
+	}
+	if errors.Is(a.Err, lifecycle.ErrNotReady) {
+		if rt := s.gens[a.Gen]; rt != nil {
+			if probe := rt.lastProbeError(); probe != nil {
+				return fmt.Errorf("generation %d: %w (last check: %w)", a.Gen, a.Err, probe)
+			}
+		}
+	}
+	return fmt.Errorf("generation %d: %w", a.Gen, a.Err)
+}
+
+func (s *Supervisor) logReload(a lifecycle.Reply, err error) {
+	if a.Gen == 0 {
+		return // stop replies, and requests refused before any generation
+	}
+	if err != nil {
+		s.log.Error("reload failed", zap.Int("gen", int(a.Gen)), zap.Int("requests", len(a.Reqs)), zap.Error(err))
+		return
+	}
+	s.log.Info("reload done", zap.Int("gen", int(a.Gen)), zap.Int("requests", len(a.Reqs)))
+}

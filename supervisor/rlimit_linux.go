@@ -1,0 +1,144 @@
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// MaxDefaultNofile caps the default NOFILE: container hosts can allow 2^30,
+// and HAProxy 2.6 sizes its tables from the limit and then fails to start.
+const MaxDefaultNofile = 1 << 20
+
+// Unlimited is RLIM_INFINITY.
+const Unlimited = math.MaxUint64
+
+var rlimitNames = map[string]int{
+	"as": unix.RLIMIT_AS, "core": unix.RLIMIT_CORE, "cpu": unix.RLIMIT_CPU,
+	"data": unix.RLIMIT_DATA, "fsize": unix.RLIMIT_FSIZE, "locks": unix.RLIMIT_LOCKS,
+	"memlock": unix.RLIMIT_MEMLOCK, "msgqueue": unix.RLIMIT_MSGQUEUE, "nice": unix.RLIMIT_NICE,
+	"nofile": unix.RLIMIT_NOFILE, "nproc": unix.RLIMIT_NPROC, "rss": unix.RLIMIT_RSS,
+	"rtprio": unix.RLIMIT_RTPRIO, "rttime": unix.RLIMIT_RTTIME,
+	"sigpending": unix.RLIMIT_SIGPENDING, "stack": unix.RLIMIT_STACK,
+}
+
+// Rlimit is one resource limit baton sets on every child.
+type Rlimit struct {
+	Name      string
+	Resource  int
+	Soft, Max uint64
+}
+
+func (r Rlimit) String() string {
+	return r.Name + "=" + limitString(r.Soft) + ":" + limitString(r.Max)
+}
+
+func limitString(v uint64) string {
+	if v == Unlimited {
+		return "unlimited"
+	}
+	return strconv.FormatUint(v, 10)
+}
+
+// ParseRlimit parses NAME=SOFT[:HARD]; values are numbers or "unlimited".
+// HARD defaults to SOFT.
+func ParseRlimit(s string) (Rlimit, error) {
+	name, vals, ok := strings.Cut(s, "=")
+	res, known := rlimitNames[strings.ToLower(name)]
+	if !ok || !known {
+		return Rlimit{}, fmt.Errorf("bad --rlimit %q: want NAME=SOFT[:HARD] with NAME one of %s", s, strings.Join(RlimitNames(), ", "))
+	}
+	softS, hardS, hasHard := strings.Cut(vals, ":")
+	if !hasHard {
+		hardS = softS
+	}
+	soft, err1 := parseLimit(softS)
+	hard, err2 := parseLimit(hardS)
+	if err := errors.Join(err1, err2); err != nil {
+		return Rlimit{}, fmt.Errorf("bad --rlimit %q: %w", s, err)
+	}
+	if soft > hard {
+		return Rlimit{}, fmt.Errorf("bad --rlimit %q: soft limit above hard limit", s)
+	}
+	return Rlimit{Name: strings.ToLower(name), Resource: res, Soft: soft, Max: hard}, nil
+}
+
+func parseLimit(s string) (uint64, error) {
+	if s == "unlimited" || s == "infinity" {
+		return Unlimited, nil
+	}
+	v, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("limit %q: want a number or unlimited", s)
+	}
+	return v, nil
+}
+
+// RlimitNames lists the names ParseRlimit accepts.
+func RlimitNames() []string {
+	var out []string
+	for n := range rlimitNames {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// EffectiveRlimits merges the configured limits over the defaults: NOFILE
+// soft = hard = min(baton's own hard limit, MaxDefaultNofile). It fails when
+// a hard limit is above baton's own and baton may not raise it, so that the
+// problem shows at start, not as a generation that cannot start.
+func EffectiveRlimits(configured []Rlimit) ([]Rlimit, error) {
+	var own unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &own); err != nil {
+		return nil, fmt.Errorf("getrlimit nofile: %w", err)
+	}
+	n := min(own.Max, MaxDefaultNofile)
+	out := []Rlimit{{Name: "nofile", Resource: unix.RLIMIT_NOFILE, Soft: n, Max: n}}
+	for _, r := range configured {
+		out = replaceRlimit(out, r)
+	}
+	capable := hasCapSysResource()
+	for _, r := range out {
+		var cur unix.Rlimit
+		if err := unix.Getrlimit(r.Resource, &cur); err != nil {
+			return nil, fmt.Errorf("getrlimit %s: %w", r.Name, err)
+		}
+		if r.Max > cur.Max && !capable {
+			return nil, fmt.Errorf("--rlimit %s: hard limit %s is above baton's own (%s) and baton lacks CAP_SYS_RESOURCE to raise it",
+				r.Name, limitString(r.Max), limitString(cur.Max))
+		}
+	}
+	return out, nil
+}
+
+func replaceRlimit(list []Rlimit, r Rlimit) []Rlimit {
+	for i := range list {
+		if list[i].Resource == r.Resource {
+			list[i] = r
+			return list
+		}
+	}
+	return append(list, r)
+}
+
+// hasCapSysResource reads CapEff from /proc/self/status.
+func hasCapSysResource() bool {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
+			caps, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			return err == nil && caps&(1<<unix.CAP_SYS_RESOURCE) != 0
+		}
+	}
+	return false
+}

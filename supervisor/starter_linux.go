@@ -1,0 +1,219 @@
+package supervisor
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// StartSpec describes one child process.
+type StartSpec struct {
+	Path      string   // program to exec (absolute)
+	Argv      []string // argv, argv[0] included
+	Env       []string // the whole environment
+	Dir       string   // working directory; "" keeps baton's
+	Files     []int    // borrowed descriptors that become fds 3, 4, ... in the child
+	Rlimits   []Rlimit // set between fork and exec
+	ListenPID bool     // set LISTEN_PID to the child's own pid
+	// OnOutput receives each line the child (or its descendants) writes to
+	// stdout or stderr. It runs on the process's output goroutine.
+	OnOutput func(line string)
+}
+
+// Starter starts child processes.
+type Starter interface {
+	Start(StartSpec) (Proc, error)
+}
+
+// Proc is a started child: the leader of its own process group.
+type Proc interface {
+	Pid() int
+	// Signal signals the leader; ErrProcessDone once it was reaped.
+	Signal(unix.Signal) error
+	// SignalGroup signals every process of the leader's process group.
+	SignalGroup(unix.Signal) error
+	// Done is closed once the leader was reaped; Status is valid then.
+	Done() <-chan struct{}
+	Status() ExitStatus
+	// Output is the tail of what the process group wrote to stdout/stderr.
+	Output() string
+	// OutputDone is closed when every writer closed the output pipe.
+	OutputDone() <-chan struct{}
+	// Release frees the pidfd; call it once the process is forgotten.
+	Release()
+}
+
+// ErrProcessDone is returned when signalling a process already reaped.
+var ErrProcessDone = errors.New("process already exited")
+
+// outputTail is how much of a child's output is kept for error messages.
+const outputTail = 4096
+
+// ExecStarter starts children through the exec shim (the running binary,
+// /proc/self/exe, with ExecShimArg), each in its own process group, with
+// stdin on /dev/null and stdout+stderr on a pipe, registered with the Reaper.
+type ExecStarter struct {
+	Reaper *Reaper
+	// Shim is the binary that implements RunExecShim; default /proc/self/exe,
+	// which works even after baton's own file was replaced on disk.
+	Shim string
+}
+
+// Start implements Starter.
+func (s *ExecStarter) Start(sp StartSpec) (Proc, error) {
+	shim := s.Shim
+	if shim == "" {
+		shim = "/proc/self/exe"
+	}
+	spec, err := json.Marshal(shimSpec{Path: sp.Path, Argv: sp.Argv, Rlimits: sp.Rlimits, ListenPID: sp.ListenPID})
+	if err != nil {
+		return nil, err
+	}
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		return nil, err
+	}
+	defer devnull.Close()
+	rd, wr, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	p := &proc{done: make(chan struct{}), outDone: make(chan struct{}), pidfd: -1}
+	// Fd on our own private pipe and /dev/null only: it makes them blocking,
+	// which is what a child's stdio should be. Shared sockets are passed as
+	// raw descriptors and never go through (*os.File).Fd.
+	files := append([]uintptr{devnull.Fd(), wr.Fd(), wr.Fd()}, uintptrs(sp.Files)...)
+	attr := &syscall.ProcAttr{
+		Dir: sp.Dir, Env: sp.Env, Files: files,
+		Sys: &syscall.SysProcAttr{Setpgid: true, PidFD: &p.pidfd},
+	}
+	argv := []string{"baton-exec", ExecShimArg, string(spec)}
+	p.pid, err = s.Reaper.Start(func() (int, error) {
+		pid, _, err := syscall.StartProcess(shim, argv, attr)
+		return pid, err
+	}, p.exited)
+	runtime.KeepAlive(devnull)
+	wr.Close()
+	if err != nil {
+		rd.Close()
+		return nil, fmt.Errorf("start %s: %w", sp.Path, err)
+	}
+	go p.readOutput(rd, sp.OnOutput)
+	return p, nil
+}
+
+func uintptrs(fds []int) []uintptr {
+	out := make([]uintptr, len(fds))
+	for i, fd := range fds {
+		out[i] = uintptr(fd)
+	}
+	return out
+}
+
+type proc struct {
+	pid     int
+	pidfd   int
+	done    chan struct{}
+	outDone chan struct{}
+
+	mu       sync.Mutex
+	status   ExitStatus
+	tail     []byte
+	released bool
+}
+
+func (p *proc) Pid() int { return p.pid }
+
+func (p *proc) exited(st ExitStatus) {
+	p.mu.Lock()
+	p.status = st
+	p.mu.Unlock()
+	close(p.done)
+}
+
+func (p *proc) Signal(sig unix.Signal) error {
+	select {
+	case <-p.done:
+		return ErrProcessDone
+	default:
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.pidfd >= 0 && !p.released {
+		err := unix.PidfdSendSignal(p.pidfd, sig, nil, 0)
+		if errors.Is(err, unix.ESRCH) {
+			return ErrProcessDone
+		}
+		return err
+	}
+	return unix.Kill(p.pid, sig)
+}
+
+func (p *proc) SignalGroup(sig unix.Signal) error {
+	err := unix.Kill(-p.pid, sig)
+	if errors.Is(err, unix.ESRCH) {
+		return ErrProcessDone
+	}
+	return err
+}
+
+func (p *proc) Done() <-chan struct{}       { return p.done }
+func (p *proc) OutputDone() <-chan struct{} { return p.outDone }
+
+func (p *proc) Status() ExitStatus {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.status
+}
+
+func (p *proc) Output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return strings.TrimSpace(string(p.tail))
+}
+
+func (p *proc) Release() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.released && p.pidfd >= 0 {
+		unix.Close(p.pidfd)
+	}
+	p.released = true
+}
+
+// readOutput copies the child's output, line by line, to onLine and to the
+// tail buffer until every writer is gone.
+func (p *proc) readOutput(rd io.ReadCloser, onLine func(string)) {
+	defer close(p.outDone)
+	defer rd.Close()
+	sc := bufio.NewScanner(rd)
+	sc.Buffer(make([]byte, 4096), 64*1024)
+	for sc.Scan() {
+		line := sc.Text()
+		p.mu.Lock()
+		p.tail = append(p.tail, line...)
+		p.tail = append(p.tail, '\n')
+		if len(p.tail) > outputTail {
+			p.tail = p.tail[len(p.tail)-outputTail:]
+		}
+		p.mu.Unlock()
+		if onLine != nil {
+			onLine(line)
+		}
+	}
+	_, _ = io.Copy(io.Discard, rd) // a line over 64 KiB: drain so the child never blocks
+}
+
+// GroupAlive reports whether any process is left in process group pgid.
+func GroupAlive(pgid int) bool {
+	return !errors.Is(unix.Kill(-pgid, 0), unix.ESRCH)
+}

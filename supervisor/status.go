@@ -1,0 +1,140 @@
+package supervisor
+
+import (
+	"os"
+	"time"
+
+	"github.com/batonproxy/baton/supervisor/lifecycle"
+)
+
+// Status is the supervisor's state, as `baton status` shows it.
+type Status struct {
+	Pid         int              `json:"pid"`
+	Proxy       string           `json:"proxy"`
+	Command     []string         `json:"command"`
+	StartedAt   time.Time        `json:"started_at"`
+	Stopping    bool             `json:"stopping"`
+	Rlimits     []string         `json:"rlimits"`
+	Listeners   []ListenerStatus `json:"listeners"`
+	Generations []GenStatus      `json:"generations"`
+	LastReload  *ReloadStatus    `json:"last_reload,omitempty"`
+	Counters    Counters         `json:"counters"`
+	// ConsecutiveCrashes counts crashes of the active generation in a row;
+	// RestartAt is set while a replacement waits out its backoff.
+	ConsecutiveCrashes int        `json:"consecutive_crashes"`
+	RestartAt          *time.Time `json:"restart_at,omitempty"`
+}
+
+// Counters are totals since baton started.
+type Counters struct {
+	ReloadsOK     int `json:"reloads_ok"`
+	ReloadsFailed int `json:"reloads_failed"`
+	Crashes       int `json:"crashes"`
+	HardStops     int `json:"hard_stops"`
+	Kills         int `json:"kills"`
+}
+
+// ListenerStatus is one listening socket baton holds.
+type ListenerStatus struct {
+	Name  string `json:"name"`
+	Spec  string `json:"spec"`
+	Addr  string `json:"addr"`
+	Inode uint64 `json:"inode"`
+}
+
+// GenStatus is one generation.
+type GenStatus struct {
+	Gen         int        `json:"generation"`
+	State       string     `json:"state"`
+	Pid         int        `json:"pid"`
+	Replacement bool       `json:"replacement,omitempty"`
+	StartedAt   *time.Time `json:"started_at,omitempty"`
+	ReadyAt     *time.Time `json:"ready_at,omitempty"`
+	DrainedAt   *time.Time `json:"drain_started_at,omitempty"`
+	// Deadline is when the generation is escalated: killed when not ready
+	// (starting), hard stopped (draining), SIGKILLed (stopping).
+	Deadline       *time.Time   `json:"deadline,omitempty"`
+	DeadlineAction string       `json:"deadline_action,omitempty"`
+	Processes      []ProcStatus `json:"processes"`
+}
+
+// ProcStatus is one process of a generation, with limits read back from
+// /proc/PID/limits.
+type ProcStatus struct {
+	Pid    int   `json:"pid"`
+	Nofile Limit `json:"nofile"`
+}
+
+// ReloadStatus is the last finished reload.
+type ReloadStatus struct {
+	Gen        int       `json:"generation"`
+	At         time.Time `json:"at"`
+	Error      string    `json:"error,omitempty"`
+	DurationMs float64   `json:"duration_ms"`
+}
+
+var deadlineActions = map[lifecycle.State]string{
+	lifecycle.Starting: "kill (not ready)",
+	lifecycle.Draining: "hard stop",
+	lifecycle.Stopping: "kill",
+}
+
+// status builds a Status on the loop goroutine.
+func (s *Supervisor) status() Status {
+	st := Status{
+		Pid: os.Getpid(), Proxy: s.cfg.Driver.Name(), Command: s.cfg.Command,
+		StartedAt: s.startedAt, Stopping: s.m.Stopping(), Counters: Counters(s.m.Counters()),
+		Listeners: []ListenerStatus{}, Generations: []GenStatus{},
+	}
+	for _, r := range s.cfg.Rlimits {
+		st.Rlimits = append(st.Rlimits, r.String())
+	}
+	for _, sock := range s.cfg.Listeners.Sockets() {
+		sp := sock.Spec()
+		st.Listeners = append(st.Listeners, ListenerStatus{Name: sp.Name, Spec: sp.String(), Addr: sock.Addr(), Inode: sock.Inode()})
+	}
+	for _, g := range s.m.Generations() {
+		st.Generations = append(st.Generations, s.genStatus(g))
+	}
+	if last := s.m.LastReload(); last.Gen != 0 {
+		rs := &ReloadStatus{Gen: int(last.Gen), At: last.At, DurationMs: float64(last.Duration.Microseconds()) / 1000}
+		if last.Err != nil {
+			rs.Error = last.Err.Error()
+		}
+		st.LastReload = rs
+	}
+	var restart time.Time
+	st.ConsecutiveCrashes, restart = s.m.Backoff()
+	st.RestartAt = timePtr(restart)
+	return st
+}
+
+func (s *Supervisor) genStatus(g lifecycle.GenInfo) GenStatus {
+	gs := GenStatus{
+		Gen: int(g.Gen), State: g.State.String(), Pid: g.Pid, Replacement: g.Replacement,
+		StartedAt: timePtr(g.StartedAt), ReadyAt: timePtr(g.ReadyAt), DrainedAt: timePtr(g.DrainedAt),
+		Deadline: timePtr(g.Deadline), Processes: []ProcStatus{},
+	}
+	if gs.Deadline != nil {
+		gs.DeadlineAction = deadlineActions[g.State]
+	}
+	if g.Pid == 0 {
+		return gs
+	}
+	pids, _ := s.procfs.Members(g.Pid)
+	for _, pid := range pids {
+		ps := ProcStatus{Pid: pid}
+		if lim, err := s.procfs.Limits(pid); err == nil {
+			ps.Nofile = lim["nofile"]
+		}
+		gs.Processes = append(gs.Processes, ps)
+	}
+	return gs
+}
+
+func timePtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}

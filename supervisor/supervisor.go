@@ -1,0 +1,206 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/batonproxy/baton/proxyctl"
+	"github.com/batonproxy/baton/supervisor/lifecycle"
+)
+
+// Config is what to supervise and how.
+type Config struct {
+	Command      []string // the proxy command line, argv[0] resolved
+	Driver       proxyctl.Driver
+	Listeners    *ListenerSet // owned by the supervisor from New on
+	Rlimits      []Rlimit     // effective limits for every child
+	Lifecycle    lifecycle.Config
+	CheckTimeout time.Duration
+	RunDir       string   // per-generation directories (0700) go below it
+	Env          []string // base environment of children (scrubbed by New)
+}
+
+// Deps are the supervisor's collaborators.
+type Deps struct {
+	Log     *zap.Logger
+	Clock   Clock
+	Starter Starter
+	ProcFS  ProcFS
+}
+
+// ErrNotRunning is returned by requests once the supervisor has exited.
+var ErrNotRunning = errors.New("supervisor is not running")
+
+// Supervisor runs the generations of one proxy. Its state is owned by the
+// goroutine running Run; every other method sends that goroutine a request.
+type Supervisor struct {
+	cfg     Config
+	log     *zap.Logger
+	clock   Clock
+	starter Starter
+	procfs  ProcFS
+
+	m          *lifecycle.Machine
+	gens       map[lifecycle.Gen]*genRuntime
+	events     chan lifecycle.Event
+	reqs       chan request
+	pending    map[lifecycle.RequestID]pendingReq
+	nextReq    lifecycle.RequestID
+	exited     bool
+	exitErr    error
+	startedAt  time.Time
+	loopCtx    context.Context
+	wg         sync.WaitGroup // effect goroutines
+	done       chan struct{}  // closed when Run returns
+	firstReady chan struct{}
+	readyOnce  sync.Once
+}
+
+// New checks cfg and returns a supervisor; Run starts it.
+func New(cfg Config, deps Deps) (*Supervisor, error) {
+	if cfg.Driver == nil || cfg.Listeners == nil || len(cfg.Command) == 0 {
+		return nil, errors.New("supervisor: command, driver and listeners are required")
+	}
+	if cfg.CheckTimeout <= 0 {
+		cfg.CheckTimeout = 30 * time.Second
+	}
+	if err := os.MkdirAll(cfg.RunDir, 0o700); err != nil {
+		return nil, fmt.Errorf("run directory: %w", err)
+	}
+	if err := os.Chmod(cfg.RunDir, 0o700); err != nil {
+		return nil, fmt.Errorf("run directory: %w", err)
+	}
+	cfg.Env = childEnv(cfg.Env)
+	if deps.Clock == nil {
+		deps.Clock = RealClock{}
+	}
+	return &Supervisor{
+		cfg: cfg, log: deps.Log, clock: deps.Clock, starter: deps.Starter, procfs: deps.ProcFS,
+		m:          lifecycle.New(cfg.Lifecycle),
+		gens:       map[lifecycle.Gen]*genRuntime{},
+		events:     make(chan lifecycle.Event, 64),
+		reqs:       make(chan request),
+		pending:    map[lifecycle.RequestID]pendingReq{},
+		done:       make(chan struct{}),
+		firstReady: make(chan struct{}),
+	}, nil
+}
+
+// childEnv drops variables that address baton itself (its systemd notify
+// socket, its own socket activation) so no child answers for baton.
+func childEnv(env []string) []string {
+	var out []string
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		switch k {
+		case "NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "NGINX", "WATCHDOG_USEC", "WATCHDOG_PID":
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
+}
+
+// Run starts the first generation and supervises until a stop completes,
+// the first generation fails (its error is returned), or ctx is cancelled
+// (then every generation is stopped fast first). Call it once.
+func (s *Supervisor) Run(ctx context.Context) error {
+	loopCtx, cancel := context.WithCancel(context.Background())
+	s.loopCtx = loopCtx
+	s.startedAt = s.clock.Now()
+	defer func() {
+		cancel()
+		s.drainEvents()
+		close(s.done)
+	}()
+	s.nextReq++
+	s.pending[s.nextReq] = pendingReq{kind: reqReload, at: s.startedAt}
+	s.step(lifecycle.ReloadRequested{At: s.startedAt, Req: s.nextReq})
+	ctxDone := ctx.Done()
+	for !s.exited {
+		timer, tc := s.armTimer()
+		select {
+		case ev := <-s.events:
+			s.step(ev)
+		case r := <-s.reqs:
+			s.handle(r)
+		case <-tc:
+			s.step(lifecycle.Tick{At: s.clock.Now()})
+		case <-ctxDone:
+			ctxDone = nil
+			s.step(lifecycle.StopRequested{At: s.clock.Now(), Fast: true})
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+	}
+	return s.exitErr
+}
+
+func (s *Supervisor) armTimer() (Timer, <-chan time.Time) {
+	next := s.m.NextDeadline()
+	if next.IsZero() {
+		return nil, nil
+	}
+	t := s.clock.NewTimer(max(next.Sub(s.clock.Now()), 0))
+	return t, t.C()
+}
+
+// drainEvents waits for the effect goroutines, discarding their events.
+func (s *Supervisor) drainEvents() {
+	waited := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(waited)
+	}()
+	for {
+		select {
+		case <-s.events:
+		case <-waited:
+			return
+		}
+	}
+}
+
+// step applies ev and every event that its actions produce at once.
+func (s *Supervisor) step(ev lifecycle.Event) {
+	queue := []lifecycle.Event{ev}
+	for len(queue) > 0 {
+		ev, queue = queue[0], queue[1:]
+		for _, a := range s.m.Step(ev) {
+			if next := s.do(a); next != nil {
+				queue = append(queue, next)
+			}
+		}
+	}
+}
+
+// emit hands an event from an effect goroutine to the loop.
+func (s *Supervisor) emit(ev lifecycle.Event) {
+	select {
+	case s.events <- ev:
+	case <-s.loopCtx.Done():
+	}
+}
+
+// goEffect runs f on a goroutine the loop owns and waits for at exit.
+func (s *Supervisor) goEffect(f func()) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		f()
+	}()
+}
+
+// FirstReady is closed once the first generation serves.
+func (s *Supervisor) FirstReady() <-chan struct{} { return s.firstReady }
+
+// Done is closed when Run has returned.
+func (s *Supervisor) Done() <-chan struct{} { return s.done }
