@@ -14,7 +14,8 @@ import (
 // ProcFS reads what baton needs to know about its descendants from /proc.
 type ProcFS interface {
 	// Members lists the live processes of process group pgid among baton's
-	// descendants (a generation's master, workers and orphans alike).
+	// descendants (a generation's master, workers and orphans alike). The
+	// group leader's pid is pgid.
 	Members(pgid int) ([]int, error)
 	// SocketInodes returns the inodes of every socket pid has open.
 	SocketInodes(pid int) (map[uint64]bool, error)
@@ -43,11 +44,16 @@ type realProcFS struct {
 	self int
 }
 
-// Members walks baton's descendants through /proc/PID/task/TID/children and
-// keeps those whose process group is pgid.
+// Members walks the process tree below the group leader (pid pgid) through
+// /proc/PID/task/TID/children and keeps the processes of group pgid. Once the
+// leader is gone its orphans are baton's children, so the walk starts at
+// baton instead.
 func (r *realProcFS) Members(pgid int) ([]int, error) {
 	var out []int
-	queue := childrenOf(r.self)
+	queue := []int{pgid}
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", pgid)); err != nil {
+		queue = childrenOf(r.self)
+	}
 	for len(queue) > 0 {
 		pid := queue[0]
 		queue = queue[1:]

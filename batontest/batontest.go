@@ -1,0 +1,234 @@
+// Package batontest holds helpers shared by baton's tests: building and
+// running the baton binary, finding the proxies, and reading kernel facts
+// (LISTEN sockets, fd counts, process trees, CPU ticks). It imports only
+// fdpass (mechanism, no policy), so any test above fdpass may use it.
+package batontest
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/procfs"
+
+	"github.com/batonproxy/baton/fdpass"
+)
+
+// RequireBinary returns the path of a program the test needs. Missing, it
+// skips the test, except under CI where it fails it: CI must run everything.
+func RequireBinary(t testing.TB, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err == nil {
+		return p
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatalf("%s not found and CI is set: `make test` installs it", name)
+	}
+	t.Skipf("%s not installed (make test installs it)", name)
+	return ""
+}
+
+var (
+	buildMu    sync.Mutex
+	buildCache = map[string]string{}
+)
+
+// ModuleRoot is the repository root (where go.mod is).
+func ModuleRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Dir(filepath.Dir(file))
+}
+
+// BatonBinary builds cmd/baton once per test process and returns its path
+// (or $BATON_BINARY when set). It is built without -race unless
+// BATON_RACE_BINARY=1: under the race runtime every exec of baton (the CLI,
+// and the exec shim on each child start) costs tens of milliseconds of CPU,
+// which distorts reload timing on a small machine. The race detector covers
+// baton's code through the supervisor's in-process tests.
+func BatonBinary(t testing.TB) string {
+	t.Helper()
+	if p := os.Getenv("BATON_BINARY"); p != "" {
+		return p
+	}
+	var flags []string
+	if os.Getenv("BATON_RACE_BINARY") == "1" {
+		flags = append(flags, "-race")
+	}
+	return BuildBinary(t, "./cmd/baton", flags...)
+}
+
+// BuildBinary builds the main package pkg (relative to the module root)
+// once per test process and returns the binary's path.
+func BuildBinary(t testing.TB, pkg string, flags ...string) string {
+	t.Helper()
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	key := pkg + " " + strings.Join(flags, " ")
+	if p, ok := buildCache[key]; ok {
+		return p
+	}
+	dir, err := os.MkdirTemp("", "baton-bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, filepath.Base(pkg))
+	args := append(append([]string{"build", "-o", out}, flags...), pkg)
+	cmd := exec.Command("go", args...)
+	cmd.Dir = ModuleRoot()
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
+	}
+	buildCache[key] = out
+	return out
+}
+
+// ShortTempDir is a t.TempDir-like directory with a short path, because
+// unix socket paths are limited to 107 bytes.
+func ShortTempDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "bt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// ListenSockets returns the inodes of the TCP sockets in LISTEN state on
+// port (IPv4 and IPv6), from the kernel's sock_diag.
+func ListenSockets(port int) ([]uint64, error) {
+	all, err := fdpass.ListeningTCP()
+	if err != nil {
+		return nil, err
+	}
+	var out []uint64
+	for _, l := range all {
+		if int(l.Addr.Port()) == port {
+			out = append(out, l.Inode)
+		}
+	}
+	return out, nil
+}
+
+// FdCount is the number of open descriptors of pid.
+func FdCount(pid int) (int, error) {
+	ents, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/fd")
+	return len(ents), err
+}
+
+// Descendants lists every live descendant of pid (children first).
+func Descendants(pid int) []int {
+	var out []int
+	queue := children(pid)
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		out = append(out, p)
+		queue = append(queue, children(p)...)
+	}
+	return out
+}
+
+func children(pid int) []int {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	var out []int
+	for _, t := range tasks {
+		b, _ := os.ReadFile(t)
+		for _, f := range strings.Fields(string(b)) {
+			if n, err := strconv.Atoi(f); err == nil {
+				out = append(out, n)
+			}
+		}
+	}
+	return out
+}
+
+// Alive reports whether pid exists and is not a zombie.
+func Alive(pid int) bool {
+	p, err := procfs.NewProc(pid)
+	if err != nil {
+		return false
+	}
+	st, err := p.Stat()
+	return err == nil && st.State != "Z"
+}
+
+// CPUTicks returns user+system clock ticks used by pid.
+func CPUTicks(pid int) (uint64, error) {
+	p, err := procfs.NewProc(pid)
+	if err != nil {
+		return 0, err
+	}
+	st, err := p.Stat()
+	if err != nil {
+		return 0, err
+	}
+	return uint64(st.UTime + st.STime), nil
+}
+
+// Nofile reads the "Max open files" soft and hard limits of pid from
+// /proc/PID/limits, as the text shows them.
+func Nofile(pid int) (soft, hard string, err error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/limits")
+	if err != nil {
+		return "", "", err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "Max open files") {
+			f := strings.Fields(line[len("Max open files"):])
+			if len(f) >= 2 {
+				return f[0], f[1], nil
+			}
+		}
+	}
+	return "", "", errors.New("no Max open files row")
+}
+
+// Eventually polls cond every 10 ms until it returns nil or timeout passes;
+// then it fails the test with cond's last error.
+func Eventually(t testing.TB, timeout time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not after %s: %v", timeout, err)
+		}
+		timer := time.NewTimer(10 * time.Millisecond)
+		<-timer.C
+	}
+}
+
+// WriteFileAtomic replaces path with data through a rename, as editors and
+// config management do.
+func WriteFileAtomic(path string, data []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
