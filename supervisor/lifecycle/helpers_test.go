@@ -30,7 +30,7 @@ func fmtTime(t time.Time) string {
 
 // sentinels are the errors actions may carry; fmtErr names them through
 // errors.Is, never through their text.
-var sentinels = []error{ErrCheckFailed, ErrStartFailed, ErrNotReady, ErrExitedBeforeReady, ErrStopping}
+var sentinels = []error{ErrCheckFailed, ErrStartFailed, ErrNotReady, ErrExitedBeforeReady, ErrExitedAfterReady, ErrStopping}
 
 // fmtErr renders err as "ok", "err=<sentinel>" or "err=<sentinel>: ..." when
 // the sentinel is wrapped with more detail. The detail (the child's text)

@@ -177,6 +177,11 @@ func (m *Machine) onStarted(e Started) {
 	}
 	g.Pid = e.Pid
 	g.StartedAt = m.now
+	if g.State == Killed {
+		// Killed before its pid was known: the executor may have had
+		// nothing to send the SIGKILL to.
+		m.emit(Signal{Gen: g.Gen, Kind: Kill})
+	}
 	if g.State == Starting {
 		g.Deadline = m.now.Add(m.cfg.ReadyTimeout)
 	}
@@ -272,13 +277,20 @@ func (m *Machine) onExited(e Exited) {
 	if g == nil {
 		return
 	}
-	isReload := m.reload != nil && m.reload.gen == g.Gen && !m.reload.switched
+	r := m.reload
+	isReload := r != nil && r.gen == g.Gen
 	wasActive := g.State == Active
 	m.drop(g)
 	switch {
-	case isReload:
-		m.fail(exitError(e))
-	case wasActive && !m.stopping:
+	case isReload && !r.switched:
+		m.fail(exitError(ErrExitedBeforeReady, e))
+	case isReload && r.switched && !m.stopping:
+		// It crashed while its reload waited for the old generation to let
+		// go of the listeners: answer now, so the replacement need not wait
+		// for that drain.
+		m.finish(exitError(ErrExitedAfterReady, e))
+	}
+	if wasActive && !m.stopping {
 		m.counters.Crashes++
 		if g.ReadyAt.Add(m.cfg.StableAfter).After(m.now) {
 			m.crashes++
@@ -289,11 +301,11 @@ func (m *Machine) onExited(e Exited) {
 	}
 }
 
-func exitError(e Exited) error {
+func exitError(sentinel error, e Exited) error {
 	if e.Err != nil {
-		return fmt.Errorf("%w (exit status %d): %w", ErrExitedBeforeReady, e.Status, e.Err)
+		return fmt.Errorf("%w (exit status %d): %w", sentinel, e.Status, e.Err)
 	}
-	return fmt.Errorf("%w (exit status %d)", ErrExitedBeforeReady, e.Status)
+	return fmt.Errorf("%w (exit status %d)", sentinel, e.Status)
 }
 
 // backoff is the wait before the next crash replacement: none after the

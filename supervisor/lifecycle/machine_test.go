@@ -99,17 +99,6 @@ var (
 
 // Small assertions used by the scenarios.
 
-func gen(t *testing.T, m *Machine, g Gen) GenInfo {
-	t.Helper()
-	for _, x := range m.Generations() {
-		if x.Gen == g {
-			return x
-		}
-	}
-	t.Fatalf("g%d not in the table:\n%s", g, fmtTable(m))
-	return GenInfo{}
-}
-
 func wantTable(t *testing.T, m *Machine, want ...string) {
 	t.Helper()
 	var got []string
@@ -561,11 +550,18 @@ func TestMachine(t *testing.T) {
 			// waits for the older generation to release the listeners, the
 			// replacement waits too (up to DrainTimeout+KillGrace when the old
 			// one never releases). This test pins down today's behaviour.
-			name: "crash of the new active before the old one released waits for the release",
+			name: "crash of the new active before the old one released answers at once and replaces it",
 			steps: seq(up1, up2, []step{
-				on(Exited{At: at(1200 * ms), Gen: 2, Status: 139}, "forget g2"),
-				on(Released{At: at(1300 * ms), Gen: 1}, "reply [2] g2 ok", "start g3 replacement"),
-				on(Started{At: at(1305 * ms), Gen: 3, Pid: 300}),
+				on(Exited{At: at(1200 * ms), Gen: 2, Status: 139}, "forget g2",
+					"reply [2] g2 err=exited right after it became active, before the reload was acknowledged: ...",
+					"start g3 replacement").
+					then(func(t *testing.T, m *Machine, acts []Action) {
+						if err := replyErr(t, acts, 2); !errors.Is(err, ErrExitedAfterReady) || !strings.Contains(err.Error(), "status 139") {
+							t.Errorf("error %q: want ErrExitedAfterReady with status 139", err)
+						}
+					}),
+				on(Started{At: at(1205 * ms), Gen: 3, Pid: 300}),
+				on(Released{At: at(1300 * ms), Gen: 1}),
 				on(Ready{At: at(1400 * ms), Gen: 3}),
 			}),
 		},

@@ -66,6 +66,7 @@ var (
 	ErrStartFailed       = errors.New("start failed")
 	ErrNotReady          = errors.New("not ready in time")
 	ErrExitedBeforeReady = errors.New("exited before it was ready")
+	ErrExitedAfterReady  = errors.New("exited right after it became active, before the reload was acknowledged")
 	ErrStopping          = errors.New("baton is stopping")
 )
 

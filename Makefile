@@ -1,0 +1,71 @@
+# baton: `make demo` and `make test` are the whole set-up on a fresh Debian
+# machine with Go. Both install what is missing (haproxy and nginx from
+# Debian, staticcheck from the Go module proxy).
+
+GO          ?= go
+GOBIN       := $(shell $(GO) env GOPATH)/bin
+STATICCHECK := $(GOBIN)/staticcheck
+STATICCHECK_VERSION := v0.8.2
+VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS     := -X main.version=$(VERSION)
+SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+DEMO_DIR     ?= /tmp/baton-demo
+DEMO_CONTROL := $(DEMO_DIR)/baton.sock
+
+.PHONY: all build deps tools lint test unit integration demo clean
+
+all: build
+
+build:
+	$(GO) build -ldflags '$(LDFLAGS)' -o bin/baton ./cmd/baton
+
+# haproxy and nginx from Debian, only when missing.
+deps:
+	@if ! command -v haproxy >/dev/null || ! command -v nginx >/dev/null; then \
+		echo "installing haproxy and nginx (apt-get)"; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy nginx; \
+	fi
+
+tools:
+	@[ -x $(STATICCHECK) ] || $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+lint: tools
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(STATICCHECK) ./...
+
+# Unit and in-process tests first, then the end-to-end tests with real
+# haproxy/nginx one package at a time (they measure, and share 2 cores).
+test: deps lint
+	$(GO) test -race -count=1 -timeout 10m $$($(GO) list ./... | grep -v '/integration$$')
+	$(GO) test -race -count=1 -timeout 15m -p 1 ./integration/
+
+unit:
+	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v '/integration$$')
+
+integration: deps
+	$(GO) test -race -count=1 -timeout 15m -p 1 -v ./integration/
+
+# Runs baton in the foreground supervising HAProxy on 127.0.0.1:8080 with
+# examples/haproxy/haproxy.cfg. Ctrl-C drains and stops it.
+demo: deps build
+	@mkdir -p $(DEMO_DIR)
+	@cp examples/haproxy/haproxy.cfg $(DEMO_DIR)/haproxy.cfg
+	@echo
+	@echo "baton is starting HAProxy on http://127.0.0.1:8080 (config: $(DEMO_DIR)/haproxy.cfg)"
+	@echo "Try, from another terminal:"
+	@echo "  curl -i http://127.0.0.1:8080/"
+	@echo "  bin/baton status -c $(DEMO_CONTROL)"
+	@echo "  sed -i 's/v1/v2/g' $(DEMO_DIR)/haproxy.cfg && bin/baton reload -c $(DEMO_CONTROL)"
+	@echo "  curl -i http://127.0.0.1:8080/            # now answers v2"
+	@echo "  echo bogus >> $(DEMO_DIR)/haproxy.cfg && bin/baton reload -c $(DEMO_CONTROL)   # fails, v2 keeps serving"
+	@echo "  kill -9 <worker pid from status>; curl http://127.0.0.1:8080/   # replaced at once"
+	@echo "  bin/baton stop -c $(DEMO_CONTROL)         # or Ctrl-C here"
+	@echo
+	bin/baton run --log-format console -c $(DEMO_CONTROL) \
+		--listen tcp://127.0.0.1:8080 -- haproxy -f $(DEMO_DIR)/haproxy.cfg
+
+clean:
+	rm -rf bin
