@@ -15,10 +15,11 @@ import (
 // or adopted by Adopt. The Socket owns its descriptor: Close closes it. The
 // descriptor is close-on-exec and non-blocking.
 type Socket struct {
-	spec  Spec
-	fd    int
-	addr  string // the bound address, with the real port when Spec asked for 0
-	inode uint64
+	spec    Spec
+	fd      int
+	addr    string // the bound address, with the real port when Spec asked for 0
+	inode   uint64
+	backlog int // the listen(2) backlog passed, 0 for datagram sockets
 }
 
 // Listen creates the socket described by sp: no SO_REUSEPORT, SO_REUSEADDR
@@ -68,16 +69,28 @@ func setupSocket(sp Spec, fd int) (*Socket, error) {
 	} else if err := unix.Bind(fd, inetSockaddr(sp.Addr)); err != nil {
 		return nil, fmt.Errorf("bind: %w", err)
 	}
+	backlog := 0
 	if sp.IsStream() {
-		backlog := sp.Backlog
-		if backlog == 0 {
-			backlog = DefaultBacklog()
-		}
+		backlog = EffectiveBacklog(sp)
 		if err := unix.Listen(fd, backlog); err != nil {
 			return nil, fmt.Errorf("listen: %w", err)
 		}
 	}
-	return newSocketInfo(sp, fd)
+	s, err := newSocketInfo(sp, fd)
+	if err != nil {
+		return nil, err
+	}
+	s.backlog = backlog
+	return s, nil
+}
+
+// EffectiveBacklog is the backlog a stream spec gets: its own, or the
+// host's somaxconn.
+func EffectiveBacklog(sp Spec) int {
+	if sp.Backlog != 0 {
+		return sp.Backlog
+	}
+	return DefaultBacklog()
 }
 
 func setOptions(sp Spec, fd int) error {
@@ -211,6 +224,9 @@ func Adopt(sp Spec, fd int) (*Socket, error) {
 		return nil, fmt.Errorf("adopt %s: %w", sp.Addr, err)
 	}
 	s, err := newSocketInfo(sp, fd)
+	if err == nil && sp.IsStream() {
+		s.backlog = EffectiveBacklog(sp)
+	}
 	if err == nil && sp.Scheme != Unix && sp.Addr != s.addr && !strings.HasSuffix(sp.Addr, ":0") {
 		err = fmt.Errorf("descriptor is bound to %s", s.addr)
 	}
@@ -226,6 +242,9 @@ func (s *Socket) Spec() Spec { return s.spec }
 
 // Addr returns the bound address (the real port when the spec said 0).
 func (s *Socket) Addr() string { return s.addr }
+
+// Backlog is the listen(2) backlog baton set (0 for datagram sockets).
+func (s *Socket) Backlog() int { return s.backlog }
 
 // Inode returns the socket's inode number, as /proc/PID/fd shows it.
 func (s *Socket) Inode() uint64 { return s.inode }

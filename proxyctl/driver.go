@@ -18,9 +18,11 @@ var ErrBadCommand = errors.New("bad proxy command")
 // Listener is one socket handed to a generation. Fd is borrowed from the
 // supervisor's listener set and stays open while the generation lives.
 type Listener struct {
-	Spec fdpass.Spec
-	Fd   int
-	Addr string // bound address (real port)
+	Spec    fdpass.Spec
+	Fd      int
+	Addr    string // bound address (real port)
+	Inode   uint64
+	Backlog int // the listen(2) backlog in effect
 }
 
 // GenSpec describes one generation to a driver.
@@ -28,6 +30,9 @@ type GenSpec struct {
 	Gen       int
 	Dir       string // private (0700) directory for this generation's paths
 	Listeners []Listener
+	// Run runs a short command (a readiness probe) through the supervisor,
+	// which owns every child process; nil error means exit status 0.
+	Run func(ctx context.Context, argv []string) error
 }
 
 // Launch says how to start a generation's process.
@@ -62,6 +67,13 @@ type Driver interface {
 	Signal(kind SignalKind) unix.Signal
 }
 
+// OutputChecker is implemented by drivers that read the output of a
+// successful config check (nginx -T's dump) to refuse configurations that
+// would break baton's guarantees.
+type OutputChecker interface {
+	CheckOutput(g GenSpec, output string) error
+}
+
 // SignalKind is the intent of a signal.
 type SignalKind int
 
@@ -73,8 +85,9 @@ const (
 
 // New returns the driver named name ("haproxy", "nginx", "generic"), or
 // guesses from the program's base name when name is empty. cmd is the proxy
-// command line, argv[0] already resolved; it is validated here.
-func New(name string, cmd []string) (Driver, error) {
+// command line, argv[0] already resolved; it is validated here. generic
+// configures the generic driver.
+func New(name string, cmd []string, generic GenericOptions) (Driver, error) {
 	if len(cmd) == 0 {
 		return nil, fmt.Errorf("%w: no command given after --", ErrBadCommand)
 	}
@@ -84,6 +97,10 @@ func New(name string, cmd []string) (Driver, error) {
 	switch name {
 	case "haproxy":
 		return NewHAProxy(cmd)
+	case "nginx":
+		return NewNginx(cmd)
+	case "generic":
+		return NewGeneric(cmd, generic)
 	default:
 		return nil, fmt.Errorf("%w: unknown proxy %q (want haproxy, nginx or generic)", ErrBadCommand, name)
 	}

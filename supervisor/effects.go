@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"sync"
 
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
@@ -62,57 +64,87 @@ func (s *Supervisor) genRuntime(gen lifecycle.Gen) (*genRuntime, error) {
 }
 
 func (s *Supervisor) genSpec(rt *genRuntime, listeners []proxyctl.Listener) proxyctl.GenSpec {
-	return proxyctl.GenSpec{Gen: int(rt.gen), Dir: rt.dir, Listeners: listeners}
+	return proxyctl.GenSpec{Gen: int(rt.gen), Dir: rt.dir, Listeners: listeners, Run: s.runner(rt)}
 }
 
-// runCheck starts the config check; its result comes back as CheckDone.
+// runCheck starts the config check; its result comes back as CheckDone. A
+// driver without a check passes at once. A driver that reads the check's
+// output (nginx -T) gets it after a successful run.
 func (s *Supervisor) runCheck(gen lifecycle.Gen) lifecycle.Event {
 	rt, err := s.genRuntime(gen)
 	if err != nil {
 		return lifecycle.CheckDone{At: s.clock.Now(), Gen: gen, Err: err}
 	}
-	argv := s.cfg.Driver.CheckArgv(s.genSpec(rt, nil))
+	spec := s.genSpec(rt, s.cfg.Listeners.Current())
+	argv := s.cfg.Driver.CheckArgv(spec)
+	if len(argv) == 0 {
+		return lifecycle.CheckDone{At: s.clock.Now(), Gen: gen}
+	}
 	rt.log.Debug("check config", zap.Strings("argv", argv))
 	s.goEffect(func() {
 		start := s.clock.Now()
-		err := s.runCommand(rt, argv)
+		ctx, cancel := context.WithTimeout(rt.ctx, s.cfg.CheckTimeout)
+		out, err := s.runCommand(ctx, rt, argv)
+		cancel()
+		if oc, ok := s.cfg.Driver.(proxyctl.OutputChecker); ok && err == nil {
+			err = oc.CheckOutput(spec, out)
+		}
 		rt.log.Debug("check done", zap.Duration("took", s.clock.Now().Sub(start)), zap.Error(err))
 		s.emit(lifecycle.CheckDone{At: s.clock.Now(), Gen: gen, Err: err})
 	})
 	return nil
 }
 
-// runCommand runs a one-shot command (the config check) under the
-// generation's rlimits and the check timeout; a non-zero exit is a
-// *ChildError with the command's output.
-func (s *Supervisor) runCommand(rt *genRuntime, argv []string) error {
-	ctx, cancel := context.WithTimeout(rt.ctx, s.cfg.CheckTimeout)
-	defer cancel()
+// maxCommandOutput bounds what runCommand keeps of a command's output.
+const maxCommandOutput = 8 << 20
+
+// runCommand runs a one-shot command (a config check, a readiness probe)
+// under the generation's rlimits until it exits or ctx ends (then its group
+// is killed). It returns the command's output; a non-zero exit is a
+// *ChildError carrying the tail of it.
+func (s *Supervisor) runCommand(ctx context.Context, rt *genRuntime, argv []string) (string, error) {
+	var mu sync.Mutex
+	var out strings.Builder
 	p, err := s.starter.Start(StartSpec{
 		Path: argv[0], Argv: argv, Env: s.cfg.Env, Rlimits: s.cfg.Rlimits,
-		OnOutput: func(line string) { rt.log.Debug("check output", zap.String("line", line)) },
+		OnOutput: func(line string) {
+			mu.Lock()
+			defer mu.Unlock()
+			if out.Len() < maxCommandOutput {
+				out.WriteString(line)
+				out.WriteByte('\n')
+			}
+		},
 	})
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer p.Release()
-	timedOut := false
+	var timedOut error
 	select {
 	case <-p.Done():
 	case <-ctx.Done():
-		timedOut = true
+		timedOut = fmt.Errorf("killed, it did not finish in time: %w", context.Cause(ctx))
 		_ = p.SignalGroup(unix.SIGKILL)
 		<-p.Done()
 	}
 	waitOutput(p)
-	st := p.Status()
-	switch {
-	case timedOut:
-		return &ChildError{Argv: argv, Status: st, Output: p.Output(), Err: fmt.Errorf("timed out after %s", s.cfg.CheckTimeout)}
-	case st.Code != 0:
-		return &ChildError{Argv: argv, Status: st, Output: p.Output()}
+	mu.Lock()
+	output := out.String()
+	mu.Unlock()
+	if st := p.Status(); timedOut != nil || st.Code != 0 {
+		return output, &ChildError{Argv: argv, Status: st, Output: p.Output(), Err: timedOut}
 	}
-	return nil
+	return output, nil
+}
+
+// runner gives drivers a way to run short commands (readiness probes)
+// through baton's starter and reaper.
+func (s *Supervisor) runner(rt *genRuntime) func(context.Context, []string) error {
+	return func(ctx context.Context, argv []string) error {
+		_, err := s.runCommand(ctx, rt, argv)
+		return err
+	}
 }
 
 // start starts gen's process and the goroutines that watch it.

@@ -67,19 +67,30 @@ func (ls *ListenerSet) Sockets() []*fdpass.Socket {
 	return out
 }
 
+// Current describes the current (not removed) listeners for a driver,
+// without recording a user.
+func (ls *ListenerSet) Current() []proxyctl.Listener {
+	var out []proxyctl.Listener
+	for _, k := range ls.order {
+		if e := ls.items[k]; !e.removed {
+			out = append(out, proxyctl.Listener{
+				Spec: e.sock.Spec(), Fd: e.sock.Fd(), Addr: e.sock.Addr(),
+				Inode: e.sock.Inode(), Backlog: e.sock.Backlog(),
+			})
+		}
+	}
+	return out
+}
+
 // Acquire records gen as a user of every current listener and returns them
 // for its driver. The descriptors stay valid until Release(gen).
 func (ls *ListenerSet) Acquire(gen lifecycle.Gen) []proxyctl.Listener {
-	var out []proxyctl.Listener
 	for _, k := range ls.order {
-		e := ls.items[k]
-		if e.removed {
-			continue
+		if e := ls.items[k]; !e.removed {
+			e.users[gen] = true
 		}
-		e.users[gen] = true
-		out = append(out, proxyctl.Listener{Spec: e.sock.Spec(), Fd: e.sock.Fd(), Addr: e.sock.Addr()})
 	}
-	return out
+	return ls.Current()
 }
 
 // Release drops gen from every listener's users and closes removed

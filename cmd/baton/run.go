@@ -10,6 +10,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -49,6 +50,11 @@ func runCommand() *cli.Command {
 			&cli.DurationFlag{Name: "ready-timeout", Value: def.ReadyTimeout, Usage: "how long a new generation may take to become ready"},
 			&cli.DurationFlag{Name: "check-timeout", Value: 30 * time.Second, Usage: "how long the config check may take"},
 			&cli.StringSliceFlag{Name: "rlimit", Usage: "resource limit `NAME=SOFT[:HARD]` for every child (repeatable; default nofile=min(hard limit, 1048576))"},
+			&cli.StringFlag{Name: "drain-signal", Usage: "generic driver: `SIGNAL` that asks a generation to drain (default SIGTERM)"},
+			&cli.StringFlag{Name: "stop-signal", Usage: "generic driver: `SIGNAL` for the hard stop (default SIGINT)"},
+			&cli.StringFlag{Name: "ready-probe", Usage: "generic driver: a generation is ready when `COMMAND` (run by /bin/sh -c) exits 0, instead of READY=1 on NOTIFY_SOCKET"},
+			&cli.DurationFlag{Name: "ready-after", Usage: "generic driver: a generation is ready when it is still alive this long after its start, instead of READY=1"},
+			&cli.StringFlag{Name: "check-command", Usage: "generic driver: config check `COMMAND` (run by /bin/sh -c) before each start"},
 			&cli.StringFlag{Name: "log-format", Value: "json", Usage: "json|console"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug|info|warn|error"},
 		},
@@ -110,13 +116,67 @@ func parseRunFlags(c *cli.Context) (*runSetup, error) {
 		return nil, fmt.Errorf("proxy command %q: %w", rs.cmd[0], errors.Unwrap(err))
 	}
 	rs.cmd[0], _ = filepath.Abs(path)
-	if rs.driver, err = proxyctl.New(c.String("proxy"), rs.cmd); err != nil {
+	generic, err := genericOptions(c)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	if rs.driver, err = proxyctl.New(c.String("proxy"), rs.cmd, generic); err != nil {
 		return nil, usageError{err}
 	}
 	if rs.rlimits, err = supervisor.EffectiveRlimits(configured); err != nil {
 		return nil, err
 	}
 	return rs, nil
+}
+
+var genericFlags = []string{"drain-signal", "stop-signal", "ready-probe", "ready-after", "check-command"}
+
+// genericOptions reads the generic driver's flags; they are refused with
+// another driver.
+func genericOptions(c *cli.Context) (proxyctl.GenericOptions, error) {
+	var opt proxyctl.GenericOptions
+	driver := c.String("proxy")
+	if driver == "" {
+		driver = proxyctl.Guess(c.Args().First())
+	}
+	for _, f := range genericFlags {
+		if c.IsSet(f) && driver != "generic" {
+			return opt, fmt.Errorf("--%s applies to the generic driver only (this is %s)", f, driver)
+		}
+	}
+	var err error
+	if opt.DrainSignal, err = parseSignal(c.String("drain-signal")); err != nil {
+		return opt, fmt.Errorf("--drain-signal: %w", err)
+	}
+	if opt.StopSignal, err = parseSignal(c.String("stop-signal")); err != nil {
+		return opt, fmt.Errorf("--stop-signal: %w", err)
+	}
+	if p := c.String("ready-probe"); p != "" {
+		opt.ReadyProbe = []string{"/bin/sh", "-c", p}
+	}
+	if p := c.String("check-command"); p != "" {
+		opt.Check = []string{"/bin/sh", "-c", p}
+	}
+	opt.ReadyAfter = c.Duration("ready-after")
+	return opt, nil
+}
+
+// parseSignal reads TERM, SIGTERM or 15; "" is 0 (the default).
+func parseSignal(s string) (unix.Signal, error) {
+	if s == "" {
+		return 0, nil
+	}
+	if n, err := strconv.Atoi(s); err == nil && n > 0 && n < 65 {
+		return unix.Signal(n), nil
+	}
+	name := strings.ToUpper(s)
+	if !strings.HasPrefix(name, "SIG") {
+		name = "SIG" + name
+	}
+	if sig := unix.SignalNum(name); sig != 0 {
+		return sig, nil
+	}
+	return 0, fmt.Errorf("unknown signal %q", s)
 }
 
 func lookupGroup(name string) (int, error) {

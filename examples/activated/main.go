@@ -1,0 +1,172 @@
+// Command activated is a small HTTP server that speaks systemd socket
+// activation, as an example of a server baton's generic driver supervises:
+//
+//	baton run --listen web=tcp://127.0.0.1:8082 -- activated -config /etc/activated.conf
+//
+// It serves on the sockets it inherits (LISTEN_FDS, from fd 3; LISTEN_PID
+// must be its own pid), sends READY=1 to NOTIFY_SOCKET once it serves, and
+// on SIGTERM stops accepting, closes its listening sockets, finishes the
+// requests in flight and exits; SIGINT ends it at once. Its config file holds
+// `version=N` and `text=...` lines; `-check` validates the file and exits.
+// Standard library only.
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+type config struct {
+	version string
+	text    string
+}
+
+func main() {
+	path := flag.String("config", "", "config file (version=N, text=...)")
+	check := flag.Bool("check", false, "validate the config file and exit")
+	flag.Parse()
+	cfg, err := readConfig(*path)
+	if err != nil {
+		log.Fatalf("activated: %v", err)
+	}
+	if *check {
+		fmt.Printf("config %s is valid (version %s)\n", *path, cfg.version)
+		return
+	}
+	lns, err := inherited()
+	if err != nil {
+		log.Fatalf("activated: %v", err)
+	}
+	if err := serve(cfg, lns); err != nil {
+		log.Fatalf("activated: %v", err)
+	}
+}
+
+func readConfig(path string) (config, error) {
+	cfg := config{version: "0", text: "hello from a socket-activated server"}
+	if path == "" {
+		return cfg, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return cfg, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		switch {
+		case !ok:
+			return cfg, fmt.Errorf("%s:%d: want key=value, got %q", path, n, line)
+		case k == "version":
+			if _, err := strconv.Atoi(v); err != nil {
+				return cfg, fmt.Errorf("%s:%d: version must be a number", path, n)
+			}
+			cfg.version = v
+		case k == "text":
+			cfg.text = v
+		default:
+			return cfg, fmt.Errorf("%s:%d: unknown key %q", path, n, k)
+		}
+	}
+	return cfg, sc.Err()
+}
+
+// inherited returns the listeners passed by socket activation. The
+// inherited descriptors themselves are closed once wrapped, so that closing
+// the listeners really lets go of the sockets.
+func inherited() ([]net.Listener, error) {
+	if pid, _ := strconv.Atoi(os.Getenv("LISTEN_PID")); pid != os.Getpid() {
+		return nil, fmt.Errorf("LISTEN_PID=%q is not my pid %d: not socket-activated", os.Getenv("LISTEN_PID"), os.Getpid())
+	}
+	n, err := strconv.Atoi(os.Getenv("LISTEN_FDS"))
+	if err != nil || n < 1 {
+		return nil, fmt.Errorf("LISTEN_FDS=%q: no sockets", os.Getenv("LISTEN_FDS"))
+	}
+	names := strings.Split(os.Getenv("LISTEN_FDNAMES"), ":")
+	for _, k := range []string{"LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"} {
+		os.Unsetenv(k)
+	}
+	var lns []net.Listener
+	for i := range n {
+		name := fmt.Sprintf("fd%d", 3+i)
+		if i < len(names) && names[i] != "" {
+			name = names[i]
+		}
+		f := os.NewFile(uintptr(3+i), name)
+		ln, err := net.FileListener(f)
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("socket %s: %w", name, err)
+		}
+		lns = append(lns, ln)
+	}
+	return lns, nil
+}
+
+func serve(cfg config, lns []net.Listener) error {
+	srv := &http.Server{
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       10 * time.Second,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("X-Gen", cfg.version)
+			fmt.Fprintf(w, "%s (version %s, pid %d)\n", cfg.text, cfg.version, os.Getpid())
+		}),
+	}
+	errc := make(chan error, len(lns))
+	for _, ln := range lns {
+		go func() { errc <- srv.Serve(ln) }()
+	}
+	if err := notify("READY=1\nSTATUS=serving version " + cfg.version); err != nil {
+		log.Printf("activated: sd_notify: %v", err)
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	select {
+	case err := <-errc:
+		return err
+	case sig := <-sigs:
+		if sig == syscall.SIGINT {
+			return srv.Close()
+		}
+	}
+	// Drain: Shutdown closes the listeners first, then waits for the
+	// requests in flight; idle keep-alive connections are closed.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// notify sends an sd_notify message to NOTIFY_SOCKET, if set.
+func notify(msg string) error {
+	path := os.Getenv("NOTIFY_SOCKET")
+	if path == "" {
+		return nil
+	}
+	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_, err = c.Write([]byte(msg))
+	return err
+}
