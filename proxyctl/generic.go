@@ -98,7 +98,7 @@ type delaySession struct {
 	start time.Time
 }
 
-func (s *delaySession) Started(int) { s.start = time.Now() }
+func (s *delaySession) Started(int)  { s.start = time.Now() }
 func (s *delaySession) Close() error { return nil }
 func (s *delaySession) Ready(context.Context) error {
 	if left := s.after - time.Since(s.start); left > 0 {
@@ -116,7 +116,7 @@ type probeSession struct {
 	err  error
 }
 
-func (s *probeSession) Started(int) {}
+func (s *probeSession) Started(int)  {}
 func (s *probeSession) Close() error { return nil }
 func (s *probeSession) Ready(ctx context.Context) error {
 	if !s.last.IsZero() && time.Since(s.last) < 100*time.Millisecond {
