@@ -36,6 +36,9 @@ type GetsocksEntry struct {
 // by the client's 4-byte acknowledgement. The entries' descriptors are
 // borrowed. The caller sets deadlines and closes c.
 func ServeGetsocks(c *net.UnixConn, entries []GetsocksEntry) error {
+	if err := checkGetsocksEntries(entries); err != nil {
+		return err
+	}
 	line, err := bufio.NewReaderSize(io.LimitReader(c, 64), 64).ReadString('\n')
 	if err != nil {
 		return fmt.Errorf("read request: %w", err)
@@ -55,6 +58,17 @@ func ServeGetsocks(c *net.UnixConn, entries []GetsocksEntry) error {
 		}
 		if _, err := io.ReadFull(c, word[:]); err != nil {
 			return fmt.Errorf("read ack of batch %d-%d: %w", b[0], b[1], err)
+		}
+	}
+	return nil
+}
+
+// checkGetsocksEntries refuses names a record cannot carry: lengths are one
+// byte, and HAProxy keeps at most IFNAMSIZ-1 bytes of an interface name.
+func checkGetsocksEntries(entries []GetsocksEntry) error {
+	for _, e := range entries {
+		if len(e.Namespace) > 255 || len(e.Interface) > 15 {
+			return fmt.Errorf("getsocks: namespace %q or interface %q too long", e.Namespace, e.Interface)
 		}
 	}
 	return nil
@@ -97,6 +111,9 @@ type GetsocksServer struct {
 // 0700 and private to this generation). entries are borrowed until Close
 // returns. onError receives refused peers and failed transfers.
 func NewGetsocksServer(path string, entries []GetsocksEntry, onError func(error)) (*GetsocksServer, error) {
+	if err := checkGetsocksEntries(entries); err != nil {
+		return nil, err
+	}
 	_ = os.Remove(path)
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	if err != nil {

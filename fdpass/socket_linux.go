@@ -173,7 +173,7 @@ func checkStaleUnix(path string) error {
 	if st.Mode()&os.ModeSocket == 0 {
 		return fmt.Errorf("%s exists and is not a socket", path)
 	}
-	probe, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	probe, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
 	if err != nil {
 		return err
 	}
@@ -215,26 +215,51 @@ func sockaddrString(sa unix.Sockaddr) string {
 
 // Adopt wraps a descriptor received from elsewhere (an upgrade, pidfd_getfd)
 // as a Socket. It takes ownership of fd, even on error (fd is then closed).
-// It verifies that fd is a socket bound to sp's address and sets
-// close-on-exec and O_NONBLOCK.
+// It verifies that fd is a socket of sp's type bound to sp's address (port 0
+// in the spec accepts any port) and sets close-on-exec and O_NONBLOCK.
 func Adopt(sp Spec, fd int) (*Socket, error) {
-	unix.CloseOnExec(fd)
-	if err := unix.SetNonblock(fd, true); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("adopt %s: %w", sp.Addr, err)
-	}
-	s, err := newSocketInfo(sp, fd)
-	if err == nil && sp.IsStream() {
-		s.backlog = EffectiveBacklog(sp)
-	}
-	if err == nil && sp.Scheme != Unix && sp.Addr != s.addr && !strings.HasSuffix(sp.Addr, ":0") {
-		err = fmt.Errorf("descriptor is bound to %s", s.addr)
-	}
+	s, err := adopt(sp, fd)
 	if err != nil {
 		unix.Close(fd)
-		return nil, fmt.Errorf("adopt %s: %w", sp.Addr, err)
+		return nil, fmt.Errorf("adopt %s://%s: %w", sp.Scheme, sp.Addr, err)
 	}
 	return s, nil
+}
+
+func adopt(sp Spec, fd int) (*Socket, error) {
+	typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
+	if err != nil {
+		return nil, fmt.Errorf("not a socket: %w", err)
+	}
+	if want := map[bool]int{true: unix.SOCK_STREAM, false: unix.SOCK_DGRAM}[sp.IsStream()]; typ != want {
+		return nil, fmt.Errorf("socket type %d, want %d", typ, want)
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return nil, fmt.Errorf("getsockname: %w", err)
+	}
+	got := sockaddrString(sa)
+	if got != sp.Addr && !(sp.Scheme != Unix && strings.HasSuffix(sp.Addr, ":0") && sameHost(got, sp.Addr)) {
+		return nil, fmt.Errorf("descriptor is bound to %q", got)
+	}
+	unix.CloseOnExec(fd)
+	if err := unix.SetNonblock(fd, true); err != nil {
+		return nil, err
+	}
+	s, err := newSocketInfo(sp, fd)
+	if err != nil {
+		return nil, err
+	}
+	if sp.IsStream() {
+		s.backlog = EffectiveBacklog(sp)
+	}
+	return s, nil
+}
+
+func sameHost(a, b string) bool {
+	pa, err1 := netip.ParseAddrPort(a)
+	pb, err2 := netip.ParseAddrPort(b)
+	return err1 == nil && err2 == nil && pa.Addr() == pb.Addr()
 }
 
 // Spec returns the spec the socket was created from.

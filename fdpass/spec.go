@@ -79,7 +79,12 @@ func ParseSpec(s string) (Spec, error) {
 		err = fmt.Errorf("unknown scheme %q (want tcp, tcp4, tcp6, udp, udp4, udp6 or unix)", u.Scheme)
 	}
 	if err == nil {
-		err = sp.parseOptions(u.Query())
+		var q url.Values
+		if q, err = url.ParseQuery(u.RawQuery); err != nil {
+			err = fmt.Errorf("options %q: %w", u.RawQuery, err)
+		} else {
+			err = sp.parseOptions(q)
+		}
 	}
 	if err != nil {
 		return Spec{}, fmt.Errorf("%w %q: %w", ErrBadSpec, raw, err)
@@ -125,6 +130,9 @@ func parseInetAddr(scheme Scheme, u *url.URL) (string, error) {
 func parseUnixAddr(u *url.URL) (string, error) {
 	if u.Host != "" || !strings.HasPrefix(u.Path, "/") {
 		return "", errors.New("unix needs an absolute path: unix:///path/to.sock")
+	}
+	if u.Fragment != "" || strings.ContainsRune(u.Path, 0) {
+		return "", errors.New("a unix path may not contain '#' or NUL (escape '#' as %23)")
 	}
 	if len(u.Path) > 107 {
 		return "", fmt.Errorf("unix path is %d bytes, the limit is 107", len(u.Path))
@@ -190,9 +198,23 @@ func parseBool(s string) (bool, error) {
 	return false, errors.New("want 1 or 0")
 }
 
+// defaultName derives a valid name (nameRE) from the address: other bytes
+// become '_', and a long unix path keeps its end.
 func defaultName(sp Spec) string {
-	r := strings.NewReplacer(":", "_", "/", "_", "[", "", "]", "")
-	return strings.Trim(r.Replace(string(sp.Scheme)+"_"+sp.Addr), "_")
+	b := []byte(string(sp.Scheme) + "_" + strings.NewReplacer("[", "", "]", "").Replace(sp.Addr))
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '-') {
+			b[i] = '_'
+		}
+	}
+	name := strings.Trim(string(b), "_")
+	if len(name) > 64 {
+		name = strings.TrimLeft(name[len(name)-64:], "_")
+	}
+	if name == "" {
+		name = string(sp.Scheme)
+	}
+	return name
 }
 
 // IsStream reports whether the listener is a stream (listening) socket.
@@ -231,7 +253,12 @@ func (sp Spec) String() string {
 	if sp.DeferAccept != 0 {
 		opts = append(opts, "defer_accept="+strconv.Itoa(sp.DeferAccept))
 	}
-	s := sp.Name + "=" + string(sp.Scheme) + "://" + sp.Addr
+	addr := sp.Addr
+	if sp.Scheme == Unix {
+		addr = (&url.URL{Path: sp.Addr}).EscapedPath()
+		addr = strings.NewReplacer("?", "%3F", "#", "%23").Replace(addr)
+	}
+	s := sp.Name + "=" + string(sp.Scheme) + "://" + addr
 	if len(opts) > 0 {
 		s += "?" + strings.Join(opts, "&")
 	}
