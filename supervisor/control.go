@@ -51,7 +51,13 @@ func ListenControl(path string, mode os.FileMode) (*ControlSocket, error) {
 	}
 	_ = lock.Truncate(0)
 	_, _ = lock.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
-	_ = os.Remove(path) // stale: we hold the lock, so no baton serves it
+	// A socket there is stale: we hold the lock, so no baton serves it.
+	// Anything else is somebody's file, not ours to delete.
+	if st, err := os.Lstat(path); err == nil && st.Mode()&os.ModeSocket == 0 {
+		lock.Close()
+		return nil, fmt.Errorf("control socket %s: exists and is not a socket", path)
+	}
+	_ = os.Remove(path)
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	if err == nil {
 		err = os.Chmod(path, mode)
@@ -175,6 +181,7 @@ func reloadErrorCode(err error) string {
 		{lifecycle.ErrStartFailed, "start_failed"},
 		{lifecycle.ErrNotReady, "not_ready"},
 		{lifecycle.ErrExitedBeforeReady, "exited_before_ready"},
+		{lifecycle.ErrExitedAfterReady, "exited_after_ready"},
 	} {
 		if errors.Is(err, c.err) {
 			return c.code

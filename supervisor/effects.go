@@ -161,6 +161,7 @@ func (s *Supervisor) start(gen lifecycle.Gen, replacement bool) lifecycle.Event 
 		return lifecycle.Started{At: now, Gen: gen, Err: err}
 	}
 	rt.session = session
+	rt.outLog.Store(rt.log)
 	p, err := s.starter.Start(StartSpec{
 		Path: launch.Argv[0], Argv: launch.Argv, Env: append(append([]string(nil), s.cfg.Env...), launch.Env...),
 		Files: launch.Files, Rlimits: s.cfg.Rlimits, ListenPID: launch.ListenPID,
@@ -171,6 +172,7 @@ func (s *Supervisor) start(gen lifecycle.Gen, replacement bool) lifecycle.Event 
 	}
 	rt.proc = p
 	rt.log = rt.log.With(zap.Int("pid", p.Pid()))
+	rt.outLog.Store(rt.log)
 	session.Started(p.Pid())
 	rt.log.Info("generation started", zap.Bool("replacement", replacement), zap.Strings("argv", launch.Argv))
 	current := s.cfg.Listeners.CurrentInodes()
@@ -213,7 +215,12 @@ func (s *Supervisor) watchRelease(gen lifecycle.Gen) {
 	}
 	inodes := s.cfg.Listeners.Inodes()
 	s.goEffect(func() {
-		if s.pollUntil(rt.ctx, func() bool { return !s.holdsAny(rt.proc.Pid(), inodes) }) {
+		// The cheap tree walk polls; a full scan of the group confirms,
+		// because acknowledging a reload on a miss breaks invariant 4.
+		released := func() bool {
+			return !s.holdsAny(rt.proc.Pid(), inodes) && !s.scanHoldsAny(rt.proc.Pid(), inodes)
+		}
+		if s.pollUntil(rt.ctx, released) {
 			s.emit(lifecycle.Released{At: s.clock.Now(), Gen: gen})
 		}
 	})

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -29,10 +30,14 @@ type genRuntime struct {
 	mu        sync.Mutex
 	probeErr  error
 	probeStop bool
+
+	// outLog is log for the output goroutine, which the starter runs before
+	// the pid, and so the final log, is known.
+	outLog atomic.Pointer[zap.Logger]
 }
 
 func (rt *genRuntime) logOutput(line string) {
-	rt.log.Info("proxy output", zap.String("line", line))
+	rt.outLog.Load().Info("proxy output", zap.String("line", line))
 }
 
 func (rt *genRuntime) setProbeError(err error) {
@@ -203,4 +208,25 @@ func (s *Supervisor) missing(pgid int, want map[uint64]bool) int {
 
 func (s *Supervisor) holdsAny(pgid int, inodes map[uint64]bool) bool {
 	return s.missing(pgid, inodes) < len(inodes)
+}
+
+// scanHoldsAny is holdsAny over a full scan of the process group; a scan
+// error counts as holding (never acknowledge on doubt).
+func (s *Supervisor) scanHoldsAny(pgid int, inodes map[uint64]bool) bool {
+	pids, err := s.procfs.ScanGroup(pgid)
+	if err != nil {
+		return true
+	}
+	for _, pid := range pids {
+		in, err := s.procfs.SocketInodes(pid)
+		if err != nil {
+			continue // exited meanwhile
+		}
+		for k := range in {
+			if inodes[k] {
+				return true
+			}
+		}
+	}
+	return false
 }

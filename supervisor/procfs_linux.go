@@ -17,6 +17,10 @@ type ProcFS interface {
 	// descendants (a generation's master, workers and orphans alike). The
 	// group leader's pid is pgid.
 	Members(pgid int) ([]int, error)
+	// ScanGroup lists every live process of group pgid by reading the stat
+	// of every process on the host: slower than Members, but it cannot miss
+	// a process that is being re-parented while the tree is walked.
+	ScanGroup(pgid int) ([]int, error)
 	// SocketInodes returns the inodes of every socket pid has open.
 	SocketInodes(pid int) (map[uint64]bool, error)
 	// Limits returns pid's resource limits, by /proc/PID/limits row name.
@@ -45,30 +49,56 @@ type realProcFS struct {
 }
 
 // Members walks the process tree below the group leader (pid pgid) through
-// /proc/PID/task/TID/children and keeps the processes of group pgid. Once the
-// leader is gone its orphans are baton's children, so the walk starts at
-// baton instead.
+// /proc/PID/task/TID/children and keeps the processes of group pgid, then
+// baton's own children of that group: a process whose parent exited (the
+// leader included, reaped or still a zombie, which has no children left)
+// was handed to baton, the subreaper. Reading baton's children last finds a
+// process that moved while the leader's tree was read.
 func (r *realProcFS) Members(pgid int) ([]int, error) {
 	var out []int
-	queue := []int{pgid}
-	if _, err := os.Stat(fmt.Sprintf("/proc/%d", pgid)); err != nil {
-		queue = childrenOf(r.self)
+	seen := map[int]bool{}
+	walk := func(queue []int, all bool) {
+		for len(queue) > 0 {
+			pid := queue[0]
+			queue = queue[1:]
+			if seen[pid] {
+				continue
+			}
+			seen[pid] = true
+			p, err := r.fs.Proc(pid)
+			if err != nil {
+				continue // exited meanwhile
+			}
+			st, err := p.Stat()
+			if err != nil {
+				continue
+			}
+			mine := st.PGRP == pgid
+			if mine && st.State != "Z" {
+				out = append(out, pid)
+			}
+			if mine || all {
+				queue = append(queue, childrenOf(pid)...)
+			}
+		}
 	}
-	for len(queue) > 0 {
-		pid := queue[0]
-		queue = queue[1:]
-		p, err := r.fs.Proc(pid)
-		if err != nil {
-			continue // exited meanwhile
-		}
+	walk([]int{pgid}, true)
+	// Other generations' leaders are baton's children too: skip their trees.
+	walk(childrenOf(r.self), false)
+	return out, nil
+}
+
+func (r *realProcFS) ScanGroup(pgid int) ([]int, error) {
+	procs, err := r.fs.AllProcs()
+	if err != nil {
+		return nil, err
+	}
+	var out []int
+	for _, p := range procs {
 		st, err := p.Stat()
-		if err != nil {
-			continue
+		if err == nil && st.PGRP == pgid && st.State != "Z" {
+			out = append(out, p.PID)
 		}
-		if st.PGRP == pgid && st.State != "Z" {
-			out = append(out, pid)
-		}
-		queue = append(queue, childrenOf(pid)...)
 	}
 	return out, nil
 }

@@ -1,0 +1,127 @@
+package integration
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/batonproxy/baton/batontest"
+)
+
+// TestHAProxyNofile guards invariant 6 and the 1024 incident: every HAProxy
+// process gets the NOFILE limit baton sets, not the soft limit baton itself
+// inherited, and status reports what /proc shows.
+func TestHAProxyNofile(t *testing.T) {
+	// baton is started with a soft limit of 1024 and the host's hard limit;
+	// the shell also records what it handed over.
+	shell := func(t *testing.T) (batontest.StartOptions, string) {
+		rec := filepath.Join(batontest.ShortTempDir(t), "limits")
+		return batontest.StartOptions{Shell: "ulimit -Sn 1024 && grep 'Max open files' /proc/self/limits > " + rec}, rec
+	}
+	inherited := func(t *testing.T, rec string, b *batontest.Baton) (hard string) {
+		t.Helper()
+		data, err := os.ReadFile(rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := strings.Fields(strings.TrimPrefix(strings.TrimSpace(string(data)), "Max open files"))
+		if len(f) < 2 || f[0] != "1024" {
+			t.Fatalf("the shell that started baton has %q, want a soft NOFILE of 1024", data)
+		}
+		soft, h, err := batontest.Nofile(b.Pid())
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The Go runtime raises its own soft limit (to hard-1) and restores
+		// the inherited 1024 in children: the incident baton guards against.
+		t.Logf("baton started with NOFILE soft %s hard %s; /proc shows baton itself at soft %s hard %s", f[0], f[1], soft, h)
+		return f[1]
+	}
+	t.Run("default", func(t *testing.T) {
+		so, rec := shell(t)
+		p := startAccProxy(t, batontest.HAProxyOpts{}, nil, so)
+		hard := inherited(t, rec, p.b)
+		want := uint64(1 << 20)
+		if hard != "unlimited" {
+			h, err := strconv.ParseUint(hard, 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want = min(h, want)
+		}
+		checkNofile(t, p, want, want)
+	})
+	t.Run("rlimit-flag", func(t *testing.T) {
+		so, rec := shell(t)
+		p := startAccProxy(t, batontest.HAProxyOpts{}, []string{"--rlimit", "nofile=4096:8192"}, so)
+		inherited(t, rec, p.b)
+		checkNofile(t, p, 4096, 8192)
+		p.write(t, 2)
+		gen, _ := p.reload(t)
+		// Only the new generation's processes once the old one is gone.
+		batontest.Eventually(t, 10*time.Second, func() error {
+			st := p.status(t)
+			if len(st.Generations) != 1 || st.Generations[0].Gen != gen {
+				return fmt.Errorf("generations %+v, want only %d", st.Generations, gen)
+			}
+			return nil
+		})
+		checkNofile(t, p, 4096, 8192)
+	})
+}
+
+// checkNofile asserts that every serving HAProxy process (from status and
+// from the process tree below baton) has NOFILE soft/hard in /proc, and that
+// status reports the same values.
+func checkNofile(t *testing.T, p *accProxy, soft, hard uint64) {
+	t.Helper()
+	res := p.b.CLI("status", "--json")
+	if res.Code != 0 {
+		t.Fatalf("baton status --json: exit %d: %s", res.Code, res.Stderr)
+	}
+	var st batontest.Status
+	if err := json.Unmarshal([]byte(res.Stdout), &st); err != nil {
+		t.Fatal(err)
+	}
+	gen, leader := st.Active()
+	g := st.Gen(gen)
+	if g == nil || len(g.Pids) < 2 {
+		t.Fatalf("active generation %d: %+v, want a master and a worker", gen, g)
+	}
+	desc := batontest.Descendants(p.b.Pid())
+	fromStatus := slices.Sorted(slices.Values(g.Pids))
+	slices.Sort(desc)
+	if !slices.Equal(fromStatus, desc) {
+		t.Errorf("status lists processes %v, baton's descendants are %v", fromStatus, desc)
+	}
+	wantS, wantH := strconv.FormatUint(soft, 10), strconv.FormatUint(hard, 10)
+	all := slices.Concat(fromStatus, desc)
+	slices.Sort(all)
+	for _, pid := range slices.Compact(all) {
+		exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+		s, h, err := batontest.Nofile(pid)
+		if err != nil {
+			t.Errorf("pid %d: %v", pid, err)
+			continue
+		}
+		role := "worker"
+		if pid == leader {
+			role = "master"
+		}
+		t.Logf("generation %d %s pid %d (%s): /proc NOFILE soft %s hard %s", gen, role, pid, exe, s, h)
+		if s != wantS || h != wantH {
+			t.Errorf("pid %d (%s): NOFILE %s/%s, want %s/%s", pid, exe, s, h, wantS, wantH)
+		}
+	}
+	for i, pid := range g.Pids {
+		if got := g.Nofile[i]; got != [2]uint64{soft, hard} {
+			t.Errorf("baton status --json says pid %d has NOFILE %d/%d, want %d/%d as in /proc", pid, got[0], got[1], soft, hard)
+		}
+	}
+}
