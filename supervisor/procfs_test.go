@@ -48,6 +48,9 @@ func TestMembersFindsOrphanOfUnreapedLeader(t *testing.T) {
 	var orphan int
 	t.Cleanup(func() { reapTestChildren(t, leader, orphan) })
 	line, err := bufio.NewReader(rd).ReadString('\n')
+	if err != nil {
+		t.Fatalf("spawn-orphan: %v", err)
+	}
 	if orphan, err = strconv.Atoi(strings.TrimSpace(line)); err != nil {
 		t.Fatalf("spawn-orphan said %q: %v", line, err)
 	}
