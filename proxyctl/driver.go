@@ -33,6 +33,28 @@ type GenSpec struct {
 	// Run runs a short command (a readiness probe) through the supervisor,
 	// which owns every child process; nil error means exit status 0.
 	Run func(ctx context.Context, argv []string) error
+	// Config maps the driver's ConfigFiles to the copies this generation
+	// uses (nil: use the originals). See ConfigSnapshotter.
+	Config map[string]string
+}
+
+// ConfigPath is the path the generation reads for the config file orig.
+func (g GenSpec) ConfigPath(orig string) string {
+	if c, ok := g.Config[orig]; ok {
+		return c
+	}
+	return orig
+}
+
+// ConfigSnapshotter is implemented by drivers whose configuration files can
+// be read from a copy: baton copies them for each generation before the
+// check, so the generation runs exactly what was checked (not a file edited
+// in between), and keeps the last checked copy so that a crash replacement
+// runs the last good configuration, not whatever is on disk.
+type ConfigSnapshotter interface {
+	// ConfigFiles lists the files to copy (absolute paths); none when
+	// copies would not work (the driver says why in the error).
+	ConfigFiles() ([]string, error)
 }
 
 // Launch says how to start a generation's process.

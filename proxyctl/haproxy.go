@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -44,24 +45,85 @@ var haproxyForbidden = map[string]string{
 type HAProxy struct {
 	bin  string
 	args []string
+	cfgs map[int]string // index in args of each -f value → absolute path
 }
 
 // NewHAProxy validates cmd (argv[0] resolved) for use under baton.
 func NewHAProxy(cmd []string) (*HAProxy, error) {
-	for _, a := range cmd[1:] {
+	h := &HAProxy{bin: cmd[0], args: cmd[1:], cfgs: map[int]string{}}
+	dir, _ := os.Getwd()
+	for i, a := range h.args {
 		if why, bad := haproxyForbidden[a]; bad {
 			return nil, fmt.Errorf("%w: remove %s from the haproxy command line: %s", ErrBadCommand, a, why)
 		}
+		if a == "-C" && i+1 < len(h.args) {
+			dir = h.args[i+1] // haproxy chdirs there before reading -f files
+		}
 	}
-	return &HAProxy{bin: cmd[0], args: cmd[1:]}, nil
+	for i, a := range h.args {
+		if a == "-f" && i+1 < len(h.args) {
+			p := h.args[i+1]
+			if !filepath.IsAbs(p) {
+				p = filepath.Join(dir, p)
+			}
+			h.cfgs[i+1] = p
+		}
+	}
+	return h, nil
+}
+
+// userArgs returns the user's arguments with each -f file mapped through
+// the generation's config copies.
+func (h *HAProxy) userArgs(g GenSpec) []string {
+	out := append([]string(nil), h.args...)
+	for i, p := range h.cfgs {
+		if c, ok := g.Config[p]; ok {
+			out[i] = c
+		}
+	}
+	return out
+}
+
+// ConfigFiles implements ConfigSnapshotter: the -f files (directories are
+// read in place). A config that sets default-path resolves relative paths
+// against its own location, which a copy would change: then nothing is
+// copied.
+func (h *HAProxy) ConfigFiles() ([]string, error) {
+	var out []string
+	for _, p := range h.cfgs {
+		st, err := os.Stat(p)
+		if err != nil || st.IsDir() {
+			continue
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return nil, err
+		}
+		if usesDefaultPath(string(data)) {
+			return nil, fmt.Errorf("%s sets default-path: generations read the config files in place", p)
+		}
+		out = append(out, p)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+func usesDefaultPath(cfg string) bool {
+	for _, line := range strings.Split(cfg, "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && f[0] == "default-path" && f[1] != "current" {
+			return true
+		}
+	}
+	return false
 }
 
 // Name implements Driver.
 func (h *HAProxy) Name() string { return "haproxy" }
 
 // CheckArgv implements Driver: haproxy -c with the user's arguments.
-func (h *HAProxy) CheckArgv(GenSpec) []string {
-	return append([]string{h.bin, "-c"}, h.args...)
+func (h *HAProxy) CheckArgv(g GenSpec) []string {
+	return append([]string{h.bin, "-c"}, h.userArgs(g)...)
 }
 
 // Signal implements Driver: SIGUSR1 is HAProxy's soft stop (the master
@@ -95,7 +157,7 @@ func (h *HAProxy) Prepare(g GenSpec) (Launch, Session, error) {
 		defer s.wg.Done()
 		gs.Serve()
 	}()
-	argv := append([]string{h.bin, "-W", "-db", "-S", filepath.Join(g.Dir, "master.sock"), "-x", gs.Path(), "-dR"}, h.args...)
+	argv := append([]string{h.bin, "-W", "-db", "-S", filepath.Join(g.Dir, "master.sock"), "-x", gs.Path(), "-dR"}, h.userArgs(g)...)
 	argv = append(argv, "-f", extra)
 	return Launch{Argv: argv}, s, nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -64,7 +65,7 @@ func (s *Supervisor) genRuntime(gen lifecycle.Gen) (*genRuntime, error) {
 }
 
 func (s *Supervisor) genSpec(rt *genRuntime, listeners []proxyctl.Listener) proxyctl.GenSpec {
-	return proxyctl.GenSpec{Gen: int(rt.gen), Dir: rt.dir, Listeners: listeners, Run: s.runner(rt)}
+	return proxyctl.GenSpec{Gen: int(rt.gen), Dir: rt.dir, Listeners: listeners, Run: s.runner(rt), Config: rt.config}
 }
 
 // runCheck starts the config check; its result comes back as CheckDone. A
@@ -73,6 +74,9 @@ func (s *Supervisor) genSpec(rt *genRuntime, listeners []proxyctl.Listener) prox
 func (s *Supervisor) runCheck(gen lifecycle.Gen) lifecycle.Event {
 	rt, err := s.genRuntime(gen)
 	if err != nil {
+		return lifecycle.CheckDone{At: s.clock.Now(), Gen: gen, Err: err}
+	}
+	if err := s.snapshotConfig(rt, nil); err != nil {
 		return lifecycle.CheckDone{At: s.clock.Now(), Gen: gen, Err: err}
 	}
 	spec := s.genSpec(rt, s.cfg.Listeners.Current())
@@ -108,6 +112,7 @@ func (s *Supervisor) runCommand(ctx context.Context, rt *genRuntime, argv []stri
 	p, err := s.starter.Start(StartSpec{
 		Path: argv[0], Argv: argv, Env: s.cfg.Env, Rlimits: s.cfg.Rlimits,
 		OnOutput: func(line string) {
+			line = rt.userPaths(line)
 			mu.Lock()
 			defer mu.Unlock()
 			if out.Len() < maxCommandOutput {
@@ -133,7 +138,7 @@ func (s *Supervisor) runCommand(ctx context.Context, rt *genRuntime, argv []stri
 	output := out.String()
 	mu.Unlock()
 	if st := p.Status(); timedOut != nil || st.Code != 0 {
-		return output, &ChildError{Argv: argv, Status: st, Output: p.Output(), Err: timedOut}
+		return output, &ChildError{Argv: strings.Fields(rt.userPaths(strings.Join(argv, " "))), Status: st, Output: rt.userPaths(p.Output()), Err: timedOut}
 	}
 	return output, nil
 }
@@ -152,6 +157,9 @@ func (s *Supervisor) start(gen lifecycle.Gen, replacement bool) lifecycle.Event 
 	now := s.clock.Now()
 	rt, err := s.genRuntime(gen)
 	if err != nil {
+		return lifecycle.Started{At: now, Gen: gen, Err: err}
+	}
+	if err := s.startConfig(rt, replacement); err != nil {
 		return lifecycle.Started{At: now, Gen: gen, Err: err}
 	}
 	listeners := s.cfg.Listeners.Acquire(gen)
@@ -179,6 +187,91 @@ func (s *Supervisor) start(gen lifecycle.Gen, replacement bool) lifecycle.Event 
 	s.goEffect(func() { s.watchExit(rt) })
 	s.goEffect(func() { s.probeReady(rt, current) })
 	return lifecycle.Started{At: now, Gen: gen, Pid: p.Pid()}
+}
+
+// snapshotConfig copies the driver's config files (or, with from, the
+// last good copies) into the generation's directory for it to use.
+func (s *Supervisor) snapshotConfig(rt *genRuntime, from map[string]string) error {
+	snap, ok := s.cfg.Driver.(proxyctl.ConfigSnapshotter)
+	if !ok {
+		return nil
+	}
+	if from == nil {
+		files, err := snap.ConfigFiles()
+		if err != nil {
+			rt.log.Warn("config not copied: generations read it in place", zap.Error(err))
+			return nil
+		}
+		from = map[string]string{}
+		for _, f := range files {
+			from[f] = f
+		}
+	}
+	config, err := copyConfig(from, filepath.Join(rt.dir, "config"))
+	if err != nil {
+		return fmt.Errorf("copy config: %w", err)
+	}
+	rt.config = config
+	var pairs []string
+	for orig, c := range config {
+		pairs = append(pairs, c, orig)
+	}
+	rt.rewrite = strings.NewReplacer(pairs...)
+	return nil
+}
+
+// startConfig settles which config copies a starting generation uses: the
+// ones its check validated, which then become the last good config; for a
+// crash replacement, the last good config.
+func (s *Supervisor) startConfig(rt *genRuntime, replacement bool) error {
+	if replacement {
+		if s.lastGood == nil {
+			return nil // nothing checked yet: the files in place
+		}
+		return s.snapshotConfig(rt, s.lastGood)
+	}
+	if rt.config == nil {
+		return nil
+	}
+	good, err := copyConfig(rt.config, filepath.Join(s.cfg.RunDir, "last-good"))
+	if err != nil {
+		return fmt.Errorf("keep last good config: %w", err)
+	}
+	s.lastGood = good
+	return nil
+}
+
+// copyConfig copies each source of files (original path → where to read
+// it) into dir, replacing dir; it returns original path → copy.
+func copyConfig(files map[string]string, dir string) (map[string]string, error) {
+	tmp := dir + ".new"
+	if err := os.RemoveAll(tmp); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(tmp, 0o700); err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	origs := make([]string, 0, len(files))
+	for orig := range files {
+		origs = append(origs, orig)
+	}
+	sort.Strings(origs)
+	for i, orig := range origs {
+		data, err := os.ReadFile(files[orig])
+		if err != nil {
+			return nil, err
+		}
+		name := fmt.Sprintf("%d-%s", i, filepath.Base(orig))
+		if err := os.WriteFile(filepath.Join(tmp, name), data, 0o600); err != nil {
+			return nil, err
+		}
+		out[orig] = filepath.Join(dir, name)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return nil, err
+	}
+	return out, os.Rename(tmp, dir)
 }
 
 func (s *Supervisor) signal(gen lifecycle.Gen, kind lifecycle.SignalKind) {

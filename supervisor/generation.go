@@ -27,6 +27,11 @@ type genRuntime struct {
 	ctx    context.Context // cancelled when the generation is forgotten
 	cancel context.CancelFunc
 
+	// config maps the driver's config files to this generation's copies;
+	// rewrite turns copy paths in the proxy's words back into the user's.
+	config  map[string]string
+	rewrite *strings.Replacer
+
 	mu        sync.Mutex
 	probeErr  error
 	probeStop bool
@@ -37,7 +42,15 @@ type genRuntime struct {
 }
 
 func (rt *genRuntime) logOutput(line string) {
-	rt.outLog.Load().Info("proxy output", zap.String("line", line))
+	rt.outLog.Load().Info("proxy output", zap.String("line", rt.userPaths(line)))
+}
+
+// userPaths replaces this generation's config copies with the user's paths.
+func (rt *genRuntime) userPaths(s string) string {
+	if rt.rewrite == nil {
+		return s
+	}
+	return rt.rewrite.Replace(s)
 }
 
 func (rt *genRuntime) setProbeError(err error) {
@@ -126,7 +139,7 @@ func (s *Supervisor) watchExit(rt *genRuntime) {
 	st := rt.proc.Status()
 	var err error
 	if out := rt.proc.Output(); out != "" {
-		err = outputError(out)
+		err = outputError(rt.userPaths(out))
 	}
 	rt.log.Info("generation exited", zap.Int("status", st.Code))
 	s.emit(lifecycle.Exited{At: s.clock.Now(), Gen: rt.gen, Status: st.Code, Err: err})

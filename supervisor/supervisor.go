@@ -61,6 +61,7 @@ type Supervisor struct {
 	done       chan struct{}  // closed when Run returns
 	firstReady chan struct{}
 	readyOnce  sync.Once
+	lastGood   map[string]string // the last checked config copies, for crash replacements
 }
 
 // New checks cfg and returns a supervisor; Run starts it.
@@ -118,6 +119,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	defer func() {
 		cancel()
 		s.drainEvents()
+		if err := os.RemoveAll(s.cfg.RunDir); err != nil {
+			s.log.Warn("remove run directory", zap.Error(err))
+		}
 		close(s.done)
 	}()
 	s.nextReq++

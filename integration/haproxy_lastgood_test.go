@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"os"
 	"syscall"
 	"testing"
 	"time"
@@ -12,16 +11,10 @@ import (
 // TestHAProxyCrashReplacementKeepsLastGoodConfig guards DESIGN.md's "a crash
 // of the active generation starts a replacement at once with the last good
 // config": a config file edited on disk but not reloaded (here: broken) must
-// not take the service down when the serving HAProxy crashes.
-//
-// Known bug: the replacement re-runs the command line, so it reads whatever
-// the file holds now, without a config check; with a broken file it exits
-// at once, baton backs off (0.5 s, 1 s, 2 s ... 30 s) and nothing serves.
-// It fails today, so it runs only with BATON_KNOWN_BUGS=1.
+// not take the service down when the serving HAProxy crashes. baton runs
+// each generation from a copy of the -f files made before its check, and a
+// replacement from the last copy that passed.
 func TestHAProxyCrashReplacementKeepsLastGoodConfig(t *testing.T) {
-	if os.Getenv("BATON_KNOWN_BUGS") == "" {
-		t.Skip("known bug: a crash replacement uses the config on disk, not the last good one (BATON_KNOWN_BUGS=1 runs it)")
-	}
 	p := startAccProxy(t, batontest.HAProxyOpts{}, nil, batontest.StartOptions{})
 	st := p.status(t)
 	gen1, _ := st.Active()
