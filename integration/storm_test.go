@@ -20,6 +20,7 @@ import (
 // during a reload are coalesced into the next one, so on a busy machine
 // there are fewer generations than requests), for at most maxTime.
 type stormOpts struct {
+	target        proxyTarget // default: haproxy
 	mode          load.Mode
 	reloads       int
 	minGens       int
@@ -53,23 +54,66 @@ func parseGen(s string) (int, bool) {
 	return n, err == nil
 }
 
-// runStorm starts baton supervising haproxy, runs the load and the reload
-// storm, and collects everything the acceptance criteria look at.
+// proxyTarget is what a storm runs under baton: a config per version and the
+// command line.
+type proxyTarget struct {
+	name      string
+	config    func(port, version int) string
+	command   func(cfgPath string) []string
+	batonArgs []string
+}
+
+func haproxyTarget(t *testing.T, extraGlobal, extraDefaults []string) proxyTarget {
+	bin := batontest.RequireBinary(t, "haproxy")
+	return proxyTarget{
+		name:    "haproxy",
+		config:  func(port, v int) string { return batontest.HAProxyConfig(port, v, extraGlobal, extraDefaults) },
+		command: func(cfg string) []string { return []string{bin, "-f", cfg} },
+	}
+}
+
+func nginxTarget(t *testing.T, extraMain, extraHTTP []string) proxyTarget {
+	bin := batontest.RequireBinary(t, "nginx")
+	return proxyTarget{
+		name:    "nginx",
+		config:  func(port, v int) string { return batontest.NginxConfig(port, v, extraMain, extraHTTP) },
+		command: func(cfg string) []string { return []string{bin, "-e", "stderr", "-c", cfg} },
+	}
+}
+
+// activatedTarget is examples/activated, a socket-activated server: READY=1
+// on NOTIFY_SOCKET, drain on SIGTERM, its config checked by -check.
+func activatedTarget(t *testing.T) proxyTarget {
+	bin := batontest.BuildBinary(t, "./examples/activated")
+	return proxyTarget{
+		name:      "activated",
+		config:    func(_, v int) string { return fmt.Sprintf("version=%d\ntext=storm\n", v) },
+		command:   func(cfg string) []string { return []string{bin, "-config", cfg} },
+		batonArgs: []string{"--proxy", "generic"},
+	}
+}
+
+// runStorm starts baton supervising the target, runs the load and the
+// reload storm, and collects everything the acceptance criteria look at.
 func runStorm(t *testing.T, o stormOpts) stormResult {
-	haproxy := batontest.RequireBinary(t, "haproxy")
+	if o.target.name == "" {
+		o.target = haproxyTarget(t, o.extraGlobal, o.extraDefaults)
+	}
 	port := batontest.FreePort(t)
 	cfgDir := batontest.ShortTempDir(t)
-	cfg := filepath.Join(cfgDir, "haproxy.cfg")
+	cfg := filepath.Join(cfgDir, "proxy.conf")
 	write := func(v int) error {
-		return batontest.WriteFileAtomic(cfg, []byte(batontest.HAProxyConfig(port, v, o.extraGlobal, o.extraDefaults)))
+		return batontest.WriteFileAtomic(cfg, []byte(o.target.config(port, v)))
 	}
 	if err := write(1); err != nil {
 		t.Fatal(err)
 	}
-	b := batontest.StartBaton(t, []string{
-		"-l", fmt.Sprintf("tcp://127.0.0.1:%d", port), "--drain-timeout", "30s",
-		"--", haproxy, "-f", cfg,
-	}, batontest.StartOptions{})
+	args := append([]string{"-l", fmt.Sprintf("tcp://127.0.0.1:%d", port), "--drain-timeout", "30s"}, o.target.batonArgs...)
+	if o.target.name == "activated" {
+		args = append(args, "--check-command", o.target.command(cfg)[0]+" -check -config "+cfg)
+	}
+	args = append(append(args, "--"), o.target.command(cfg)...)
+	b := batontest.StartBaton(t, args, batontest.StartOptions{})
 	st, _ := b.Status()
 	inode := st.Listeners[0].Inode
 	var r stormResult

@@ -35,26 +35,49 @@ type Nginx struct {
 	global string   // the user's -g directives, if any
 }
 
-// NewNginx validates cmd (argv[0] resolved) for use under baton.
+// NewNginx validates cmd (argv[0] resolved) for use under baton. It reads
+// nginx's options the way nginx does (flags may be joined, "-tq"; values
+// attached, "-gpid x;", or separate), refuses the ones baton owns and takes
+// -g apart so that baton's per-generation directives can be added.
 func NewNginx(cmd []string) (*Nginx, error) {
 	n := &Nginx{bin: cmd[0]}
 	args := cmd[1:]
 	for i := 0; i < len(args); i++ {
 		a := args[i]
-		if why, bad := nginxForbidden[a]; bad {
-			return nil, fmt.Errorf("%w: remove %s from the nginx command line: %s", ErrBadCommand, a, why)
-		}
-		if a == "-g" {
-			if i+1 >= len(args) {
-				return nil, fmt.Errorf("%w: -g needs directives", ErrBadCommand)
-			}
-			n.global = args[i+1]
-			i++
+		if len(a) < 2 || a[0] != '-' {
+			n.args = append(n.args, a)
 			continue
 		}
-		n.args = append(n.args, a)
+		flagsOnly := true
+		for j := 1; j < len(a); j++ {
+			c := a[j]
+			if why, bad := nginxForbidden["-"+string(c)]; bad {
+				return nil, fmt.Errorf("%w: remove -%c from the nginx command line: %s", ErrBadCommand, c, why)
+			}
+			if !strings.ContainsRune("pecg", rune(c)) {
+				continue // -q and the like
+			}
+			flagsOnly = false
+			val := a[j+1:]
+			if val == "" {
+				if i+1 >= len(args) {
+					return nil, fmt.Errorf("%w: -%c needs a value", ErrBadCommand, c)
+				}
+				i++
+				val = args[i]
+			}
+			if c == 'g' {
+				n.global = strings.TrimSpace(n.global + " " + val)
+			} else {
+				n.args = append(n.args, "-"+string(c), val)
+			}
+			break
+		}
+		if flagsOnly {
+			n.args = append(n.args, a)
+		}
 	}
-	if strings.Contains(n.global, "pid ") {
+	if strings.Contains(" "+n.global, " pid ") || strings.Contains(n.global, ";pid ") {
 		return nil, fmt.Errorf("%w: remove pid from -g: baton gives each generation its own pid file", ErrBadCommand)
 	}
 	return n, nil

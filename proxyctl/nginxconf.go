@@ -20,96 +20,156 @@ func (d directive) where() string { return fmt.Sprintf("%s:%d", d.File, d.Line) 
 
 const dumpFileHeader = "# configuration file "
 
-// parseNginxDump tokenizes the output of `nginx -T`: every configuration file
+// opaqueBlocks hold key/value tables, not directives: a `listen` or `pid`
+// key inside a map is not a directive.
+var opaqueBlocks = map[string]bool{"map": true, "types": true, "geo": true, "split_clients": true, "charset_map": true}
+
+// parseNginxDump reads the output of `nginx -T`: every configuration file
 // nginx read, each after a "# configuration file PATH:" line. It returns
-// every directive (block directives included, without their blocks'
-// structure: pid is only valid at top level and listen only in server
-// blocks, so nesting does not matter for what baton checks).
+// every directive with its file and line (block directives too; what baton
+// checks does not depend on nesting: pid is only valid at top level, listen
+// only in server blocks), skipping the contents of table blocks (map, types,
+// geo, split_clients, charset_map).
 func parseNginxDump(dump string) ([]directive, error) {
 	var out []directive
-	var file string
-	var cur *directive
-	lines := strings.Split(dump, "\n")
-	for i, line := range lines {
-		if f, ok := strings.CutPrefix(line, dumpFileHeader); ok {
-			file, cur = strings.TrimSuffix(f, ":"), nil
-			continue
-		}
-		if file == "" {
-			continue // nginx's own messages before the dump
-		}
-		words, ends, err := splitNginxLine(line)
+	for _, f := range splitDump(dump) {
+		ds, err := parseNginxFile(f.name, f.text)
 		if err != nil {
-			return nil, fmt.Errorf("%s:%d: %w", file, i+1, err)
+			return nil, err
 		}
-		for j, w := range words {
-			if cur == nil {
-				cur = &directive{File: file, Line: lineInFile(lines, i), Name: w}
-			} else {
-				cur.Args = append(cur.Args, w)
-			}
-			if ends[j] {
-				out = append(out, *cur)
-				cur = nil
-			}
-		}
+		out = append(out, ds...)
 	}
 	return out, nil
 }
 
-// lineInFile is the line number of lines[i] within its file in the dump.
-func lineInFile(lines []string, i int) int {
-	n := 0
-	for j := i; j >= 0 && !strings.HasPrefix(lines[j], dumpFileHeader); j-- {
-		n++
+type dumpFile struct{ name, text string }
+
+// splitDump cuts the dump at its file headers; text before the first header
+// (nginx's own messages) is dropped.
+func splitDump(dump string) []dumpFile {
+	var out []dumpFile
+	for _, line := range strings.SplitAfter(dump, "\n") {
+		if f, ok := strings.CutPrefix(line, dumpFileHeader); ok {
+			out = append(out, dumpFile{name: strings.TrimSuffix(strings.TrimRight(f, "\r\n"), ":")})
+			continue
+		}
+		if len(out) > 0 {
+			out[len(out)-1].text += line
+		}
 	}
-	return n
+	return out
 }
 
-// splitNginxLine splits one line into words; ends[i] reports that word i
-// ended a directive (it was followed by ';', '{' or '}'). Quotes and
-// backslash escapes are honoured; '#' starts a comment outside quotes.
-func splitNginxLine(line string) (words []string, ends []bool, err error) {
+func parseNginxFile(file, text string) ([]directive, error) {
+	toks, err := lexNginx(text)
+	if err != nil {
+		return nil, fmt.Errorf("%s:%w", file, err)
+	}
+	var out []directive
+	var stack []string
+	var cur *directive
+	opaque := 0 // depth inside table blocks
+	for _, t := range toks {
+		switch t.punct {
+		case 0:
+			if cur == nil {
+				cur = &directive{File: file, Line: t.line, Name: t.text}
+			} else {
+				cur.Args = append(cur.Args, t.text)
+			}
+			continue
+		case '}':
+			if len(stack) > 0 {
+				if opaqueBlocks[stack[len(stack)-1]] {
+					opaque--
+				}
+				stack = stack[:len(stack)-1]
+			}
+			cur = nil
+			continue
+		}
+		if cur == nil {
+			continue // a stray ';' or '{'
+		}
+		if opaque == 0 {
+			out = append(out, *cur)
+		}
+		if t.punct == '{' {
+			stack = append(stack, cur.Name)
+			if opaqueBlocks[cur.Name] {
+				opaque++
+			}
+		}
+		cur = nil
+	}
+	return out, nil
+}
+
+// ntoken is a word, or one of the punctuation bytes ';', '{', '}'.
+type ntoken struct {
+	text  string
+	punct byte
+	line  int
+}
+
+// lexNginx splits a file into tokens the way nginx does: whitespace and
+// ';' '{' '}' separate words; a '#' at the start of a token starts a comment
+// to the end of the line (inside a word it is a character); a quote at the
+// start of a token runs to the matching quote, across lines, with backslash
+// escapes. Errors carry the line ("12: unterminated quote").
+func lexNginx(text string) ([]ntoken, error) {
+	var out []ntoken
 	var w strings.Builder
-	inWord, quote := false, byte(0)
-	flush := func(end bool) {
+	line, start := 1, 0
+	inWord := false
+	flush := func() {
 		if inWord {
-			words, ends = append(words, w.String()), append(ends, end)
+			out = append(out, ntoken{text: w.String(), line: start})
 			w.Reset()
 			inWord = false
-		} else if end && len(ends) > 0 {
-			ends[len(ends)-1] = true
 		}
 	}
-	for i := 0; i < len(line); i++ {
-		c := line[i]
+	for i := 0; i < len(text); i++ {
+		c := text[i]
 		switch {
-		case quote != 0 && c == '\\' && i+1 < len(line):
-			i++
-			w.WriteByte(line[i])
-		case quote != 0 && c == quote:
-			quote = 0
-		case quote != 0:
-			w.WriteByte(c)
-		case c == '"' || c == '\'':
-			quote, inWord = c, true
-		case c == '#':
-			flush(false)
-			return words, ends, nil
-		case c == ';' || c == '{' || c == '}':
-			flush(true)
+		case c == '\n':
+			flush()
+			line++
 		case c == ' ' || c == '\t' || c == '\r':
-			flush(false)
+			flush()
+		case c == ';' || c == '{' || c == '}':
+			flush()
+			out = append(out, ntoken{punct: c, line: line})
+		case c == '#' && !inWord:
+			for i < len(text) && text[i] != '\n' {
+				i++
+			}
+			i-- // let the newline count the line
+		case (c == '"' || c == '\'') && !inWord:
+			inWord, start = true, line
+			j := i + 1
+			for ; j < len(text) && text[j] != c; j++ {
+				if text[j] == '\\' && j+1 < len(text) {
+					j++
+				}
+				if text[j] == '\n' {
+					line++
+				}
+				w.WriteByte(text[j])
+			}
+			if j >= len(text) {
+				return nil, fmt.Errorf("%d: unterminated quote", start)
+			}
+			i = j
 		default:
+			if !inWord {
+				inWord, start = true, line
+			}
 			w.WriteByte(c)
-			inWord = true
 		}
 	}
-	if quote != 0 {
-		return nil, nil, errors.New("unterminated quote")
-	}
-	flush(false)
-	return words, ends, nil
+	flush()
+	return out, nil
 }
 
 // nginxListen is what baton needs to know of one `listen` directive.
@@ -142,6 +202,8 @@ func parseListen(d directive) (nginxListen, error) {
 		switch {
 		case p == "reuseport":
 			l.reuseport = true
+		case p == "udp" && strings.HasPrefix(l.key, "stream:"): // stream module
+			l.key = "dgram:" + strings.TrimPrefix(l.key, "stream:")
 		case strings.HasPrefix(p, "backlog="):
 			n, err := strconv.Atoi(strings.TrimPrefix(p, "backlog="))
 			if err != nil {

@@ -41,6 +41,9 @@ func (s *Supervisor) do(a lifecycle.Action) lifecycle.Event {
 		}
 	case lifecycle.Exit:
 		s.exited, s.exitErr = true, a.Err
+		if a.Err != nil && s.firstErr != nil {
+			s.exitErr = s.firstErr
+		}
 	}
 	return nil
 }

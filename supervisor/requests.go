@@ -127,8 +127,11 @@ func (s *Supervisor) reply(a lifecycle.Reply) {
 		if p.kind == reqReload && err == nil {
 			s.readyOnce.Do(func() { close(s.firstReady) })
 		}
-		if p.reply == nil {
-			continue // baton's own first reload
+		if p.reply == nil { // baton's own first reload
+			if err != nil {
+				s.firstErr = err // its explained form is what Run returns
+			}
+			continue
 		}
 		p.reply <- response{reload: ReloadResult{Gen: int(a.Gen), Pid: pid, Duration: now.Sub(p.at)}, err: err}
 	}

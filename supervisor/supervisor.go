@@ -55,6 +55,7 @@ type Supervisor struct {
 	nextReq    lifecycle.RequestID
 	exited     bool
 	exitErr    error
+	firstErr   error // the first reload's failure, as explained to people
 	startedAt  time.Time
 	loopCtx    context.Context
 	wg         sync.WaitGroup // effect goroutines
