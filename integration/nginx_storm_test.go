@@ -27,7 +27,7 @@ func TestActivatedReloadStorm(t *testing.T) {
 			r := runStorm(t, stormOpts{target: activatedTarget(t), mode: mode,
 				reloads: 110, minGens: 100, maxTime: time.Minute, interval: 100 * time.Millisecond, rate: 1500})
 			r.report(t, "activated "+mode.String())
-			r.check(t, mode == load.NewConn)
+			r.check(t, true)
 		})
 	}
 }

@@ -5,15 +5,15 @@
 //
 // It serves on the sockets it inherits (LISTEN_FDS, from fd 3; LISTEN_PID
 // must be its own pid), sends READY=1 to NOTIFY_SOCKET once it serves, and
-// on SIGTERM stops accepting, closes its listening sockets, finishes the
-// requests in flight and exits; SIGINT ends it at once. Its config file holds
+// on SIGTERM closes its listening sockets and lets every connection end on
+// its own (the next request on each is answered with "Connection: close"),
+// then exits; SIGINT ends it at once. Its config file holds
 // `version=N` and `text=...` lines; `-check` validates the file and exits.
 // Standard library only.
 package main
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -24,6 +24,8 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -121,10 +123,16 @@ func inherited() ([]net.Listener, error) {
 }
 
 func serve(cfg config, lns []net.Listener) error {
+	var conns connTracker
+	var draining atomic.Bool
 	srv := &http.Server{
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       10 * time.Second,
+		ConnState:         conns.track,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			if draining.Load() {
+				w.Header().Set("Connection", "close")
+			}
 			w.Header().Set("X-Gen", cfg.version)
 			fmt.Fprintf(w, "%s (version %s, pid %d)\n", cfg.text, cfg.version, os.Getpid())
 		}),
@@ -146,14 +154,59 @@ func serve(cfg config, lns []net.Listener) error {
 			return srv.Close()
 		}
 	}
-	// Drain: Shutdown closes the listeners first, then waits for the
-	// requests in flight; idle keep-alive connections are closed.
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	if err := srv.Shutdown(ctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
+	return drain(srv, lns, errc, &conns, &draining)
+}
+
+// drain stops accepting and lets every connection end on its own: the
+// requests in flight and the next request on each idle keep-alive
+// connection are answered, with "Connection: close", and the connection
+// then closes. (http.Server.Shutdown is not used for this: once it has
+// started, net/http closes a connection without an answer when it reads a
+// request on it, even the first request of a connection accepted just
+// before — under a supervisor that shares the listening socket between
+// generations, that drops requests at every reload.)
+func drain(srv *http.Server, lns []net.Listener, errc chan error, conns *connTracker, draining *atomic.Bool) error {
+	draining.Store(true)
+	for _, ln := range lns {
+		ln.Close() // the shared socket lives on in the other generations
 	}
-	return nil
+	for range lns {
+		if err := <-errc; err != nil && !errors.Is(err, net.ErrClosed) {
+			return err
+		}
+	}
+	deadline := time.Now().Add(5 * time.Minute)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for conns.open() > 0 && time.Now().Before(deadline) {
+		<-tick.C
+	}
+	return srv.Close()
+}
+
+// connTracker counts open connections through http.Server.ConnState.
+type connTracker struct {
+	mu    sync.Mutex
+	conns map[net.Conn]bool
+}
+
+func (t *connTracker) track(c net.Conn, st http.ConnState) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.conns == nil {
+		t.conns = map[net.Conn]bool{}
+	}
+	if st == http.StateClosed || st == http.StateHijacked {
+		delete(t.conns, c)
+	} else {
+		t.conns[c] = true
+	}
+}
+
+func (t *connTracker) open() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.conns)
 }
 
 // notify sends an sd_notify message to NOTIFY_SOCKET, if set.
