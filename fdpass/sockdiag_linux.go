@@ -10,18 +10,25 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ListenInfo is one TCP socket in LISTEN state as the kernel reports it
-// through NETLINK_SOCK_DIAG.
+// ListenInfo is one TCP socket as the kernel reports it through
+// NETLINK_SOCK_DIAG.
 type ListenInfo struct {
 	Addr  netip.AddrPort
 	Inode uint64
-	// Queue is the accept queue length now (connections completed but not
-	// yet accepted); Backlog is its limit.
+	State uint8 // TCP state (TCPEstablished, TCPListen, ...)
+	// For a listening socket, Queue is the accept queue length now
+	// (connections completed but not yet accepted) and Backlog its limit.
+	// For others, the receive and send queue lengths.
 	Queue, Backlog uint32
 }
 
+// TCP states, as the kernel numbers them.
 const (
-	tcpListenState    = 10
+	TCPEstablished = 1
+	TCPListen      = 10
+)
+
+const (
 	inetDiagReqV2Len  = 56
 	inetDiagMsgMinLen = 72
 )
@@ -30,6 +37,12 @@ const (
 // IPv6) through sock_diag: the kernel filters by state, so this costs the
 // same however many connections the host has, unlike /proc/net/tcp.
 func ListeningTCP() ([]ListenInfo, error) {
+	return DiagTCP(1 << TCPListen)
+}
+
+// DiagTCP lists the TCP sockets (IPv4 and IPv6) whose state is in
+// stateMask (1<<state for each wanted state).
+func DiagTCP(stateMask uint32) ([]ListenInfo, error) {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
 	if err != nil {
 		return nil, fmt.Errorf("sock_diag socket: %w", err)
@@ -37,7 +50,7 @@ func ListeningTCP() ([]ListenInfo, error) {
 	defer unix.Close(fd)
 	var out []ListenInfo
 	for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
-		got, err := dumpListening(fd, family)
+		got, err := dumpTCP(fd, family, stateMask)
 		if err != nil {
 			return nil, err
 		}
@@ -46,7 +59,7 @@ func ListeningTCP() ([]ListenInfo, error) {
 	return out, nil
 }
 
-func dumpListening(fd int, family uint8) ([]ListenInfo, error) {
+func dumpTCP(fd int, family uint8, stateMask uint32) ([]ListenInfo, error) {
 	req := make([]byte, unix.NLMSG_HDRLEN+inetDiagReqV2Len)
 	binary.NativeEndian.PutUint32(req[0:], uint32(len(req)))
 	binary.NativeEndian.PutUint16(req[4:], unix.SOCK_DIAG_BY_FAMILY)
@@ -54,7 +67,7 @@ func dumpListening(fd int, family uint8) ([]ListenInfo, error) {
 	binary.NativeEndian.PutUint32(req[8:], 1) // seq
 	body := req[unix.NLMSG_HDRLEN:]
 	body[0], body[1] = family, unix.IPPROTO_TCP
-	binary.NativeEndian.PutUint32(body[4:], 1<<tcpListenState)
+	binary.NativeEndian.PutUint32(body[4:], stateMask)
 	if err := unix.Sendto(fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return nil, fmt.Errorf("sock_diag request: %w", err)
 	}
@@ -103,6 +116,7 @@ func parseDiagMsg(d []byte) (ListenInfo, error) {
 	}
 	return ListenInfo{
 		Addr:    netip.AddrPortFrom(ip, port),
+		State:   d[1],
 		Queue:   binary.NativeEndian.Uint32(d[56:60]),
 		Backlog: binary.NativeEndian.Uint32(d[60:64]),
 		Inode:   uint64(binary.NativeEndian.Uint32(d[68:72])),

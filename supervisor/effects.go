@@ -29,6 +29,7 @@ func (s *Supervisor) do(a lifecycle.Action) lifecycle.Event {
 		return s.start(a.Gen, a.Replacement)
 	case lifecycle.Signal:
 		s.signal(a.Gen, a.Kind)
+		s.metrics.signal(a.Kind.String(), a.Reason)
 	case lifecycle.WatchRelease:
 		s.watchRelease(a.Gen)
 	case lifecycle.Reply:
@@ -81,6 +82,12 @@ func (s *Supervisor) runCheck(gen lifecycle.Gen) lifecycle.Event {
 	}
 	if err := s.snapshotConfig(rt, nil); err != nil {
 		return lifecycle.CheckDone{At: s.clock.Now(), Gen: gen, Err: err}
+	}
+	if s.watch != nil {
+		rt.digest = s.watch.digest()
+	}
+	if s.served() {
+		s.notify(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d\nSTATUS=reloading: checking generation %d", monotonicUsec(), gen))
 	}
 	spec := s.genSpec(rt, s.cfg.Listeners.Current())
 	argv := s.cfg.Driver.CheckArgv(spec)
@@ -186,6 +193,9 @@ func (s *Supervisor) start(gen lifecycle.Gen, replacement bool) lifecycle.Event 
 	rt.outLog.Store(rt.log)
 	session.Started(p.Pid())
 	rt.log.Info("generation started", zap.Bool("replacement", replacement), zap.Strings("argv", launch.Argv))
+	if replacement {
+		s.notify(fmt.Sprintf("STATUS=the active generation exited; replacement generation %d (pid %d) starting", gen, p.Pid()))
+	}
 	current := s.cfg.Listeners.CurrentInodes()
 	s.goEffect(func() { s.watchExit(rt) })
 	s.goEffect(func() { s.probeReady(rt, current) })
@@ -275,6 +285,26 @@ func copyConfig(files map[string]string, dir string) (map[string]string, error) 
 		return nil, err
 	}
 	return out, os.Rename(tmp, dir)
+}
+
+// served reports whether a generation has served yet.
+func (s *Supervisor) served() bool {
+	select {
+	case <-s.firstReady:
+		return true
+	default:
+		return false
+	}
+}
+
+// monotonicUsec is CLOCK_MONOTONIC in microseconds, for sd_notify's
+// RELOADING=1.
+func monotonicUsec() int64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return 0
+	}
+	return ts.Nano() / 1000
 }
 
 func (s *Supervisor) signal(gen lifecycle.Gen, kind lifecycle.SignalKind) {

@@ -31,6 +31,7 @@ type genRuntime struct {
 	// rewrite turns copy paths in the proxy's words back into the user's.
 	config  map[string]string
 	rewrite *strings.Replacer
+	digest  string // of the watched files when its check began
 
 	mu        sync.Mutex
 	probeErr  error

@@ -27,6 +27,8 @@ type ProcFS interface {
 	Limits(pid int) (map[string]Limit, error)
 	// CPUTicks returns user+system clock ticks pid has used.
 	CPUTicks(pid int) (uint64, error)
+	// FdCount is the number of descriptors pid has open.
+	FdCount(pid int) (int, error)
 }
 
 // Limit is one row of /proc/PID/limits; Unlimited for "unlimited".
@@ -139,6 +141,14 @@ func (r *realProcFS) SocketInodes(pid int) (map[uint64]bool, error) {
 		}
 	}
 	return out, nil
+}
+
+func (r *realProcFS) FdCount(pid int) (int, error) {
+	p, err := r.fs.Proc(pid)
+	if err != nil {
+		return 0, err
+	}
+	return p.FileDescriptorsLen()
 }
 
 func (r *realProcFS) CPUTicks(pid int) (uint64, error) {

@@ -104,6 +104,10 @@ func (s *Supervisor) handle(r request) {
 		s.pending[s.nextReq] = pendingReq{kind: reqReload, at: now, reply: r.reply}
 		s.step(lifecycle.ReloadRequested{At: now, Req: s.nextReq})
 	case reqStop:
+		if !s.stopping {
+			s.stopping = true
+			s.notify("STOPPING=1\nSTATUS=stopping: draining every generation")
+		}
 		s.nextReq++
 		s.pending[s.nextReq] = pendingReq{kind: reqStop, at: now, reply: r.reply}
 		s.step(lifecycle.StopRequested{At: now, Req: s.nextReq, Fast: r.fast})
@@ -115,8 +119,12 @@ func (s *Supervisor) reply(a lifecycle.Reply) {
 	now := s.clock.Now()
 	err := s.explain(a)
 	pid := 0
-	if rt := s.gens[a.Gen]; rt != nil && rt.proc != nil {
+	rt := s.gens[a.Gen]
+	if rt != nil && rt.proc != nil {
 		pid = rt.proc.Pid()
+	}
+	if a.Gen != 0 {
+		s.reloadDone(a, rt, pid, err)
 	}
 	for _, id := range a.Reqs {
 		p, ok := s.pending[id]
@@ -152,6 +160,29 @@ func (s *Supervisor) explain(a lifecycle.Reply) error {
 		}
 	}
 	return fmt.Errorf("generation %d: %w", a.Gen, a.Err)
+}
+
+// reloadDone tells the service manager, the metrics and the watch.
+func (s *Supervisor) reloadDone(a lifecycle.Reply, rt *genRuntime, pid int, err error) {
+	if s.served() { // not the first start
+		s.metrics.reloadTook(s.m.LastReload().Duration)
+	}
+	if err == nil {
+		if s.watch != nil && rt != nil {
+			s.watch.applied(rt.digest)
+		}
+		s.notify(fmt.Sprintf("READY=1\nSTATUS=serving generation %d (pid %d)", a.Gen, pid))
+		return
+	}
+	if s.served() {
+		active, activePid := 0, 0
+		for _, g := range s.m.Generations() {
+			if g.State == lifecycle.Active {
+				active, activePid = int(g.Gen), g.Pid
+			}
+		}
+		s.notify(fmt.Sprintf("READY=1\nSTATUS=reload to generation %d failed; serving generation %d (pid %d)", a.Gen, active, activePid))
+	}
 }
 
 func (s *Supervisor) logReload(a lifecycle.Reply, err error) {

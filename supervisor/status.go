@@ -4,6 +4,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/batonproxy/baton/fdpass"
 	"github.com/batonproxy/baton/supervisor/lifecycle"
 )
 
@@ -23,6 +24,8 @@ type Status struct {
 	// RestartAt is set while a replacement waits out its backoff.
 	ConsecutiveCrashes int        `json:"consecutive_crashes"`
 	RestartAt          *time.Time `json:"restart_at,omitempty"`
+	// Watch is the config watch's state, when --watch is set.
+	Watch *WatchStatus `json:"watch,omitempty"`
 }
 
 // Counters are totals since baton started.
@@ -34,12 +37,16 @@ type Counters struct {
 	Kills         int `json:"kills"`
 }
 
-// ListenerStatus is one listening socket baton holds.
+// ListenerStatus is one listening socket baton holds. For TCP listeners,
+// Queue is the accept queue now (connections the kernel completed that no
+// generation accepted yet) and Backlog its limit, from sock_diag.
 type ListenerStatus struct {
-	Name  string `json:"name"`
-	Spec  string `json:"spec"`
-	Addr  string `json:"addr"`
-	Inode uint64 `json:"inode"`
+	Name    string `json:"name"`
+	Spec    string `json:"spec"`
+	Addr    string `json:"addr"`
+	Inode   uint64 `json:"inode"`
+	Queue   uint32 `json:"accept_queue"`
+	Backlog uint32 `json:"backlog"`
 }
 
 // GenStatus is one generation.
@@ -53,16 +60,22 @@ type GenStatus struct {
 	DrainedAt   *time.Time `json:"drain_started_at,omitempty"`
 	// Deadline is when the generation is escalated: killed when not ready
 	// (starting), hard stopped (draining), SIGKILLed (stopping).
-	Deadline       *time.Time   `json:"deadline,omitempty"`
-	DeadlineAction string       `json:"deadline_action,omitempty"`
-	Processes      []ProcStatus `json:"processes"`
+	Deadline       *time.Time `json:"deadline,omitempty"`
+	DeadlineAction string     `json:"deadline_action,omitempty"`
+	// Connections counts the ESTABLISHED TCP sockets its processes hold;
+	// OpenFds their open descriptors.
+	Connections int          `json:"connections"`
+	OpenFds     int          `json:"open_fds"`
+	Processes   []ProcStatus `json:"processes"`
 }
 
 // ProcStatus is one process of a generation, with limits read back from
 // /proc/PID/limits.
 type ProcStatus struct {
-	Pid    int   `json:"pid"`
-	Nofile Limit `json:"nofile"`
+	Pid         int   `json:"pid"`
+	Nofile      Limit `json:"nofile"`
+	OpenFds     int   `json:"open_fds"`
+	Connections int   `json:"connections"`
 }
 
 // ReloadStatus is the last finished reload.
@@ -89,12 +102,17 @@ func (s *Supervisor) status() Status {
 	for _, r := range s.cfg.Rlimits {
 		st.Rlimits = append(st.Rlimits, r.String())
 	}
+	queues, established := tcpState()
 	for _, sock := range s.cfg.Listeners.Sockets() {
 		sp := sock.Spec()
-		st.Listeners = append(st.Listeners, ListenerStatus{Name: sp.Name, Spec: sp.String(), Addr: sock.Addr(), Inode: sock.Inode()})
+		ls := ListenerStatus{Name: sp.Name, Spec: sp.String(), Addr: sock.Addr(), Inode: sock.Inode()}
+		if q, ok := queues[sock.Inode()]; ok {
+			ls.Queue, ls.Backlog = q.Queue, q.Backlog
+		}
+		st.Listeners = append(st.Listeners, ls)
 	}
 	for _, g := range s.m.Generations() {
-		st.Generations = append(st.Generations, s.genStatus(g))
+		st.Generations = append(st.Generations, s.genStatus(g, established))
 	}
 	if last := s.m.LastReload(); last.Gen != 0 {
 		rs := &ReloadStatus{Gen: int(last.Gen), At: last.At, DurationMs: float64(last.Duration.Microseconds()) / 1000}
@@ -106,10 +124,33 @@ func (s *Supervisor) status() Status {
 	var restart time.Time
 	st.ConsecutiveCrashes, restart = s.m.Backoff()
 	st.RestartAt = timePtr(restart)
+	if s.watch != nil {
+		w := s.watch.Status()
+		st.Watch = &w
+	}
 	return st
 }
 
-func (s *Supervisor) genStatus(g lifecycle.GenInfo) GenStatus {
+// tcpState reads, through sock_diag, the listening sockets (by inode) and
+// the inodes of the established ones.
+func tcpState() (map[uint64]fdpass.ListenInfo, map[uint64]bool) {
+	queues := map[uint64]fdpass.ListenInfo{}
+	established := map[uint64]bool{}
+	all, err := fdpass.DiagTCP(1<<fdpass.TCPListen | 1<<fdpass.TCPEstablished)
+	if err != nil {
+		return queues, established
+	}
+	for _, l := range all {
+		if l.State == fdpass.TCPListen {
+			queues[l.Inode] = l
+		} else {
+			established[l.Inode] = true
+		}
+	}
+	return queues, established
+}
+
+func (s *Supervisor) genStatus(g lifecycle.GenInfo, established map[uint64]bool) GenStatus {
 	gs := GenStatus{
 		Gen: int(g.Gen), State: g.State.String(), Pid: g.Pid, Replacement: g.Replacement,
 		StartedAt: timePtr(g.StartedAt), ReadyAt: timePtr(g.ReadyAt), DrainedAt: timePtr(g.DrainedAt),
@@ -127,6 +168,16 @@ func (s *Supervisor) genStatus(g lifecycle.GenInfo) GenStatus {
 		if lim, err := s.procfs.Limits(pid); err == nil {
 			ps.Nofile = lim["nofile"]
 		}
+		ps.OpenFds, _ = s.procfs.FdCount(pid)
+		if in, err := s.procfs.SocketInodes(pid); err == nil {
+			for inode := range in {
+				if established[inode] {
+					ps.Connections++
+				}
+			}
+		}
+		gs.OpenFds += ps.OpenFds
+		gs.Connections += ps.Connections
 		gs.Processes = append(gs.Processes, ps)
 	}
 	return gs

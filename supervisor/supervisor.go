@@ -25,6 +25,9 @@ type Config struct {
 	CheckTimeout time.Duration
 	RunDir       string   // per-generation directories (0700) go below it
 	Env          []string // base environment of children (scrubbed by New)
+	// WatchPaths are files or directories whose change triggers a reload
+	// (when their content digest changed).
+	WatchPaths []string
 }
 
 // Deps are the supervisor's collaborators.
@@ -33,6 +36,11 @@ type Deps struct {
 	Clock   Clock
 	Starter Starter
 	ProcFS  ProcFS
+	// Notify, when set, receives sd_notify states (READY=1, RELOADING=1,
+	// STOPPING=1, STATUS=...) for a service manager.
+	Notify func(state string)
+	// Metrics, when set, is kept up to date.
+	Metrics *Metrics
 }
 
 // ErrNotRunning is returned by requests once the supervisor has exited.
@@ -62,6 +70,10 @@ type Supervisor struct {
 	done       chan struct{}  // closed when Run returns
 	firstReady chan struct{}
 	readyOnce  sync.Once
+	notify     func(string)
+	metrics    *Metrics
+	watch      *watcher
+	stopping   bool              // STOPPING=1 was sent
 	lastGood   map[string]string // the last checked config copies, for crash replacements
 }
 
@@ -83,8 +95,12 @@ func New(cfg Config, deps Deps) (*Supervisor, error) {
 	if deps.Clock == nil {
 		deps.Clock = RealClock{}
 	}
-	return &Supervisor{
+	if deps.Notify == nil {
+		deps.Notify = func(string) {}
+	}
+	s := &Supervisor{
 		cfg: cfg, log: deps.Log, clock: deps.Clock, starter: deps.Starter, procfs: deps.ProcFS,
+		notify: deps.Notify, metrics: deps.Metrics,
 		m:          lifecycle.New(cfg.Lifecycle),
 		gens:       map[lifecycle.Gen]*genRuntime{},
 		events:     make(chan lifecycle.Event, 64),
@@ -92,7 +108,18 @@ func New(cfg Config, deps Deps) (*Supervisor, error) {
 		pending:    map[lifecycle.RequestID]pendingReq{},
 		done:       make(chan struct{}),
 		firstReady: make(chan struct{}),
-	}, nil
+	}
+	if len(cfg.WatchPaths) > 0 {
+		w, err := newWatcher(cfg.WatchPaths, s.Reload, s.log)
+		if err != nil {
+			return nil, err
+		}
+		s.watch = w
+	}
+	if s.metrics != nil {
+		s.metrics.attach(s)
+	}
+	return s, nil
 }
 
 // childEnv drops variables that address baton itself (its systemd notify
@@ -117,6 +144,13 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	loopCtx, cancel := context.WithCancel(context.Background())
 	s.loopCtx = loopCtx
 	s.startedAt = s.clock.Now()
+	if s.watch != nil {
+		s.goEffect(func() {
+			if err := s.watch.run(loopCtx); err != nil {
+				s.log.Error("config watch stopped", zap.Error(err))
+			}
+		})
+	}
 	defer func() {
 		cancel()
 		s.drainEvents()

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -14,7 +16,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/daemon"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/urfave/cli/v2"
+	"github.com/urfave/cli/v2/altsrc"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
@@ -35,35 +40,57 @@ func controlFlag() cli.Flag {
 
 func runCommand() *cli.Command {
 	def := lifecycle.DefaultConfig()
+	// Every flag can also come from --config FILE (YAML, the same keys);
+	// the command line wins.
+	flags := []cli.Flag{
+		&cli.StringFlag{Name: "config", Usage: "read options from this YAML `FILE` (keys are the flag names; `command: [haproxy, -f, ...]` gives the command); flags override it"},
+		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "listen", Aliases: []string{"l"}, Usage: "listening socket `SPEC`: [NAME=]tcp://HOST:PORT, tcp4://, tcp6://, udp://, unix:///PATH, options after '?': backlog=N, mode=0660, v6only=1, freebind=1, defer_accept=S (repeatable)"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "control", Aliases: []string{"c"}, Value: defaultControl, EnvVars: []string{"BATON_CONTROL"}, Usage: "control socket `PATH`"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "control-group", Usage: "make the control socket 0660 and let this `GROUP` use it"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "proxy", Usage: "driver: haproxy|nginx|generic (default: from COMMAND's name)"}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "drain-timeout", Value: def.DrainTimeout, Usage: "how long an old generation may drain before it is hard stopped"}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "kill-grace", Value: def.KillGrace, Usage: "time between the hard stop and SIGKILL"}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-generations", Value: def.MaxGenerations, Usage: "cap on active + draining generations; the oldest draining ones are hard stopped first"}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "ready-timeout", Value: def.ReadyTimeout, Usage: "how long a new generation may take to become ready"}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "check-timeout", Value: 30 * time.Second, Usage: "how long the config check may take"}),
+		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "rlimit", Usage: "resource limit `NAME=SOFT[:HARD]` for every child (repeatable; default nofile=min(hard limit, 1048576))"}),
+		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "watch", Usage: "reload when the content of this file or directory `PATH` changes (repeatable; debounced, digest-compared)"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics on `ADDR` (host:port) at /metrics"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "drain-signal", Usage: "generic driver: `SIGNAL` that asks a generation to drain (default SIGTERM)"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "stop-signal", Usage: "generic driver: `SIGNAL` for the hard stop (default SIGINT)"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "ready-probe", Usage: "generic driver: a generation is ready when `COMMAND` (run by /bin/sh -c) exits 0, instead of READY=1 on NOTIFY_SOCKET"}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "ready-after", Usage: "generic driver: a generation is ready when it is still alive this long after its start, instead of READY=1"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "check-command", Usage: "generic driver: config check `COMMAND` (run by /bin/sh -c) before each start"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "log-format", Value: "json", Usage: "json|console"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug|info|warn|error"}),
+		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "command", Hidden: true, Usage: "the proxy command, for --config files"}),
+	}
 	return &cli.Command{
 		Name:      "run",
 		Usage:     "supervise COMMAND (haproxy, nginx or a socket-activated server) in the foreground",
 		ArgsUsage: "-- COMMAND [ARG...]",
-		Flags: []cli.Flag{
-			&cli.StringSliceFlag{Name: "listen", Aliases: []string{"l"}, Usage: "listening socket `SPEC`: [NAME=]tcp://HOST:PORT, tcp4://, tcp6://, udp://, unix:///PATH, options after '?': backlog=N, mode=0660, v6only=1, freebind=1, defer_accept=S (repeatable)"},
-			controlFlag(),
-			&cli.StringFlag{Name: "control-group", Usage: "make the control socket 0660 and let this `GROUP` use it"},
-			&cli.StringFlag{Name: "proxy", Usage: "driver: haproxy|nginx|generic (default: from COMMAND's name)"},
-			&cli.DurationFlag{Name: "drain-timeout", Value: def.DrainTimeout, Usage: "how long an old generation may drain before it is hard stopped"},
-			&cli.DurationFlag{Name: "kill-grace", Value: def.KillGrace, Usage: "time between the hard stop and SIGKILL"},
-			&cli.IntFlag{Name: "max-generations", Value: def.MaxGenerations, Usage: "cap on active + draining generations; the oldest draining ones are hard stopped first"},
-			&cli.DurationFlag{Name: "ready-timeout", Value: def.ReadyTimeout, Usage: "how long a new generation may take to become ready"},
-			&cli.DurationFlag{Name: "check-timeout", Value: 30 * time.Second, Usage: "how long the config check may take"},
-			&cli.StringSliceFlag{Name: "rlimit", Usage: "resource limit `NAME=SOFT[:HARD]` for every child (repeatable; default nofile=min(hard limit, 1048576))"},
-			&cli.StringFlag{Name: "drain-signal", Usage: "generic driver: `SIGNAL` that asks a generation to drain (default SIGTERM)"},
-			&cli.StringFlag{Name: "stop-signal", Usage: "generic driver: `SIGNAL` for the hard stop (default SIGINT)"},
-			&cli.StringFlag{Name: "ready-probe", Usage: "generic driver: a generation is ready when `COMMAND` (run by /bin/sh -c) exits 0, instead of READY=1 on NOTIFY_SOCKET"},
-			&cli.DurationFlag{Name: "ready-after", Usage: "generic driver: a generation is ready when it is still alive this long after its start, instead of READY=1"},
-			&cli.StringFlag{Name: "check-command", Usage: "generic driver: config check `COMMAND` (run by /bin/sh -c) before each start"},
-			&cli.StringFlag{Name: "log-format", Value: "json", Usage: "json|console"},
-			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug|info|warn|error"},
-		},
-		Action: runAction,
+		Flags:     flags,
+		Before:    configFile(flags),
+		Action:    runAction,
+	}
+}
+
+// configFile loads --config into the flags not set on the command line.
+func configFile(flags []cli.Flag) cli.BeforeFunc {
+	load := altsrc.InitInputSourceWithContext(flags, altsrc.NewYamlSourceFromFlagFunc("config"))
+	return func(c *cli.Context) error {
+		if err := load(c); err != nil {
+			return usageError{fmt.Errorf("--config %s: %w", c.String("config"), err)}
+		}
+		return nil
 	}
 }
 
 // runSetup is everything runAction validated and built before supervising.
 type runSetup struct {
+	metrics net.Listener // nil without --metrics
+	watch   []string
+	checkTO time.Duration
 	cmd     []string
 	specs   []fdpass.Spec
 	driver  proxyctl.Driver
@@ -75,7 +102,11 @@ type runSetup struct {
 
 func parseRunFlags(c *cli.Context) (*runSetup, error) {
 	rs := &runSetup{group: -1, life: lifecycle.DefaultConfig()}
-	if c.NArg() == 0 {
+	rs.cmd = c.Args().Slice()
+	if len(rs.cmd) == 0 {
+		rs.cmd = c.StringSlice("command")
+	}
+	if len(rs.cmd) == 0 {
 		return nil, usagef("run: no proxy command; usage: baton run --listen SPEC -- COMMAND [ARG...]")
 	}
 	if len(c.StringSlice("listen")) == 0 {
@@ -110,7 +141,6 @@ func parseRunFlags(c *cli.Context) (*runSetup, error) {
 			return nil, usageError{err}
 		}
 	}
-	rs.cmd = c.Args().Slice()
 	path, err := exec.LookPath(rs.cmd[0])
 	if err != nil {
 		return nil, fmt.Errorf("proxy command %q: %w", rs.cmd[0], errors.Unwrap(err))
@@ -126,7 +156,27 @@ func parseRunFlags(c *cli.Context) (*runSetup, error) {
 	if rs.rlimits, err = supervisor.EffectiveRlimits(configured); err != nil {
 		return nil, err
 	}
+	rs.watch, rs.checkTO = c.StringSlice("watch"), c.Duration("check-timeout")
+	if rs.checkTO <= 0 {
+		return nil, usagef("run: --check-timeout must be positive")
+	}
 	return rs, nil
+}
+
+// listenMetrics binds --metrics before anything starts, so that a bad or
+// busy address is reported at once.
+func listenMetrics(addr string) (net.Listener, error) {
+	if addr == "" {
+		return nil, nil
+	}
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return nil, usageError{fmt.Errorf("--metrics %q: want HOST:PORT", addr)}
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics: %w", err)
+	}
+	return ln, nil
 }
 
 var genericFlags = []string{"drain-signal", "stop-signal", "ready-probe", "ready-after", "check-command"}
@@ -137,7 +187,13 @@ func genericOptions(c *cli.Context) (proxyctl.GenericOptions, error) {
 	var opt proxyctl.GenericOptions
 	driver := c.String("proxy")
 	if driver == "" {
-		driver = proxyctl.Guess(c.Args().First())
+		cmd := c.Args().Slice()
+		if len(cmd) == 0 {
+			cmd = c.StringSlice("command")
+		}
+		if len(cmd) > 0 {
+			driver = proxyctl.Guess(cmd[0])
+		}
 	}
 	for _, f := range genericFlags {
 		if c.IsSet(f) && driver != "generic" {
@@ -201,6 +257,12 @@ func runAction(c *cli.Context) error {
 		return err
 	}
 	defer ctl.Close()
+	if rs.metrics, err = listenMetrics(c.String("metrics")); err != nil {
+		return err
+	}
+	if rs.metrics != nil {
+		defer rs.metrics.Close()
+	}
 	listeners, err := supervisor.BindListeners(rs.specs)
 	if err != nil {
 		return err
@@ -247,12 +309,24 @@ func supervise(rs *runSetup, ctl *supervisor.ControlSocket, listeners *superviso
 	if err != nil {
 		return err
 	}
+	var metrics *supervisor.Metrics
+	if rs.metrics != nil {
+		metrics = supervisor.NewMetrics(version)
+	}
 	sup, err := supervisor.New(supervisor.Config{
 		Command: rs.cmd, Driver: rs.driver, Listeners: listeners, Rlimits: rs.rlimits,
-		Lifecycle: rs.life, RunDir: ctl.Path + ".d", Env: os.Environ(),
-	}, supervisor.Deps{Log: rs.log, Starter: &supervisor.ExecStarter{Reaper: reaper}, ProcFS: pfs})
+		Lifecycle: rs.life, CheckTimeout: rs.checkTO, RunDir: ctl.Path + ".d", Env: os.Environ(),
+		WatchPaths: rs.watch,
+	}, supervisor.Deps{
+		Log: rs.log, Starter: &supervisor.ExecStarter{Reaper: reaper}, ProcFS: pfs,
+		Notify: sdNotify, Metrics: metrics,
+	})
 	if err != nil {
 		return err
+	}
+	if metrics != nil {
+		stopMetrics := serveMetrics(rs.metrics, metrics, rs.log)
+		defer stopMetrics()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -280,6 +354,33 @@ func supervise(rs *runSetup, ctl *supervisor.ControlSocket, listeners *superviso
 	}
 	rs.log.Info("baton stopped")
 	return nil
+}
+
+// sdNotify tells systemd (when baton runs under Type=notify, i.e.
+// NOTIFY_SOCKET is set) about readiness, reloads and stopping.
+func sdNotify(state string) {
+	_, _ = daemon.SdNotify(false, state)
+}
+
+// serveMetrics serves /metrics on ln until the returned function is called.
+func serveMetrics(ln net.Listener, m *supervisor.Metrics, log *zap.Logger) func() {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics server", zap.Error(err))
+		}
+	}()
+	log.Info("serving metrics", zap.String("addr", ln.Addr().String()))
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		<-done
+	}
 }
 
 func stringers(rl []supervisor.Rlimit) []fmt.Stringer {

@@ -24,14 +24,15 @@ func printStatus(w io.Writer, st supervisor.Status, now time.Time) error {
 		fmt.Fprintf(tw, "replacement after %d crashes in a row starts in %s\n", st.ConsecutiveCrashes, round(st.RestartAt.Sub(now)))
 	}
 	fmt.Fprintln(tw)
-	fmt.Fprintln(tw, "LISTENER\tADDRESS\tINODE")
+	fmt.Fprintln(tw, "LISTENER\tADDRESS\tINODE\tACCEPT QUEUE/BACKLOG")
 	for _, l := range st.Listeners {
-		fmt.Fprintf(tw, "%s\t%s\t%d\n", l.Name, l.Addr, l.Inode)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d/%d\n", l.Name, l.Addr, l.Inode, l.Queue, l.Backlog)
 	}
 	fmt.Fprintln(tw)
-	fmt.Fprintln(tw, "GEN\tSTATE\tPID\tAGE\tDEADLINE\tPROCESSES (pid nofile soft/hard)")
+	fmt.Fprintln(tw, "GEN\tSTATE\tPID\tAGE\tCONNS\tFDS\tDEADLINE\tPROCESSES (pid nofile soft/hard)")
 	for _, g := range st.Generations {
-		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\t%s\n", g.Gen, g.State, g.Pid, age(g.StartedAt, now), deadline(g, now), procs(g.Processes))
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%d\t%d\t%s\t%s\n", g.Gen, g.State, g.Pid, age(g.StartedAt, now),
+			g.Connections, g.OpenFds, deadline(g, now), procs(g.Processes))
 	}
 	if r := st.LastReload; r != nil {
 		fmt.Fprintln(tw)

@@ -180,7 +180,7 @@ func (m *Machine) onStarted(e Started) {
 	if g.State == Killed {
 		// Killed before its pid was known: the executor may have had
 		// nothing to send the SIGKILL to.
-		m.emit(Signal{Gen: g.Gen, Kind: Kill})
+		m.emit(Signal{Gen: g.Gen, Kind: Kill, Reason: ReasonAbandoned})
 	}
 	if g.State == Starting {
 		g.Deadline = m.now.Add(m.cfg.ReadyTimeout)
@@ -202,7 +202,7 @@ func (m *Machine) onReady(e Ready) {
 			continue
 		}
 		if o.State == Active {
-			m.drain(o)
+			m.drain(o, ReasonReload)
 		}
 		if !o.Released {
 			r.awaiting[o.Gen] = true
@@ -214,24 +214,24 @@ func (m *Machine) onReady(e Ready) {
 	}
 }
 
-func (m *Machine) drain(g *GenInfo) {
+func (m *Machine) drain(g *GenInfo, reason string) {
 	g.State, g.DrainedAt = Draining, m.now
 	g.Deadline = m.now.Add(m.cfg.DrainTimeout)
-	m.emit(Signal{Gen: g.Gen, Kind: Drain})
+	m.emit(Signal{Gen: g.Gen, Kind: Drain, Reason: reason})
 	m.emit(WatchRelease{Gen: g.Gen})
 }
 
-func (m *Machine) hardStop(g *GenInfo) {
+func (m *Machine) hardStop(g *GenInfo, reason string) {
 	g.State = Stopping
 	g.Deadline = m.now.Add(m.cfg.KillGrace)
 	m.counters.HardStops++
-	m.emit(Signal{Gen: g.Gen, Kind: Stop})
+	m.emit(Signal{Gen: g.Gen, Kind: Stop, Reason: reason})
 }
 
-func (m *Machine) kill(g *GenInfo) {
+func (m *Machine) kill(g *GenInfo, reason string) {
 	g.State, g.Deadline = Killed, time.Time{}
 	m.counters.Kills++
-	m.emit(Signal{Gen: g.Gen, Kind: Kill})
+	m.emit(Signal{Gen: g.Gen, Kind: Kill, Reason: reason})
 }
 
 // enforceCap hard-stops the oldest draining generations while active plus
@@ -248,7 +248,7 @@ func (m *Machine) enforceCap() {
 			return
 		}
 		if g.State == Draining {
-			m.hardStop(g)
+			m.hardStop(g, ReasonGenerationCap)
 			live--
 		}
 	}
@@ -328,14 +328,14 @@ func (m *Machine) onTick() {
 		}
 		switch g.State {
 		case Starting:
-			m.kill(g)
+			m.kill(g, ReasonReadyTimeout)
 			if r := m.reload; r != nil && r.gen == g.Gen {
 				m.fail(fmt.Errorf("%w: not ready after %s", ErrNotReady, m.cfg.ReadyTimeout))
 			}
 		case Draining:
-			m.hardStop(g)
+			m.hardStop(g, ReasonDrainTimeout)
 		case Stopping:
-			m.kill(g)
+			m.kill(g, ReasonKillGrace)
 		}
 	}
 }
@@ -367,7 +367,7 @@ func (m *Machine) finish(err error) {
 	}
 	m.last = ReloadResult{Gen: r.gen, At: m.now, Err: err, Duration: m.now.Sub(r.started), Coalesced: len(r.reqs)}
 	switch {
-	case r.replacement:
+	case r.replacement, r.initial: // a crash replacement or the first start: not reloads
 	case err == nil:
 		m.counters.ReloadsOK++
 	default:
@@ -404,7 +404,7 @@ func (m *Machine) onStop(e StopRequested) {
 		if g.State == Checking {
 			m.drop(g)
 		} else {
-			m.kill(g)
+			m.kill(g, ReasonAbandoned)
 		}
 	}
 	m.stopAll()
@@ -416,9 +416,9 @@ func (m *Machine) stopAll() {
 	for _, g := range m.gens {
 		switch {
 		case g.State == Active && !m.fast:
-			m.drain(g)
+			m.drain(g, ReasonStop)
 		case (g.State == Active || g.State == Draining) && m.fast:
-			m.hardStop(g)
+			m.hardStop(g, ReasonFastStop)
 		}
 	}
 }

@@ -180,11 +180,25 @@ type Start struct {
 	Replacement bool
 }
 
-// Signal asks to send Kind to Gen.
+// Signal asks to send Kind to Gen, for Reason (one of the Reason*
+// constants, for logs and metrics).
 type Signal struct {
-	Gen  Gen
-	Kind SignalKind
+	Gen    Gen
+	Kind   SignalKind
+	Reason string
 }
+
+// Why a Signal is sent.
+const (
+	ReasonReload        = "reload"         // drain: a newer generation is active
+	ReasonStop          = "stop"           // drain: baton is stopping
+	ReasonDrainTimeout  = "drain_timeout"  // hard stop at the drain deadline
+	ReasonGenerationCap = "generation_cap" // hard stop: too many generations
+	ReasonFastStop      = "fast_stop"      // hard stop: baton stops fast
+	ReasonReadyTimeout  = "ready_timeout"  // kill: not ready in time
+	ReasonKillGrace     = "kill_grace"     // kill: still alive after the hard stop
+	ReasonAbandoned     = "abandoned"      // kill: a start abandoned by a stop
+)
 
 // WatchRelease asks to report Released once Gen holds no listener.
 type WatchRelease struct{ Gen Gen }
@@ -240,6 +254,8 @@ type ReloadResult struct {
 
 // Counters are monotonic totals since the machine was created.
 type Counters struct {
+	// Reloads after the first start (which is not counted), crash
+	// replacements excluded.
 	ReloadsOK     int
 	ReloadsFailed int
 	Crashes       int // active generations that exited without being told to

@@ -1,0 +1,273 @@
+package supervisor
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"go.uber.org/zap"
+)
+
+// WatchStatus is what the config watch saw and did.
+type WatchStatus struct {
+	Paths []string `json:"paths"`
+	// Applied is the digest of the watched files as of the last reload that
+	// succeeded (whoever asked for it); Attempted the last one a watch event
+	// reloaded for.
+	Applied     string     `json:"applied_digest"`
+	Attempted   string     `json:"attempted_digest"`
+	Events      int        `json:"events"`
+	Unchanged   int        `json:"unchanged"` // checks that found nothing new
+	Reloads     int        `json:"reloads"`   // reloads the watch asked for
+	Failed      int        `json:"failed"`    // of which failed
+	LastEventAt *time.Time `json:"last_event_at,omitempty"`
+	LastError   string     `json:"last_error,omitempty"`
+	Waiting     string     `json:"waiting,omitempty"` // why a change is not applied yet
+}
+
+// watcher reloads when the watched files change. It watches their parent
+// directories (a file replaced by rename, or a Kubernetes ConfigMap whose
+// ..data symlink is swapped, is then seen), waits for a quiet moment, and
+// compares a digest of every watched file's content with the last applied
+// and the last attempted one: nothing new, no reload.
+type watcher struct {
+	paths  []string
+	quiet  time.Duration // a burst of events ends after this much quiet
+	within time.Duration // ... or at the latest this long after its start
+	reload func(context.Context) (ReloadResult, error)
+	log    *zap.Logger
+
+	mu sync.Mutex
+	st WatchStatus
+}
+
+func newWatcher(paths []string, reload func(context.Context) (ReloadResult, error), log *zap.Logger) (*watcher, error) {
+	w := &watcher{quiet: 200 * time.Millisecond, within: 2 * time.Second, reload: reload, log: log.With(zap.String("component", "watch"))}
+	for _, p := range paths {
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := os.Stat(filepath.Dir(abs)); err != nil {
+			return nil, fmt.Errorf("--watch %s: %w", p, err)
+		}
+		w.paths = append(w.paths, abs)
+	}
+	w.st.Paths = w.paths
+	d, _, err := digestFiles(w.paths)
+	if err != nil {
+		return nil, fmt.Errorf("--watch: %w", err)
+	}
+	w.st.Applied, w.st.Attempted = d, d
+	return w, nil
+}
+
+// Status returns a copy of the watch's state.
+func (w *watcher) Status() WatchStatus {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	st := w.st
+	st.Paths = append([]string(nil), w.st.Paths...)
+	return st
+}
+
+// digest is the digest of the watched files now ("" if one is missing).
+func (w *watcher) digest() string {
+	d, _, err := digestFiles(w.paths)
+	if err != nil {
+		return ""
+	}
+	return d
+}
+
+// applied records the digest a successful reload loaded.
+func (w *watcher) applied(d string) {
+	if d == "" {
+		return
+	}
+	w.mu.Lock()
+	w.st.Applied = d
+	w.mu.Unlock()
+}
+
+// run watches until ctx ends. Its owner waits for it.
+func (w *watcher) run(ctx context.Context) error {
+	fsw, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("watch: %w", err)
+	}
+	defer fsw.Close()
+	dirs := map[string]bool{}
+	for _, p := range w.paths {
+		dirs[filepath.Dir(p)] = true
+		if st, err := os.Stat(p); err == nil && st.IsDir() {
+			dirs[p] = true
+		}
+	}
+	for d := range dirs {
+		if err := fsw.Add(d); err != nil {
+			return fmt.Errorf("watch %s: %w", d, err)
+		}
+	}
+	w.log.Info("watching", zap.Strings("paths", w.paths))
+	var timer *time.Timer
+	var timerC <-chan time.Time
+	var burst time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-fsw.Events:
+			if !ok {
+				return nil
+			}
+			w.noteEvent(ev)
+			now := time.Now()
+			if timerC == nil {
+				burst = now
+			}
+			wait := min(w.quiet, max(burst.Add(w.within).Sub(now), 0))
+			if timer == nil {
+				timer = time.NewTimer(wait)
+			} else {
+				timer.Reset(wait)
+			}
+			timerC = timer.C
+		case err, ok := <-fsw.Errors:
+			if !ok {
+				return nil
+			}
+			w.log.Warn("watch error", zap.Error(err)) // e.g. overflow: the next check reads the files anyway
+		case <-timerC:
+			timerC = nil
+			w.check(ctx)
+		}
+	}
+}
+
+func (w *watcher) noteEvent(ev fsnotify.Event) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.st.Events++
+	now := time.Now()
+	w.st.LastEventAt = &now
+}
+
+// check reloads when the watched files differ from both the applied and the
+// last attempted content.
+func (w *watcher) check(ctx context.Context) {
+	d, missing, err := digestFiles(w.paths)
+	w.mu.Lock()
+	switch {
+	case err != nil:
+		w.st.Waiting = "cannot read the watched files: " + err.Error()
+	case missing != "":
+		w.st.Waiting = missing + " is missing; waiting for it to come back"
+	case d == w.st.Applied || d == w.st.Attempted:
+		w.st.Unchanged++
+		w.st.Waiting = ""
+		w.mu.Unlock()
+		return
+	}
+	if err != nil || missing != "" {
+		w.log.Info("change not applied", zap.String("why", w.st.Waiting))
+		w.mu.Unlock()
+		return
+	}
+	w.st.Waiting = ""
+	w.st.Attempted = d
+	w.st.Reloads++
+	w.mu.Unlock()
+
+	w.log.Info("config changed, reloading", zap.String("digest", d[:12]))
+	res, err := w.reload(ctx)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err != nil {
+		w.st.Failed++
+		w.st.LastError = err.Error()
+		w.log.Error("reload after a config change failed; the serving generation is unchanged", zap.Error(err))
+		return
+	}
+	w.st.LastError = ""
+	w.log.Info("reloaded after a config change", zap.Int("gen", res.Gen))
+}
+
+// digestFiles hashes the content of every watched path: a file (through
+// symlinks), or every visible file below a directory (hidden entries, such
+// as a ConfigMap's ..data, are reached through the symlinks that point into
+// them; editors' temporary files are skipped). missing names a watched path
+// that does not exist.
+func digestFiles(paths []string) (digest, missing string, err error) {
+	h := sha256.New()
+	for _, p := range paths {
+		st, err := os.Stat(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			return "", p, nil
+		}
+		if err != nil {
+			return "", "", err
+		}
+		files := []string{p}
+		if st.IsDir() {
+			if files, err = visibleFiles(p, 0); err != nil {
+				return "", "", err
+			}
+		}
+		for _, f := range files {
+			data, err := os.ReadFile(f)
+			if errors.Is(err, fs.ErrNotExist) {
+				return "", f, nil
+			}
+			if err != nil {
+				return "", "", err
+			}
+			fmt.Fprintf(h, "%s\x00%d\x00", f, len(data))
+			h.Write(data)
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil)), "", nil
+}
+
+func visibleFiles(dir string, depth int) ([]string, error) {
+	if depth > 8 {
+		return nil, nil
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range ents {
+		n := e.Name()
+		if strings.HasPrefix(n, ".") || strings.HasSuffix(n, "~") || strings.HasSuffix(n, ".swp") || strings.HasSuffix(n, ".tmp") {
+			continue
+		}
+		p := filepath.Join(dir, n)
+		st, err := os.Stat(p) // through symlinks
+		if err != nil {
+			continue // a dangling link, or gone meanwhile
+		}
+		if st.IsDir() {
+			sub, err := visibleFiles(p, depth+1)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, sub...)
+		} else if st.Mode().IsRegular() {
+			out = append(out, p)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
