@@ -45,6 +45,9 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(exitShimError)
 	}
+	if runsAsInit(os.Args) {
+		os.Exit(initMain(os.Args, os.Stderr))
+	}
 	os.Exit(run(os.Args, os.Stdout, os.Stderr))
 }
 
