@@ -77,6 +77,50 @@ func (c *ControlSocket) Close() error {
 	return errors.Join(c.Listener.Close(), c.lock.Close())
 }
 
+// Release closes baton's descriptors without removing the path: another
+// baton (an upgrade) holds the socket and the lock now.
+func (c *ControlSocket) Release() error {
+	c.Listener.SetUnlinkOnClose(false)
+	return errors.Join(c.Listener.Close(), c.lock.Close())
+}
+
+func (c *ControlSocket) dupListener() (int, error) {
+	raw, err := c.Listener.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd, derr := -1, error(nil)
+	if err := raw.Control(func(s uintptr) { fd, derr = dupFd(int(s)) }); err != nil {
+		return -1, err
+	}
+	return fd, derr
+}
+
+// AdoptControl takes over the control socket and its lock from a handover
+// (their descriptors are taken from fds).
+func AdoptControl(path string, h Handover, fds []int) (*ControlSocket, error) {
+	lfd, lockfd := fdAt(fds, h.ControlFd), fdAt(fds, h.LockFd)
+	if lfd < 0 || lockfd < 0 {
+		closeFds([]int{lfd, lockfd})
+		return nil, errors.New("handover without the control socket")
+	}
+	f := os.NewFile(uintptr(lfd), path)
+	ln, err := net.FileListener(f)
+	f.Close()
+	if err != nil {
+		unix.Close(lockfd)
+		return nil, fmt.Errorf("adopt control socket: %w", err)
+	}
+	ul, ok := ln.(*net.UnixListener)
+	if !ok {
+		ln.Close()
+		unix.Close(lockfd)
+		return nil, errors.New("adopt control socket: not a unix socket")
+	}
+	ul.SetUnlinkOnClose(true)
+	return &ControlSocket{Listener: ul, Path: path, lock: os.NewFile(uintptr(lockfd), path+".lock")}, nil
+}
+
 // ControlServer serves the control API (HTTP/1.1, JSON) on the control
 // socket. Every connection's peer credentials are checked: root, baton's own
 // uid, and (when set) members of AllowGID as primary group may talk to it.
@@ -144,10 +188,20 @@ func (c *ControlServer) authorize(next http.Handler) http.Handler {
 	})
 }
 
+// notRunning answers a request the supervisor can no longer take: after a
+// handover the client should ask again (the new baton answers).
+func (c *ControlServer) notRunning(w http.ResponseWriter, err error) {
+	if c.sup.HandedOver() {
+		writeError(w, http.StatusServiceUnavailable, "handed_over", errors.New("baton has just been upgraded; ask again"))
+		return
+	}
+	writeError(w, http.StatusServiceUnavailable, "not_running", err)
+}
+
 func (c *ControlServer) status(w http.ResponseWriter, r *http.Request) {
 	st, err := c.sup.Status(r.Context())
 	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, "not_running", err)
+		c.notRunning(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, st)
@@ -165,7 +219,9 @@ func (c *ControlServer) reload(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case err == nil:
 		writeJSON(w, http.StatusOK, ReloadResponse{Generation: res.Gen, Pid: res.Pid, DurationMs: float64(res.Duration.Microseconds()) / 1000})
-	case errors.Is(err, lifecycle.ErrStopping), errors.Is(err, ErrNotRunning):
+	case errors.Is(err, ErrNotRunning):
+		c.notRunning(w, err)
+	case errors.Is(err, lifecycle.ErrStopping):
 		writeError(w, http.StatusServiceUnavailable, "stopping", err)
 	default:
 		writeError(w, http.StatusUnprocessableEntity, reloadErrorCode(err), err)
@@ -192,15 +248,30 @@ func reloadErrorCode(err error) string {
 
 func (c *ControlServer) stop(w http.ResponseWriter, r *http.Request) {
 	fast := r.URL.Query().Get("fast") == "1"
-	if err := c.sup.Stop(r.Context(), fast); err != nil && !errors.Is(err, ErrNotRunning) {
+	err := c.sup.Stop(r.Context(), fast)
+	if errors.Is(err, ErrNotRunning) && c.sup.HandedOver() {
+		c.notRunning(w, err)
+		return
+	}
+	if err != nil && !errors.Is(err, ErrNotRunning) {
 		writeError(w, http.StatusServiceUnavailable, "stop_failed", err)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]bool{"stopped": true})
 }
 
-func (c *ControlServer) upgrade(w http.ResponseWriter, _ *http.Request) {
-	writeError(w, http.StatusNotImplemented, "not_implemented", errors.New("baton upgrade is not implemented yet"))
+func (c *ControlServer) upgrade(w http.ResponseWriter, r *http.Request) {
+	res, err := c.sup.Upgrade(r.Context())
+	switch {
+	case err == nil:
+		writeJSON(w, http.StatusOK, res)
+	case errors.Is(err, lifecycle.ErrNotQuiescent):
+		writeError(w, http.StatusConflict, "busy", err)
+	case errors.Is(err, ErrUpgradeUnavailable):
+		writeError(w, http.StatusNotImplemented, "unavailable", err)
+	default:
+		writeError(w, http.StatusUnprocessableEntity, "upgrade_failed", err)
+	}
 }
 
 // APIError is the body of every failed control request.

@@ -133,7 +133,7 @@ func (s *Supervisor) watchExit(rt *genRuntime) {
 	case <-s.loopCtx.Done():
 		return
 	}
-	if !s.pollUntil(s.loopCtx, func() bool { return !GroupAlive(rt.proc.Pid()) }) {
+	if !s.pollUntil(s.loopCtx, func() bool { return !s.groupAlive(rt.proc.Pid()) }) {
 		return
 	}
 	waitOutput(rt.proc)
@@ -144,6 +144,18 @@ func (s *Supervisor) watchExit(rt *genRuntime) {
 	}
 	rt.log.Info("generation exited", zap.Int("status", st.Code))
 	s.emit(lifecycle.Exited{At: s.clock.Now(), Gen: rt.gen, Status: st.Code, Err: err})
+}
+
+// groupAlive reports whether process group pgid has a live (not zombie)
+// member. Zombies count for kill(-pgid, 0), and after an upgrade the
+// generations' zombies belong to whoever inherited them (PID 1, or baton's
+// init), which may reap them late.
+func (s *Supervisor) groupAlive(pgid int) bool {
+	if !GroupAlive(pgid) {
+		return false
+	}
+	pids, err := s.procfs.ScanGroup(pgid)
+	return err != nil || len(pids) > 0
 }
 
 // probeReady polls the driver's readiness check and the generation's fd

@@ -148,6 +148,17 @@ func (ls *ListenerSet) CurrentInodes() map[uint64]bool {
 	return out
 }
 
+// ReleaseAll closes baton's descriptors without unlinking unix socket
+// paths: another baton (an upgrade) holds the sockets now.
+func (ls *ListenerSet) ReleaseAll() error {
+	var errs []error
+	for _, k := range ls.order {
+		errs = append(errs, ls.items[k].sock.Close())
+	}
+	ls.order, ls.items = nil, map[ListenerKey]*listenerEntry{}
+	return errors.Join(errs...)
+}
+
 // CloseAll closes every socket (baton's copies; generations keep theirs).
 func (ls *ListenerSet) CloseAll() error {
 	var errs []error
@@ -159,3 +170,29 @@ func (ls *ListenerSet) CloseAll() error {
 
 // Len is the number of sockets held.
 func (ls *ListenerSet) Len() int { return len(ls.order) }
+
+// handover describes the set for another baton; Fd is each socket's own
+// descriptor (borrowed).
+func (ls *ListenerSet) handover() []ListenerHandover {
+	var out []ListenerHandover
+	for _, k := range ls.order {
+		e := ls.items[k]
+		l := ListenerHandover{Spec: e.sock.Spec().String(), Inode: e.sock.Inode(), Removed: e.removed, Fd: e.sock.Fd()}
+		for g := range e.users {
+			l.Users = append(l.Users, g)
+		}
+		out = append(out, l)
+	}
+	return out
+}
+
+// add puts an adopted socket in the set with its users.
+func (ls *ListenerSet) add(sock *fdpass.Socket, removed bool, users []lifecycle.Gen) {
+	k := ListenerKey(sock.Spec().Key())
+	e := &listenerEntry{sock: sock, users: map[lifecycle.Gen]bool{}, removed: removed}
+	for _, g := range users {
+		e.users[g] = true
+	}
+	ls.order = append(ls.order, k)
+	ls.items[k] = e
+}

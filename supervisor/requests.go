@@ -17,6 +17,7 @@ const (
 	reqReload reqKind = iota + 1
 	reqStop
 	reqStatus
+	reqUpgrade
 )
 
 // request goes from an API caller to the loop; the loop answers on reply.
@@ -27,9 +28,10 @@ type request struct {
 }
 
 type response struct {
-	reload ReloadResult
-	status Status
-	err    error
+	reload  ReloadResult
+	status  Status
+	upgrade UpgradeResult
+	err     error
 }
 
 // pendingReq is a request the machine has not answered yet.
@@ -59,6 +61,15 @@ func (s *Supervisor) Reload(ctx context.Context) (ReloadResult, error) {
 func (s *Supervisor) Stop(ctx context.Context, fast bool) error {
 	_, err := s.call(ctx, request{kind: reqStop, fast: fast})
 	return err
+}
+
+// Upgrade replaces this baton with the binary on disk: the new baton gets
+// the listeners, the control socket and every live generation, and this one
+// stops once the new one serves (Run then returns with HandedOver true). On
+// failure this baton carries on and the error says why.
+func (s *Supervisor) Upgrade(ctx context.Context) (UpgradeResult, error) {
+	r, err := s.call(ctx, request{kind: reqUpgrade})
+	return r.upgrade, err
 }
 
 // Status returns a snapshot of the supervisor and its generations.
@@ -98,6 +109,13 @@ func (s *Supervisor) handle(r request) {
 	switch r.kind {
 	case reqStatus:
 		r.reply <- response{status: s.status()}
+		return
+	case reqUpgrade:
+		res, err := s.doUpgrade()
+		r.reply <- response{upgrade: res, err: err}
+		if err == nil {
+			s.exited = true // the next baton carries on
+		}
 		return
 	case reqReload:
 		s.nextReq++

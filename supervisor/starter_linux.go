@@ -107,6 +107,7 @@ func (s *ExecStarter) Start(sp StartSpec) (Proc, error) {
 		rd.Close()
 		return nil, fmt.Errorf("start %s: %w", sp.Path, err)
 	}
+	p.out = rd
 	go p.readOutput(rd, sp.OnOutput)
 	return p, nil
 }
@@ -124,20 +125,25 @@ type proc struct {
 	pidfd   int
 	done    chan struct{}
 	outDone chan struct{}
+	out     *os.File      // read end of the output pipe (for a handover)
+	stop    chan struct{} // adopted procs: ends watchPidfd
 
 	mu       sync.Mutex
 	status   ExitStatus
 	tail     []byte
 	released bool
+	exitOnce sync.Once
 }
 
 func (p *proc) Pid() int { return p.pid }
 
 func (p *proc) exited(st ExitStatus) {
-	p.mu.Lock()
-	p.status = st
-	p.mu.Unlock()
-	close(p.done)
+	p.exitOnce.Do(func() {
+		p.mu.Lock()
+		p.status = st
+		p.mu.Unlock()
+		close(p.done)
+	})
 }
 
 func (p *proc) Signal(sig unix.Signal) error {
@@ -183,11 +189,19 @@ func (p *proc) Output() string {
 
 func (p *proc) Release() {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if !p.released && p.pidfd >= 0 {
-		unix.Close(p.pidfd)
+	if p.released {
+		p.mu.Unlock()
+		return
 	}
 	p.released = true
+	p.mu.Unlock()
+	if p.stop != nil {
+		close(p.stop)
+		<-p.done // watchPidfd returns within its poll interval, closing done
+	}
+	if p.pidfd >= 0 {
+		unix.Close(p.pidfd)
+	}
 }
 
 // readOutput copies the child's output, line by line, to onLine and to the

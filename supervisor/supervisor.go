@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -28,6 +30,15 @@ type Config struct {
 	// WatchPaths are files or directories whose change triggers a reload
 	// (when their content digest changed).
 	WatchPaths []string
+	// Control is the control socket, handed to the next baton at an
+	// upgrade; InitPipe is the pipe to baton's PID 1 init, if any.
+	Control  *ControlSocket
+	InitPipe *os.File
+	// MetricsListener is the --metrics socket, handed over at an upgrade.
+	MetricsListener net.Listener
+	// StateFile is where the supervisor keeps what a restarted baton needs
+	// to adopt its generations after a crash ("" for none).
+	StateFile string
 }
 
 // Deps are the supervisor's collaborators.
@@ -41,6 +52,8 @@ type Deps struct {
 	Notify func(state string)
 	// Metrics, when set, is kept up to date.
 	Metrics *Metrics
+	// Upgrader, when set, replaces this baton with the binary on disk.
+	Upgrader Upgrader
 }
 
 // ErrNotRunning is returned by requests once the supervisor has exited.
@@ -75,6 +88,10 @@ type Supervisor struct {
 	watch      *watcher
 	stopping   bool              // STOPPING=1 was sent
 	lastGood   map[string]string // the last checked config copies, for crash replacements
+	upgrader   Upgrader
+	handedOver atomic.Bool // an upgrade succeeded: the next baton carries on
+	adopted    bool   // Adopt carried over another baton's generations
+	savedState []byte // what the state file holds
 }
 
 // New checks cfg and returns a supervisor; Run starts it.
@@ -100,7 +117,7 @@ func New(cfg Config, deps Deps) (*Supervisor, error) {
 	}
 	s := &Supervisor{
 		cfg: cfg, log: deps.Log, clock: deps.Clock, starter: deps.Starter, procfs: deps.ProcFS,
-		notify: deps.Notify, metrics: deps.Metrics,
+		notify: deps.Notify, metrics: deps.Metrics, upgrader: deps.Upgrader,
 		m:          lifecycle.New(cfg.Lifecycle),
 		gens:       map[lifecycle.Gen]*genRuntime{},
 		events:     make(chan lifecycle.Event, 64),
@@ -129,7 +146,8 @@ func childEnv(env []string) []string {
 	for _, kv := range env {
 		k, _, _ := strings.Cut(kv, "=")
 		switch k {
-		case "NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "NGINX", "WATCHDOG_USEC", "WATCHDOG_PID":
+		case "NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "NGINX", "WATCHDOG_USEC", "WATCHDOG_PID",
+			"TABLEFLIP_HAS_PARENT_7DIU3", "BATON_INIT_CHILD", "BATON_INIT_FD":
 			continue
 		}
 		out = append(out, kv)
@@ -154,14 +172,25 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	defer func() {
 		cancel()
 		s.drainEvents()
-		if err := os.RemoveAll(s.cfg.RunDir); err != nil {
-			s.log.Warn("remove run directory", zap.Error(err))
+		s.releaseAll()
+		if !s.handedOver.Load() { // the next baton uses them
+			if err := os.RemoveAll(s.cfg.RunDir); err != nil {
+				s.log.Warn("remove run directory", zap.Error(err))
+			}
+			if s.cfg.StateFile != "" {
+				_ = os.Remove(s.cfg.StateFile)
+			}
 		}
 		close(s.done)
 	}()
-	s.nextReq++
-	s.pending[s.nextReq] = pendingReq{kind: reqReload, at: s.startedAt}
-	s.step(lifecycle.ReloadRequested{At: s.startedAt, Req: s.nextReq})
+	if s.adopted {
+		s.startAdopted(loopCtx)
+		s.step(lifecycle.Tick{At: s.startedAt}) // deadlines, and a replacement if none is active
+	} else {
+		s.nextReq++
+		s.pending[s.nextReq] = pendingReq{kind: reqReload, at: s.startedAt}
+		s.step(lifecycle.ReloadRequested{At: s.startedAt, Req: s.nextReq})
+	}
 	ctxDone := ctx.Done()
 	for !s.exited {
 		timer, tc := s.armTimer()
@@ -208,7 +237,8 @@ func (s *Supervisor) drainEvents() {
 	}
 }
 
-// step applies ev and every event that its actions produce at once.
+// step applies ev and every event that its actions produce at once, then
+// records the state for a restarted baton.
 func (s *Supervisor) step(ev lifecycle.Event) {
 	queue := []lifecycle.Event{ev}
 	for len(queue) > 0 {
@@ -217,6 +247,20 @@ func (s *Supervisor) step(ev lifecycle.Event) {
 			if next := s.do(a); next != nil {
 				queue = append(queue, next)
 			}
+		}
+	}
+	s.saveState()
+}
+
+// releaseAll lets go of the generations' pidfds and output pipes at exit
+// (after a handover the next baton holds its own copies).
+func (s *Supervisor) releaseAll() {
+	for _, rt := range s.gens {
+		if rt.session != nil {
+			_ = rt.session.Close()
+		}
+		if rt.proc != nil {
+			rt.proc.Release()
 		}
 	}
 }

@@ -271,3 +271,12 @@ func visibleFiles(dir string, depth int) ([]string, error) {
 	sort.Strings(out)
 	return out, nil
 }
+
+// restore carries over another baton's watch state (digests and counts).
+func (w *watcher) restore(st WatchStatus) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	paths := w.st.Paths
+	w.st = st
+	w.st.Paths = paths
+}

@@ -33,8 +33,21 @@ func newClient(path string) *client {
 }
 
 // do sends one request and decodes a 2xx body into out; a failed request
-// becomes an error carrying the API's message.
+// becomes an error carrying the API's message. A request that reached a
+// baton just as it handed over to its upgrade is sent again, to the new one.
 func (c *client) do(ctx context.Context, method, path string, out any) error {
+	for attempt := 0; ; attempt++ {
+		err := c.once(ctx, method, path, out)
+		if !errors.Is(err, errHandedOver) || attempt >= 5 {
+			return err
+		}
+	}
+}
+
+// errHandedOver: the baton that answered has just been replaced.
+var errHandedOver = errors.New("baton handed over to its upgrade")
+
+func (c *client) once(ctx context.Context, method, path string, out any) error {
 	req, err := http.NewRequestWithContext(ctx, method, "http://baton"+path, nil)
 	if err != nil {
 		return err
@@ -50,6 +63,9 @@ func (c *client) do(ctx context.Context, method, path string, out any) error {
 	}
 	if resp.StatusCode/100 != 2 {
 		var ae supervisor.APIError
+		if json.Unmarshal(body, &ae) == nil && ae.Code == "handed_over" {
+			return errHandedOver
+		}
 		if json.Unmarshal(body, &ae) == nil && ae.Error != "" {
 			return errors.New(ae.Error)
 		}
@@ -126,6 +142,33 @@ func statusCommand() *cli.Command {
 				return printJSON(c.App.Writer, st)
 			}
 			return printStatus(c.App.Writer, st, time.Now())
+		},
+	}
+}
+
+func upgradeCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "upgrade",
+		Usage: "replace the running baton with the binary now on disk, keeping every socket and generation",
+		Flags: []cli.Flag{
+			controlFlag(), jsonFlag(),
+			&cli.DurationFlag{Name: "timeout", Value: 2 * time.Minute, Usage: "how long to wait for the answer"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return usagef("upgrade: unexpected argument %q", c.Args().First())
+			}
+			ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
+			defer cancel()
+			var res supervisor.UpgradeResult
+			if err := newClient(c.String("control")).do(ctx, http.MethodPost, "/v1/upgrade", &res); err != nil {
+				return fmt.Errorf("upgrade failed: %w", err)
+			}
+			if c.Bool("json") {
+				return printJSON(c.App.Writer, res)
+			}
+			_, err := fmt.Fprintf(c.App.Writer, "upgraded: baton pid %d took over from pid %d\n", res.NewPid, res.OldPid)
+			return err
 		},
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -34,17 +36,32 @@ func runsAsInit(args []string) bool {
 func initMain(args []string, stderr io.Writer) int {
 	sigs := make(chan os.Signal, 16)
 	signal.Notify(sigs, append([]os.Signal{unix.SIGCHLD}, forwarded...)...)
-	env := append(os.Environ(), initChildEnv+"=1")
+	// The supervisor tells the init, over this pipe, which process carries
+	// on after a `baton upgrade` ("handover PID").
+	rd, wr, err := os.Pipe()
+	if err != nil {
+		fmt.Fprintf(stderr, "baton (init): %v\n", err)
+		return exitFailed
+	}
+	env := append(os.Environ(), initChildEnv+"=1", "BATON_INIT_FD=3")
 	pid, err := syscall.ForkExec("/proc/self/exe", args, &syscall.ProcAttr{
 		Env:   env,
-		Files: []uintptr{0, 1, 2},
+		Files: []uintptr{0, 1, 2, wr.Fd()},
 		Sys:   &syscall.SysProcAttr{Setpgid: true},
 	})
+	wr.Close()
 	if err != nil {
 		fmt.Fprintf(stderr, "baton (init): start the supervisor: %v\n", err)
 		return exitFailed
 	}
+	defer rd.Close()
+	rfd := int(rd.Fd())
+	_ = unix.SetNonblock(rfd, true)
+	var pending []byte
 	for sig := range sigs {
+		// A handover line is written before the old supervisor exits, so
+		// reading it first never misses it.
+		pid, pending = readHandovers(rfd, pid, pending)
 		if sig != unix.SIGCHLD {
 			_ = unix.Kill(pid, sig.(unix.Signal))
 			continue
@@ -55,6 +72,31 @@ func initMain(args []string, stderr io.Writer) int {
 		}
 	}
 	return exitFailed
+}
+
+// readHandovers reads the "handover PID" lines waiting in the pipe (without
+// blocking) and returns the supervisor to follow.
+func readHandovers(fd, pid int, pending []byte) (int, []byte) {
+	buf := make([]byte, 256)
+	for {
+		n, err := unix.Read(fd, buf)
+		if n <= 0 || err != nil {
+			break
+		}
+		pending = append(pending, buf[:n]...)
+	}
+	for {
+		line, rest, ok := strings.Cut(string(pending), "\n")
+		if !ok {
+			return pid, pending
+		}
+		pending = []byte(rest)
+		if p, ok := strings.CutPrefix(line, "handover "); ok {
+			if n, err := strconv.Atoi(p); err == nil {
+				pid = n
+			}
+		}
+	}
 }
 
 // reapAll collects every exited child; done reports that the supervisor

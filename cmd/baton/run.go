@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cloudflare/tableflip"
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/urfave/cli/v2"
@@ -56,6 +57,7 @@ func runCommand() *cli.Command {
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "rlimit", Usage: "resource limit `NAME=SOFT[:HARD]` for every child (repeatable; default nofile=min(hard limit, 1048576))"}),
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "watch", Usage: "reload when the content of this file or directory `PATH` changes (repeatable; debounced, digest-compared)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics on `ADDR` (host:port) at /metrics"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "pid-file", Usage: "write baton's pid to `FILE` (kept up to date across upgrades)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "drain-signal", Usage: "generic driver: `SIGNAL` that asks a generation to drain (default SIGTERM)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "stop-signal", Usage: "generic driver: `SIGNAL` for the hard stop (default SIGINT)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "ready-probe", Usage: "generic driver: a generation is ready when `COMMAND` (run by /bin/sh -c) exits 0, instead of READY=1 on NOTIFY_SOCKET"}),
@@ -88,7 +90,6 @@ func configFile(flags []cli.Flag) cli.BeforeFunc {
 
 // runSetup is everything runAction validated and built before supervising.
 type runSetup struct {
-	metrics net.Listener // nil without --metrics
 	watch   []string
 	checkTO time.Duration
 	cmd     []string
@@ -252,23 +253,21 @@ func runAction(c *cli.Context) error {
 		return err
 	}
 	defer rs.log.Sync() //nolint:errcheck // stderr
-	ctl, err := openControl(c.String("control"), rs.group)
+	upg, err := tableflip.New(tableflip.Options{UpgradeTimeout: 30 * time.Second, PIDFile: c.String("pid-file")})
+	if err != nil {
+		return fmt.Errorf("upgrade support: %w", err)
+	}
+	defer upg.Stop()
+	var st *startState
+	if upg.HasParent() {
+		st, err = receiveUpgrade(upg, rs, c.String("control"))
+	} else {
+		st, err = startFresh(rs, c.String("control"), c.String("metrics"))
+	}
 	if err != nil {
 		return err
 	}
-	defer ctl.Close()
-	if rs.metrics, err = listenMetrics(c.String("metrics")); err != nil {
-		return err
-	}
-	if rs.metrics != nil {
-		defer rs.metrics.Close()
-	}
-	listeners, err := supervisor.BindListeners(rs.specs)
-	if err != nil {
-		return err
-	}
-	defer listeners.CloseAll()
-	return supervise(rs, ctl, listeners)
+	return supervise(rs, st, upg)
 }
 
 // openControl binds the control socket; the default directory is created.
@@ -297,35 +296,38 @@ func openControl(path string, group int) (*supervisor.ControlSocket, error) {
 
 // supervise wires the supervisor, its control server and signals, and runs
 // until the supervisor exits.
-func supervise(rs *runSetup, ctl *supervisor.ControlSocket, listeners *supervisor.ListenerSet) error {
+func supervise(rs *runSetup, st *startState, upg *tableflip.Upgrader) error {
 	sigchld := make(chan os.Signal, 1)
 	signal.Notify(sigchld, unix.SIGCHLD)
 	defer signal.Stop(sigchld)
 	reaper, err := supervisor.NewReaper(sigchld, nil)
 	if err != nil {
+		st.close(false)
 		return fmt.Errorf("subreaper: %w", err)
 	}
-	pfs, err := supervisor.NewProcFS()
-	if err != nil {
-		return err
-	}
 	var metrics *supervisor.Metrics
-	if rs.metrics != nil {
+	if st.metrics != nil {
 		metrics = supervisor.NewMetrics(version)
 	}
 	sup, err := supervisor.New(supervisor.Config{
-		Command: rs.cmd, Driver: rs.driver, Listeners: listeners, Rlimits: rs.rlimits,
-		Lifecycle: rs.life, CheckTimeout: rs.checkTO, RunDir: ctl.Path + ".d", Env: os.Environ(),
-		WatchPaths: rs.watch,
+		Command: rs.cmd, Driver: rs.driver, Listeners: st.listeners, Rlimits: rs.rlimits,
+		Lifecycle: rs.life, CheckTimeout: rs.checkTO, RunDir: st.ctl.Path + ".d", Env: os.Environ(),
+		WatchPaths: rs.watch, Control: st.ctl, InitPipe: st.initPipe, MetricsListener: st.metrics,
+		StateFile: st.ctl.Path + ".state",
 	}, supervisor.Deps{
-		Log: rs.log, Starter: &supervisor.ExecStarter{Reaper: reaper}, ProcFS: pfs,
-		Notify: sdNotify, Metrics: metrics,
+		Log: rs.log, Starter: &supervisor.ExecStarter{Reaper: reaper}, ProcFS: st.procfs,
+		Notify: sdNotify, Metrics: metrics, Upgrader: flipper{upg},
 	})
+	if err == nil && st.handover != nil {
+		err = sup.Adopt(*st.handover, st.fds)
+	}
+	st.closeFds()
 	if err != nil {
+		st.close(false)
 		return err
 	}
 	if metrics != nil {
-		stopMetrics := serveMetrics(rs.metrics, metrics, rs.log)
+		stopMetrics := serveMetrics(st.metrics, metrics, rs.log)
 		defer stopMetrics()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -337,23 +339,67 @@ func supervise(rs *runSetup, ctl *supervisor.ControlSocket, listeners *superviso
 	}()
 	srv := supervisor.NewControlServer(sup, rs.log, rs.group)
 	srvDone := make(chan error, 1)
-	go func() { srvDone <- srv.Serve(ctl.Listener) }()
+	go func() { srvDone <- srv.Serve(st.ctl.Listener) }()
 	stopSignals := forwardSignals(sup, rs.log)
 	defer stopSignals()
 	rs.log.Info("baton started", zap.Int("pid", os.Getpid()), zap.String("proxy", rs.driver.Name()),
-		zap.String("control", ctl.Path), zap.Strings("command", rs.cmd), zap.Stringers("rlimits", stringers(rs.rlimits)))
+		zap.String("control", st.ctl.Path), zap.Strings("command", rs.cmd), zap.Stringers("rlimits", stringers(rs.rlimits)),
+		zap.Bool("upgraded", st.conn != nil), zap.Bool("adopted", st.handover != nil))
+	readyDone := make(chan struct{})
+	go func() {
+		defer close(readyDone)
+		announceReady(sup, st, upg, rs.log)
+	}()
 	runErr := sup.Run(context.Background())
+	<-readyDone
+	if sup.HandedOver() {
+		// The new baton serves on this very socket: closing ours (which
+		// Shutdown does) must not remove its path.
+		st.ctl.Listener.SetUnlinkOnClose(false)
+	}
 	shutdownCtx, cancelShutdown := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancelShutdown()
 	_ = srv.Shutdown(shutdownCtx)
 	<-srvDone
 	cancel()
 	<-reaperDone
-	if runErr != nil {
+	st.close(sup.HandedOver())
+	switch {
+	case sup.HandedOver():
+		rs.log.Info("baton handed over to the new baton and exits")
+	case runErr != nil:
 		return fmt.Errorf("first generation failed: %w", runErr)
+	default:
+		rs.log.Info("baton stopped")
 	}
-	rs.log.Info("baton stopped")
 	return nil
+}
+
+// announceReady tells tableflip (and, after an upgrade, the old baton) that
+// this baton serves: once the first generation is ready, or, for a baton
+// that took over, once its loop answers.
+func announceReady(sup *supervisor.Supervisor, st *startState, upg *tableflip.Upgrader, log *zap.Logger) {
+	if st.conn != nil {
+		defer st.conn.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := sup.Status(ctx); err != nil {
+			log.Error("took over but does not answer; the old baton will give up", zap.Error(err))
+			return
+		}
+		if err := supervisor.AckHandover(st.conn, os.Getpid()); err != nil {
+			log.Error("tell the old baton", zap.Error(err))
+		}
+	} else {
+		select {
+		case <-sup.FirstReady():
+		case <-sup.Done():
+			return
+		}
+	}
+	if err := upg.Ready(); err != nil {
+		log.Warn("upgrade support: ready", zap.Error(err))
+	}
 }
 
 // sdNotify tells systemd (when baton runs under Type=notify, i.e.
@@ -442,7 +488,13 @@ func signalAction(sup *supervisor.Supervisor, log *zap.Logger, sig os.Signal) fu
 	case unix.SIGQUIT:
 		return func() { _ = sup.Stop(ctx, true) }
 	case unix.SIGUSR2:
-		log.Warn("SIGUSR2 (upgrade) is not implemented yet")
+		return func() {
+			if res, err := sup.Upgrade(ctx); err != nil {
+				log.Error("upgrade on SIGUSR2 failed; this baton carries on", zap.Error(err))
+			} else {
+				log.Info("upgrade on SIGUSR2 done", zap.Int("new_pid", res.NewPid))
+			}
+		}
 	}
 	return nil
 }

@@ -1,0 +1,176 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/cloudflare/tableflip"
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"github.com/batonproxy/baton/supervisor"
+)
+
+// handoverName names the socketpair end tableflip passes to the new baton.
+const handoverName = "baton-handover"
+
+// startState is what `baton run` holds before the supervisor runs: sockets
+// it bound, took over from the baton it replaces (an upgrade), or took back
+// from the generations a crashed baton left behind.
+type startState struct {
+	ctl       *supervisor.ControlSocket
+	listeners *supervisor.ListenerSet
+	metrics   net.Listener
+	initPipe  *os.File
+	procfs    supervisor.ProcFS
+	handover  *supervisor.Handover // generations to adopt
+	fds       []int                // descriptors received with handover
+	conn      *net.UnixConn        // upgrade: where to say "ready"
+}
+
+// startFresh binds everything, unless a state file shows generations a
+// previous baton (killed, so the lock was free) left serving: then their
+// sockets are taken back and they are adopted.
+func startFresh(rs *runSetup, control, metricsAddr string) (*startState, error) {
+	st := &startState{}
+	var err error
+	if st.procfs, err = supervisor.NewProcFS(); err != nil {
+		return nil, err
+	}
+	if st.ctl, err = openControl(control, rs.group); err != nil {
+		return nil, err
+	}
+	if st.metrics, err = listenMetrics(metricsAddr); err != nil {
+		st.close(false)
+		return nil, err
+	}
+	st.initPipe = initPipeFromEnv()
+	prev, err := supervisor.ReadState(st.ctl.Path + ".state")
+	if err != nil {
+		rs.log.Warn("state file unreadable; starting afresh", zap.Error(err))
+	}
+	if prev != nil && len(prev.Gens) > 0 {
+		var found int
+		st.listeners, found, err = supervisor.RecoverListeners(prev, rs.specs, st.procfs)
+		if err == nil {
+			st.handover = prev
+			rs.log.Info("a previous baton left generations behind: adopting them",
+				zap.Int("previous_pid", prev.BatonPid), zap.Int("generations", len(prev.Gens)), zap.Int("listeners_taken_back", found))
+		}
+	} else {
+		st.listeners, err = supervisor.BindListeners(rs.specs)
+	}
+	if err != nil {
+		st.close(false)
+		return nil, err
+	}
+	return st, nil
+}
+
+// initPipeFromEnv is the pipe to baton's PID 1 init (BATON_INIT_FD).
+func initPipeFromEnv() *os.File {
+	fd, err := strconv.Atoi(os.Getenv("BATON_INIT_FD"))
+	if err != nil || fd < 3 {
+		return nil
+	}
+	unix.CloseOnExec(fd)
+	return os.NewFile(uintptr(fd), "baton-init")
+}
+
+// receiveUpgrade takes over from the baton that started this one: the
+// handover comes over the socketpair tableflip passed.
+func receiveUpgrade(upg *tableflip.Upgrader, rs *runSetup, control string) (*startState, error) {
+	f, err := upg.Fds.File(handoverName)
+	if err != nil || f == nil {
+		return nil, fmt.Errorf("upgrade: no handover from the old baton: %v", err)
+	}
+	c, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("upgrade: %w", err)
+	}
+	conn, ok := c.(*net.UnixConn)
+	if !ok {
+		c.Close()
+		return nil, errors.New("upgrade: handover is not a unix socket")
+	}
+	h, fds, err := supervisor.ReceiveHandover(conn, 30*time.Second)
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("upgrade: %w", err)
+	}
+	st := &startState{handover: &h, fds: fds, conn: conn}
+	if st.procfs, err = supervisor.NewProcFS(); err == nil {
+		st.ctl, err = supervisor.AdoptControl(control, h, fds)
+	}
+	if err == nil {
+		st.listeners, err = supervisor.AdoptListeners(h, fds)
+	}
+	if err == nil {
+		st.metrics, err = supervisor.AdoptMetricsListener(h, fds)
+	}
+	st.initPipe = supervisor.AdoptInitPipe(h, fds)
+	if err != nil {
+		st.close(false)
+		return nil, err
+	}
+	rs.log.Info("taking over from the old baton", zap.Int("old_pid", h.BatonPid), zap.Int("generations", len(h.Gens)))
+	return st, nil
+}
+
+// closeFds closes received descriptors nobody took.
+func (st *startState) closeFds() {
+	for _, fd := range st.fds {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+	}
+	st.fds = nil
+}
+
+// close lets go of everything; after a handover without removing paths the
+// next baton serves on.
+func (st *startState) close(handedOver bool) {
+	st.closeFds()
+	if st.conn != nil {
+		st.conn.Close()
+	}
+	if st.listeners != nil {
+		if handedOver {
+			_ = st.listeners.ReleaseAll()
+		} else {
+			_ = st.listeners.CloseAll()
+		}
+	}
+	if st.ctl != nil {
+		if handedOver {
+			_ = st.ctl.Release()
+		} else {
+			_ = st.ctl.Close()
+		}
+	}
+	if st.metrics != nil {
+		st.metrics.Close()
+	}
+	if st.initPipe != nil {
+		st.initPipe.Close()
+	}
+}
+
+// flipper is the supervisor's Upgrader: tableflip starts the binary now on
+// disk with the same arguments and passes it the handover socketpair.
+type flipper struct{ upg *tableflip.Upgrader }
+
+func (f flipper) Upgrade(handover *os.File) error {
+	if err := f.upg.Fds.AddFile(handoverName, handover); err != nil {
+		return err
+	}
+	if err := f.upg.Upgrade(); err != nil {
+		return fmt.Errorf("the new baton (%s) did not take over: %w", os.Args[0], err)
+	}
+	return nil
+}

@@ -1,0 +1,148 @@
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// StatusUnknown is the exit code reported for an adopted process: it is not
+// baton's child, so its exit status cannot be collected.
+const StatusUnknown = -1
+
+// ProcHandover is what another baton needs to keep supervising a process it
+// did not start: its pid, a pidfd (owned by the receiver) and the read end of
+// its output pipe (owned by the receiver; -1 when there is none).
+type ProcHandover struct {
+	Pid    int
+	Pidfd  int
+	Output int
+}
+
+// Handover returns p's pidfd and output pipe for another baton: duplicates,
+// owned by the caller, close-on-exec.
+func (p *proc) Handover() (ProcHandover, error) {
+	h := ProcHandover{Pid: p.pid, Pidfd: -1, Output: -1}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.pidfd < 0 || p.released {
+		return h, fmt.Errorf("pid %d: no pidfd", p.pid)
+	}
+	fd, err := unix.FcntlInt(uintptr(p.pidfd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return h, fmt.Errorf("dup pidfd of %d: %w", p.pid, err)
+	}
+	h.Pidfd = fd
+	if p.out != nil {
+		raw, err := p.out.SyscallConn()
+		if err == nil {
+			_ = raw.Control(func(ofd uintptr) {
+				if d, err := unix.FcntlInt(ofd, unix.F_DUPFD_CLOEXEC, 0); err == nil {
+					h.Output = d
+				}
+			})
+		}
+	}
+	return h, nil
+}
+
+// AdoptProc wraps a process another baton started (its pidfd and output
+// pipe come from h, and are owned by the result): its exit is seen when the
+// pidfd becomes readable; its exit status is StatusUnknown.
+func AdoptProc(h ProcHandover, onLine func(string)) Proc {
+	p := &proc{pid: h.Pid, pidfd: h.Pidfd, done: make(chan struct{}), outDone: make(chan struct{}), stop: make(chan struct{})}
+	go p.watchPidfd()
+	if h.Output >= 0 {
+		p.out = os.NewFile(uintptr(h.Output), "output")
+		go p.readOutput(p.out, onLine)
+	} else {
+		close(p.outDone)
+	}
+	return p
+}
+
+// watchPidfd closes done once the process exited (the pidfd polls
+// readable), or gives up when the proc is released.
+func (p *proc) watchPidfd() {
+	fds := []unix.PollFd{{Fd: int32(p.pidfd), Events: unix.POLLIN}}
+	for {
+		select {
+		case <-p.stop:
+			p.exited(ExitStatus{Code: StatusUnknown}) // released: nobody waits any more
+			return
+		default:
+		}
+		n, err := unix.Poll(fds, 200)
+		if errors.Is(err, unix.EINTR) || (err == nil && n == 0) {
+			continue
+		}
+		p.exited(ExitStatus{Code: StatusUnknown})
+		return
+	}
+}
+
+// OpenPidfd returns a pidfd for pid if it is still the process that started
+// at startTicks (field 22 of /proc/PID/stat): a pid can be reused.
+func OpenPidfd(pid int, startTicks uint64) (int, error) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return -1, fmt.Errorf("pidfd_open %d: %w", pid, err)
+	}
+	// Checked after opening: the pidfd now pins this very process.
+	if got, err := StartTicks(pid); err != nil || got != startTicks {
+		unix.Close(fd)
+		return -1, fmt.Errorf("pid %d is another process now (started at %d, recorded %d)", pid, got, startTicks)
+	}
+	return fd, nil
+}
+
+// StartTicks is the start time of pid in clock ticks since boot, which tells
+// a process from a later one with the same pid.
+func StartTicks(pid int) (uint64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0, errors.New("bad /proc stat")
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 20 {
+		return 0, errors.New("short /proc stat")
+	}
+	return strconv.ParseUint(f[19], 10, 64)
+}
+
+// TakeFd returns a duplicate of descriptor fd of the process behind pidfd
+// (pidfd_getfd): the same open file description, close-on-exec. The caller
+// owns it.
+func TakeFd(pidfd, fd int) (int, error) {
+	nfd, err := unix.PidfdGetfd(pidfd, fd, 0)
+	if err != nil {
+		return -1, fmt.Errorf("pidfd_getfd: %w", err)
+	}
+	return nfd, nil
+}
+
+// FindSocketFd returns the number of a descriptor of pid that is the socket
+// with this inode, or -1.
+func FindSocketFd(pid int, inode uint64) int {
+	dir := "/proc/" + strconv.Itoa(pid) + "/fd"
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return -1
+	}
+	want := "socket:[" + strconv.FormatUint(inode, 10) + "]"
+	for _, e := range ents {
+		if t, err := os.Readlink(dir + "/" + e.Name()); err == nil && t == want {
+			n, _ := strconv.Atoi(e.Name())
+			return n
+		}
+	}
+	return -1
+}

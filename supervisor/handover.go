@@ -1,0 +1,157 @@
+package supervisor
+
+import (
+	"bufio"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/batonproxy/baton/fdpass"
+	"github.com/batonproxy/baton/supervisor/lifecycle"
+)
+
+// Handover is the state one baton hands to the next: at an upgrade (with
+// descriptors, over a socketpair) and in the state file a restarted baton
+// adopts after a crash (without them). Fields named *Fd are indexes into
+// the descriptors sent after the JSON, -1 for none.
+type Handover struct {
+	BatonPid  int                    `json:"baton_pid"`
+	Machine   lifecycle.MachineState `json:"machine"`
+	Listeners []ListenerHandover     `json:"listeners"`
+	Gens      []GenHandover          `json:"gens"`
+	LastGood  map[string]string      `json:"last_good,omitempty"`
+	Watch     *WatchStatus           `json:"watch,omitempty"`
+	ControlFd int                    `json:"control_fd"`
+	LockFd    int                    `json:"lock_fd"`
+	InitFd    int                    `json:"init_fd"`
+	MetricsFd int                    `json:"metrics_fd"`
+	NumFds    int                    `json:"num_fds"`
+}
+
+// ListenerHandover is one socket of the listener set.
+type ListenerHandover struct {
+	Spec    string          `json:"spec"`
+	Inode   uint64          `json:"inode"`
+	Removed bool            `json:"removed,omitempty"`
+	Users   []lifecycle.Gen `json:"users"`
+	Fd      int             `json:"fd"`
+}
+
+// GenHandover is one live generation's runtime.
+type GenHandover struct {
+	Gen        lifecycle.Gen     `json:"generation"`
+	Pid        int               `json:"pid"`
+	StartTicks uint64            `json:"start_ticks"`
+	Dir        string            `json:"dir"`
+	Digest     string            `json:"digest,omitempty"`
+	Config     map[string]string `json:"config,omitempty"`
+	Pidfd      int               `json:"pidfd"`
+	Output     int               `json:"output"`
+}
+
+// handoverLimit bounds the JSON a receiver accepts.
+const handoverLimit = 16 << 20
+
+// sendHandover writes h and its descriptors (borrowed) on c, then waits for
+// the receiver's "ready PID" line and returns PID.
+func sendHandover(c *net.UnixConn, h Handover, fds []int, timeout time.Duration) (int, error) {
+	_ = c.SetDeadline(time.Now().Add(timeout))
+	h.NumFds = len(fds)
+	data, err := json.Marshal(h)
+	if err != nil {
+		return 0, err
+	}
+	var n [4]byte
+	binary.LittleEndian.PutUint32(n[:], uint32(len(data)))
+	if _, err := c.Write(append(n[:], data...)); err != nil {
+		return 0, fmt.Errorf("send state: %w", err)
+	}
+	for _, b := range fdpass.Batches(len(fds)) {
+		if err := fdpass.Send(c, []byte{byte(b[1] - b[0])}, fds[b[0]:b[1]]); err != nil {
+			return 0, fmt.Errorf("send descriptors: %w", err)
+		}
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return 0, fmt.Errorf("wait for the new baton: %w", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimPrefix(strings.TrimSpace(line), "ready "))
+	if err != nil || !strings.HasPrefix(line, "ready ") {
+		return 0, fmt.Errorf("new baton said %q", line)
+	}
+	return pid, nil
+}
+
+// ReceiveHandover reads what sendHandover wrote. The caller owns the
+// returned descriptors; on error none are returned. Reply with
+// AckHandover once the new baton serves.
+func ReceiveHandover(c *net.UnixConn, timeout time.Duration) (Handover, []int, error) {
+	var h Handover
+	_ = c.SetDeadline(time.Now().Add(timeout))
+	var n [4]byte
+	if _, err := io.ReadFull(c, n[:]); err != nil {
+		return h, nil, fmt.Errorf("read state: %w", err)
+	}
+	size := binary.LittleEndian.Uint32(n[:])
+	if size > handoverLimit {
+		return h, nil, fmt.Errorf("state of %d bytes: too large", size)
+	}
+	data := make([]byte, size)
+	if _, err := io.ReadFull(c, data); err != nil {
+		return h, nil, fmt.Errorf("read state: %w", err)
+	}
+	if err := json.Unmarshal(data, &h); err != nil {
+		return h, nil, fmt.Errorf("decode state: %w", err)
+	}
+	var fds []int
+	buf := make([]byte, 1)
+	for len(fds) < h.NumFds {
+		_, got, err := fdpass.Recv(c, buf, fdpass.MaxBatch)
+		fds = append(fds, got...)
+		if err == nil && len(got) == 0 {
+			err = errors.New("no descriptors in a batch")
+		}
+		if err != nil {
+			closeFds(fds)
+			return h, nil, fmt.Errorf("receive descriptors (%d of %d): %w", len(fds), h.NumFds, err)
+		}
+	}
+	if len(fds) != h.NumFds {
+		closeFds(fds)
+		return h, nil, fmt.Errorf("received %d descriptors, expected %d", len(fds), h.NumFds)
+	}
+	_ = c.SetDeadline(time.Time{})
+	return h, fds, nil
+}
+
+// AckHandover tells the old baton the new one serves.
+func AckHandover(c *net.UnixConn, pid int) error {
+	_, err := fmt.Fprintf(c, "ready %d\n", pid)
+	return err
+}
+
+func closeFds(fds []int) {
+	for _, fd := range fds {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+	}
+}
+
+// fdAt returns fds[i] and marks it taken (-1); -1 when i is out of range.
+func fdAt(fds []int, i int) int {
+	if i < 0 || i >= len(fds) {
+		return -1
+	}
+	fd := fds[i]
+	fds[i] = -1
+	return fd
+}
