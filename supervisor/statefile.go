@@ -32,7 +32,8 @@ func (s *Supervisor) saveState() {
 		return
 	}
 	tmp := s.cfg.StateFile + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err == nil {
+	err = os.WriteFile(tmp, data, 0o600)
+	if err == nil {
 		err = os.Rename(tmp, s.cfg.StateFile)
 	}
 	if err != nil {

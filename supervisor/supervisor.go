@@ -90,8 +90,8 @@ type Supervisor struct {
 	lastGood   map[string]string // the last checked config copies, for crash replacements
 	upgrader   Upgrader
 	handedOver atomic.Bool // an upgrade succeeded: the next baton carries on
-	adopted    bool   // Adopt carried over another baton's generations
-	savedState []byte // what the state file holds
+	adopted    bool        // Adopt carried over another baton's generations
+	savedState []byte      // what the state file holds
 }
 
 // New checks cfg and returns a supervisor; Run starts it.
