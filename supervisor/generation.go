@@ -32,6 +32,7 @@ type genRuntime struct {
 	config  map[string]string
 	rewrite *strings.Replacer
 	digest  string // of the watched files when its check began
+	foreign []ForeignListener
 
 	mu        sync.Mutex
 	probeErr  error
@@ -178,6 +179,9 @@ func (s *Supervisor) probeReady(rt *genRuntime, inodes map[uint64]bool) {
 	if ready && rt.probing() {
 		rt.log.Info("generation ready")
 		s.emit(lifecycle.Ready{At: s.clock.Now(), Gen: rt.gen})
+		if found := s.findForeign(rt.proc.Pid(), inodes); len(found) > 0 {
+			s.inLoop(func() { s.noteForeign(rt.gen, found) })
+		}
 	}
 }
 

@@ -189,6 +189,10 @@ func (ls *ListenerSet) handover() []ListenerHandover {
 // add puts an adopted socket in the set with its users.
 func (ls *ListenerSet) add(sock *fdpass.Socket, removed bool, users []lifecycle.Gen) {
 	k := ListenerKey(sock.Spec().Key())
+	if ls.items[k] != nil {
+		_ = sock.Close() // already held
+		return
+	}
 	e := &listenerEntry{sock: sock, users: map[lifecycle.Gen]bool{}, removed: removed}
 	for _, g := range users {
 		e.users[g] = true

@@ -67,6 +67,9 @@ type GenStatus struct {
 	Connections int          `json:"connections"`
 	OpenFds     int          `json:"open_fds"`
 	Processes   []ProcStatus `json:"processes"`
+	// ForeignListeners are listening sockets it bound itself (addresses
+	// missing from --listen).
+	ForeignListeners []ForeignListener `json:"foreign_listeners,omitempty"`
 }
 
 // ProcStatus is one process of a generation, with limits read back from
@@ -158,6 +161,9 @@ func (s *Supervisor) genStatus(g lifecycle.GenInfo, established map[uint64]bool)
 	}
 	if gs.Deadline != nil {
 		gs.DeadlineAction = deadlineActions[g.State]
+	}
+	if rt := s.gens[g.Gen]; rt != nil {
+		gs.ForeignListeners = rt.foreign
 	}
 	if g.Pid == 0 {
 		return gs

@@ -39,6 +39,9 @@ type Config struct {
 	// StateFile is where the supervisor keeps what a restarted baton needs
 	// to adopt its generations after a crash ("" for none).
 	StateFile string
+	// AdoptListeners takes over listening sockets a generation bound itself
+	// (addresses missing from --listen), so the next one receives them.
+	AdoptListeners bool
 }
 
 // Deps are the supervisor's collaborators.
@@ -92,6 +95,7 @@ type Supervisor struct {
 	handedOver atomic.Bool // an upgrade succeeded: the next baton carries on
 	adopted    bool        // Adopt carried over another baton's generations
 	savedState []byte      // what the state file holds
+	calls      chan func() // work effect goroutines hand to the loop
 }
 
 // New checks cfg and returns a supervisor; Run starts it.
@@ -121,6 +125,7 @@ func New(cfg Config, deps Deps) (*Supervisor, error) {
 		m:          lifecycle.New(cfg.Lifecycle),
 		gens:       map[lifecycle.Gen]*genRuntime{},
 		events:     make(chan lifecycle.Event, 64),
+		calls:      make(chan func(), 8),
 		reqs:       make(chan request),
 		pending:    map[lifecycle.RequestID]pendingReq{},
 		done:       make(chan struct{}),
@@ -199,6 +204,8 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			s.step(ev)
 		case r := <-s.reqs:
 			s.handle(r)
+		case f := <-s.calls:
+			f()
 		case <-tc:
 			s.step(lifecycle.Tick{At: s.clock.Now()})
 		case <-ctxDone:
@@ -262,6 +269,14 @@ func (s *Supervisor) releaseAll() {
 		if rt.proc != nil {
 			rt.proc.Release()
 		}
+	}
+}
+
+// inLoop runs f on the loop goroutine (from an effect goroutine).
+func (s *Supervisor) inLoop(f func()) {
+	select {
+	case s.calls <- f:
+	case <-s.loopCtx.Done():
 	}
 }
 

@@ -58,6 +58,7 @@ func runCommand() *cli.Command {
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "watch", Usage: "reload when the content of this file or directory `PATH` changes (repeatable; debounced, digest-compared)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics on `ADDR` (host:port) at /metrics"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "pid-file", Usage: "write baton's pid to `FILE` (kept up to date across upgrades)"}),
+		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "adopt-listeners", Usage: "take over listening sockets a generation bound itself (addresses missing from --listen) so the next generation receives them"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "drain-signal", Usage: "generic driver: `SIGNAL` that asks a generation to drain (default SIGTERM)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "stop-signal", Usage: "generic driver: `SIGNAL` for the hard stop (default SIGINT)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "ready-probe", Usage: "generic driver: a generation is ready when `COMMAND` (run by /bin/sh -c) exits 0, instead of READY=1 on NOTIFY_SOCKET"}),
@@ -90,6 +91,7 @@ func configFile(flags []cli.Flag) cli.BeforeFunc {
 
 // runSetup is everything runAction validated and built before supervising.
 type runSetup struct {
+	adopt   bool
 	watch   []string
 	checkTO time.Duration
 	cmd     []string
@@ -157,7 +159,7 @@ func parseRunFlags(c *cli.Context) (*runSetup, error) {
 	if rs.rlimits, err = supervisor.EffectiveRlimits(configured); err != nil {
 		return nil, err
 	}
-	rs.watch, rs.checkTO = c.StringSlice("watch"), c.Duration("check-timeout")
+	rs.watch, rs.checkTO, rs.adopt = c.StringSlice("watch"), c.Duration("check-timeout"), c.Bool("adopt-listeners")
 	if rs.checkTO <= 0 {
 		return nil, usagef("run: --check-timeout must be positive")
 	}
@@ -313,10 +315,10 @@ func supervise(rs *runSetup, st *startState, upg *tableflip.Upgrader) error {
 		Command: rs.cmd, Driver: rs.driver, Listeners: st.listeners, Rlimits: rs.rlimits,
 		Lifecycle: rs.life, CheckTimeout: rs.checkTO, RunDir: st.ctl.Path + ".d", Env: os.Environ(),
 		WatchPaths: rs.watch, Control: st.ctl, InitPipe: st.initPipe, MetricsListener: st.metrics,
-		StateFile: st.ctl.Path + ".state",
+		StateFile: st.ctl.Path + ".state", AdoptListeners: rs.adopt,
 	}, supervisor.Deps{
 		Log: rs.log, Starter: &supervisor.ExecStarter{Reaper: reaper}, ProcFS: st.procfs,
-		Notify: sdNotify, Metrics: metrics, Upgrader: flipper{upg},
+		Notify: sdNotify, Metrics: metrics, Upgrader: flipper{upg, reaper},
 	})
 	if err == nil && st.handover != nil {
 		err = sup.Adopt(*st.handover, st.fds)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"regexp"
 	"strconv"
 	"time"
 
@@ -163,14 +164,32 @@ func (st *startState) close(handedOver bool) {
 
 // flipper is the supervisor's Upgrader: tableflip starts the binary now on
 // disk with the same arguments and passes it the handover socketpair.
-type flipper struct{ upg *tableflip.Upgrader }
+type flipper struct {
+	upg    *tableflip.Upgrader
+	reaper *supervisor.Reaper
+}
+
+var childPidRE = regexp.MustCompile(`pid=(\d+)`)
 
 func (f flipper) Upgrade(handover *os.File) error {
 	if err := f.upg.Fds.AddFile(handoverName, handover); err != nil {
 		return err
 	}
-	if err := f.upg.Upgrade(); err != nil {
-		return fmt.Errorf("the new baton (%s) did not take over: %w", os.Args[0], err)
+	err := f.upg.Upgrade()
+	if err == nil {
+		return nil
 	}
-	return nil
+	// baton's reaper collects every child's exit, the new baton's too, so
+	// tableflip cannot tell how it ended: the reaper can.
+	if m := childPidRE.FindStringSubmatch(err.Error()); m != nil {
+		pid, _ := strconv.Atoi(m[1])
+		if st, ok := f.reaper.RecentExit(pid); ok {
+			how := fmt.Sprintf("exit status %d", st.Code)
+			if st.Signal != 0 {
+				how = "killed by " + st.Signal.String()
+			}
+			return fmt.Errorf("the new baton (%s, pid %d) did not take over: it ended with %s; its own words are in this baton's log", os.Args[0], pid, how)
+		}
+	}
+	return fmt.Errorf("the new baton (%s) did not take over: %w", os.Args[0], err)
 }

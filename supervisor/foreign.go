@@ -1,0 +1,109 @@
+package supervisor
+
+import (
+	"fmt"
+	"net/netip"
+
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"github.com/batonproxy/baton/fdpass"
+	"github.com/batonproxy/baton/supervisor/lifecycle"
+)
+
+// ForeignListener is a TCP socket in LISTEN state that a generation bound
+// itself (an address missing from --listen): a second socket for that address
+// appears with every generation, exactly what baton exists to prevent.
+type ForeignListener struct {
+	Addr    string `json:"addr"`
+	Inode   uint64 `json:"inode"`
+	Pid     int    `json:"pid"`
+	Adopted bool   `json:"adopted"` // baton took it over (--adopt-listeners)
+}
+
+// findForeign lists the listening TCP sockets pgid's processes hold that are
+// not baton's, with a process and descriptor number holding each.
+func (s *Supervisor) findForeign(pgid int, ours map[uint64]bool) []foreignFd {
+	listening, err := fdpass.ListeningTCP()
+	if err != nil {
+		return nil
+	}
+	byInode := map[uint64]fdpass.ListenInfo{}
+	for _, l := range listening {
+		if !ours[l.Inode] {
+			byInode[l.Inode] = l
+		}
+	}
+	if len(byInode) == 0 {
+		return nil
+	}
+	seen := map[uint64]bool{}
+	var out []foreignFd
+	pids, _ := s.procfs.Members(pgid)
+	for _, pid := range pids {
+		in, err := s.procfs.SocketInodes(pid)
+		if err != nil {
+			continue
+		}
+		for inode := range in {
+			l, ok := byInode[inode]
+			if !ok || seen[inode] {
+				continue
+			}
+			seen[inode] = true
+			out = append(out, foreignFd{ForeignListener{Addr: l.Addr.String(), Inode: inode, Pid: pid}, l.Addr})
+		}
+	}
+	return out
+}
+
+type foreignFd struct {
+	ForeignListener
+	addr netip.AddrPort
+}
+
+// noteForeign runs on the loop: it records what a generation bound itself,
+// and with --adopt-listeners takes those sockets over so that the next
+// generation receives them.
+func (s *Supervisor) noteForeign(gen lifecycle.Gen, found []foreignFd) {
+	rt := s.gens[gen]
+	if rt == nil {
+		return
+	}
+	for _, f := range found {
+		if s.cfg.AdoptListeners {
+			f.Adopted = s.adoptForeign(gen, f) == nil
+		}
+		rt.log.Warn("generation bound a listening socket baton did not hand it: add it to --listen (or run with --adopt-listeners)",
+			zap.String("addr", f.Addr), zap.Uint64("inode", f.Inode), zap.Int("holder", f.Pid), zap.Bool("adopted", f.Adopted))
+		rt.foreign = append(rt.foreign, f.ForeignListener)
+	}
+}
+
+func (s *Supervisor) adoptForeign(gen lifecycle.Gen, f foreignFd) error {
+	fdnum := FindSocketFd(f.Pid, f.Inode)
+	pidfd, err := unix.PidfdOpen(f.Pid, 0)
+	if err != nil || fdnum < 0 {
+		return fmt.Errorf("reach pid %d: %v", f.Pid, err)
+	}
+	fd, err := TakeFd(pidfd, fdnum)
+	unix.Close(pidfd)
+	if err != nil {
+		return err
+	}
+	scheme := fdpass.TCP4
+	if f.addr.Addr().Is6() {
+		scheme = fdpass.TCP6
+	}
+	sp, err := fdpass.ParseSpec(string(scheme) + "://" + f.addr.String())
+	if err != nil {
+		unix.Close(fd)
+		return err
+	}
+	sock, err := fdpass.Adopt(sp, fd)
+	if err != nil {
+		return err
+	}
+	s.cfg.Listeners.add(sock, false, []lifecycle.Gen{gen})
+	return nil
+}
