@@ -80,11 +80,14 @@ func (s *Supervisor) runCheck(gen lifecycle.Gen) lifecycle.Event {
 	if err != nil {
 		return lifecycle.CheckDone{At: s.clock.Now(), Gen: gen, Err: err}
 	}
-	if err := s.snapshotConfig(rt, nil); err != nil {
-		return lifecycle.CheckDone{At: s.clock.Now(), Gen: gen, Err: err}
-	}
+	// The digest is read before the copy: a change in between then makes
+	// the watch reload once more, instead of marking content as applied
+	// that this generation never loaded.
 	if s.watch != nil {
 		rt.digest = s.watch.digest()
+	}
+	if err := s.snapshotConfig(rt, nil); err != nil {
+		return lifecycle.CheckDone{At: s.clock.Now(), Gen: gen, Err: err}
 	}
 	if s.served() {
 		s.notify(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d\nSTATUS=reloading: checking generation %d", monotonicUsec(), gen))

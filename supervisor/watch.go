@@ -90,13 +90,17 @@ func (w *watcher) digest() string {
 	return d
 }
 
-// applied records the digest a successful reload loaded.
+// applied records the digest a successful reload loaded (whoever asked for
+// it). A failure recorded for other content is history then.
 func (w *watcher) applied(d string) {
 	if d == "" {
 		return
 	}
 	w.mu.Lock()
 	w.st.Applied = d
+	if d != w.st.Attempted {
+		w.st.LastError = ""
+	}
 	w.mu.Unlock()
 }
 
@@ -107,18 +111,14 @@ func (w *watcher) run(ctx context.Context) error {
 		return fmt.Errorf("watch: %w", err)
 	}
 	defer fsw.Close()
-	dirs := map[string]bool{}
+	watched := map[string]bool{}
 	for _, p := range w.paths {
-		dirs[filepath.Dir(p)] = true
-		if st, err := os.Stat(p); err == nil && st.IsDir() {
-			dirs[p] = true
+		if err := fsw.Add(filepath.Dir(p)); err != nil {
+			return fmt.Errorf("watch %s: %w", filepath.Dir(p), err)
 		}
+		watched[filepath.Dir(p)] = true
 	}
-	for d := range dirs {
-		if err := fsw.Add(d); err != nil {
-			return fmt.Errorf("watch %s: %w", d, err)
-		}
-	}
+	w.watchMore(fsw, watched)
 	w.log.Info("watching", zap.Strings("paths", w.paths))
 	var timer *time.Timer
 	var timerC <-chan time.Time
@@ -150,9 +150,74 @@ func (w *watcher) run(ctx context.Context) error {
 			w.log.Warn("watch error", zap.Error(err)) // e.g. overflow: the next check reads the files anyway
 		case <-timerC:
 			timerC = nil
+			w.watchMore(fsw, watched) // directories created or links retargeted meanwhile
 			w.check(ctx)
 		}
 	}
+}
+
+// watchMore adds inotify watches for every directory the digest reads from:
+// a watched directory and its visible subdirectories, and the directories
+// symlinks lead to (an edit of a ConfigMap's file behind ..data, or of a
+// file a watched link points to). Watches on removed directories go away by
+// themselves.
+func (w *watcher) watchMore(fsw *fsnotify.Watcher, watched map[string]bool) {
+	var want []string
+	for _, p := range w.paths {
+		files := []string{p}
+		if st, err := os.Stat(p); err == nil && st.IsDir() {
+			want = append(want, p)
+			files, _ = visibleFiles(p, 0)
+			want = append(want, visibleDirs(p, 0)...)
+		}
+		for _, f := range files {
+			if real, err := filepath.EvalSymlinks(f); err == nil {
+				want = append(want, filepath.Dir(real))
+			}
+		}
+	}
+	for _, d := range want {
+		if watched[d] {
+			continue
+		}
+		if err := fsw.Add(d); err != nil {
+			w.log.Warn("watch", zap.String("dir", d), zap.Error(err))
+			continue
+		}
+		watched[d] = true
+	}
+}
+
+// visibleDirs lists the visible subdirectories below dir (through links).
+func visibleDirs(dir string, depth int) []string {
+	if depth > 8 {
+		return nil
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, e := range ents {
+		if skipName(e.Name()) {
+			continue
+		}
+		p := filepath.Join(dir, e.Name())
+		if st, err := os.Stat(p); err == nil && st.IsDir() {
+			out = append(out, p)
+			out = append(out, visibleDirs(p, depth+1)...)
+		}
+	}
+	return out
+}
+
+// skipName: hidden entries (a ConfigMap's ..data, reached through the
+// visible links) and editors' temporary files.
+func skipName(n string) bool {
+	if strings.HasPrefix(n, ".") || strings.HasSuffix(n, "~") || strings.HasSuffix(n, ".swp") || strings.HasSuffix(n, ".tmp") {
+		return true
+	}
+	return strings.Trim(n, "0123456789") == "" // vim's 4913 probe
 }
 
 func (w *watcher) noteEvent(ev fsnotify.Event) {
@@ -250,7 +315,7 @@ func visibleFiles(dir string, depth int) ([]string, error) {
 	var out []string
 	for _, e := range ents {
 		n := e.Name()
-		if strings.HasPrefix(n, ".") || strings.HasSuffix(n, "~") || strings.HasSuffix(n, ".swp") || strings.HasSuffix(n, ".tmp") {
+		if skipName(n) {
 			continue
 		}
 		p := filepath.Join(dir, n)

@@ -172,8 +172,10 @@ func listenMetrics(addr string) (net.Listener, error) {
 	if addr == "" {
 		return nil, nil
 	}
-	if _, _, err := net.SplitHostPort(addr); err != nil {
+	if _, port, err := net.SplitHostPort(addr); err != nil {
 		return nil, usageError{fmt.Errorf("--metrics %q: want HOST:PORT", addr)}
+	} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return nil, usageError{fmt.Errorf("--metrics %q: port %q: want 0-65535", addr, port)}
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
