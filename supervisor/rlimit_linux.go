@@ -60,6 +60,9 @@ func ParseRlimit(s string) (Rlimit, error) {
 	}
 	soft, err1 := parseLimit(softS)
 	hard, err2 := parseLimit(hardS)
+	if !hasHard {
+		err2 = nil // the same text, already reported
+	}
 	if err := errors.Join(err1, err2); err != nil {
 		return Rlimit{}, fmt.Errorf("bad --rlimit %q: %w", s, err)
 	}

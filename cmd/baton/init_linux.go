@@ -44,7 +44,11 @@ func initMain(args []string, stderr io.Writer) int {
 		return exitFailed
 	}
 	env := append(os.Environ(), initChildEnv+"=1", "BATON_INIT_FD=3")
-	pid, err := syscall.ForkExec("/proc/self/exe", args, &syscall.ProcAttr{
+	exe, err := os.Executable() // its real name, for ps and pidof (not "exe")
+	if err != nil {
+		exe = "/proc/self/exe"
+	}
+	pid, err := syscall.ForkExec(exe, args, &syscall.ProcAttr{
 		Env:   env,
 		Files: []uintptr{0, 1, 2, wr.Fd()},
 		Sys:   &syscall.SysProcAttr{Setpgid: true},

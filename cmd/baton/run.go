@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"os/user"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,6 +24,7 @@ import (
 	"github.com/urfave/cli/v2/altsrc"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
+	"gopkg.in/yaml.v3"
 
 	"github.com/batonproxy/baton/fdpass"
 	"github.com/batonproxy/baton/proxyctl"
@@ -78,15 +80,54 @@ func runCommand() *cli.Command {
 	}
 }
 
-// configFile loads --config into the flags not set on the command line.
+// configFile loads --config into the flags not set on the command line. A
+// key that is no flag is an error (a typo would otherwise be ignored).
 func configFile(flags []cli.Flag) cli.BeforeFunc {
 	load := altsrc.InitInputSourceWithContext(flags, altsrc.NewYamlSourceFromFlagFunc("config"))
+	known := map[string]bool{}
+	for _, f := range flags {
+		for _, n := range f.Names() {
+			known[n] = true
+		}
+	}
 	return func(c *cli.Context) error {
+		path := c.String("config")
+		if path == "" {
+			return nil
+		}
+		if err := checkConfigKeys(path, known); err != nil {
+			return usageError{err}
+		}
 		if err := load(c); err != nil {
-			return usageError{fmt.Errorf("--config %s: %w", c.String("config"), err)}
+			return usageError{fmt.Errorf("--config %s: %w", path, err)}
 		}
 		return nil
 	}
+}
+
+func checkConfigKeys(path string, known map[string]bool) error {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("--config %s: file does not exist", path)
+	}
+	if err != nil {
+		return fmt.Errorf("--config %s: %w", path, err)
+	}
+	var doc map[string]any
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return fmt.Errorf("--config %s: %w", path, err)
+	}
+	var unknown []string
+	for k := range doc {
+		if !known[k] || k == "config" {
+			unknown = append(unknown, k)
+		}
+	}
+	if len(unknown) > 0 {
+		sort.Strings(unknown)
+		return fmt.Errorf("--config %s: unknown keys %s (the keys are `baton run`'s flag names, plus command)", path, strings.Join(unknown, ", "))
+	}
+	return nil
 }
 
 // runSetup is everything runAction validated and built before supervising.

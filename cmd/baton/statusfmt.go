@@ -42,6 +42,16 @@ func printStatus(w io.Writer, st supervisor.Status, now time.Time) error {
 		}
 		fmt.Fprintf(tw, "last reload: generation %d, %.1f ms, %s ago, %s\n", r.Gen, r.DurationMs, round(now.Sub(r.At)), result)
 	}
+	if w := st.Watch; w != nil {
+		fmt.Fprintf(tw, "watch %s: events %d, unchanged %d, reloads %d, failed %d", strings.Join(w.Paths, " "), w.Events, w.Unchanged, w.Reloads, w.Failed)
+		if w.Waiting != "" {
+			fmt.Fprintf(tw, "; waiting: %s", w.Waiting)
+		}
+		if w.LastError != "" {
+			fmt.Fprintf(tw, "; last error: %s", w.LastError)
+		}
+		fmt.Fprintln(tw)
+	}
 	return tw.Flush()
 }
 

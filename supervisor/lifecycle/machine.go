@@ -322,6 +322,9 @@ func (m *Machine) backoff() time.Duration {
 }
 
 func (m *Machine) onTick() {
+	if at, ok := m.stableAt(); ok && !m.now.Before(at) {
+		m.crashes = 0 // the active generation stayed up long enough
+	}
 	for _, g := range m.gens {
 		if g.Deadline.IsZero() || m.now.Before(g.Deadline) {
 			continue
@@ -365,7 +368,9 @@ func (m *Machine) finish(err error) {
 	if len(r.reqs) > 0 {
 		m.emit(Reply{Reqs: r.reqs, Gen: r.gen, Err: err})
 	}
-	m.last = ReloadResult{Gen: r.gen, At: m.now, Err: err, Duration: m.now.Sub(r.started), Coalesced: len(r.reqs)}
+	if !r.replacement { // a crash replacement is not a reload
+		m.last = ReloadResult{Gen: r.gen, At: m.now, Err: err, Duration: m.now.Sub(r.started), Coalesced: len(r.reqs)}
+	}
 	switch {
 	case r.replacement, r.initial: // a crash replacement or the first start: not reloads
 	case err == nil:
@@ -434,9 +439,22 @@ func (m *Machine) maybeExit() {
 	m.emit(Exit{Err: m.exitErr})
 }
 
+// stableAt is when a crash streak ends: the active generation has then been
+// up for StableAfter.
+func (m *Machine) stableAt() (time.Time, bool) {
+	a := m.active()
+	if m.crashes == 0 || a == nil || a.ReadyAt.IsZero() {
+		return time.Time{}, false
+	}
+	return a.ReadyAt.Add(m.cfg.StableAfter), true
+}
+
 // NextDeadline is the earliest time a Tick has work to do; zero if none.
 func (m *Machine) NextDeadline() time.Time {
 	var next time.Time
+	if at, ok := m.stableAt(); ok {
+		next = at
+	}
 	for _, g := range m.gens {
 		if !g.Deadline.IsZero() && (next.IsZero() || g.Deadline.Before(next)) {
 			next = g.Deadline

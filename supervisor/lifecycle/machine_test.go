@@ -424,8 +424,8 @@ func TestMachine(t *testing.T) {
 				on(Started{At: at(time.Minute + 5*ms), Gen: 2, Pid: 200}),
 				on(Ready{At: at(time.Minute + 50*ms), Gen: 2}).then(func(t *testing.T, m *Machine, _ []Action) {
 					wantTable(t, m, "g2 active pid=200 replacement")
-					if got := m.LastReload(); got.Gen != 2 || got.Err != nil || got.Coalesced != 0 {
-						t.Errorf("LastReload() = %+v, want replacement g2 ok", got)
+					if got := m.LastReload(); got.Gen != 1 {
+						t.Errorf("LastReload() = %+v, want still g1's: a replacement is not a reload", got)
 					}
 					// Replacements are not reloads.
 					wantCounters(t, m, Counters{Crashes: 1})
@@ -515,9 +515,13 @@ func TestMachine(t *testing.T) {
 				on(Started{At: at(2125 * ms), Gen: 3, Pid: 300}),
 				on(Ready{At: at(2200 * ms), Gen: 3}, "reply [2] g3 ok").then(func(t *testing.T, m *Machine, _ []Action) {
 					wantBackoff(t, m, 2, time.Time{})
-					wantNext(t, m, time.Time{})
+					wantNext(t, m, at(12200*ms)) // the streak ends when g3 has been up for StableAfter
 				}),
 				on(Tick{At: at(2500 * ms)}),
+				on(Tick{At: at(12200 * ms)}).then(func(t *testing.T, m *Machine, _ []Action) {
+					wantBackoff(t, m, 0, time.Time{})
+					wantNext(t, m, time.Time{})
+				}),
 			}),
 		},
 		{
@@ -818,5 +822,38 @@ func TestLineDiff(t *testing.T) {
 	}
 	if s := fmtErr(fmt.Errorf("wrapped: %w", errBind)); !strings.HasPrefix(s, "err=UNEXPECTED") {
 		t.Errorf("fmtErr of a non-sentinel error = %q", s)
+	}
+}
+
+// A crash streak ends once the replacement has been active for StableAfter:
+// consecutive crashes (and the status and metrics built on them) go back to
+// 0 instead of showing an old streak forever.
+func TestCrashStreakEndsWhenStable(t *testing.T) {
+	cfg := DefaultConfig()
+	m := New(cfg)
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	m.Step(ReloadRequested{At: t0, Req: 1})
+	m.Step(CheckDone{At: t0, Gen: 1})
+	m.Step(Started{At: t0, Gen: 1, Pid: 100})
+	m.Step(Ready{At: t0, Gen: 1})
+	m.Step(Exited{At: t0.Add(time.Second), Gen: 1, Status: 139}) // replacement g2 starts at once
+	m.Step(Started{At: t0.Add(time.Second), Gen: 2, Pid: 200})
+	m.Step(Ready{At: t0.Add(2 * time.Second), Gen: 2})
+	if c, _ := m.Backoff(); c != 1 {
+		t.Fatalf("crashes %d after one crash, want 1", c)
+	}
+	stable := t0.Add(2*time.Second + cfg.StableAfter)
+	if got := m.NextDeadline(); !got.Equal(stable) {
+		t.Errorf("NextDeadline %s, want the end of the streak at %s", got, stable)
+	}
+	m.Step(Tick{At: stable})
+	if c, _ := m.Backoff(); c != 0 {
+		t.Errorf("crashes %d after the replacement stayed up for StableAfter, want 0", c)
+	}
+	if got := m.NextDeadline(); !got.IsZero() {
+		t.Errorf("NextDeadline %s after the streak ended, want none", got)
+	}
+	if m.LastReload().Gen != 1 {
+		t.Errorf("last reload is generation %d: a crash replacement is not a reload", m.LastReload().Gen)
 	}
 }
