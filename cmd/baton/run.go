@@ -366,6 +366,13 @@ func supervise(rs *runSetup, st *startState, upg *tableflip.Upgrader) error {
 	if err == nil && st.handover != nil {
 		err = sup.Adopt(*st.handover, st.fds)
 	}
+	if err == nil {
+		// The sockets each address has now, kept across restarts, so that a
+		// re-created listener shows (baton doctor).
+		if herr := supervisor.RecordListeners(st.ctl.Path+".listeners", st.listeners, os.Getpid(), time.Now()); herr != nil {
+			rs.log.Warn("listener history", zap.Error(herr))
+		}
+	}
 	st.closeFds()
 	if err != nil {
 		st.close(false)

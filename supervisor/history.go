@@ -1,0 +1,89 @@
+package supervisor
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"os"
+	"time"
+)
+
+// ListenerRecord is one line of the listener history: the socket an address
+// had when a baton started with it. A new inode for an address that stayed
+// in the configuration means the socket was closed and re-created: queued
+// connections were reset and clients saw refusals (the wrong-diff incident).
+// `baton doctor` reads the history.
+type ListenerRecord struct {
+	At       time.Time `json:"at"`
+	BatonPid int       `json:"baton_pid"`
+	Addr     string    `json:"addr"`
+	Key      string    `json:"key"`
+	Inode    uint64    `json:"inode"`
+}
+
+// historyLimit bounds the history file (lines kept).
+const historyLimit = 200
+
+// RecordListeners appends to the history file at path a record for every
+// listener whose socket differs from the last one recorded for its address.
+// It keeps the file to its last historyLimit records. It survives baton's
+// restarts: that is what makes re-created sockets visible.
+func RecordListeners(path string, ls *ListenerSet, pid int, now time.Time) error {
+	old, err := ReadListenerHistory(path)
+	if err != nil {
+		return err
+	}
+	last := map[string]uint64{}
+	for _, r := range old {
+		last[r.Key] = r.Inode
+	}
+	recs := old
+	for _, s := range ls.Sockets() {
+		key := s.Spec().Key()
+		if inode, ok := last[key]; ok && inode == s.Inode() {
+			continue
+		}
+		recs = append(recs, ListenerRecord{At: now, BatonPid: pid, Addr: s.Addr(), Key: key, Inode: s.Inode()})
+	}
+	if len(recs) == len(old) {
+		return nil
+	}
+	if len(recs) > historyLimit {
+		recs = recs[len(recs)-historyLimit:]
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	for _, r := range recs {
+		if err := enc.Encode(r); err != nil {
+			return err
+		}
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, buf.Bytes(), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// ReadListenerHistory reads a listener history file (none: empty).
+func ReadListenerHistory(path string) ([]ListenerRecord, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []ListenerRecord
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var r ListenerRecord
+		if json.Unmarshal(sc.Bytes(), &r) == nil {
+			out = append(out, r)
+		}
+	}
+	return out, sc.Err()
+}
