@@ -8,15 +8,16 @@ import (
 	"strings"
 )
 
-// directive is one nginx directive from an `nginx -T` dump.
-type directive struct {
+// NginxDirective is one nginx directive: its file and line, name and
+// arguments.
+type NginxDirective struct {
 	File string
 	Line int
 	Name string
 	Args []string
 }
 
-func (d directive) where() string { return fmt.Sprintf("%s:%d", d.File, d.Line) }
+func (d NginxDirective) where() string { return fmt.Sprintf("%s:%d", d.File, d.Line) }
 
 const dumpFileHeader = "# configuration file "
 
@@ -30,10 +31,10 @@ var opaqueBlocks = map[string]bool{"map": true, "types": true, "geo": true, "spl
 // checks does not depend on nesting: pid is only valid at top level, listen
 // only in server blocks), skipping the contents of table blocks (map, types,
 // geo, split_clients, charset_map).
-func parseNginxDump(dump string) ([]directive, error) {
-	var out []directive
+func parseNginxDump(dump string) ([]NginxDirective, error) {
+	var out []NginxDirective
 	for _, f := range splitDump(dump) {
-		ds, err := parseNginxFile(f.name, f.text)
+		ds, err := ParseNginxFile(f.name, f.text)
 		if err != nil {
 			return nil, err
 		}
@@ -60,20 +61,25 @@ func splitDump(dump string) []dumpFile {
 	return out
 }
 
-func parseNginxFile(file, text string) ([]directive, error) {
+// ParseNginxFile reads one nginx file as nginx tokenizes it (quotes may
+// span lines, '#' starts a comment only at the start of a word) and returns
+// its directives, block directives included, skipping the contents of table
+// blocks (map, types, geo, split_clients, charset_map), whose keys are not
+// directives.
+func ParseNginxFile(file, text string) ([]NginxDirective, error) {
 	toks, err := lexNginx(text)
 	if err != nil {
 		return nil, fmt.Errorf("%s:%w", file, err)
 	}
-	var out []directive
+	var out []NginxDirective
 	var stack []string
-	var cur *directive
+	var cur *NginxDirective
 	opaque := 0 // depth inside table blocks
 	for _, t := range toks {
 		switch t.punct {
 		case 0:
 			if cur == nil {
-				cur = &directive{File: file, Line: t.line, Name: t.text}
+				cur = &NginxDirective{File: file, Line: t.line, Name: t.text}
 			} else {
 				cur.Args = append(cur.Args, t.text)
 			}
@@ -174,7 +180,7 @@ func lexNginx(text string) ([]ntoken, error) {
 
 // nginxListen is what baton needs to know of one `listen` directive.
 type nginxListen struct {
-	d         directive
+	d         NginxDirective
 	key       string // same form as fdpass.Spec.Key
 	reuseport bool
 	backlog   int // 0: not set
@@ -182,7 +188,7 @@ type nginxListen struct {
 
 // parseListen reads a listen directive's address and parameters. Ports
 // alone mean 0.0.0.0; "*" means 0.0.0.0; no port means 80.
-func parseListen(d directive) (nginxListen, error) {
+func parseListen(d NginxDirective) (nginxListen, error) {
 	l := nginxListen{d: d}
 	if len(d.Args) == 0 {
 		return l, fmt.Errorf("%s: listen without an address", d.where())
@@ -252,7 +258,7 @@ func parseNginxAddr(s string) (netip.AddrPort, error) {
 const nginxDefaultBacklog = 511
 
 // checkNginxDump refuses configurations that would break baton's one socket
-// per address: a `pid` directive (generations would share one pid file, which
+// per address: a `pid` NginxDirective (generations would share one pid file, which
 // an exiting old master deletes), `reuseport` on a passed address (nginx adds
 // a second socket of its own), a `backlog=` other than baton's (nginx
 // re-listens the shared socket, for every holder), and listen addresses baton
@@ -278,7 +284,7 @@ func checkNginxDump(dump string, listeners []Listener) error {
 	return errors.Join(errs...)
 }
 
-func checkListen(d directive, passed map[string]Listener) error {
+func checkListen(d NginxDirective, passed map[string]Listener) error {
 	l, err := parseListen(d)
 	if err != nil {
 		return err

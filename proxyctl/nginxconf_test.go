@@ -301,8 +301,8 @@ func TestParseNginxAddr(t *testing.T) {
 }
 
 func TestParseListen(t *testing.T) {
-	d := func(args ...string) directive {
-		return directive{File: "/c/n.conf", Line: 7, Name: "listen", Args: args}
+	d := func(args ...string) NginxDirective {
+		return NginxDirective{File: "/c/n.conf", Line: 7, Name: "listen", Args: args}
 	}
 	cases := []struct {
 		args      []string
@@ -500,7 +500,7 @@ func TestParseNginxDumpMultiLineQuote(t *testing.T) {
 // TestParseListenUDP: `listen ... udp` (stream module) asks for a datagram
 // socket, which must match baton's udp:// listener, not a tcp:// one.
 func TestParseListenUDP(t *testing.T) {
-	l, err := parseListen(directive{File: "/n.conf", Line: 1, Name: "listen", Args: []string{"127.0.0.1:5353", "udp"}})
+	l, err := parseListen(NginxDirective{File: "/n.conf", Line: 1, Name: "listen", Args: []string{"127.0.0.1:5353", "udp"}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -94,7 +94,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		OnUsageError:   onUsage,
 		ExitErrHandler: func(*cli.Context, error) {}, // exit codes are ours
 		Commands: []*cli.Command{
-			runCommand(), reloadCommand(), statusCommand(), stopCommand(), upgradeCommand(), versionCommand(),
+			runCommand(), reloadCommand(), statusCommand(), stopCommand(), upgradeCommand(), doctorCommand(), versionCommand(),
 		},
 	}
 	for _, c := range app.Commands {

@@ -1,0 +1,31 @@
+// Package doctor implements `baton doctor`: host checks for the incidents
+// baton exists for (DESIGN.md, "Why"). Each check looks for one condition
+// that caused one of them — SO_REUSEPORT groups and old proxies still
+// listening (stale 503s), low or uneven NOFILE limits and descriptor
+// exhaustion (health-check flapping), kernel queues and limits that drop
+// connections, proxy configurations whose drains cut clients off or never
+// end, baton generations that drain too long, and listening sockets
+// re-created for an unchanged address (the wrong diff) — and reports what it
+// saw, why it matters and how to fix it.
+//
+// Invariants:
+//
+//   - Read only. doctor never signals, writes, binds or connects to anything
+//     but baton control sockets (GET /v1/status), and runs no program.
+//   - Facts are gathered once per run (Gather: one sock_diag dump of the
+//     listening sockets, one pass over /proc, the sysctls and counters, the
+//     status of each baton), then every check is a pure function of those
+//     Facts and the Options (Evaluate), so tests feed checks fake facts.
+//   - Every finding names its check, a severity (info, warning, critical), a
+//     subject, and says what it saw, why it matters and the fix. Only warning
+//     and critical findings make `baton doctor` exit 1.
+//   - What could not be read (another user's /proc entries, a baton that does
+//     not answer) is reported as a note, never silently taken as "all clear",
+//     and never fails the run.
+//   - Its cost does not grow with the host's connection count beyond one
+//     readlink per open descriptor: sockets are listed by state in the
+//     kernel (LISTEN only), TIME_WAIT is counted by /proc/net/sockstat.
+//
+// Dependencies: cmd/baton → doctor → supervisor (status and history types),
+// fdpass (sock_diag).
+package doctor
