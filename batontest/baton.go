@@ -79,6 +79,10 @@ type StartOptions struct {
 	Shell string
 	// NoWait returns without waiting for the first generation to serve.
 	NoWait bool
+	// Exec is the baton binary `baton run` executes (default: the one
+	// BatonBinary builds, which CLI always uses). A test that replaces the
+	// binary on disk under a running baton (an upgrade) runs a copy.
+	Exec string
 }
 
 // StartBaton runs `baton run -c DIR/b.sock --log-format console ARGS...`
@@ -93,14 +97,18 @@ func StartBaton(t testing.TB, args []string, opt StartOptions) *Baton {
 		t.Fatal(err)
 	}
 	full := append([]string{"run", "-c", b.Control, "--log-format", "console", "--log-level", "debug"}, args...)
+	exe := b.Bin
+	if opt.Exec != "" {
+		exe = opt.Exec
+	}
 	if opt.Shell != "" {
 		quoted := make([]string, len(full))
 		for i, a := range full {
 			quoted[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
 		}
-		b.Cmd = exec.Command("/bin/sh", "-c", opt.Shell+"; exec "+b.Bin+" "+strings.Join(quoted, " "))
+		b.Cmd = exec.Command("/bin/sh", "-c", opt.Shell+"; exec "+exe+" "+strings.Join(quoted, " "))
 	} else {
-		b.Cmd = exec.Command(b.Bin, full...)
+		b.Cmd = exec.Command(exe, full...)
 	}
 	b.Cmd.Stdout, b.Cmd.Stderr = logf, logf
 	b.Cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -249,8 +257,13 @@ func (b *Baton) Signal(sig syscall.Signal) error {
 	return b.Cmd.Process.Signal(sig)
 }
 
-// cleanup stops baton (fast) and kills, by pid, anything it left.
+// cleanup stops baton (fast) and kills, by pid, anything it left. A baton
+// that took over through `baton upgrade` (another pid on the same control
+// socket, not a child of the test) is stopped the same way.
 func (b *Baton) cleanup() {
+	if st, err := b.Status(); err == nil && st.Pid != b.Pid() && Alive(st.Pid) {
+		stopPid(st.Pid)
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for _, p := range Descendants(b.Pid()) {
@@ -277,5 +290,14 @@ func (b *Baton) cleanup() {
 	}
 	if b.t.Failed() {
 		b.t.Logf("baton log tail:\n%s", b.LogTail(60))
+	}
+}
+
+// stopPid sends SIGQUIT (baton's fast stop) to pid, and SIGKILL if it is
+// still alive 15 s later.
+func stopPid(pid int) {
+	_ = syscall.Kill(pid, syscall.SIGQUIT)
+	if _, gone := PollUntil(15*time.Second, 10*time.Millisecond, func() bool { return !Alive(pid) }); !gone {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
 }

@@ -54,7 +54,10 @@ func (p *proc) Handover() (ProcHandover, error) {
 // pipe come from h, and are owned by the result): its exit is seen when the
 // pidfd becomes readable; its exit status is StatusUnknown.
 func AdoptProc(h ProcHandover, onLine func(string)) Proc {
-	p := &proc{pid: h.Pid, pidfd: h.Pidfd, done: make(chan struct{}), outDone: make(chan struct{}), stop: make(chan struct{})}
+	p := &proc{pid: h.Pid, pidfd: h.Pidfd, wake: -1, done: make(chan struct{}), outDone: make(chan struct{})}
+	if fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC); err == nil {
+		p.wake = fd
+	}
 	go p.watchPidfd()
 	if h.Output >= 0 {
 		p.out = os.NewFile(uintptr(h.Output), "output")
@@ -66,20 +69,21 @@ func AdoptProc(h ProcHandover, onLine func(string)) Proc {
 }
 
 // watchPidfd closes done once the process exited (the pidfd polls
-// readable), or gives up when the proc is released.
+// readable), or gives up when the proc is released (its eventfd polls
+// readable). It sleeps in poll(2) without a timeout: an adopted
+// generation costs baton no wake-ups while it serves.
 func (p *proc) watchPidfd() {
 	fds := []unix.PollFd{{Fd: int32(p.pidfd), Events: unix.POLLIN}}
+	if p.wake >= 0 {
+		fds = append(fds, unix.PollFd{Fd: int32(p.wake), Events: unix.POLLIN})
+	}
 	for {
-		select {
-		case <-p.stop:
-			p.exited(ExitStatus{Code: StatusUnknown}) // released: nobody waits any more
-			return
-		default:
-		}
-		n, err := unix.Poll(fds, 200)
-		if errors.Is(err, unix.EINTR) || (err == nil && n == 0) {
+		_, err := unix.Poll(fds, -1)
+		if errors.Is(err, unix.EINTR) {
 			continue
 		}
+		// Exited, released, or poll failed (then nobody can tell
+		// otherwise): done either way, and the exit status is unknown.
 		p.exited(ExitStatus{Code: StatusUnknown})
 		return
 	}

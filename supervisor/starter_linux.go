@@ -87,7 +87,7 @@ func (s *ExecStarter) Start(sp StartSpec) (Proc, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &proc{done: make(chan struct{}), outDone: make(chan struct{}), pidfd: -1}
+	p := &proc{done: make(chan struct{}), outDone: make(chan struct{}), pidfd: -1, wake: -1}
 	// Fd on our own private pipe and /dev/null only: it makes them blocking,
 	// which is what a child's stdio should be. Shared sockets are passed as
 	// raw descriptors and never go through (*os.File).Fd.
@@ -125,8 +125,8 @@ type proc struct {
 	pidfd   int
 	done    chan struct{}
 	outDone chan struct{}
-	out     *os.File      // read end of the output pipe (for a handover)
-	stop    chan struct{} // adopted procs: ends watchPidfd
+	out     *os.File // read end of the output pipe (for a handover)
+	wake    int      // adopted procs: an eventfd that ends watchPidfd (-1: none)
 
 	mu       sync.Mutex
 	status   ExitStatus
@@ -195,9 +195,12 @@ func (p *proc) Release() {
 	}
 	p.released = true
 	p.mu.Unlock()
-	if p.stop != nil {
-		close(p.stop)
-		<-p.done // watchPidfd returns within its poll interval, closing done
+	if p.wake >= 0 {
+		var one [8]byte
+		one[0] = 1 // eventfd counters are host-endian; every Linux baton runs on is little-endian
+		_, _ = unix.Write(p.wake, one[:])
+		<-p.done // watchPidfd returns at once, closing done
+		unix.Close(p.wake)
 	}
 	if p.pidfd >= 0 {
 		unix.Close(p.pidfd)
