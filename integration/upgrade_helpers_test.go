@@ -105,9 +105,9 @@ func genPids(st batontest.Status) map[int]int {
 
 // upgradeResult is one `baton upgrade`.
 type upgradeResult struct {
-	took             time.Duration
-	oldPid, newPid   int // as status shows them
-	before, after    map[int]int
+	took           time.Duration
+	oldPid, newPid int // as status shows them
+	before, after  map[int]int
 }
 
 // upgrade runs `baton upgrade` on a settled baton and checks that another
