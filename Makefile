@@ -13,7 +13,7 @@ SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_DIR     ?= /tmp/baton-demo
 DEMO_CONTROL := $(DEMO_DIR)/baton.sock
 
-.PHONY: all build deps tools lint test unit integration demo clean
+.PHONY: all build deps tools lint test unit integration demo bench clean
 
 all: build
 
@@ -47,6 +47,24 @@ unit:
 
 integration: deps
 	$(GO) test -race -count=1 -timeout 15m -p 1 -v ./integration/
+
+# The same load and reload storms against baton and against HAProxy's and
+# nginx's own reloads, plus reload latency, kill -9, steady state and scale
+# (integration/storm). The full run (under 15 minutes on 2 cores) writes
+# docs/BENCHMARKS.md, docs/bench.json and docs/bench-storm.svg; QUICK=1
+# (under 2 minutes) writes them to bin/bench-quick/ and leaves docs/ alone.
+ifeq ($(QUICK),)
+BENCH_OUT   ?= docs
+BENCH_FLAGS :=
+else
+BENCH_OUT   ?= bin/bench-quick
+BENCH_FLAGS := --quick
+endif
+
+bench: deps
+	@mkdir -p $(BENCH_OUT)
+	$(GO) run ./integration/storm bench $(BENCH_FLAGS) --json $(BENCH_OUT)/bench.json \
+		--markdown $(BENCH_OUT)/BENCHMARKS.md --svg $(BENCH_OUT)/bench-storm.svg
 
 # Runs baton in the foreground supervising HAProxy on 127.0.0.1:8080 with
 # examples/haproxy/haproxy.cfg. Ctrl-C drains and stops it.

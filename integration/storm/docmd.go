@@ -137,6 +137,7 @@ func findings(r *benchReport) []string {
 		out = append(out, fmt.Sprintf("%d generations draining at once: baton at %s kB RSS and %d fds, `baton status` in %s ms, a reload in %s ms; all gone %s ms after their requests were answered.",
 			d.Draining, num(d.Held.RSSKB), d.Held.Fds, msText(d.StatusCLI.P50), msText(d.Reload.P50), msText(d.ExitedMs)))
 	}
+	backoff := false
 	for _, k := range r.Kills {
 		state := "kept serving"
 		if k.ServiceGone {
@@ -144,6 +145,20 @@ func findings(r *benchReport) []string {
 		}
 		out = append(out, fmt.Sprintf("kill -9 every %s, %s: %s failed (%s refused), longest gap without an answer %s ms; the service %s.",
 			r.Plan.KillEvery.D(), k.MethodName, num(k.Failed), num(k.Refused), msText(k.LongestGapMs), state))
+		backoff = backoff || (strings.HasPrefix(k.Method, "baton") && len(k.RecoveryMs) > 1)
+	}
+	if backoff {
+		out = append(out, "Under baton the first kill is replaced at once; the later ones fall within 10 s of the replacement becoming ready, "+
+			"which baton treats as a crash loop and backs off (500 ms, 1 s, 2 s, … up to 30 s) before the next replacement. "+
+			"baton holds the listening socket all along, so clients wait in its accept queue instead of being refused: the failures are the requests the killed process had accepted.")
+	}
+	for _, s := range r.Storms {
+		if s.Method == "baton-nginx" && s.Mode == "keepalive" && s.Failed > 0 {
+			out = append(out, fmt.Sprintf("baton + nginx, keep-alive, every %d ms: the %s failures are nginx's own. A draining nginx worker closes its idle keep-alive connections at once, "+
+				"and a request a client sends on one at that moment is lost (EOF or reset before a response) — `nginx -s reload` loses them the same way (its keep-alive rows). "+
+				"baton cannot hand a connection over; with `keepalive_timeout 0`, or HAProxy's `option idle-close-on-response` in front, none are lost (README, \"nginx and keep-alive\").",
+				s.IntervalMs, num(s.Failed)))
+		}
 	}
 	if len(r.Errors) > 0 {
 		out = append(out, fmt.Sprintf("%d scenario(s) failed to run; see Errors below.", len(r.Errors)))
@@ -179,8 +194,8 @@ func sensitivityFinding(r *benchReport) []string {
 			if s.Failed == 0 {
 				out = append(out, "**WARNING: the -sf method showed no failure in the 100 ms new-connection storm: this run was not sensitive enough to trust its zeros.**")
 			} else {
-				out = append(out, fmt.Sprintf("Sensitivity check passed: the naive `-sf` reload lost %s requests (%s) in the 100 ms new-connection storm, so the zeros above are measured, not missed.",
-					num(s.Failed), failures(s.Failed, s.Classes)))
+				out = append(out, fmt.Sprintf("Sensitivity check passed: the naive `-sf` reload lost requests in the 100 ms new-connection storm — %s failed — so the zeros above are measured, not missed.",
+					failures(s.Failed, s.Classes)))
 			}
 		case "haproxy-mw", "nginx-hup":
 			out = append(out, fmt.Sprintf("%s at 100 ms: %s failed and %s stale answers with new connections%s.", s.MethodName, num(s.Failed), num(s.Stale), keepAliveOf(r, s.Method)))

@@ -72,10 +72,10 @@ func quickPlan() plan {
 	return plan{
 		Quick:     true,
 		Workers:   16,
-		StormFast: dur(3 * time.Second), StormSlow: 0,
+		StormFast: dur(4 * time.Second), StormSlow: 0,
 		Warmup: dur(500 * time.Millisecond), Tail: dur(500 * time.Millisecond),
 		Steady: dur(2 * time.Second), SteadyRounds: 1,
-		Kill: dur(5 * time.Second), KillFirst: dur(1500 * time.Millisecond), KillEvery: dur(5 * time.Second),
+		Kill: dur(4 * time.Second), KillFirst: dur(1500 * time.Millisecond), KillEvery: dur(5 * time.Second),
 		LatencyReloads: 5,
 		ScaleReloads:   300, ScaleSampleEvery: 50, ActivatedReloads: 50,
 		Listeners: 1000, Draining: 16,
