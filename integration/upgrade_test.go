@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -150,6 +151,24 @@ func TestUpgradeToBrokenBinary(t *testing.T) {
 	r.reload(t)
 	if g := batontest.HTTPGet(r.addr, "/", 5*time.Second); g.Status != 200 || g.Gen != "3" {
 		t.Fatalf("reload after the good upgrade: GET %+v, want version 3", g)
+	}
+
+	// SIGUSR2 is `baton upgrade` for init scripts and kill(1).
+	before = r.settled(t)
+	if err := syscall.Kill(before.Pid, syscall.SIGUSR2); err != nil {
+		t.Fatal(err)
+	}
+	var st batontest.Status
+	took, ok := batontest.PollUntil(15*time.Second, 10*time.Millisecond, func() bool {
+		st = r.status(t)
+		return st.Pid != before.Pid
+	})
+	t.Logf("SIGUSR2: baton %d → %d after %s, generations %v → %v", before.Pid, st.Pid, took.Round(time.Millisecond), genPids(before), genPids(st))
+	if !ok || fmt.Sprint(genPids(st)) != fmt.Sprint(genPids(before)) {
+		t.Fatalf("SIGUSR2 did not upgrade: status %+v\n%s", st, b.LogTail(20))
+	}
+	if g := batontest.HTTPGet(r.addr, "/", 5*time.Second); g.Status != 200 || g.Gen != "3" {
+		t.Fatalf("after SIGUSR2: GET %+v", g)
 	}
 }
 

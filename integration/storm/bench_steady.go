@@ -15,10 +15,11 @@ import (
 type steadyRow struct {
 	Proxy string `json:"proxy"`
 	// Bare and Baton are the OK responses/s of each run, in run order
-	// (they alternate, bare first).
+	// (rounds alternate bare-baton and baton-bare).
 	Bare  []float64 `json:"bare_ok_per_s"`
 	Baton []float64 `json:"baton_ok_per_s"`
-	// Ratio is the best baton run over the best bare run.
+	// Ratio is the median baton run over the median bare run (the
+	// median: one lucky or unlucky run on a shared machine moves it least).
 	Ratio        float64  `json:"ratio"`
 	BareLatency  durStats `json:"bare_request_latency"`
 	BatonLatency durStats `json:"baton_request_latency"`
@@ -83,8 +84,14 @@ func (b *bench) steady(ctx context.Context, proxy string, barePort, batonPort, b
 			return row, err
 		}
 	}
-	for range b.plan.SteadyRounds {
-		for _, side := range []int{barePort, batonPort} {
+	for round := range b.plan.SteadyRounds {
+		// bare, baton, then baton, bare: a drift of the machine over the
+		// runs (another process, the CPU's clock) weighs on both sides.
+		order := []int{barePort, batonPort}
+		if round%2 == 1 {
+			order = []int{batonPort, barePort}
+		}
+		for _, side := range order {
 			before, _ := footprintOf(batonPid)
 			res, err := run(side, b.plan.Steady.D())
 			if err != nil {
@@ -113,7 +120,7 @@ func (b *bench) steady(ctx context.Context, proxy string, barePort, batonPort, b
 	if bareBest == nil || batonBest == nil {
 		return row, fmt.Errorf("no steady-state run")
 	}
-	row.Ratio = ratio(slices.Max(row.Baton), slices.Max(row.Bare))
+	row.Ratio = ratio(median(row.Baton), median(row.Bare))
 	row.BareLatency = latencyOf(bareBest)
 	row.BatonLatency = latencyOf(batonBest)
 	return row, nil
@@ -124,3 +131,15 @@ func latencyOf(res *load.Result) durStats {
 }
 
 func round1(f float64) float64 { return float64(int64(f*10+0.5)) / 10 }
+
+// median of xs (the mean of the middle two for an even count).
+func median(xs []float64) float64 {
+	s := slices.Sorted(slices.Values(xs))
+	if len(s) == 0 {
+		return 0
+	}
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}

@@ -92,7 +92,7 @@ func scenariosText(r *benchReport) string {
 	}
 	fmt.Fprintf(&b, "| reload latency | %d sequential reloads per method on an idle machine; `haproxy -c`, `nginx -t` and start-to-first-answer %d times each | |\n", p.LatencyReloads, p.LatencyReloads)
 	fmt.Fprintf(&b, "| kill -9 | %s of new-connection load, first kill at %s, then every %s | |\n", p.Kill.D(), p.KillFirst.D(), p.KillEvery.D())
-	fmt.Fprintf(&b, "| steady state | %s per run, bare and under baton alternating, %d run(s) each, best run kept | alternating and keeping the best run of each cancels most of the noise of a shared machine |\n", p.Steady.D(), p.SteadyRounds)
+	fmt.Fprintf(&b, "| steady state | %s per run, bare and under baton alternating (bare-baton, baton-bare, ...), %d run(s) each, the median runs compared | both proxies run at once with the same config; alternating and comparing the median runs cancels most of the noise of a shared machine (single runs vary by ±5 %% here; baton is not in the data path) |\n", p.Steady.D(), p.SteadyRounds)
 	fmt.Fprintf(&b, "| many reloads | %s reloads of `sleep` under the generic driver (ready 1 ms after start), %s of examples/activated, through the control API | a reload of examples/activated costs two Go program start-ups (baton's exec shim and the server, about 60 ms here): 10,000 of them would take 10 minutes; `sleep` makes a reload cost what baton itself does |\n",
 		num(p.ScaleReloads), num(p.ActivatedReloads))
 	fmt.Fprintf(&b, "| listeners | %s `bind` lines in one HAProxy frontend, ports found by binding that many ephemeral loopback sockets at once | `_getsocks` passes them in batches of 252 |\n", num(p.Listeners))

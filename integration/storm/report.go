@@ -228,22 +228,21 @@ func steadyTable(r *benchReport) string {
 	if len(r.Steady) == 0 {
 		return ""
 	}
-	t := newTable("proxy", "bare OK/s (runs)", "under baton OK/s (runs)", "ratio baton / bare", "latency p50 / p99 ms bare", "under baton", "baton CPU during its runs", "failed")
+	t := newTable("proxy", "bare OK/s: median (runs)", "under baton OK/s: median (runs)", "ratio baton / bare", "latency p50 / p99 ms bare", "under baton", "baton CPU during its runs", "failed")
 	for _, s := range r.Steady {
 		t.row(s.Proxy, rates(s.Bare), rates(s.Baton), fmt.Sprintf("**%.3f**", s.Ratio),
 			pp(s.BareLatency), pp(s.BatonLatency), fmt.Sprintf("%.0f ms", s.BatonCPUms), num(s.Failed))
 	}
-	return fmt.Sprintf("### Steady state, no reloads (keep-alive, %d clients, no rate cap, %s per run, best run of each)\n\n", r.Plan.Workers, r.Plan.Steady.D()) + t.String()
+	return fmt.Sprintf("### Steady state, no reloads (keep-alive, %d clients, no rate cap, %s per run, median run of each; latencies of the best run)\n\n", r.Plan.Workers, r.Plan.Steady.D()) + t.String()
 }
 
+// rates renders the median run, then every run in order.
 func rates(rs []float64) string {
-	best := 0.0
 	parts := make([]string, len(rs))
 	for i, v := range rs {
-		best = max(best, v)
 		parts[i] = num(int(v))
 	}
-	return fmt.Sprintf("%s (%s)", num(int(best)), strings.Join(parts, ", "))
+	return fmt.Sprintf("%s (%s)", num(int(median(rs))), strings.Join(parts, ", "))
 }
 
 func scaleTables(r *benchReport) string {
