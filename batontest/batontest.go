@@ -6,7 +6,6 @@ package batontest
 
 import (
 	"errors"
-	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -21,6 +20,7 @@ import (
 	"github.com/prometheus/procfs"
 
 	"github.com/batonproxy/baton/fdpass"
+	"github.com/batonproxy/baton/internal/proctree"
 )
 
 // RequireBinary returns the path of a program the test needs. Missing, it
@@ -138,31 +138,7 @@ func FdCount(pid int) (int, error) {
 }
 
 // Descendants lists every live descendant of pid (children first).
-func Descendants(pid int) []int {
-	var out []int
-	queue := children(pid)
-	for len(queue) > 0 {
-		p := queue[0]
-		queue = queue[1:]
-		out = append(out, p)
-		queue = append(queue, children(p)...)
-	}
-	return out
-}
-
-func children(pid int) []int {
-	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
-	var out []int
-	for _, t := range tasks {
-		b, _ := os.ReadFile(t)
-		for _, f := range strings.Fields(string(b)) {
-			if n, err := strconv.Atoi(f); err == nil {
-				out = append(out, n)
-			}
-		}
-	}
-	return out
-}
+func Descendants(pid int) []int { return proctree.Descendants(pid) }
 
 // Alive reports whether pid exists and is not a zombie.
 func Alive(pid int) bool {

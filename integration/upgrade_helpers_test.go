@@ -6,10 +6,11 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prometheus/procfs"
 
 	"github.com/batonproxy/baton/batontest"
 	"github.com/batonproxy/baton/integration/load"
@@ -166,23 +167,17 @@ func socketFdCount(t *testing.T, pid int, inode uint64) int {
 // thread of pid.
 func ctxSwitches(t *testing.T, pid int) (voluntary, involuntary int) {
 	t.Helper()
-	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	threads, err := procfs.AllThreads(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, task := range tasks {
-		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", pid, task.Name()))
+	for _, th := range threads {
+		st, err := th.NewStatus()
 		if err != nil {
 			continue // the thread ended
 		}
-		for _, line := range strings.Split(string(data), "\n") {
-			var n int
-			if _, err := fmt.Sscanf(line, "voluntary_ctxt_switches: %d", &n); err == nil {
-				voluntary += n
-			} else if _, err := fmt.Sscanf(line, "nonvoluntary_ctxt_switches: %d", &n); err == nil {
-				involuntary += n
-			}
-		}
+		voluntary += int(st.VoluntaryCtxtSwitches)
+		involuntary += int(st.NonVoluntaryCtxtSwitches)
 	}
 	return voluntary, involuntary
 }

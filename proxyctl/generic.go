@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/batonproxy/baton/fdpass"
+	"github.com/batonproxy/baton/internal/proctree"
 )
 
 // GenericOptions configure the generic driver.
@@ -204,7 +205,7 @@ func (s *notifySession) fromGeneration(pid int) bool {
 	if pid == s.pid {
 		return true
 	}
-	for _, d := range descendants(s.pid) {
+	for _, d := range proctree.Descendants(s.pid) {
 		if d == pid {
 			return true
 		}

@@ -43,34 +43,3 @@ func EpollInodes(pid int) map[uint64]bool {
 	}
 	return out
 }
-
-// descendants lists the live descendants of pid through
-// /proc/PID/task/TID/children.
-func descendants(pid int) []int {
-	var out []int
-	queue := childrenOf(pid)
-	for len(queue) > 0 {
-		p := queue[0]
-		queue = queue[1:]
-		out = append(out, p)
-		queue = append(queue, childrenOf(p)...)
-	}
-	return out
-}
-
-func childrenOf(pid int) []int {
-	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
-	var out []int
-	for _, t := range tasks {
-		b, err := os.ReadFile(t)
-		if err != nil {
-			continue
-		}
-		for _, f := range strings.Fields(string(b)) {
-			if n, err := strconv.Atoi(f); err == nil {
-				out = append(out, n)
-			}
-		}
-	}
-	return out
-}

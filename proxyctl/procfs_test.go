@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/batonproxy/baton/internal/proctree"
 )
 
 // TestEpollInodes reads this very process's epoll sets: a listening socket
@@ -54,11 +56,11 @@ func TestEpollInodes(t *testing.T) {
 
 func TestDescendants(t *testing.T) {
 	a, b := startSleeper(t), startSleeper(t)
-	got := descendants(os.Getpid())
+	got := proctree.Descendants(os.Getpid())
 	if !slices.Contains(got, a) || !slices.Contains(got, b) {
 		t.Errorf("descendants of this process %v lack the children %d and %d", got, a, b)
 	}
-	if d := descendants(a); len(d) != 0 {
+	if d := proctree.Descendants(a); len(d) != 0 {
 		t.Errorf("sleep %d has descendants %v", a, d)
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/batonproxy/baton/fdpass"
+	"github.com/batonproxy/baton/internal/proctree"
 	"github.com/batonproxy/baton/supervisor/lifecycle"
 )
 
@@ -169,8 +170,8 @@ func (h *harness) shutdown() {
 		h.t.Errorf("Run did not return")
 		return
 	}
-	if !pollUntil(shortWait, func() bool { return len(childrenOf(os.Getpid())) == 0 }) {
-		h.t.Errorf("child processes left after Run returned: %v", childrenOf(os.Getpid()))
+	if !pollUntil(shortWait, func() bool { return len(proctree.Children(os.Getpid())) == 0 }) {
+		h.t.Errorf("child processes left after Run returned: %v", proctree.Children(os.Getpid()))
 	}
 }
 

@@ -4,11 +4,12 @@ import (
 	"bufio"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 
 	"github.com/prometheus/procfs"
+
+	"github.com/batonproxy/baton/internal/proctree"
 )
 
 // ProcFS reads what baton needs to know about its descendants from /proc.
@@ -80,13 +81,13 @@ func (r *realProcFS) Members(pgid int) ([]int, error) {
 				out = append(out, pid)
 			}
 			if mine || all {
-				queue = append(queue, childrenOf(pid)...)
+				queue = append(queue, proctree.Children(pid)...)
 			}
 		}
 	}
 	walk([]int{pgid}, true)
 	// Other generations' leaders are baton's children too: skip their trees.
-	walk(childrenOf(r.self), false)
+	walk(proctree.Children(r.self), false)
 	return out, nil
 }
 
@@ -103,24 +104,6 @@ func (r *realProcFS) ScanGroup(pgid int) ([]int, error) {
 		}
 	}
 	return out, nil
-}
-
-// childrenOf reads the children of every thread of pid.
-func childrenOf(pid int) []int {
-	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
-	var out []int
-	for _, t := range tasks {
-		b, err := os.ReadFile(t)
-		if err != nil {
-			continue
-		}
-		for _, f := range strings.Fields(string(b)) {
-			if n, err := strconv.Atoi(f); err == nil {
-				out = append(out, n)
-			}
-		}
-	}
-	return out
 }
 
 func (r *realProcFS) SocketInodes(pid int) (map[uint64]bool, error) {

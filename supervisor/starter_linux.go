@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"bufio"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -197,7 +198,7 @@ func (p *proc) Release() {
 	p.mu.Unlock()
 	if p.wake >= 0 {
 		var one [8]byte
-		one[0] = 1 // eventfd counters are host-endian; every Linux baton runs on is little-endian
+		binary.NativeEndian.PutUint64(one[:], 1) // an eventfd counter is a host-endian uint64
 		_, _ = unix.Write(p.wake, one[:])
 		<-p.done // watchPidfd returns at once, closing done
 		unix.Close(p.wake)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/batonproxy/baton/batontest"
 	"github.com/batonproxy/baton/fdpass"
+	"github.com/batonproxy/baton/internal/proctree"
 	"github.com/batonproxy/baton/supervisor/lifecycle"
 )
 
@@ -206,7 +207,7 @@ func TestReloadCheckTimeout(t *testing.T) {
 	}
 	// The check was killed and reaped before the reply: only generation 1
 	// is left among our children.
-	if kids := childrenOf(os.Getpid()); len(kids) != 1 || kids[0] != p1 {
+	if kids := proctree.Children(os.Getpid()); len(kids) != 1 || kids[0] != p1 {
 		t.Errorf("children %v, want only generation 1 (%d)", kids, p1)
 	}
 }

@@ -152,13 +152,16 @@ func findings(r *benchReport) []string {
 			"which baton treats as a crash loop and backs off (500 ms, 1 s, 2 s, … up to 30 s) before the next replacement. "+
 			"baton holds the listening socket all along, so clients wait in its accept queue instead of being refused: the failures are the requests the killed process had accepted.")
 	}
+	var lost []string
 	for _, s := range r.Storms {
 		if s.Method == "baton-nginx" && s.Mode == "keepalive" && s.Failed > 0 {
-			out = append(out, fmt.Sprintf("baton + nginx, keep-alive, every %d ms: the %s failures are nginx's own. A draining nginx worker closes its idle keep-alive connections at once, "+
-				"and a request a client sends on one at that moment is lost (EOF or reset before a response) — `nginx -s reload` loses them the same way (its keep-alive rows). "+
-				"baton cannot hand a connection over; with `keepalive_timeout 0`, or HAProxy's `option idle-close-on-response` in front, none are lost (README, \"nginx and keep-alive\").",
-				s.IntervalMs, num(s.Failed)))
+			lost = append(lost, fmt.Sprintf("%s at a reload every %d ms", num(s.Failed), s.IntervalMs))
 		}
+	}
+	if len(lost) > 0 {
+		out = append(out, "baton + nginx, keep-alive: the failures ("+strings.Join(lost, ", ")+") are nginx's own. A draining nginx worker closes its idle keep-alive connections at once, "+
+			"and a request a client sends on one at that moment is lost (EOF or reset before a response) — `nginx -s reload` loses them the same way (its keep-alive rows). "+
+			"baton cannot hand a connection over; with `keepalive_timeout 0`, or HAProxy's `option idle-close-on-response` in front, none are lost (README, \"nginx and keep-alive\").")
 	}
 	if len(r.Errors) > 0 {
 		out = append(out, fmt.Sprintf("%d scenario(s) failed to run; see Errors below.", len(r.Errors)))
