@@ -23,10 +23,23 @@ import (
 	"github.com/batonproxy/baton/internal/proctree"
 )
 
-// RequireBinary returns the path of a program the test needs. Missing, it
-// skips the test, except under CI where it fails it: CI must run everything.
+// ProxyEnv names the variables that select the proxy binaries the tests
+// run (scripts/proxies builds the versions of the matrix): BATON_HAPROXY
+// and BATON_NGINX hold a path; unset, the tests run the haproxy and nginx
+// on PATH (Debian's).
+var ProxyEnv = map[string]string{"haproxy": "BATON_HAPROXY", "nginx": "BATON_NGINX"}
+
+// RequireBinary returns the path of a program the test needs: for haproxy
+// and nginx, the one ProxyEnv selects. Missing, it skips the test, except
+// under CI where it fails it: CI must run everything.
 func RequireBinary(t testing.TB, name string) string {
 	t.Helper()
+	if p := os.Getenv(ProxyEnv[name]); ProxyEnv[name] != "" && p != "" {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("%s=%s: %v", ProxyEnv[name], p, err)
+		}
+		return p
+	}
 	p, err := exec.LookPath(name)
 	if err == nil {
 		return p
