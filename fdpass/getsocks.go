@@ -94,13 +94,22 @@ func entryFds(batch []GetsocksEntry) []int {
 	return fds
 }
 
-// GetsocksServer serves _getsocks on a unix socket to one peer process: the
-// generation baton started. Connections from any other pid are refused.
+// ErrPeerRefused is wrapped by the errors a GetsocksServer reports for a
+// peer its check refused: someone else's attempt, not a failed transfer.
+var ErrPeerRefused = errors.New("getsocks: peer refused")
+
+// PeerCheck decides whether the process pid (SO_PEERCRED of a connection)
+// may take the sockets; the error says why not.
+type PeerCheck func(pid int) error
+
+// GetsocksServer serves _getsocks on a unix socket to the processes of the
+// generation baton started, as its PeerCheck decides. Connections from any
+// other process are refused.
 type GetsocksServer struct {
 	ln      *net.UnixListener
 	path    string
 	entries []GetsocksEntry
-	pidc    chan int
+	checkc  chan PeerCheck
 	onError func(error)
 
 	closeOnce sync.Once
@@ -109,7 +118,8 @@ type GetsocksServer struct {
 
 // NewGetsocksServer listens on path (mode 0600; its directory should be
 // 0700 and private to this generation). entries are borrowed until Close
-// returns. onError receives refused peers and failed transfers.
+// returns. onError receives refused peers (wrapping ErrPeerRefused) and
+// failed transfers.
 func NewGetsocksServer(path string, entries []GetsocksEntry, onError func(error)) (*GetsocksServer, error) {
 	if err := checkGetsocksEntries(entries); err != nil {
 		return nil, err
@@ -125,19 +135,29 @@ func NewGetsocksServer(path string, entries []GetsocksEntry, onError func(error)
 	}
 	return &GetsocksServer{
 		ln: ln, path: path, entries: entries, onError: onError,
-		pidc: make(chan int, 1), done: make(chan struct{}),
+		checkc: make(chan PeerCheck, 1), done: make(chan struct{}),
 	}, nil
 }
 
 // Path returns the socket path to give to haproxy -x.
 func (s *GetsocksServer) Path() string { return s.path }
 
-// Allow sets the one pid allowed to fetch the sockets. Call it once, right
-// after the generation's process was started; a request that arrives first
-// waits for it.
+// Allow lets the process pid, and no other, take the sockets. See AllowPeer.
 func (s *GetsocksServer) Allow(pid int) {
+	s.AllowPeer(func(peer int) error {
+		if peer != pid {
+			return fmt.Errorf("only pid %d may take the sockets", pid)
+		}
+		return nil
+	})
+}
+
+// AllowPeer sets the check every peer must pass. Call it once, right after
+// the generation's process was started; a request that arrives first waits
+// for it. Later calls are ignored.
+func (s *GetsocksServer) AllowPeer(check PeerCheck) {
 	select {
-	case s.pidc <- pid:
+	case s.checkc <- check:
 	default:
 	}
 }
@@ -145,33 +165,33 @@ func (s *GetsocksServer) Allow(pid int) {
 // Serve accepts and answers requests until Close. It is run by one
 // goroutine, owned by whoever calls Close.
 func (s *GetsocksServer) Serve() {
-	pid := -1
+	var check PeerCheck
 	for {
 		c, err := s.ln.AcceptUnix()
 		if err != nil {
 			return // closed
 		}
-		if pid < 0 {
+		if check == nil {
 			select {
-			case pid = <-s.pidc:
+			case check = <-s.checkc:
 			case <-s.done:
 				c.Close()
 				return
 			}
 		}
-		s.serveConn(c, pid)
+		s.serveConn(c, check)
 	}
 }
 
-func (s *GetsocksServer) serveConn(c *net.UnixConn, allowed int) {
+func (s *GetsocksServer) serveConn(c *net.UnixConn, check PeerCheck) {
 	defer c.Close()
 	peer, err := PeerCred(c)
 	if err != nil {
 		s.onError(fmt.Errorf("getsocks: peer credentials: %w", err))
 		return
 	}
-	if int(peer.Pid) != allowed {
-		s.onError(fmt.Errorf("getsocks: refused pid %d (uid %d): only pid %d may take the sockets", peer.Pid, peer.Uid, allowed))
+	if err := check(int(peer.Pid)); err != nil {
+		s.onError(fmt.Errorf("%w: pid %d (uid %d): %w", ErrPeerRefused, peer.Pid, peer.Uid, err))
 		return
 	}
 	_ = c.SetDeadline(time.Now().Add(getsocksTimeout))

@@ -763,7 +763,7 @@ func TestGetsocksServerRefusesOtherPid(t *testing.T) {
 		t.Fatalf("refused child: exit %v, output %q; want an error and no socket", err, out)
 	}
 	refusal := srv.nextError(t)
-	if want := "refused pid " + strconv.Itoa(cmd.Process.Pid); !strings.Contains(refusal.Error(), want) {
+	if want := "refused: pid " + strconv.Itoa(cmd.Process.Pid); !strings.Contains(refusal.Error(), want) || !errors.Is(refusal, fdpass.ErrPeerRefused) {
 		t.Errorf("onError(%q) does not say %q", refusal, want)
 	}
 	// The server is still there for the allowed pid.

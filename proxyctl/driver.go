@@ -36,6 +36,17 @@ type GenSpec struct {
 	// Config maps the driver's ConfigFiles to the copies this generation
 	// uses (nil: use the originals). See ConfigSnapshotter.
 	Config map[string]string
+	// Warn reports an incident that is not the generation's failure (a
+	// refused peer on its socket handover), at WARN in the generation's
+	// log; nil drops it.
+	Warn func(msg string, err error)
+}
+
+// warn calls g.Warn when set.
+func (g GenSpec) warn(msg string, err error) {
+	if g.Warn != nil {
+		g.Warn(msg, err)
+	}
 }
 
 // ConfigPath is the path the generation reads for the config file orig.

@@ -3,6 +3,7 @@ package proxyctl
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -141,7 +142,7 @@ func (h *HAProxy) Prepare(g GenSpec) (Launch, Session, error) {
 	for i, l := range g.Listeners {
 		entries[i] = fdpass.GetsocksEntry{Fd: l.Fd}
 	}
-	s := &haproxySession{stats: filepath.Join(g.Dir, "stats.sock"), errs: make(chan error, 4)}
+	s := &haproxySession{stats: filepath.Join(g.Dir, "stats.sock"), errs: make(chan error, 4), warn: g.warn}
 	extra := filepath.Join(g.Dir, "baton.cfg")
 	snippet := "# written by baton for generation " + strconv.Itoa(g.Gen) + "\nglobal\n    stats socket " + s.stats + " mode 600 level user\n"
 	if err := os.WriteFile(extra, []byte(snippet), 0o600); err != nil {
@@ -168,11 +169,18 @@ type haproxySession struct {
 	wg    sync.WaitGroup
 	pid   int
 	errs  chan error
+	warn  func(string, error)
 
 	closeOnce sync.Once
 }
 
+// noteError keeps a failed transfer for Ready; a refused peer is someone
+// else's attempt, not the generation's failure: it is only reported.
 func (s *haproxySession) noteError(err error) {
+	if errors.Is(err, fdpass.ErrPeerRefused) {
+		s.warn("getsocks peer refused", err)
+		return
+	}
 	select {
 	case s.errs <- err:
 	default:
@@ -181,7 +189,50 @@ func (s *haproxySession) noteError(err error) {
 
 func (s *haproxySession) Started(pid int) {
 	s.pid = pid
-	s.gs.Allow(pid)
+	s.gs.AllowPeer(generationPeer(pid))
+}
+
+// generationPeer lets the generation's own processes take the sockets: its
+// master (HAProxy up to 3.0 fetches them in the master before forking) and
+// the master's children (3.1+ forks the worker first and the worker
+// fetches them). A child is recognised by its parent and by a start time
+// not before the master's, so a recycled pid cannot pass; any other
+// process, of any uid, is refused.
+func generationPeer(master int) fdpass.PeerCheck {
+	mstart, merr := startTime(master)
+	return func(peer int) error {
+		if merr != nil {
+			return fmt.Errorf("the generation's master %d: %w", master, merr)
+		}
+		if peer == master {
+			return nil
+		}
+		p, err := procfs.NewProc(peer)
+		if err != nil {
+			return fmt.Errorf("not a process of the generation (master %d): %w", master, err)
+		}
+		st, err := p.Stat()
+		if err != nil {
+			return fmt.Errorf("not a process of the generation (master %d): %w", master, err)
+		}
+		if st.PPID != master || st.Starttime < mstart {
+			return fmt.Errorf("%q, parent %d, is not the generation's master %d or a worker it forked", st.Comm, st.PPID, master)
+		}
+		return nil
+	}
+}
+
+// startTime is pid's start time in clock ticks after boot.
+func startTime(pid int) (uint64, error) {
+	p, err := procfs.NewProc(pid)
+	if err != nil {
+		return 0, err
+	}
+	st, err := p.Stat()
+	if err != nil {
+		return 0, err
+	}
+	return st.Starttime, nil
 }
 
 // Ready asks the generation's stats socket for "show info" and checks that

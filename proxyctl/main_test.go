@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/batonproxy/baton/fdpass"
 )
 
 // epollWorkerEnv makes the test binary an epoll "worker" (see TestMain): it
@@ -18,11 +20,49 @@ import (
 // stdout and waits for stdin to close.
 const epollWorkerEnv = "PROXYCTL_TEST_EPOLL_WORKER"
 
+// getsocksMasterEnv makes the test binary a "master" that forks a worker
+// (the test binary again, with getsocksFetchEnv) which fetches the sockets
+// from the path given, as HAProxy 3.1+ does; getsocksFetchEnv alone makes
+// it fetch them itself. Either prints "got N" or "error: ..." on stdout.
+const (
+	getsocksMasterEnv = "PROXYCTL_TEST_GETSOCKS_MASTER"
+	getsocksFetchEnv  = "PROXYCTL_TEST_GETSOCKS_FETCH"
+)
+
 func TestMain(m *testing.M) {
 	if n, err := strconv.Atoi(os.Getenv(epollWorkerEnv)); err == nil {
 		os.Exit(epollWorker(n))
 	}
+	if path := os.Getenv(getsocksMasterEnv); path != "" {
+		os.Exit(getsocksMaster(path))
+	}
+	if path := os.Getenv(getsocksFetchEnv); path != "" {
+		os.Exit(getsocksFetch(path))
+	}
 	os.Exit(m.Run())
+}
+
+func getsocksMaster(path string) int {
+	// Wait until the test has allowed this process, then fork the worker.
+	_, _ = io.ReadFull(os.Stdin, make([]byte, 1))
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), getsocksMasterEnv+"=", getsocksFetchEnv+"="+path)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	if err := cmd.Run(); err != nil {
+		fmt.Println("error:", err)
+		return 1
+	}
+	return 0
+}
+
+func getsocksFetch(path string) int {
+	fds, _, err := fdpass.FetchGetsocks(path, 5*time.Second)
+	if err != nil {
+		fmt.Println("error:", err)
+		return 0
+	}
+	fmt.Println("got", len(fds))
+	return 0
 }
 
 func epollWorker(n int) int {

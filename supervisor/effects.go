@@ -69,7 +69,10 @@ func (s *Supervisor) genRuntime(gen lifecycle.Gen) (*genRuntime, error) {
 }
 
 func (s *Supervisor) genSpec(rt *genRuntime, listeners []proxyctl.Listener) proxyctl.GenSpec {
-	return proxyctl.GenSpec{Gen: int(rt.gen), Dir: rt.dir, Listeners: listeners, Run: s.runner(rt), Config: rt.config}
+	return proxyctl.GenSpec{
+		Gen: int(rt.gen), Dir: rt.dir, Listeners: listeners, Run: s.runner(rt), Config: rt.config,
+		Warn: func(msg string, err error) { rt.outLog.Load().Warn(msg, zap.Error(err)) },
+	}
 }
 
 // runCheck starts the config check; its result comes back as CheckDone. A
@@ -177,12 +180,12 @@ func (s *Supervisor) start(gen lifecycle.Gen, replacement bool) lifecycle.Event 
 	}
 	listeners := s.cfg.Listeners.Acquire(gen)
 	rt.acquired = true
+	rt.outLog.Store(rt.log)
 	launch, session, err := s.cfg.Driver.Prepare(s.genSpec(rt, listeners))
 	if err != nil {
 		return lifecycle.Started{At: now, Gen: gen, Err: err}
 	}
 	rt.session = session
-	rt.outLog.Store(rt.log)
 	p, err := s.starter.Start(StartSpec{
 		Path: launch.Argv[0], Argv: launch.Argv, Env: append(append([]string(nil), s.cfg.Env...), launch.Env...),
 		Files: launch.Files, Rlimits: s.cfg.Rlimits, ListenPID: launch.ListenPID,
