@@ -13,7 +13,7 @@ SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_DIR     ?= /tmp/baton-demo
 DEMO_CONTROL := $(DEMO_DIR)/baton.sock
 
-.PHONY: all build deps tools lint test unit integration demo bench clean
+.PHONY: all build deps build-deps proxies matrix tools lint test unit integration demo bench clean
 
 all: build
 
@@ -27,6 +27,27 @@ deps:
 		$(SUDO) apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy nginx; \
 	fi
+
+# What scripts/proxies needs to build the upstream releases.
+build-deps:
+	@if ! dpkg -s build-essential libssl-dev libpcre2-dev zlib1g-dev liblua5.4-dev >/dev/null 2>&1; then \
+		echo "installing the proxies' build dependencies (apt-get)"; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq build-essential libssl-dev libpcre2-dev zlib1g-dev liblua5.4-dev; \
+	fi
+
+# Verify and build the upstream HAProxy and nginx releases of the version
+# matrix (../shared/proxy-src, or PROXY_SRC) once each into a cache outside
+# the tree (BATON_PROXY_CACHE, default ~/.cache/baton-proxies); prints the
+# manifest. Reused while the tarball and the build flags are unchanged.
+proxies: build-deps
+	scripts/proxies build
+
+# The version matrix: the essential integration tests for every version
+# (Debian's and the built ones), then docs/compat.md. Fails if any check
+# failed on any version.
+matrix: deps build-deps
+	scripts/matrix
 
 tools:
 	@[ -x $(STATICCHECK) ] || $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)

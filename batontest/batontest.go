@@ -221,3 +221,39 @@ func WriteFileAtomic(path string, data []byte) error {
 	}
 	return os.Rename(tmp, path)
 }
+
+// ProxyVersion is the version a haproxy or nginx binary reports with -v
+// ("2.6.12", "1.31.4"), as numbers; nil when it cannot be read.
+func ProxyVersion(bin string) []int {
+	out, _ := exec.Command(bin, "-v").CombinedOutput()
+	s := string(out)
+	for _, marker := range []string{"nginx/", "version "} {
+		if i := strings.Index(s, marker); i >= 0 {
+			s = s[i+len(marker):]
+			break
+		}
+	}
+	words := strings.FieldsFunc(s, func(r rune) bool { return r != '.' && (r < '0' || r > '9') })
+	if len(words) == 0 {
+		return nil
+	}
+	var v []int
+	for _, f := range strings.SplitN(words[0], ".", 4) {
+		n, err := strconv.Atoi(f)
+		if err != nil {
+			return nil
+		}
+		v = append(v, n)
+	}
+	return v
+}
+
+// VersionAtLeast reports whether v is want or later.
+func VersionAtLeast(v []int, want ...int) bool {
+	for i, w := range want {
+		if i >= len(v) || v[i] != w {
+			return i < len(v) && v[i] > w
+		}
+	}
+	return true
+}

@@ -282,6 +282,7 @@ func drainDeadline(t *testing.T, sigstop bool) {
 	}
 	t.Logf("SIGSTOP=%t: reload ack → hard_stops counter seen %s, → processes gone %s; from baton's log, drain signal → stop signal %s, → kill signal %s; counters %v",
 		sigstop, hardStopAt.Round(time.Millisecond), goneAt.Round(time.Millisecond), figures(stopLines), figures(killLines), st.Counters)
+	compatFigure(t, "SIGSTOP=%t: hard stop after %s, generation gone %s after the ack (deadline %s + grace %s)", sigstop, hardStopAt.Round(100*time.Millisecond), goneAt.Round(100*time.Millisecond), drain, grace)
 	if len(stopLines) != 1 {
 		t.Errorf("baton's log has %d hard-stop signal lines for generation %d, want 1:\n%s", len(stopLines), gen1, strings.Join(stopLines, "\n"))
 	}

@@ -69,6 +69,7 @@ func TestHAProxyBrokenConfigReload(t *testing.T) {
 	accWait(time.Second)
 	r := lr.stop(t)
 	t.Logf("load through the failed and the fixed reload: %s", r.Summary())
+	compatFigure(t, "refused with exit %d in %s, HAProxy's [ALERT] shown, generation %d kept serving; %d of %d requests failed", res.Code, res.Took.Round(time.Millisecond), gen1, r.Failed, r.Total)
 	if r.Failed > 0 {
 		t.Errorf("%d failed requests, want 0: %v", r.Failed, r.Failures(5))
 	}
@@ -166,6 +167,7 @@ func kill9UnderLoad(t *testing.T, master bool) {
 	t.Logf("requests started after the kill: %d answered by the old worker %d (last one done %s after the kill), %d by the replacement",
 		oldAfter, worker, lastOld.Round(time.Millisecond), newAfter)
 	t.Logf("load: %s", r.Summary())
+	compatFigure(t, "kill -9 of the %s: replacement after %s; %d of %d requests failed, %d refused", what, replacedAfter.Round(time.Millisecond), r.Failed, r.Total, r.Counts[load.Refused])
 	for _, s := range r.Failures(2 * workers) {
 		t.Logf("failure %+.3fs after the kill: %v", s.Start.Sub(killed).Seconds(), s)
 	}

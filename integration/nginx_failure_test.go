@@ -66,6 +66,7 @@ func TestNginxBrokenConfigReload(t *testing.T) {
 	accWait(time.Second)
 	r := lr.stop(t)
 	t.Logf("load through the failed and the fixed reload: %s", r.Summary())
+	compatFigure(t, "refused with exit %d in %s, nginx's [emerg] shown, generation %d kept serving; %d of %d requests failed", res.Code, res.Took.Round(time.Millisecond), gen1, r.Failed, r.Total)
 	if r.Failed > 0 {
 		t.Errorf("%d failed requests, want 0: %v", r.Failed, r.Failures(5))
 	}

@@ -33,6 +33,7 @@ func TestNginxKeepAliveFloor(t *testing.T) {
 		t.Logf("failed %d of %d requests (eof_before_response %d, reset_before_response %d) over %d drained generations: %.3f per connection per reload (bound %d = %d connections × %d generations)",
 			r.load.Failed, r.load.Total, r.load.Counts[load.EOFBeforeResponse], r.load.Counts[load.ResetBeforeResponse],
 			gens, float64(r.load.Failed)/float64(bound), bound, stormClients, gens)
+		compatFigure(t, "keep-alive floor: %d of %d requests lost over %d generations (bound %d: one per connection per reload)", r.load.Failed, r.load.Total, gens, bound)
 		if other := r.load.Failed - floor; other > 0 {
 			t.Errorf("%d failures other than eof/reset before the response: %v", other, r.load.Failures(5))
 		}

@@ -10,10 +10,11 @@ import (
 // TestNginxReloadStorm: the storm of the HAProxy test with nginx.
 func TestNginxReloadStorm(t *testing.T) {
 	t.Run("new-connection", func(t *testing.T) {
-		r := runStorm(t, stormOpts{target: nginxTarget(t, nil, nil), mode: load.NewConn,
-			reloads: 110, minGens: 100, maxTime: time.Minute, interval: 100 * time.Millisecond, rate: 1500})
+		o := matrixStorm(stormOpts{target: nginxTarget(t, nil, nil), mode: load.NewConn,
+			maxTime: time.Minute, interval: 100 * time.Millisecond, rate: 1500})
+		r := runStorm(t, o)
 		r.report(t, "nginx new-connection")
-		r.check(t, true)
+		r.check(t, o, true)
 	})
 	// Keep-alive with nginx: see TestNginxKeepAliveFloor (the loss has a
 	// floor nginx cannot remove; that test asserts it exactly).
@@ -24,10 +25,11 @@ func TestNginxReloadStorm(t *testing.T) {
 func TestActivatedReloadStorm(t *testing.T) {
 	for _, mode := range []load.Mode{load.NewConn, load.KeepAlive} {
 		t.Run(mode.String(), func(t *testing.T) {
-			r := runStorm(t, stormOpts{target: activatedTarget(t), mode: mode,
-				reloads: 110, minGens: 100, maxTime: time.Minute, interval: 100 * time.Millisecond, rate: 1500})
+			o := matrixStorm(stormOpts{target: activatedTarget(t), mode: mode,
+				maxTime: time.Minute, interval: 100 * time.Millisecond, rate: 1500})
+			r := runStorm(t, o)
 			r.report(t, "activated "+mode.String())
-			r.check(t, true)
+			r.check(t, o, true)
 		})
 	}
 }

@@ -3,6 +3,7 @@ package integration
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -279,16 +280,37 @@ func (r stormResult) report(t *testing.T, name string) {
 		percentile(r.latencies, 50).Round(time.Millisecond), percentile(r.latencies, 99).Round(time.Millisecond))
 	t.Logf("%s: LISTEN samples %d, bad %d; baton fds before %d after %d; stale %d; keep-alive answers from older generations on pre-reload connections %d; leftovers %v",
 		name, r.listenSamples, len(r.listenBad), r.fdBefore, r.fdAfter, len(r.stale), r.oldConnAnswers, r.leftovers)
+	compatFigure(t, "%d reloads, %d generations; %d requests, %d failed, %d stale; reload p50 %s; %d/%d LISTEN samples with one socket; baton fds %d→%d",
+		len(r.acks), len(r.gens), r.load.Total, r.load.Failed, len(r.stale), percentile(r.latencies, 50).Round(time.Millisecond),
+		r.listenSamples-len(r.listenBad), r.listenSamples, r.fdBefore, r.fdAfter)
 }
 
-// check asserts the acceptance criteria shared by every storm.
-func (r stormResult) check(t *testing.T, wantZeroFailed bool) {
+// matrixStorm fills in a storm's size: at least 100 reloads and
+// generations, or 50 when the version matrix runs (BATON_MATRIX=1), which
+// repeats every storm for every proxy version.
+func matrixStorm(o stormOpts) stormOpts {
+	o.reloads, o.minGens = 110, 100
+	if os.Getenv("BATON_MATRIX") == "1" {
+		o.reloads, o.minGens = 55, 50
+	}
+	return o
+}
+
+// compatFigure logs one figure of a check for docs/compat.md: the version
+// matrix (scripts/matrix) collects the lines that start with "compat: ".
+func compatFigure(t *testing.T, format string, args ...any) {
+	t.Helper()
+	t.Logf("compat: "+format, args...)
+}
+
+// check asserts the acceptance criteria shared by every storm of o.
+func (r stormResult) check(t *testing.T, o stormOpts, wantZeroFailed bool) {
 	t.Helper()
 	if len(r.reloadErrors) > 0 {
 		t.Errorf("%d reloads failed, first: %s", len(r.reloadErrors), r.reloadErrors[0])
 	}
-	if len(r.acks) < 100 || len(r.gens) < 100 {
-		t.Errorf("%d reloads acknowledged, %d generations: want at least 100 of each", len(r.acks), len(r.gens))
+	if len(r.acks) < o.minGens || len(r.gens) < o.minGens {
+		t.Errorf("%d reloads acknowledged, %d generations: want at least %d of each", len(r.acks), len(r.gens), o.minGens)
 	}
 	if len(r.listenBad) > 0 {
 		t.Errorf("%d of %d samples did not show exactly baton's one LISTEN socket, first: %s", len(r.listenBad), r.listenSamples, r.listenBad[0])
