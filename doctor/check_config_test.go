@@ -118,6 +118,14 @@ func TestProxyConfigChecks(t *testing.T) {
 			[]string{"warning nginx-shutdown-timeout " + ngx.Path}},
 		{"nginx with worker_shutdown_timeout in -g", ProxyConfig{Program: "nginx", Files: []ConfigFile{strip(ngx, "worker_shutdown_timeout")},
 			Globals: "pid /x.pid; worker_shutdown_timeout 1m;", Pids: []int{10}}, []string{}},
+		{"nginx 1.31.4 without keepalive_min_timeout", ProxyConfig{Program: "nginx", Version: "1.31.4", Files: []ConfigFile{ngx}, Pids: []int{10}},
+			[]string{"warning nginx-keepalive " + ngx.Path}},
+		{"nginx 1.31.4 with keepalive_min_timeout", ProxyConfig{Program: "nginx", Version: "1.31.4",
+			Files: []ConfigFile{ngx, {Path: "/etc/nginx/conf.d/ka.conf", Text: "keepalive_min_timeout 10s;\n"}}, Pids: []int{10}}, []string{}},
+		{"nginx 1.22.1 with keep-alive", ProxyConfig{Program: "nginx", Version: "1.22.1", Files: []ConfigFile{ngx}, Pids: []int{10}},
+			[]string{"info nginx-keepalive " + ngx.Path}},
+		{"nginx 1.31.4 with keep-alive off", ProxyConfig{Program: "nginx", Version: "1.31.4",
+			Files: []ConfigFile{{Path: ngx.Path, Text: strings.Replace(ngx.Text, "keepalive_timeout 10s;", "keepalive_timeout 0;", 1)}}, Pids: []int{10}}, []string{}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

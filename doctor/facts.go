@@ -127,6 +127,9 @@ type ProxyConfig struct {
 	Ports []int
 	// Baton is the control socket of the baton that runs it ("" if none).
 	Baton string
+	// Version is the running nginx's version ("1.22.1"), read from its
+	// executable; "" when unknown or not nginx.
+	Version string
 }
 
 // ConfigFile is one file of a configuration.

@@ -279,6 +279,7 @@ func readConfig(f *Facts, program string, cmdline []string, cwd string, pids []i
 		}
 		c.Globals = globals
 		c.Files, err = readNginx(conf)
+		c.Version = nginxExeVersion(pids)
 	default:
 		return c, false
 	}

@@ -32,6 +32,7 @@ func checks() []check {
 		{"haproxy-keepalive", checkHAProxyKeepAlive},
 		{"haproxy-hard-stop", checkHAProxyHardStop},
 		{"nginx-shutdown-timeout", checkNginxShutdown},
+		{"nginx-keepalive", checkNginxKeepAlive},
 		// The wrong diff: re-created listeners.
 		{"listener-churn", checkListenerChurn},
 	}
