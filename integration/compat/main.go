@@ -27,7 +27,7 @@ type check struct {
 var checks = []check{
 	{"storm, new connections", []string{"TestHAProxyReloadStorm/new-connection"}, []string{"TestNginxReloadStorm/new-connection"}},
 	{"storm, keep-alive", []string{"TestHAProxyReloadStorm/keep-alive"}, []string{"TestNginxKeepAliveMinTimeout", "TestNginxKeepAliveFloor/keepalive-30s"}},
-	{"broken config", []string{"TestHAProxyBrokenConfigReload"}, []string{"TestNginxBrokenConfigReload"}},
+	{"broken config", []string{"TestHAProxyBrokenConfigReload", "TestHAProxyStartFailure/reload", "TestHAProxyStartFailure/first-start"}, []string{"TestNginxBrokenConfigReload"}},
 	{"kill -9", []string{"TestHAProxyKill9ServingProcessUnderLoad/worker", "TestHAProxyKill9ServingProcessUnderLoad/master"}, []string{"TestNginxKill9GenerationUnderLoad"}},
 	{"drain deadline", []string{"TestHAProxyDrainDeadlineAndKill/hard-stop-ends-haproxy", "TestHAProxyDrainDeadlineAndKill/stopped-generation-is-killed"}, []string{"TestNginxDrainDeadline"}},
 	{"NOFILE", []string{"TestHAProxyNofile/rlimit-flag"}, []string{"TestNginxNofile/rlimit-flag"}},
@@ -220,7 +220,7 @@ func render(runs []*run, machine string) (string, int) {
 	b.WriteString("\nWhat each check is (the tests are in `integration/`):\n\n")
 	b.WriteString("- **storm, new connections**: a new connection per request; 0 failed, 0 stale answers (an older generation answering a connection made after the reload was acknowledged), exactly baton's one LISTEN socket on every 20-ms sample, baton's fd count flat.\n")
 	b.WriteString("- **storm, keep-alive**: the same on keep-alive connections. HAProxy with `option idle-close-on-response`: 0 failed. nginx 1.27.4+ with `keepalive_min_timeout 10s`: 0 failed. nginx before 1.27.4 closes idle keep-alive connections when it drains, losing the request a client sends at that moment: at most one per connection per reload, nothing else (the floor, asserted exactly).\n")
-	b.WriteString("- **broken config**: a reload to a config the proxy rejects fails with exit status 1 and the proxy's own error text (file:line), the serving generation keeps serving, 0 failed requests; the fixed config then reloads.\n")
+	b.WriteString("- **broken config**: a reload to a config the proxy rejects fails with exit status 1 and the proxy's own error text (file:line), the serving generation keeps serving, 0 failed requests; the fixed config then reloads. HAProxy also: a config `haproxy -c` accepts but the starting process fails on (a stats socket in a missing directory; on 3.1+ the worker fails and its master exits) fails the reload as soon as the generation exits, with HAProxy's words, and `baton run` exits non-zero at a first start.\n")
 	b.WriteString("- **kill -9**: under load, SIGKILL to the HAProxy worker, to the HAProxy master, or to every process of the nginx generation: baton starts a replacement with the last good config; 0 connections refused (they wait in the accept queue baton keeps), at most the in-flight requests fail.\n")
 	b.WriteString("- **drain deadline**: a generation holding a request at its drain deadline is hard stopped (and killed after the grace when it cannot act on the stop: SIGSTOPped), and is gone within deadline + grace.\n")
 	b.WriteString("- **NOFILE**: `--rlimit nofile=4096:8192` from a shell whose soft limit is 1024: every process of the generation reads 4096/8192 back from /proc, after a reload too.\n")
