@@ -414,6 +414,17 @@ func TestDoctorNginxShutdownTimeout(t *testing.T) {
 		t.Fatalf("nginx-shutdown-timeout findings: %+v, want one about %s", fs, cfg)
 	}
 	logFinding(t, fs[0])
+	// Keep-alive is on (30 s) without keepalive_min_timeout: a warning on
+	// an nginx that has the setting, information before it.
+	want := doctor.Info
+	if batontest.VersionAtLeast(batontest.ProxyVersion(nginx), 1, 27, 4) {
+		want = doctor.Warning
+	}
+	if ka := doctorFind(r, "nginx-keepalive", -1, b.Pid()); len(ka) != 1 || ka[0].Severity != want {
+		t.Errorf("nginx-keepalive findings: %+v, want one %s", ka, want)
+	} else {
+		logFinding(t, ka[0])
+	}
 
 	// With the setting, nothing.
 	if err := os.WriteFile(cfg, []byte(batontest.NginxConfig(port, 1, []string{"worker_shutdown_timeout 4m;"}, nil)), 0o644); err != nil {

@@ -161,7 +161,8 @@ func findings(r *benchReport) []string {
 	if len(lost) > 0 {
 		out = append(out, "baton + nginx, keep-alive: the failures ("+strings.Join(lost, ", ")+") are nginx's own. A draining nginx worker closes its idle keep-alive connections at once, "+
 			"and a request a client sends on one at that moment is lost (EOF or reset before a response) — `nginx -s reload` loses them the same way (its keep-alive rows). "+
-			"baton cannot hand a connection over; with `keepalive_timeout 0`, or HAProxy's `option idle-close-on-response` in front, none are lost (README, \"nginx and keep-alive\").")
+			"baton cannot hand a connection over. nginx 1.27.4+ can keep them: with `keepalive_min_timeout 10s` the version matrix's keep-alive storm under baton lost 0 with nginx 1.31.4 "+
+			"(docs/compat.md); before 1.27.4, `keepalive_timeout 0`, or HAProxy's `option idle-close-on-response` in front, lose none (README, \"nginx and keep-alive\").")
 	}
 	if len(r.Errors) > 0 {
 		out = append(out, fmt.Sprintf("%d scenario(s) failed to run; see Errors below.", len(r.Errors)))
