@@ -74,9 +74,12 @@ func runCommand() *cli.Command {
 		Name:      "run",
 		Usage:     "supervise COMMAND (haproxy, nginx or a socket-activated server) in the foreground",
 		ArgsUsage: "-- COMMAND [ARG...]",
-		Flags:     flags,
-		Before:    configFile(flags),
-		Action:    runAction,
+		Description: "Without --listen, baton binds the addresses the proxy's configuration declares (HAProxy bind lines,\n" +
+			"nginx listen directives), logs where each is declared, and applies added and removed addresses at\n" +
+			"each reload. With --listen, a configured address it does not cover is refused at the config check.",
+		Flags:  flags,
+		Before: configFile(flags),
+		Action: runAction,
 	}
 }
 
