@@ -217,6 +217,15 @@ func defaultName(sp Spec) string {
 	return name
 }
 
+// Named returns sp with Name set to the name derived from its address when
+// it has none (as ParseSpec does).
+func (sp Spec) Named() Spec {
+	if sp.Name == "" {
+		sp.Name = defaultName(sp)
+	}
+	return sp
+}
+
 // IsStream reports whether the listener is a stream (listening) socket.
 func (sp Spec) IsStream() bool {
 	return sp.Scheme != UDP && sp.Scheme != UDP4 && sp.Scheme != UDP6

@@ -36,6 +36,9 @@ type GenSpec struct {
 	// Config maps the driver's ConfigFiles to the copies this generation
 	// uses (nil: use the originals). See ConfigSnapshotter.
 	Config map[string]string
+	// Env is the environment the generation's processes get (HAProxy
+	// expands ${VAR} in bind lines from it).
+	Env []string
 	// Warn reports an incident that is not the generation's failure (a
 	// refused peer on its socket handover), at WARN in the generation's
 	// log; nil drops it.

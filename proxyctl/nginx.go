@@ -2,6 +2,7 @@ package proxyctl
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -166,3 +167,32 @@ func containsAll(have, want map[uint64]bool) bool {
 	}
 	return true
 }
+
+// ConfigListeners implements ListenerSource: the listen directives of the
+// nginx -T dump (checkOutput); an address repeated in several server blocks
+// is one listener, declared where it first appears.
+func (n *Nginx) ConfigListeners(_ GenSpec, checkOutput string) ([]ConfigListener, error) {
+	ds, err := parseNginxDump(checkOutput)
+	if err != nil {
+		return nil, fmt.Errorf("read nginx -T output: %w", err)
+	}
+	var out []ConfigListener
+	var errs []error
+	for _, d := range ds {
+		if d.Name != "listen" {
+			continue
+		}
+		sp, err := nginxListenSpec(d)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%w: %w", ErrListenerRefused, err))
+			continue
+		}
+		out = append(out, ConfigListener{Spec: sp, Where: d.where()})
+	}
+	out, _ = dedupe(out, false)
+	return out, errors.Join(errs...)
+}
+
+// ListenersFromCheck implements ListenerSource: the listen directives come
+// from nginx -T's dump.
+func (n *Nginx) ListenersFromCheck() bool { return true }

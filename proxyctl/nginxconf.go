@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+
+	"github.com/batonproxy/baton/fdpass"
 )
 
 // NginxDirective is one nginx directive: its file and line, name and
@@ -219,6 +221,37 @@ func parseListen(d NginxDirective) (nginxListen, error) {
 		}
 	}
 	return l, nil
+}
+
+// nginxListenSpec is the socket a listen directive asks for, as baton
+// binds it: ipv6only defaults to on for IPv6 (as in nginx), backlog= is the
+// socket's backlog. UDP (the stream module's udp) is refused, and so are
+// names instead of addresses.
+func nginxListenSpec(d NginxDirective) (fdpass.Spec, error) {
+	l, err := parseListen(d)
+	if err != nil {
+		return fdpass.Spec{}, err
+	}
+	if strings.HasPrefix(l.key, "dgram:") {
+		return fdpass.Spec{}, fmt.Errorf("%s: listen %s udp: UDP listeners are not supported yet", d.where(), d.Args[0])
+	}
+	if path, ok := strings.CutPrefix(l.key, "unix:"); ok {
+		if !strings.HasPrefix(path, "/") || len(path) > 107 {
+			return fdpass.Spec{}, fmt.Errorf("%s: listen %s: baton needs an absolute unix path of at most 107 bytes", d.where(), d.Args[0])
+		}
+		return fdpass.Spec{Scheme: fdpass.Unix, Addr: path}.Named(), nil
+	}
+	ap := netip.MustParseAddrPort(strings.TrimPrefix(l.key, "stream:"))
+	sp := fdpass.Spec{Scheme: fdpass.TCP4, Addr: ap.String(), Backlog: l.backlog}
+	if ap.Addr().Is6() {
+		sp.Scheme, sp.V6Only = fdpass.TCP6, true
+		for _, p := range d.Args[1:] {
+			if p == "ipv6only=off" {
+				sp.V6Only = false
+			}
+		}
+	}
+	return sp.Named(), nil
 }
 
 func parseNginxAddr(s string) (netip.AddrPort, error) {

@@ -70,7 +70,7 @@ func (s *Supervisor) genRuntime(gen lifecycle.Gen) (*genRuntime, error) {
 
 func (s *Supervisor) genSpec(rt *genRuntime, listeners []proxyctl.Listener) proxyctl.GenSpec {
 	return proxyctl.GenSpec{
-		Gen: int(rt.gen), Dir: rt.dir, Listeners: listeners, Run: s.runner(rt), Config: rt.config,
+		Gen: int(rt.gen), Dir: rt.dir, Listeners: listeners, Run: s.runner(rt), Config: rt.config, Env: s.cfg.Env,
 		Warn: func(msg string, err error) { rt.outLog.Load().Warn(msg, zap.Error(err)) },
 	}
 }
@@ -101,13 +101,24 @@ func (s *Supervisor) runCheck(gen lifecycle.Gen) lifecycle.Event {
 		return lifecycle.CheckDone{At: s.clock.Now(), Gen: gen}
 	}
 	rt.log.Debug("check config", zap.Strings("argv", argv))
+	src, _ := s.cfg.Driver.(proxyctl.ListenerSource)
 	s.goEffect(func() {
 		start := s.clock.Now()
-		ctx, cancel := context.WithTimeout(rt.ctx, s.cfg.CheckTimeout)
-		out, err := s.runCommand(ctx, rt, argv)
-		cancel()
+		var err error
+		if src != nil && !src.ListenersFromCheck() {
+			err = s.configListeners(rt, src, spec, "")
+		}
+		var out string
+		if err == nil {
+			ctx, cancel := context.WithTimeout(rt.ctx, s.cfg.CheckTimeout)
+			out, err = s.runCommand(ctx, rt, argv)
+			cancel()
+		}
+		if src != nil && src.ListenersFromCheck() && err == nil {
+			err = s.configListeners(rt, src, spec, out)
+		}
 		if oc, ok := s.cfg.Driver.(proxyctl.OutputChecker); ok && err == nil {
-			err = oc.CheckOutput(spec, out)
+			err = oc.CheckOutput(s.checkSpec(rt, spec), out)
 		}
 		rt.log.Debug("check done", zap.Duration("took", s.clock.Now().Sub(start)), zap.Error(err))
 		s.emit(lifecycle.CheckDone{At: s.clock.Now(), Gen: gen, Err: err})
@@ -178,8 +189,10 @@ func (s *Supervisor) start(gen lifecycle.Gen, replacement bool) lifecycle.Event 
 	if err := s.startConfig(rt, replacement); err != nil {
 		return lifecycle.Started{At: now, Gen: gen, Err: err}
 	}
-	listeners := s.cfg.Listeners.Acquire(gen)
-	rt.acquired = true
+	listeners, err := s.acquire(rt, replacement)
+	if err != nil {
+		return lifecycle.Started{At: now, Gen: gen, Err: err}
+	}
 	rt.outLog.Store(rt.log)
 	launch, session, err := s.cfg.Driver.Prepare(s.genSpec(rt, listeners))
 	if err != nil {
@@ -202,7 +215,10 @@ func (s *Supervisor) start(gen lifecycle.Gen, replacement bool) lifecycle.Event 
 	if replacement {
 		s.notify(fmt.Sprintf("STATUS=the active generation exited; replacement generation %d (pid %d) starting", gen, p.Pid()))
 	}
-	current := s.cfg.Listeners.CurrentInodes()
+	current := map[uint64]bool{}
+	for _, l := range listeners {
+		current[l.Inode] = true
+	}
 	s.goEffect(func() { s.watchExit(rt) })
 	s.goEffect(func() { s.probeReady(rt, current) })
 	return lifecycle.Started{At: now, Gen: gen, Pid: p.Pid()}

@@ -104,6 +104,6 @@ func (s *Supervisor) adoptForeign(gen lifecycle.Gen, f foreignFd) error {
 	if err != nil {
 		return err
 	}
-	s.cfg.Listeners.add(sock, false, []lifecycle.Gen{gen})
+	s.cfg.Listeners.add(sock, false, []lifecycle.Gen{gen}, "")
 	return nil
 }

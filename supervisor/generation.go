@@ -33,6 +33,10 @@ type genRuntime struct {
 	rewrite *strings.Replacer
 	digest  string // of the watched files when its check began
 	foreign []ForeignListener
+	// wanted are the listeners its configuration declares (listeners from
+	// the config): written by the check goroutine before it reports
+	// CheckDone, read by the loop after that.
+	wanted []proxyctl.ConfigListener
 
 	mu        sync.Mutex
 	probeErr  error

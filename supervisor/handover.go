@@ -43,6 +43,7 @@ type ListenerHandover struct {
 	Removed bool            `json:"removed,omitempty"`
 	Users   []lifecycle.Gen `json:"users"`
 	Fd      int             `json:"fd"`
+	Where   string          `json:"where,omitempty"` // file:line of its config declaration
 }
 
 // GenHandover is one live generation's runtime.

@@ -25,7 +25,8 @@ type ListenerSet struct {
 type listenerEntry struct {
 	sock    *fdpass.Socket
 	users   map[lifecycle.Gen]bool
-	removed bool
+	removed bool   // not used by the active generation: closed once unused
+	where   string // file:line of the active config declaring it, if any
 }
 
 // BindListeners creates a socket for every spec, or none: on error every
@@ -73,10 +74,7 @@ func (ls *ListenerSet) Current() []proxyctl.Listener {
 	var out []proxyctl.Listener
 	for _, k := range ls.order {
 		if e := ls.items[k]; !e.removed {
-			out = append(out, proxyctl.Listener{
-				Spec: e.sock.Spec(), Fd: e.sock.Fd(), Addr: e.sock.Addr(),
-				Inode: e.sock.Inode(), Backlog: e.sock.Backlog(),
-			})
+			out = append(out, listenerOf(e.sock))
 		}
 	}
 	return out
@@ -177,7 +175,7 @@ func (ls *ListenerSet) handover() []ListenerHandover {
 	var out []ListenerHandover
 	for _, k := range ls.order {
 		e := ls.items[k]
-		l := ListenerHandover{Spec: e.sock.Spec().String(), Inode: e.sock.Inode(), Removed: e.removed, Fd: e.sock.Fd()}
+		l := ListenerHandover{Spec: e.sock.Spec().String(), Inode: e.sock.Inode(), Removed: e.removed, Fd: e.sock.Fd(), Where: e.where}
 		for g := range e.users {
 			l.Users = append(l.Users, g)
 		}
@@ -187,13 +185,13 @@ func (ls *ListenerSet) handover() []ListenerHandover {
 }
 
 // add puts an adopted socket in the set with its users.
-func (ls *ListenerSet) add(sock *fdpass.Socket, removed bool, users []lifecycle.Gen) {
+func (ls *ListenerSet) add(sock *fdpass.Socket, removed bool, users []lifecycle.Gen, where string) {
 	k := ListenerKey(sock.Spec().Key())
 	if ls.items[k] != nil {
 		_ = sock.Close() // already held
 		return
 	}
-	e := &listenerEntry{sock: sock, users: map[lifecycle.Gen]bool{}, removed: removed}
+	e := &listenerEntry{sock: sock, users: map[lifecycle.Gen]bool{}, removed: removed, where: where}
 	for _, g := range users {
 		e.users[g] = true
 	}

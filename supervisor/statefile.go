@@ -65,30 +65,53 @@ func ReadState(path string) (*Handover, error) {
 // of a generation the state file lists, so the same socket carries on; a
 // spec nobody holds any more is bound anew. found counts the sockets taken
 // back. The generations listed must still be the processes recorded (start
-// time checked).
+// time checked). With specs nil (the listeners come from the proxy's
+// configuration) the recorded listeners are recovered with their users and
+// removed flags; a removed one nobody holds any more is dropped.
 func RecoverListeners(h *Handover, specs []fdpass.Spec, pfs ProcFS) (ls *ListenerSet, found int, err error) {
-	recorded := map[string]uint64{}
+	recorded := map[string]ListenerHandover{}
+	fromConfig := specs == nil
 	for _, l := range h.Listeners {
 		if sp, err := fdpass.ParseSpec(l.Spec); err == nil {
-			recorded[sp.Key()] = l.Inode
+			recorded[sp.Key()] = l
+			if fromConfig {
+				specs = append(specs, sp)
+			}
 		}
+	}
+	live := map[lifecycle.Gen]bool{}
+	var all []lifecycle.Gen
+	for _, g := range h.Gens {
+		live[g.Gen] = true
+		all = append(all, g.Gen)
 	}
 	ls = &ListenerSet{items: map[ListenerKey]*listenerEntry{}}
 	for _, sp := range specs {
+		rec, ok := recorded[sp.Key()]
 		var sock *fdpass.Socket
-		if inode, ok := recorded[sp.Key()]; ok {
-			sock = takeBack(h, sp, inode, pfs)
+		if ok {
+			sock = takeBack(h, sp, rec.Inode, pfs)
 		}
-		if sock != nil {
+		users, removed := all, false
+		if fromConfig {
+			users, removed = nil, rec.Removed
+			for _, g := range rec.Users {
+				if live[g] {
+					users = append(users, g)
+				}
+			}
+		}
+		switch {
+		case sock != nil:
 			found++
-		} else if sock, err = fdpass.Listen(sp); err != nil {
-			return nil, 0, errors.Join(err, ls.CloseAll())
+		case fromConfig && removed:
+			continue // nobody holds it and the active config does not want it
+		default:
+			if sock, err = fdpass.Listen(sp); err != nil {
+				return nil, 0, errors.Join(err, ls.CloseAll())
+			}
 		}
-		var users []lifecycle.Gen
-		for _, g := range h.Gens {
-			users = append(users, g.Gen)
-		}
-		ls.add(sock, false, users)
+		ls.add(sock, removed, users, rec.Where)
 	}
 	return ls, found, nil
 }

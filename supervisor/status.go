@@ -47,6 +47,9 @@ type ListenerStatus struct {
 	Inode   uint64 `json:"inode"`
 	Queue   uint32 `json:"accept_queue"`
 	Backlog uint32 `json:"backlog"`
+	// Where is the file:line of the active configuration that declares it
+	// (baton run without --listen).
+	Where string `json:"where,omitempty"`
 }
 
 // GenStatus is one generation.
@@ -108,7 +111,7 @@ func (s *Supervisor) status() Status {
 	queues, established := tcpState()
 	for _, sock := range s.cfg.Listeners.Sockets() {
 		sp := sock.Spec()
-		ls := ListenerStatus{Name: sp.Name, Spec: sp.String(), Addr: sock.Addr(), Inode: sock.Inode()}
+		ls := ListenerStatus{Name: sp.Name, Spec: sp.String(), Addr: sock.Addr(), Inode: sock.Inode(), Where: s.cfg.Listeners.Where(ListenerKey(sp.Key()))}
 		if q, ok := queues[sock.Inode()]; ok {
 			ls.Queue, ls.Backlog = q.Queue, q.Backlog
 		}

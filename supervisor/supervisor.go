@@ -42,6 +42,11 @@ type Config struct {
 	// AdoptListeners takes over listening sockets a generation bound itself
 	// (addresses missing from --listen), so the next one receives them.
 	AdoptListeners bool
+	// ListenersFromConfig takes the listeners from the proxy's
+	// configuration (the driver must be a proxyctl.ListenerSource): each
+	// generation gets the sockets its config declares, bound when missing
+	// (Listeners may start empty); see listenerdiff.go.
+	ListenersFromConfig bool
 }
 
 // Deps are the supervisor's collaborators.
@@ -96,12 +101,18 @@ type Supervisor struct {
 	adopted    bool        // Adopt carried over another baton's generations
 	savedState []byte      // what the state file holds
 	calls      chan func() // work effect goroutines hand to the loop
+	// listenersOf is the generation whose listeners are current (listeners
+	// from the config): the active one once the set followed it.
+	listenersOf lifecycle.Gen
 }
 
 // New checks cfg and returns a supervisor; Run starts it.
 func New(cfg Config, deps Deps) (*Supervisor, error) {
 	if cfg.Driver == nil || cfg.Listeners == nil || len(cfg.Command) == 0 {
 		return nil, errors.New("supervisor: command, driver and listeners are required")
+	}
+	if _, ok := cfg.Driver.(proxyctl.ListenerSource); cfg.ListenersFromConfig && !ok {
+		return nil, fmt.Errorf("supervisor: the %s driver reads no listeners from its configuration: give them with --listen", cfg.Driver.Name())
 	}
 	if cfg.CheckTimeout <= 0 {
 		cfg.CheckTimeout = 30 * time.Second
@@ -255,6 +266,9 @@ func (s *Supervisor) step(ev lifecycle.Event) {
 				queue = append(queue, next)
 			}
 		}
+	}
+	if s.cfg.ListenersFromConfig {
+		s.followActive()
 	}
 	s.saveState()
 }

@@ -338,7 +338,7 @@ func AdoptListeners(h Handover, fds []int) (*ListenerSet, error) {
 		if err != nil {
 			return nil, errors.Join(fmt.Errorf("adopt listener %s: %w", l.Spec, err), ls.CloseAll())
 		}
-		ls.add(sock, l.Removed, l.Users)
+		ls.add(sock, l.Removed, l.Users, l.Where)
 	}
 	return ls, nil
 }

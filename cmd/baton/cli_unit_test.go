@@ -30,7 +30,7 @@ func TestExitCodeMapping(t *testing.T) {
 		err  error
 		want int
 	}{
-		{"usage", usagef("run: at least one --listen is required"), exitUsage},
+		{"usage", usagef("run: no proxy command"), exitUsage},
 		{"wrapped-usage", fmt.Errorf("run: %w", usagef("bad")), exitUsage},
 		{"usage-wrapping-cause", usageError{errors.New("--config x: yaml")}, exitUsage},
 		{"no-baton", fmt.Errorf("%w on /run/baton/baton.sock", errNoBaton), exitNoBaton},
@@ -68,7 +68,7 @@ func TestRunExitStatuses(t *testing.T) {
 		{args: []string{"reload", "-c", sock, "--timeout", "2s"}, code: exitNoBaton, errIn: "no baton answering"},
 		{args: []string{"reload", "extra"}, code: exitUsage, errIn: `unexpected argument "extra"`},
 		{args: []string{"run", "--bogus"}, code: exitUsage, errIn: "bogus"},
-		{args: []string{"run", "-c", sock, "--", "/bin/true"}, code: exitUsage, errIn: "at least one --listen"},
+		{args: []string{"run", "-c", sock, "--", "/bin/true"}, code: exitUsage, errIn: "generic driver needs --listen"},
 		{args: []string{"run", "-c", sock, "-l", "tcp://127.0.0.1:0"}, code: exitUsage, errIn: "no proxy command"},
 		{args: []string{"run", "-c", sock, "-l", "tcp://localhost:80", "--", "/bin/true"}, code: exitUsage, errIn: "want an IP address"},
 		{args: []string{"run", "-c", sock, "-l", "tcp://127.0.0.1:0", "--max-generations", "0", "--", "/bin/true"}, code: exitUsage, errIn: "--max-generations"},

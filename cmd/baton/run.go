@@ -47,7 +47,7 @@ func runCommand() *cli.Command {
 	// the command line wins.
 	flags := []cli.Flag{
 		&cli.StringFlag{Name: "config", Usage: "read options from this YAML `FILE` (keys are the flag names; `command: [haproxy, -f, ...]` gives the command); flags override it"},
-		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "listen", Aliases: []string{"l"}, Usage: "listening socket `SPEC`: [NAME=]tcp://HOST:PORT, tcp4://, tcp6://, udp://, unix:///PATH, options after '?': backlog=N, mode=0660, v6only=1, freebind=1, defer_accept=S (repeatable)"}),
+		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "listen", Aliases: []string{"l"}, Usage: "listening socket `SPEC` (repeatable; without any, baton binds the addresses of HAProxy's bind lines or nginx's listen directives itself): [NAME=]tcp://HOST:PORT, tcp4://, tcp6://, udp://, unix:///PATH, options after '?': backlog=N, mode=0660, v6only=1, freebind=1, defer_accept=S; a config address --listen does not cover is refused at the config check"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "control", Aliases: []string{"c"}, Value: defaultControl, EnvVars: []string{"BATON_CONTROL"}, Usage: "control socket `PATH`"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "control-group", Usage: "make the control socket 0660 and let this `GROUP` use it"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "proxy", Usage: "driver: haproxy|nginx|generic (default: from COMMAND's name)"}),
@@ -74,9 +74,12 @@ func runCommand() *cli.Command {
 		Name:      "run",
 		Usage:     "supervise COMMAND (haproxy, nginx or a socket-activated server) in the foreground",
 		ArgsUsage: "-- COMMAND [ARG...]",
-		Flags:     flags,
-		Before:    configFile(flags),
-		Action:    runAction,
+		Description: "Without --listen, baton binds the addresses the proxy's configuration declares (HAProxy bind lines,\n" +
+			"nginx listen directives), logs where each is declared, and applies added and removed addresses at\n" +
+			"each reload. With --listen, a configured address it does not cover is refused at the config check.",
+		Flags:  flags,
+		Before: configFile(flags),
+		Action: runAction,
 	}
 }
 
@@ -132,16 +135,18 @@ func checkConfigKeys(path string, known map[string]bool) error {
 
 // runSetup is everything runAction validated and built before supervising.
 type runSetup struct {
-	adopt   bool
-	watch   []string
-	checkTO time.Duration
-	cmd     []string
-	specs   []fdpass.Spec
-	driver  proxyctl.Driver
-	rlimits []supervisor.Rlimit
-	life    lifecycle.Config
-	group   int
-	log     *zap.Logger
+	adopt bool
+	watch []string
+	// fromConfig: no --listen, the listeners come from the proxy's config.
+	fromConfig bool
+	checkTO    time.Duration
+	cmd        []string
+	specs      []fdpass.Spec
+	driver     proxyctl.Driver
+	rlimits    []supervisor.Rlimit
+	life       lifecycle.Config
+	group      int
+	log        *zap.Logger
 }
 
 func parseRunFlags(c *cli.Context) (*runSetup, error) {
@@ -151,10 +156,7 @@ func parseRunFlags(c *cli.Context) (*runSetup, error) {
 		rs.cmd = c.StringSlice("command")
 	}
 	if len(rs.cmd) == 0 {
-		return nil, usagef("run: no proxy command; usage: baton run --listen SPEC -- COMMAND [ARG...]")
-	}
-	if len(c.StringSlice("listen")) == 0 {
-		return nil, usagef("run: at least one --listen is required")
+		return nil, usagef("run: no proxy command; usage: baton run [--listen SPEC...] -- COMMAND [ARG...]")
 	}
 	for _, s := range c.StringSlice("listen") {
 		sp, err := fdpass.ParseSpec(s)
@@ -196,6 +198,12 @@ func parseRunFlags(c *cli.Context) (*runSetup, error) {
 	}
 	if rs.driver, err = proxyctl.New(c.String("proxy"), rs.cmd, generic); err != nil {
 		return nil, usageError{err}
+	}
+	if len(rs.specs) == 0 {
+		if _, ok := rs.driver.(proxyctl.ListenerSource); !ok {
+			return nil, usagef("run: the %s driver needs --listen: baton reads listening addresses only from HAProxy and nginx configurations", rs.driver.Name())
+		}
+		rs.fromConfig = true
 	}
 	if rs.rlimits, err = supervisor.EffectiveRlimits(configured); err != nil {
 		return nil, err
@@ -358,7 +366,7 @@ func supervise(rs *runSetup, st *startState, upg *tableflip.Upgrader) error {
 		Command: rs.cmd, Driver: rs.driver, Listeners: st.listeners, Rlimits: rs.rlimits,
 		Lifecycle: rs.life, CheckTimeout: rs.checkTO, RunDir: st.ctl.Path + ".d", Env: os.Environ(),
 		WatchPaths: rs.watch, Control: st.ctl, InitPipe: st.initPipe, MetricsListener: st.metrics,
-		StateFile: st.ctl.Path + ".state", AdoptListeners: rs.adopt,
+		StateFile: st.ctl.Path + ".state", AdoptListeners: rs.adopt, ListenersFromConfig: rs.fromConfig,
 	}, supervisor.Deps{
 		Log: rs.log, Starter: &supervisor.ExecStarter{Reaper: reaper}, ProcFS: st.procfs,
 		Notify: sdNotify, Metrics: metrics, Upgrader: flipper{upg, reaper},

@@ -24,9 +24,13 @@ func printStatus(w io.Writer, st supervisor.Status, now time.Time) error {
 		fmt.Fprintf(tw, "replacement after %d crashes in a row starts in %s\n", st.ConsecutiveCrashes, round(st.RestartAt.Sub(now)))
 	}
 	fmt.Fprintln(tw)
-	fmt.Fprintln(tw, "LISTENER\tADDRESS\tINODE\tACCEPT QUEUE/BACKLOG")
+	fmt.Fprintln(tw, "LISTENER\tADDRESS\tINODE\tACCEPT QUEUE/BACKLOG\tDECLARED")
 	for _, l := range st.Listeners {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d/%d\n", l.Name, l.Addr, l.Inode, l.Queue, l.Backlog)
+		where := l.Where
+		if where == "" {
+			where = "--listen"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d/%d\t%s\n", l.Name, l.Addr, l.Inode, l.Queue, l.Backlog, where)
 	}
 	fmt.Fprintln(tw)
 	fmt.Fprintln(tw, "GEN\tSTATE\tPID\tAGE\tCONNS\tFDS\tDEADLINE\tPROCESSES (pid nofile soft/hard)")
