@@ -23,6 +23,8 @@ type genRuntime struct {
 	proc     Proc
 	session  proxyctl.Session
 	acquired bool // holds references in the listener set
+	// pidFileDone: the user's pid file was handled when it became active.
+	pidFileDone bool
 
 	ctx    context.Context // cancelled when the generation is forgotten
 	cancel context.CancelFunc
@@ -91,7 +93,12 @@ type ChildError struct {
 
 func (e *ChildError) Error() string {
 	var b strings.Builder
-	b.WriteString(strings.Join(e.Argv, " "))
+	for i, a := range e.Argv {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(shellQuote(a))
+	}
 	switch {
 	case e.Err != nil:
 		fmt.Fprintf(&b, ": %v", e.Err)
@@ -108,6 +115,23 @@ func (e *ChildError) Error() string {
 }
 
 func (e *ChildError) Unwrap() error { return e.Err }
+
+// shellQuote returns s as one word a POSIX shell reads back as s: as it is
+// when it holds only safe characters, else in single quotes (a single quote
+// inside written as '\'').
+func shellQuote(s string) string {
+	safe := s != ""
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("@%+=:,./_-", c)) {
+			safe = false
+			break
+		}
+	}
+	if safe {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
 
 // outputError is the child's own words, for an exit before ready.
 type outputError string

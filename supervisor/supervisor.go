@@ -91,6 +91,7 @@ type Supervisor struct {
 	watch      *watcher
 	stopping   bool              // STOPPING=1 was sent
 	lastGood   map[string]string // the last checked config copies, for crash replacements
+	pidFile    PidFileState      // the user's pid file as baton last wrote it
 	upgrader   Upgrader
 	handedOver atomic.Bool // an upgrade succeeded: the next baton carries on
 	adopted    bool        // Adopt carried over another baton's generations
@@ -179,6 +180,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		s.drainEvents()
 		s.releaseAll()
 		if !s.handedOver.Load() { // the next baton uses them
+			s.removePidFile()
 			if err := os.RemoveAll(s.cfg.RunDir); err != nil {
 				s.log.Warn("remove run directory", zap.Error(err))
 			}
@@ -256,6 +258,7 @@ func (s *Supervisor) step(ev lifecycle.Event) {
 			}
 		}
 	}
+	s.syncPidFile()
 	s.saveState()
 }
 
