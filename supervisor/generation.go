@@ -118,7 +118,8 @@ func (e *ChildError) Unwrap() error { return e.Err }
 
 // shellQuote returns s as one word a POSIX shell reads back as s: as it is
 // when it holds only safe characters, else in single quotes (a single quote
-// inside written as '\”).
+// inside ends the quoting, is escaped with a backslash, and quoting
+// resumes).
 func shellQuote(s string) string {
 	safe := s != ""
 	for _, c := range s {
