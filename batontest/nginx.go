@@ -7,8 +7,8 @@ import (
 
 // NginxConfig is an nginx config that answers every request on
 // 127.0.0.1:port with 200, a body and an X-Gen header naming version.
-// Errors go to stderr (baton logs them); no pid directive (baton sets one
-// per generation). extraMain and extraHTTP are inserted into the main and
+// Errors go to stderr (baton logs them); no pid directive (baton then gives
+// each generation its own with -g). extraMain and extraHTTP are inserted into the main and
 // http contexts, one directive per line.
 func NginxConfig(port, version int, extraMain, extraHTTP []string) string {
 	var b strings.Builder

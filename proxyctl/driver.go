@@ -71,6 +71,27 @@ type ConfigSnapshotter interface {
 	ConfigFiles() ([]string, error)
 }
 
+// ConfigStager is implemented by ConfigSnapshotters whose generations run
+// a changed version of the copies (nginx: a pid directive naming the
+// generation's own pid file). Right after the copies are made, for the
+// check and for a crash replacement, baton calls StageConfig; it writes
+// what the generation runs into g.Dir, and returns each path it wrote (a
+// file, or a directory ending in "/") mapped to the user's path, so that
+// messages name the user's files.
+type ConfigStager interface {
+	StageConfig(g GenSpec) (map[string]string, error)
+}
+
+// PidFiler is implemented by sessions whose proxy configuration names a pid
+// file of the user's (nginx's pid directive): baton writes the generation's
+// pid there whenever the generation becomes the one that serves, so that
+// tools that signal the pid in that file (logrotate, `nginx -s reopen`)
+// reach it. "" means no such file; an error says why the file named cannot
+// be used.
+type PidFiler interface {
+	PidFile() (string, error)
+}
+
 // Launch says how to start a generation's process.
 type Launch struct {
 	Argv      []string // argv[0] is the resolved program path

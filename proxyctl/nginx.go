@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 
@@ -25,16 +26,21 @@ var nginxForbidden = map[string]string{
 // Nginx drives nginx 1.22+. Each generation is a fresh nginx master that
 // inherits baton's sockets as fds 3, 4, ... named in NGINX=3;4; (nginx
 // matches them to its listen directives by address and, inheriting, stays in
-// the foreground whatever `daemon` says). Each generation gets its own pid
-// file through -g. The check is `nginx -T`, whose dump baton reads to refuse
-// configurations that would re-listen or duplicate a passed socket.
+// the foreground whatever `daemon` says). Each generation runs from its own
+// copy of the main config file (see StageConfig) and gets its own pid file:
+// the copy's pid directive names it, or, when the main file has none, -g
+// does. The check is `nginx -T` on the same copy, whose dump baton reads to
+// refuse configurations that would re-listen or duplicate a passed socket.
 // Readiness: a worker of the new master has every listener in its epoll set
 // (read from /proc/PID/fdinfo), i.e. it accepts on them. Drain: SIGQUIT.
 // Hard stop: SIGTERM.
 type Nginx struct {
-	bin    string
-	args   []string // the user's arguments without -g
-	global string   // the user's -g directives, if any
+	bin     string
+	args    []string // the user's arguments without -g
+	global  string   // the user's -g directives, if any
+	conf    string   // absolute path of the main config file (-c or nginx's default)
+	prefix  string   // nginx's prefix (-p or nginx's default), for relative paths
+	pathErr error    // why conf or prefix is unknown
 }
 
 // NewNginx validates cmd (argv[0] resolved) for use under baton. It reads
@@ -82,30 +88,127 @@ func NewNginx(cmd []string) (*Nginx, error) {
 	if strings.Contains(" "+n.global, " pid ") || strings.Contains(n.global, ";pid ") {
 		return nil, fmt.Errorf("%w: remove pid from -g: baton gives each generation its own pid file", ErrBadCommand)
 	}
+	n.conf, n.prefix, n.pathErr = nginxPaths(n.bin, n.args)
 	return n, nil
 }
 
 // Name implements Driver.
 func (n *Nginx) Name() string { return "nginx" }
 
-func (n *Nginx) globals(g GenSpec) string {
-	s := "pid " + filepath.Join(g.Dir, "nginx.pid") + ";"
-	if n.global != "" {
-		s += " " + n.global
+// genPid is the pid file of generation g.
+func genPid(g GenSpec) string { return filepath.Join(g.Dir, "nginx.pid") }
+
+// globals is the -g value: with pid, baton's pid directive first.
+func (n *Nginx) globals(g GenSpec, pid bool) []string {
+	s := n.global
+	if pid {
+		s = strings.TrimSpace("pid " + nginxWord(genPid(g)) + "; " + s)
 	}
-	return s
+	if s == "" {
+		return nil
+	}
+	return []string{"-g", s}
+}
+
+// staged reports whether generation g runs a copy of the main config file.
+func (n *Nginx) staged(g GenSpec) bool {
+	_, ok := g.Config[n.conf]
+	return ok && n.conf != ""
+}
+
+// stagedPath is the copy of the main config file generation g runs.
+func (n *Nginx) stagedPath(g GenSpec) string {
+	return filepath.Join(g.Dir, nginxCopyDir, filepath.Base(n.conf))
+}
+
+// userArgs returns the user's arguments with -c naming the generation's
+// copy when it runs one.
+func (n *Nginx) userArgs(g GenSpec) []string {
+	out := append([]string(nil), n.args...)
+	if !n.staged(g) {
+		return out
+	}
+	for i := 0; i+1 < len(out); i++ {
+		if out[i] == "-c" {
+			out[i+1] = n.stagedPath(g)
+			return out
+		}
+	}
+	return append(out, "-c", n.stagedPath(g))
 }
 
 // CheckArgv implements Driver: nginx -T (test and dump the configuration)
-// with the generation's -g.
+// on the generation's copy. The copy's pid directive names the
+// generation's pid file; when it has none, the check runs without one
+// (nginx -T writes no pid file), so that a pid directive in an included
+// file shows in the dump and is refused with its file and line, instead of
+// as nginx's "duplicate" error. Without a copy, -g names the pid file.
 func (n *Nginx) CheckArgv(g GenSpec) []string {
-	argv := append([]string{n.bin}, n.args...)
-	return append(argv, "-T", "-g", n.globals(g))
+	argv := append([]string{n.bin}, n.userArgs(g)...)
+	return append(append(argv, "-T"), n.globals(g, !n.staged(g))...)
 }
 
 // CheckOutput implements OutputChecker: it reads the dump of nginx -T.
 func (n *Nginx) CheckOutput(g GenSpec, output string) error {
-	return checkNginxDump(output, g.Listeners)
+	main := ""
+	if n.staged(g) {
+		main = n.conf
+	}
+	return checkNginxDump(output, g.Listeners, genPid(g), main)
+}
+
+// ConfigFiles implements ConfigSnapshotter: the main config file. Files it
+// includes are read in place.
+func (n *Nginx) ConfigFiles() ([]string, error) {
+	if n.pathErr != nil {
+		return nil, n.pathErr
+	}
+	if _, err := os.Stat(n.conf); err != nil {
+		return nil, err
+	}
+	return []string{n.conf}, nil
+}
+
+// StageConfig implements ConfigStager: from the checked copy of the main
+// config file, it writes the file generation g runs (its pid directive
+// naming g's own pid file) into a directory of its own beside a symlink to
+// every other entry of the main file's directory, so that relative paths
+// mean what they mean for the original. It maps that directory to the
+// user's, for messages.
+func (n *Nginx) StageConfig(g GenSpec) (map[string]string, error) {
+	if !n.staged(g) {
+		return nil, nil
+	}
+	dir := filepath.Join(g.Dir, nginxCopyDir)
+	if _, _, err := stageNginxConf(n.conf, g.ConfigPath(n.conf), dir, genPid(g)); err != nil {
+		return nil, fmt.Errorf("nginx config copy: %w", err)
+	}
+	return map[string]string{dir + "/": filepath.Dir(n.conf) + "/"}, nil
+}
+
+// userPidFile reads the pid directive of the main config file as copied for
+// g: whether it has one (then the generation's copy names g's own pid file
+// instead), and its path resolved as nginx does (relative to the prefix).
+// A path that cannot be resolved is an error, but the directive is there.
+func (n *Nginx) userPidFile(g GenSpec) (string, bool, error) {
+	if !n.staged(g) {
+		return "", false, nil
+	}
+	data, err := os.ReadFile(g.ConfigPath(n.conf))
+	if err != nil {
+		return "", false, err
+	}
+	p, err := findNginxPid(string(data))
+	if err != nil || p.path == "" {
+		return "", false, err
+	}
+	if filepath.IsAbs(p.path) {
+		return p.path, true, nil
+	}
+	if n.prefix == "" {
+		return "", true, fmt.Errorf("%s:%d: pid %s is relative and nginx's prefix is unknown", n.conf, p.line, p.path)
+	}
+	return filepath.Join(n.prefix, p.path), true, nil
 }
 
 // Signal implements Driver.
@@ -124,10 +227,26 @@ func (n *Nginx) Prepare(g GenSpec) (Launch, Session, error) {
 		fds[i] = l.Fd
 		inodes[l.Inode] = true
 	}
-	argv := append(append([]string{n.bin}, n.args...), "-g", n.globals(g))
+	userPid, has, err := n.userPidFile(g)
+	if err != nil && !has {
+		return Launch{}, nil, fmt.Errorf("nginx pid directive: %w", err)
+	}
+	// The copy names the generation's pid file when the user's names one.
+	argv := append(append([]string{n.bin}, n.userArgs(g)...), n.globals(g, !has)...)
 	return Launch{Argv: argv, Env: []string{fdpass.NginxEnv(len(fds))}, Files: fds},
-		&epollSession{inodes: inodes, workers: true}, nil
+		&nginxSession{epollSession: epollSession{inodes: inodes, workers: true}, pidFile: userPid, pidErr: err}, nil
 }
+
+// nginxSession is an nginx generation: ready like an epollSession; its
+// master's pid belongs in the pid file the user's config names.
+type nginxSession struct {
+	epollSession
+	pidFile string
+	pidErr  error
+}
+
+// PidFile implements PidFiler.
+func (s *nginxSession) PidFile() (string, error) { return s.pidFile, s.pidErr }
 
 // epollSession is ready when one process of the generation polls every
 // listener: its epoll set (/proc/PID/fdinfo of an eventpoll fd) names the

@@ -113,11 +113,13 @@ func ParseNginxFile(file, text string) ([]NginxDirective, error) {
 	return out, nil
 }
 
-// ntoken is a word, or one of the punctuation bytes ';', '{', '}'.
+// ntoken is a word, or one of the punctuation bytes ';', '{', '}'. off
+// and end are the byte span of its source text (quotes included).
 type ntoken struct {
-	text  string
-	punct byte
-	line  int
+	text     string
+	punct    byte
+	line     int
+	off, end int
 }
 
 // lexNginx splits a file into tokens the way nginx does: whitespace and
@@ -128,11 +130,11 @@ type ntoken struct {
 func lexNginx(text string) ([]ntoken, error) {
 	var out []ntoken
 	var w strings.Builder
-	line, start := 1, 0
+	line, start, off := 1, 0, 0
 	inWord := false
-	flush := func() {
+	flushAt := func(end int) {
 		if inWord {
-			out = append(out, ntoken{text: w.String(), line: start})
+			out = append(out, ntoken{text: w.String(), line: start, off: off, end: end})
 			w.Reset()
 			inWord = false
 		}
@@ -141,20 +143,20 @@ func lexNginx(text string) ([]ntoken, error) {
 		c := text[i]
 		switch {
 		case c == '\n':
-			flush()
+			flushAt(i)
 			line++
 		case c == ' ' || c == '\t' || c == '\r':
-			flush()
+			flushAt(i)
 		case c == ';' || c == '{' || c == '}':
-			flush()
-			out = append(out, ntoken{punct: c, line: line})
+			flushAt(i)
+			out = append(out, ntoken{punct: c, line: line, off: i, end: i + 1})
 		case c == '#' && !inWord:
 			for i < len(text) && text[i] != '\n' {
 				i++
 			}
 			i-- // let the newline count the line
 		case (c == '"' || c == '\'') && !inWord:
-			inWord, start = true, line
+			inWord, start, off = true, line, i
 			j := i + 1
 			for ; j < len(text) && text[j] != c; j++ {
 				if text[j] == '\\' && j+1 < len(text) {
@@ -171,12 +173,12 @@ func lexNginx(text string) ([]ntoken, error) {
 			i = j
 		default:
 			if !inWord {
-				inWord, start = true, line
+				inWord, start, off = true, line, i
 			}
 			w.WriteByte(c)
 		}
 	}
-	flush()
+	flushAt(len(text))
 	return out, nil
 }
 
@@ -291,12 +293,15 @@ func parseNginxAddr(s string) (netip.AddrPort, error) {
 const nginxDefaultBacklog = 511
 
 // checkNginxDump refuses configurations that would break baton's one socket
-// per address: a `pid` NginxDirective (generations would share one pid file, which
-// an exiting old master deletes), `reuseport` on a passed address (nginx adds
-// a second socket of its own), a `backlog=` other than baton's (nginx
-// re-listens the shared socket, for every holder), and listen addresses baton
-// does not hand over (each generation would bind its own).
-func checkNginxDump(dump string, listeners []Listener) error {
+// per address or its pid files: a `pid` directive other than the
+// generation's own (ownPid, which baton writes into its copy of the main
+// file mainConf; "" when the generation runs no copy): generations would
+// share one pid file, which an exiting old master deletes; `reuseport` on a
+// passed address (nginx adds a second socket of its own); a `backlog=`
+// other than baton's (nginx re-listens the shared socket, for every holder);
+// and listen addresses baton does not hand over (each generation would bind
+// its own).
+func checkNginxDump(dump string, listeners []Listener, ownPid, mainConf string) error {
 	ds, err := parseNginxDump(dump)
 	if err != nil {
 		return fmt.Errorf("read nginx -T output: %w", err)
@@ -309,12 +314,23 @@ func checkNginxDump(dump string, listeners []Listener) error {
 	for _, d := range ds {
 		switch d.Name {
 		case "pid":
-			errs = append(errs, fmt.Errorf("%s: remove the pid directive: baton gives each generation its own pid file (an exiting old master deletes a shared one)", d.where()))
+			errs = append(errs, checkPid(d, ownPid, mainConf))
 		case "listen":
 			errs = append(errs, checkListen(d, passed))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// checkPid accepts the generation's own pid directive only.
+func checkPid(d NginxDirective, ownPid, mainConf string) error {
+	switch {
+	case len(d.Args) == 1 && d.Args[0] == ownPid:
+		return nil
+	case mainConf != "":
+		return fmt.Errorf("%s: pid directive outside the main config file: baton gives each generation its own pid file by rewriting the pid directive of %s only (an exiting old master deletes a shared one); move it there", d.where(), mainConf)
+	}
+	return fmt.Errorf("%s: remove the pid directive: baton could not copy the main config file, so it cannot give each generation its own pid file (an exiting old master deletes a shared one)", d.where())
 }
 
 func checkListen(d NginxDirective, passed map[string]Listener) error {

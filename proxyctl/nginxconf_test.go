@@ -238,12 +238,12 @@ http {
 
 	// The same dump through the check: 18081's backlog equals baton's.
 	ls := []Listener{testListener(t, "tcp://127.0.0.1:18080", 4096), testListener(t, "tcp://127.0.0.1:18081", 4096)}
-	if err := checkNginxDump(string(out), ls); err != nil {
+	if err := checkNginxDump(string(out), ls, "", ""); err != nil {
 		t.Errorf("checkNginxDump on a good config: %v", err)
 	}
 	// Baton's socket on 18081 with another backlog: refused, naming file:line.
 	ls[1].Backlog = 1024
-	err = checkNginxDump(string(out), ls)
+	err = checkNginxDump(string(out), ls, "", "")
 	if err == nil || !strings.Contains(err.Error(), conf+":8") || !strings.Contains(err.Error(), "backlog=4096") {
 		t.Errorf("checkNginxDump with baton's backlog 1024: %v, want an error naming %s:8 and backlog=4096", err, conf)
 	}
@@ -387,7 +387,7 @@ func TestCheckNginxDump(t *testing.T) {
 		{},
 	}
 	for _, g := range good {
-		if err := checkNginxDump(conf(g...), passed); err != nil {
+		if err := checkNginxDump(conf(g...), passed, "", ""); err != nil {
 			t.Errorf("%q: refused: %v", g, err)
 		}
 	}
@@ -413,7 +413,7 @@ func TestCheckNginxDump(t *testing.T) {
 	}
 	for _, c := range bad {
 		t.Run(c.name, func(t *testing.T) {
-			err := checkNginxDump(conf(c.listens...), passed)
+			err := checkNginxDump(conf(c.listens...), passed, "", "")
 			if err == nil {
 				t.Fatalf("%q accepted", c.listens)
 			}
@@ -426,22 +426,30 @@ func TestCheckNginxDump(t *testing.T) {
 	}
 	t.Run("pid", func(t *testing.T) {
 		dump := dumpOf([2]string{"/etc/nginx/nginx.conf", "worker_processes 2;\npid /run/nginx.pid;\nevents {}"})
-		err := checkNginxDump(dump, passed)
+		err := checkNginxDump(dump, passed, "", "")
 		if err == nil || !strings.Contains(err.Error(), "/etc/nginx/nginx.conf:2: remove the pid directive") {
-			t.Errorf("pid directive: %v, want an error naming /etc/nginx/nginx.conf:2", err)
+			t.Errorf("pid directive without a copy: %v, want an error naming /etc/nginx/nginx.conf:2", err)
+		}
+	})
+	// The main file's pid directive, as baton rewrote it in the
+	// generation's copy, is the generation's own.
+	t.Run("own-pid-in-copy", func(t *testing.T) {
+		dump := dumpOf([2]string{"/etc/nginx/nginx.conf", "worker_processes 2;\npid /run/baton/3/nginx.pid;\nevents {}"})
+		if err := checkNginxDump(dump, passed, "/run/baton/3/nginx.pid", "/etc/nginx/nginx.conf"); err != nil {
+			t.Errorf("the generation's own pid directive refused: %v", err)
 		}
 	})
 	t.Run("pid-in-include", func(t *testing.T) {
 		dump := dumpOf([2]string{"/etc/nginx/nginx.conf", "include /etc/nginx/main.d/*.conf;\nevents {}"},
 			[2]string{"/etc/nginx/main.d/pid.conf", "# pid\n\npid /run/nginx.pid;"})
-		err := checkNginxDump(dump, passed)
-		if err == nil || !strings.Contains(err.Error(), "/etc/nginx/main.d/pid.conf:3") {
+		err := checkNginxDump(dump, passed, "/run/baton/3/nginx.pid", "/etc/nginx/nginx.conf")
+		if err == nil || !strings.Contains(err.Error(), "/etc/nginx/main.d/pid.conf:3: pid directive outside the main config file") || !strings.Contains(err.Error(), "of /etc/nginx/nginx.conf only") {
 			t.Errorf("pid in an include: %v, want an error naming /etc/nginx/main.d/pid.conf:3", err)
 		}
 	})
 	t.Run("every-problem-reported", func(t *testing.T) {
 		dump := dumpOf([2]string{"/n.conf", "pid /x;\nhttp { server {\nlisten 127.0.0.1:8080 reuseport;\nlisten 127.0.0.1:1;\n} }"})
-		err := checkNginxDump(dump, passed)
+		err := checkNginxDump(dump, passed, "", "")
 		for _, w := range []string{"/n.conf:1: remove the pid", "/n.conf:3: listen 127.0.0.1:8080 reuseport", "/n.conf:4: listen 127.0.0.1:1 is not handed over"} {
 			if err == nil || !strings.Contains(err.Error(), w) {
 				t.Errorf("error %v lacks %q", err, w)
@@ -450,18 +458,18 @@ func TestCheckNginxDump(t *testing.T) {
 	})
 	t.Run("baton-backlog-not-somaxconn", func(t *testing.T) {
 		ls := []Listener{testListener(t, "tcp://127.0.0.1:8080?backlog=1024", 1024)}
-		if err := checkNginxDump(conf("listen 127.0.0.1:8080 backlog=1024;"), ls); err != nil {
+		if err := checkNginxDump(conf("listen 127.0.0.1:8080 backlog=1024;"), ls, "", ""); err != nil {
 			t.Errorf("backlog equal to baton's 1024 refused: %v", err)
 		}
-		if err := checkNginxDump(conf("listen 127.0.0.1:8080 backlog=511;"), ls); err != nil {
+		if err := checkNginxDump(conf("listen 127.0.0.1:8080 backlog=511;"), ls, "", ""); err != nil {
 			t.Errorf("backlog=511 (what nginx assumes of an inherited socket) refused: %v", err)
 		}
-		if err := checkNginxDump(conf("listen 127.0.0.1:8080 backlog=4096;"), ls); err == nil {
+		if err := checkNginxDump(conf("listen 127.0.0.1:8080 backlog=4096;"), ls, "", ""); err == nil {
 			t.Errorf("backlog=4096 with baton's 1024 accepted")
 		}
 	})
 	t.Run("unreadable-dump", func(t *testing.T) {
-		err := checkNginxDump(dumpOf([2]string{"/n.conf", "return 200 \"x;"}), passed)
+		err := checkNginxDump(dumpOf([2]string{"/n.conf", "return 200 \"x;"}), passed, "", "")
 		if err == nil || !strings.Contains(err.Error(), "read nginx -T output") || !strings.Contains(err.Error(), "/n.conf:1") {
 			t.Errorf("unterminated quote: %v", err)
 		}
@@ -473,7 +481,7 @@ func TestCheckNginxDump(t *testing.T) {
 // a word must not hide the listen line after it from the check.
 func TestCheckNginxDumpHashInsideWord(t *testing.T) {
 	dump := dumpOf([2]string{"/n.conf", "http { server {\n    return 301 https://example.com/#top;\n    listen 127.0.0.1:8080 reuseport;\n} }"})
-	err := checkNginxDump(dump, []Listener{testListener(t, "tcp://127.0.0.1:8080", 4096)})
+	err := checkNginxDump(dump, []Listener{testListener(t, "tcp://127.0.0.1:8080", 4096)}, "", "")
 	if err == nil || !strings.Contains(err.Error(), "/n.conf:3") {
 		t.Errorf("reuseport after a '#' inside a word: %v, want it refused at /n.conf:3", err)
 	}

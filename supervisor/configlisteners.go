@@ -79,20 +79,10 @@ func (s *Supervisor) acquire(rt *genRuntime, replacement bool) ([]proxyctl.Liste
 	return ls, nil
 }
 
-// followActive makes the active generation's listeners the current ones
-// once it changed (listeners from the config): the others close once no
+// activateListeners makes gen's listeners, now that it is active, the
+// current ones (listeners from the config): the others close once no
 // generation holds them.
-func (s *Supervisor) followActive() {
-	var gen lifecycle.Gen
-	for _, g := range s.m.Generations() {
-		if g.State == lifecycle.Active {
-			gen = g.Gen
-		}
-	}
-	if gen == 0 || gen == s.listenersOf {
-		return
-	}
-	s.listenersOf = gen
+func (s *Supervisor) activateListeners(gen lifecycle.Gen) {
 	where := map[ListenerKey]string{}
 	if rt := s.gens[gen]; rt != nil {
 		for _, w := range rt.wanted {

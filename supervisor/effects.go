@@ -165,7 +165,11 @@ func (s *Supervisor) runCommand(ctx context.Context, rt *genRuntime, argv []stri
 	output := out.String()
 	mu.Unlock()
 	if st := p.Status(); timedOut != nil || st.Code != 0 {
-		return output, &ChildError{Argv: strings.Fields(rt.userPaths(strings.Join(argv, " "))), Status: st, Output: rt.userPaths(p.Output()), Err: timedOut}
+		userArgv := make([]string, len(argv))
+		for i, a := range argv {
+			userArgv[i] = rt.userPaths(a)
+		}
+		return output, &ChildError{Argv: userArgv, Status: st, Output: rt.userPaths(p.Output()), Err: timedOut}
 	}
 	return output, nil
 }
@@ -250,6 +254,15 @@ func (s *Supervisor) snapshotConfig(rt *genRuntime, from map[string]string) erro
 	var pairs []string
 	for orig, c := range config {
 		pairs = append(pairs, c, orig)
+	}
+	if st, ok := s.cfg.Driver.(proxyctl.ConfigStager); ok {
+		staged, err := st.StageConfig(s.genSpec(rt, nil))
+		if err != nil {
+			return err
+		}
+		for written, orig := range staged {
+			pairs = append(pairs, written, orig)
+		}
 	}
 	rt.rewrite = strings.NewReplacer(pairs...)
 	return nil

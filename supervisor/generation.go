@@ -95,7 +95,12 @@ type ChildError struct {
 
 func (e *ChildError) Error() string {
 	var b strings.Builder
-	b.WriteString(strings.Join(e.Argv, " "))
+	for i, a := range e.Argv {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(shellQuote(a))
+	}
 	switch {
 	case e.Err != nil:
 		fmt.Fprintf(&b, ": %v", e.Err)
@@ -112,6 +117,24 @@ func (e *ChildError) Error() string {
 }
 
 func (e *ChildError) Unwrap() error { return e.Err }
+
+// shellQuote returns s as one word a POSIX shell reads back as s: as it is
+// when it holds only safe characters, else in single quotes (a single quote
+// inside ends the quoting, is escaped with a backslash, and quoting
+// resumes).
+func shellQuote(s string) string {
+	safe := s != ""
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("@%+=:,./_-", c)) {
+			safe = false
+			break
+		}
+	}
+	if safe {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
 
 // outputError is the child's own words, for an exit before ready.
 type outputError string

@@ -29,6 +29,7 @@ type Handover struct {
 	Gens      []GenHandover          `json:"gens"`
 	LastGood  map[string]string      `json:"last_good,omitempty"`
 	Watch     *WatchStatus           `json:"watch,omitempty"`
+	PidFile   PidFileState           `json:"pid_file"`
 	ControlFd int                    `json:"control_fd"`
 	LockFd    int                    `json:"lock_fd"`
 	InitFd    int                    `json:"init_fd"`

@@ -96,14 +96,14 @@ type Supervisor struct {
 	watch      *watcher
 	stopping   bool              // STOPPING=1 was sent
 	lastGood   map[string]string // the last checked config copies, for crash replacements
+	pidFile    PidFileState      // the user's pid file as baton last wrote it
 	upgrader   Upgrader
 	handedOver atomic.Bool // an upgrade succeeded: the next baton carries on
 	adopted    bool        // Adopt carried over another baton's generations
 	savedState []byte      // what the state file holds
 	calls      chan func() // work effect goroutines hand to the loop
-	// listenersOf is the generation whose listeners are current (listeners
-	// from the config): the active one once the set followed it.
-	listenersOf lifecycle.Gen
+	// followed is the active generation that followActive last saw.
+	followed lifecycle.Gen
 }
 
 // New checks cfg and returns a supervisor; Run starts it.
@@ -190,6 +190,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		s.drainEvents()
 		s.releaseAll()
 		if !s.handedOver.Load() { // the next baton uses them
+			s.removePidFile()
 			if err := os.RemoveAll(s.cfg.RunDir); err != nil {
 				s.log.Warn("remove run directory", zap.Error(err))
 			}
@@ -239,6 +240,29 @@ func (s *Supervisor) armTimer() (Timer, <-chan time.Time) {
 	return t, t.C()
 }
 
+// followActive does, once per generation that becomes active (the first
+// one, each reload, each crash replacement, an adopted one), what follows
+// from it serving: its listeners become the current ones (listeners from
+// the config) and the user's pid file names it.
+func (s *Supervisor) followActive() {
+	var gen lifecycle.Gen
+	for _, g := range s.m.Generations() {
+		if g.State == lifecycle.Active {
+			gen = g.Gen
+		}
+	}
+	if gen == 0 || gen == s.followed {
+		return
+	}
+	s.followed = gen
+	if s.cfg.ListenersFromConfig {
+		s.activateListeners(gen)
+	}
+	if rt := s.gens[gen]; rt != nil && rt.proc != nil {
+		s.syncPidFile(rt)
+	}
+}
+
 // drainEvents waits for the effect goroutines, discarding their events.
 func (s *Supervisor) drainEvents() {
 	waited := make(chan struct{})
@@ -267,9 +291,7 @@ func (s *Supervisor) step(ev lifecycle.Event) {
 			}
 		}
 	}
-	if s.cfg.ListenersFromConfig {
-		s.followActive()
-	}
+	s.followActive()
 	s.saveState()
 }
 

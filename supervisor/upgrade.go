@@ -120,7 +120,7 @@ func (s *Supervisor) collectHandover(withFds bool) (Handover, []int, error) {
 	if err != nil {
 		return Handover{}, nil, err
 	}
-	h := Handover{BatonPid: os.Getpid(), Machine: snap, LastGood: s.lastGood, ControlFd: -1, LockFd: -1, InitFd: -1, MetricsFd: -1}
+	h := Handover{BatonPid: os.Getpid(), Machine: snap, LastGood: s.lastGood, PidFile: s.pidFile, ControlFd: -1, LockFd: -1, InitFd: -1, MetricsFd: -1}
 	var fds []int
 	ok := false
 	defer func() {
@@ -279,6 +279,7 @@ func (s *Supervisor) Adopt(h Handover, fds []int) error {
 	}
 	s.m = m
 	s.lastGood = h.LastGood
+	s.pidFile = h.PidFile
 	if s.watch != nil && h.Watch != nil {
 		s.watch.restore(*h.Watch)
 	}
