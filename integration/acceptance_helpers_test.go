@@ -68,7 +68,14 @@ func (p *accProxy) status(t *testing.T) batontest.Status {
 // generation and its pid.
 func (p *accProxy) reload(t *testing.T) (gen, pid int) {
 	t.Helper()
-	res := p.b.CLI("reload", "--json")
+	return reloadJSON(t, p.b)
+}
+
+// reloadJSON runs `baton reload --json`, requires success and returns the
+// generation and pid it reports.
+func reloadJSON(t *testing.T, b *batontest.Baton) (gen, pid int) {
+	t.Helper()
+	res := b.CLI("reload", "--json")
 	if res.Code != 0 {
 		t.Fatalf("baton reload: exit %d: %s", res.Code, res.Stderr)
 	}

@@ -1,9 +1,11 @@
 package integration
 
 import (
+	"fmt"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -52,6 +54,24 @@ func TestHAProxyStartFailure(t *testing.T) {
 		}
 		if g := p.get(t); g != "1" {
 			t.Errorf("answers from version %q, want 1", g)
+		}
+		// The failed generation's config passed its check but never
+		// served: a crash replacement must run the serving one's.
+		if err := batontest.SignalPids(st.Gen(gen1).Pids, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		batontest.Eventually(t, 15*time.Second, func() error {
+			st, err := p.b.Status()
+			if err != nil {
+				return err
+			}
+			if g, _ := st.Active(); g <= gen1 {
+				return fmt.Errorf("no replacement for generation %d yet: %+v", gen1, st.Generations)
+			}
+			return nil
+		})
+		if g := p.get(t); g != "1" {
+			t.Errorf("the crash replacement answers from version %q, want the serving config's 1", g)
 		}
 		p.write(t, 3)
 		p.reload(t)

@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -63,24 +62,6 @@ func readPid(path string) (int, error) {
 	return strconv.Atoi(strings.TrimSpace(string(data)))
 }
 
-// reloadJSON runs `baton reload --json`, requires success and returns the
-// generation and pid it reports.
-func reloadJSON(t *testing.T, b *batontest.Baton) (gen, pid int) {
-	t.Helper()
-	res := b.CLI("reload", "--json")
-	if res.Code != 0 {
-		t.Fatalf("baton reload: exit %d: %s", res.Code, res.Stderr)
-	}
-	var out struct {
-		Generation int `json:"generation"`
-		Pid        int `json:"pid"`
-	}
-	if err := json.Unmarshal([]byte(res.Stdout), &out); err != nil {
-		t.Fatalf("baton reload --json: %v: %q", err, res.Stdout)
-	}
-	return out.Generation, out.Pid
-}
-
 // stockLoad runs 16 new-connection clients, at most 1000 requests/s in all.
 func stockLoad(t *testing.T, addr string) *loadRun {
 	return startLoad(t, addr, load.NewConn, 16, 5*time.Minute, 1000)
@@ -88,6 +69,7 @@ func stockLoad(t *testing.T, addr string) *loadRun {
 
 func reportLoad(t *testing.T, name string, r *load.Result) {
 	t.Logf("%s: %d requests, %d failed, %d reloads; classes %v", name, r.Total, r.Failed, stockReloads, r.Counts)
+	compatFigure(t, "%d reloads under load: %d requests, %d failed", stockReloads, r.Total, r.Failed)
 	if r.Failed != 0 {
 		n := 0
 		for _, s := range r.Samples {
@@ -186,6 +168,7 @@ func TestNginxStockConfig(t *testing.T) {
 	}
 	res := lr.stop(t)
 	reportLoad(t, "nginx stock config", res)
+	compatFigure(t, "pid file named the serving master after the first start and each of %d reloads; %d distinct generation pid files", stockReloads, len(genPids))
 	if len(genPids) != stockReloads+1 {
 		t.Errorf("%d distinct generation pid files, want %d", len(genPids), stockReloads+1)
 	}

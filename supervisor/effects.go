@@ -269,24 +269,28 @@ func (s *Supervisor) snapshotConfig(rt *genRuntime, from map[string]string) erro
 }
 
 // startConfig settles which config copies a starting generation uses: the
-// ones its check validated, which then become the last good config; for a
-// crash replacement, the last good config.
+// ones its check validated; for a crash replacement, the last good config.
 func (s *Supervisor) startConfig(rt *genRuntime, replacement bool) error {
-	if replacement {
-		if s.lastGood == nil {
-			return nil // nothing checked yet: the files in place
-		}
-		return s.snapshotConfig(rt, s.lastGood)
+	if !replacement || s.lastGood == nil {
+		return nil // a crash replacement before anything served: the files in place
 	}
+	return s.snapshotConfig(rt, s.lastGood)
+}
+
+// keepLastGood keeps the config copies of rt, which just became active, as
+// the last good config: what a crash replacement runs. Only a generation
+// that served counts: one that passed its check but failed to start must
+// not be what replaces a crashed one. Runs on the loop.
+func (s *Supervisor) keepLastGood(rt *genRuntime) {
 	if rt.config == nil {
-		return nil
+		return
 	}
 	good, err := copyConfig(rt.config, filepath.Join(s.cfg.RunDir, "last-good"))
 	if err != nil {
-		return fmt.Errorf("keep last good config: %w", err)
+		rt.log.Warn("last good config not kept: a crash replacement runs the one before", zap.Error(err))
+		return
 	}
 	s.lastGood = good
-	return nil
 }
 
 // copyConfig copies each source of files (original path → where to read

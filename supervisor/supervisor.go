@@ -243,7 +243,8 @@ func (s *Supervisor) armTimer() (Timer, <-chan time.Time) {
 // followActive does, once per generation that becomes active (the first
 // one, each reload, each crash replacement, an adopted one), what follows
 // from it serving: its listeners become the current ones (listeners from
-// the config) and the user's pid file names it.
+// the config), its config copies the last good config, and the user's pid
+// file names it.
 func (s *Supervisor) followActive() {
 	var gen lifecycle.Gen
 	for _, g := range s.m.Generations() {
@@ -259,6 +260,7 @@ func (s *Supervisor) followActive() {
 		s.activateListeners(gen)
 	}
 	if rt := s.gens[gen]; rt != nil && rt.proc != nil {
+		s.keepLastGood(rt)
 		s.syncPidFile(rt)
 	}
 }
