@@ -12,8 +12,7 @@ import (
 	"github.com/batonproxy/baton/batontest"
 )
 
-// TestPID1ReapsAndDrains guards README's "Containers" promise (issue 4,
-// point 4): as PID 1 of a PID namespace, baton reaps every orphan and
+// TestPID1ReapsAndDrains guards README's "Containers" promise: as PID 1 of a PID namespace, baton reaps every orphan and
 // drains on SIGTERM. Each generation is a shell that double-forks (a
 // background `sleep 0.2` whose parent subshell exits at once, so the sleep
 // is orphaned and outlives the shell's exec of examples/activated); after

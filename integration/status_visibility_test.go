@@ -56,7 +56,7 @@ func (v visibility) gen(n int) (conns int, state string, ok bool) {
 	return 0, "", false
 }
 
-// TestStatusShowsDrainAndAcceptQueue (issue 7, point 2): during a drain
+// TestStatusShowsDrainAndAcceptQueue (drain visibility): during a drain
 // `status --json` shows the old generation's connections going down to 0 as
 // its clients leave, and a listener's accept queue rising while the serving
 // proxy is stopped (SIGSTOP) and falling when it resumes.

@@ -280,7 +280,7 @@ func (r stormResult) report(t *testing.T, name string) {
 		percentile(r.latencies, 50).Round(time.Millisecond), percentile(r.latencies, 99).Round(time.Millisecond))
 	t.Logf("%s: LISTEN samples %d, bad %d; baton fds before %d after %d; stale %d; keep-alive answers from older generations on pre-reload connections %d; leftovers %v",
 		name, r.listenSamples, len(r.listenBad), r.fdBefore, r.fdAfter, len(r.stale), r.oldConnAnswers, r.leftovers)
-	compatFigure(t, "%d reloads, %d generations; %d requests, %d failed, %d stale; reload p50 %s; %d/%d LISTEN samples with one socket; baton fds %d→%d",
+	compatFigure(t, "%d reloads acknowledged, %d generations; %d requests, %d failed, %d stale; reload p50 %s; %d/%d LISTEN samples with one socket; baton fds %d→%d",
 		len(r.acks), len(r.gens), r.load.Total, r.load.Failed, len(r.stale), percentile(r.latencies, 50).Round(time.Millisecond),
 		r.listenSamples-len(r.listenBad), r.listenSamples, r.fdBefore, r.fdAfter)
 }

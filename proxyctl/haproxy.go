@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/batonproxy/baton/fdpass"
+	"github.com/batonproxy/baton/internal/proctree"
 )
 
 // haproxyForbidden lists the command-line flags baton owns, with the reason.
@@ -199,7 +200,7 @@ func (s *haproxySession) Started(pid int) {
 // not before the master's, so a recycled pid cannot pass; any other
 // process, of any uid, is refused.
 func generationPeer(master int) fdpass.PeerCheck {
-	mstart, merr := startTime(master)
+	mstart, merr := proctree.StartTicks(master)
 	return func(peer int) error {
 		if merr != nil {
 			return fmt.Errorf("the generation's master %d: %w", master, merr)
@@ -220,19 +221,6 @@ func generationPeer(master int) fdpass.PeerCheck {
 		}
 		return nil
 	}
-}
-
-// startTime is pid's start time in clock ticks after boot.
-func startTime(pid int) (uint64, error) {
-	p, err := procfs.NewProc(pid)
-	if err != nil {
-		return 0, err
-	}
-	st, err := p.Stat()
-	if err != nil {
-		return 0, err
-	}
-	return st.Starttime, nil
 }
 
 // Ready asks the generation's stats socket for "show info" and checks that

@@ -111,10 +111,20 @@ func parseHAProxyBinds(files []haproxyConfigFile, env map[string]string, v6only 
 	unixPrefix := ""
 	for _, f := range files {
 		section := ""
+		depth := 0 // inside .if blocks
 		for i, raw := range strings.Split(f.Text, "\n") {
 			words, unset := haproxyLine(raw, env)
-			if len(words) == 0 || strings.HasPrefix(words[0], ".") {
-				continue // conditional blocks (.if) count as present
+			if len(words) > 0 && strings.HasPrefix(words[0], ".") {
+				switch words[0] {
+				case ".if":
+					depth++
+				case ".endif":
+					depth = max(depth-1, 0)
+				}
+				continue
+			}
+			if len(words) == 0 {
+				continue
 			}
 			where := fmt.Sprintf("%s:%d", f.Path, i+1)
 			switch {
@@ -130,6 +140,9 @@ func parseHAProxyBinds(files []haproxyConfigFile, env map[string]string, v6only 
 					continue
 				}
 				cls, err := parseBindLine(words[1:], where, unixPrefix, v6only)
+				for i := range cls {
+					cls[i].Conditional = depth > 0
+				}
 				out = append(out, cls...)
 				if err != nil {
 					errs = append(errs, err)

@@ -62,9 +62,34 @@ func TestHAProxyBindForms(t *testing.T) {
 	var got []string
 	for _, c := range cls {
 		got = append(got, c.Spec.String()+" @"+strings.TrimPrefix(c.Where, "/etc/h.cfg:"))
+		if c.Conditional != strings.HasSuffix(got[len(got)-1], "@12") {
+			t.Errorf("%s: conditional %t", got[len(got)-1], c.Conditional)
+		}
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	// Taking them from the config, baton would bind both branches of a .if
+	// before HAProxy reads it: refused, with file:line.
+	if err := Unconditional(cls); err == nil || !strings.Contains(err.Error(), "/etc/h.cfg:12:") || strings.Count(err.Error(), ".if block") != 3 {
+		t.Errorf("Unconditional: %v; want the three addresses of line 12 refused", err)
+	}
+}
+
+// TestUncoveredTCPOnly: with --listen, a TCP address it does not cover is
+// refused with file:line; unix sockets (HAProxy binds its own, renamed into
+// place) and addresses inside .if blocks are left to the proxy.
+func TestUncoveredTCPOnly(t *testing.T) {
+	cfg := "frontend a\n bind 127.0.0.1:8080\n bind 127.0.0.1:8081\n bind /run/x.sock\n.if defined(X)\n bind 127.0.0.1:8082\n.endif\n"
+	cls, err := parseHAProxyBinds([]haproxyConfigFile{{Path: "f", Text: cfg}}, nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	passed := []Listener{{Spec: cls[0].Spec}}
+	err = Uncovered(cls, passed)
+	if err == nil || !errors.Is(err, ErrListenerRefused) || !strings.Contains(err.Error(), "f:3: address 127.0.0.1:8081") ||
+		strings.Contains(err.Error(), "x.sock") || strings.Contains(err.Error(), "8082") {
+		t.Errorf("Uncovered: %v; want only f:3 (127.0.0.1:8081) refused", err)
 	}
 }
 

@@ -16,6 +16,9 @@ var ErrListenerRefused = errors.New("listener refused")
 type ConfigListener struct {
 	Spec  fdpass.Spec
 	Where string // file:line
+	// Conditional: declared inside an HAProxy .if block, which baton does
+	// not evaluate.
+	Conditional bool
 }
 
 // ListenerSource is implemented by drivers that read the listening
@@ -33,8 +36,12 @@ type ListenerSource interface {
 	ListenersFromCheck() bool
 }
 
-// Uncovered refuses, with file and line, every configured address that is
-// not among the listeners handed over (--listen).
+// Uncovered refuses, with file and line, every configured TCP address that
+// is not among the listeners handed over (--listen): each generation would
+// fail to bind it (HAProxy runs with -dR). Unix sockets are left to the
+// proxy (HAProxy binds its own under a temporary name and renames it into
+// place at every start), and so are addresses inside .if blocks, which the
+// proxy may not take.
 func Uncovered(cls []ConfigListener, passed []Listener) error {
 	have := map[string]bool{}
 	for _, l := range passed {
@@ -42,6 +49,9 @@ func Uncovered(cls []ConfigListener, passed []Listener) error {
 	}
 	var errs []error
 	for _, cl := range cls {
+		if cl.Conditional || cl.Spec.Scheme == fdpass.Unix {
+			continue
+		}
 		if !have[cl.Spec.Key()] {
 			errs = append(errs, fmt.Errorf("%w: %s: %s is not handed over by baton: add it to baton's --listen (or run without --listen to take the addresses from the config)", ErrListenerRefused, cl.Where, describe(cl.Spec)))
 		}
@@ -76,4 +86,18 @@ func dedupe(cls []ConfigListener, refuse bool) ([]ConfigListener, error) {
 		out = append(out, cl)
 	}
 	return out, errors.Join(errs...)
+}
+
+// Unconditional refuses, with file and line, addresses declared inside .if
+// blocks: baton binds what the configuration declares before the proxy
+// reads it, and does not evaluate the conditions. A socket the proxy then
+// does not take would keep the generation from ever being ready.
+func Unconditional(cls []ConfigListener) error {
+	var errs []error
+	for _, cl := range cls {
+		if cl.Conditional {
+			errs = append(errs, fmt.Errorf("%w: %s: %s is declared inside a .if block, which baton does not evaluate: move the bind out of it, or give the addresses with --listen", ErrListenerRefused, cl.Where, describe(cl.Spec)))
+		}
+	}
+	return errors.Join(errs...)
 }

@@ -162,7 +162,9 @@ type nginxDefaults struct{ prefix, conf string }
 
 // nginxBuild reads the compiled-in prefix and config path from `nginx -V`
 // (configure's defaults when it names none: /usr/local/nginx and
-// conf/nginx.conf).
+// conf/nginx.conf). It waits for its child with os/exec, which is safe only
+// because NewNginx runs before baton's reaper (wait4(-1)) starts: later
+// commands go through the supervisor's starter.
 func nginxBuild(bin string) (nginxDefaults, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -3,9 +3,9 @@ package supervisor
 import (
 	"errors"
 	"fmt"
+	"github.com/batonproxy/baton/internal/proctree"
 	"os"
 	"strconv"
-	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -97,29 +97,11 @@ func OpenPidfd(pid int, startTicks uint64) (int, error) {
 		return -1, fmt.Errorf("pidfd_open %d: %w", pid, err)
 	}
 	// Checked after opening: the pidfd now pins this very process.
-	if got, err := StartTicks(pid); err != nil || got != startTicks {
+	if got, err := proctree.StartTicks(pid); err != nil || got != startTicks {
 		unix.Close(fd)
 		return -1, fmt.Errorf("pid %d is another process now (started at %d, recorded %d)", pid, got, startTicks)
 	}
 	return fd, nil
-}
-
-// StartTicks is the start time of pid in clock ticks since boot, which tells
-// a process from a later one with the same pid.
-func StartTicks(pid int) (uint64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, err
-	}
-	i := strings.LastIndexByte(string(b), ')')
-	if i < 0 {
-		return 0, errors.New("bad /proc stat")
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 20 {
-		return 0, errors.New("short /proc stat")
-	}
-	return strconv.ParseUint(f[19], 10, 64)
 }
 
 // TakeFd returns a duplicate of descriptor fd of the process behind pidfd

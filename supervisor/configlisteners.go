@@ -17,13 +17,16 @@ import (
 // nginx's dump check refuses those itself.
 func (s *Supervisor) configListeners(rt *genRuntime, src proxyctl.ListenerSource, spec proxyctl.GenSpec, out string) error {
 	if !s.cfg.ListenersFromConfig {
-		if src.ListenersFromCheck() {
-			return nil
+		if src.ListenersFromCheck() || s.cfg.AdoptListeners {
+			return nil // nginx's dump check refuses them; adopted ones are taken over
 		}
 		cls, _ := src.ConfigListeners(spec, out) // the proxy judges what baton cannot parse
 		return proxyctl.Uncovered(cls, spec.Listeners)
 	}
 	cls, err := src.ConfigListeners(spec, out)
+	if err == nil {
+		err = proxyctl.Unconditional(cls)
+	}
 	if err != nil {
 		return err
 	}

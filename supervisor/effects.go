@@ -64,6 +64,7 @@ func (s *Supervisor) genRuntime(gen lifecycle.Gen) (*genRuntime, error) {
 	}
 	ctx, cancel := context.WithCancel(s.loopCtx)
 	rt := &genRuntime{gen: gen, dir: dir, ctx: ctx, cancel: cancel, log: s.log.With(zap.Int("gen", int(gen)))}
+	rt.outLog.Store(rt.log)
 	s.gens[gen] = rt
 	return rt, nil
 }
@@ -71,7 +72,7 @@ func (s *Supervisor) genRuntime(gen lifecycle.Gen) (*genRuntime, error) {
 func (s *Supervisor) genSpec(rt *genRuntime, listeners []proxyctl.Listener) proxyctl.GenSpec {
 	return proxyctl.GenSpec{
 		Gen: int(rt.gen), Dir: rt.dir, Listeners: listeners, Run: s.runner(rt), Config: rt.config, Env: s.cfg.Env,
-		Warn: func(msg string, err error) { rt.outLog.Load().Warn(msg, zap.Error(err)) },
+		Warn: func(msg string, err error) { rt.warn(msg, err) },
 	}
 }
 
@@ -197,7 +198,6 @@ func (s *Supervisor) start(gen lifecycle.Gen, replacement bool) lifecycle.Event 
 	if err != nil {
 		return lifecycle.Started{At: now, Gen: gen, Err: err}
 	}
-	rt.outLog.Store(rt.log)
 	launch, session, err := s.cfg.Driver.Prepare(s.genSpec(rt, listeners))
 	if err != nil {
 		return lifecycle.Started{At: now, Gen: gen, Err: err}

@@ -47,6 +47,12 @@ type genRuntime struct {
 	outLog atomic.Pointer[zap.Logger]
 }
 
+// warn logs an incident of the generation from any goroutine: with its
+// pid once it was started.
+func (rt *genRuntime) warn(msg string, err error) {
+	rt.outLog.Load().Warn(msg, zap.Error(err))
+}
+
 func (rt *genRuntime) logOutput(line string) {
 	rt.outLog.Load().Info("proxy output", zap.String("line", rt.userPaths(line)))
 }

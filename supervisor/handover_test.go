@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/batonproxy/baton/fdpass"
+	"github.com/batonproxy/baton/internal/proctree"
 	"github.com/batonproxy/baton/supervisor/lifecycle"
 )
 
@@ -206,7 +207,7 @@ func TestOpenPidfdChecksStartTime(t *testing.T) {
 	go func() { cmd.Wait(); close(done) }()
 	defer func() { cmd.Process.Kill(); <-done }()
 	pid := cmd.Process.Pid
-	ticks, err := StartTicks(pid)
+	ticks, err := proctree.StartTicks(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -277,7 +278,7 @@ func TestAdoptedReleaseWakesWatcher(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	ticks, err := StartTicks(cmd.Process.Pid)
+	ticks, err := proctree.StartTicks(cmd.Process.Pid)
 	if err != nil {
 		t.Fatal(err)
 	}

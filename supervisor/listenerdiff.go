@@ -94,17 +94,6 @@ func (ls *ListenerSet) Activate(gen lifecycle.Gen, where map[ListenerKey]string)
 	return removed, errors.Join(errs...)
 }
 
-// Holds reports how many listeners gen uses (for tests and checks).
-func (ls *ListenerSet) Holds(gen lifecycle.Gen) int {
-	n := 0
-	for _, e := range ls.items {
-		if e.users[gen] {
-			n++
-		}
-	}
-	return n
-}
-
 // Where is where the active configuration declares the listener of key
 // ("" when not from a configuration).
 func (ls *ListenerSet) Where(key ListenerKey) string {

@@ -89,7 +89,7 @@ func TestListenerSetDiff(t *testing.T) {
 	if inodeOf(ls, b) != 0 {
 		t.Error("b still in the set after its last user was released")
 	}
-	if cur := ls.CurrentInodes(); len(cur) != 2 || !cur[inA] || !cur[inodeOf(ls, c)] {
+	if cur := currentInodes(ls); len(cur) != 2 || !cur[inA] || !cur[inodeOf(ls, c)] {
 		t.Errorf("current after gen 2: %v", cur)
 	}
 
@@ -107,7 +107,7 @@ func TestListenerSetDiff(t *testing.T) {
 	if inodeOf(ls, b) != 0 || fdInode(newB.Fd) == newB.Inode {
 		t.Error("socket bound for the failed generation 3 left open")
 	}
-	if inodeOf(ls, a) != inA || inodeOf(ls, c) != inC || len(ls.Sockets()) != 2 || ls.Holds(2) != 2 {
+	if inodeOf(ls, a) != inA || inodeOf(ls, c) != inC || len(ls.Sockets()) != 2 || usedBy(ls, 2) != 2 {
 		t.Error("the failed generation changed the serving generation's listeners")
 	}
 
@@ -125,7 +125,7 @@ func TestListenerSetDiff(t *testing.T) {
 		t.Errorf("bind of a busy address: %v, want an error naming h.cfg:3", err)
 	}
 	busy.Close()
-	if ls.Holds(5) != 0 || inodeOf(ls, b) != 0 || ls.Holds(2) != 2 {
+	if usedBy(ls, 5) != 0 || inodeOf(ls, b) != 0 || usedBy(ls, 2) != 2 {
 		t.Error("failed AcquireFor changed the set")
 	}
 	// v6only cannot change on a bound socket.

@@ -136,16 +136,6 @@ func (ls *ListenerSet) Inodes() map[uint64]bool {
 	return out
 }
 
-// CurrentInodes returns the inodes of the current listeners: a new
-// generation must hold all of them to be ready.
-func (ls *ListenerSet) CurrentInodes() map[uint64]bool {
-	out := map[uint64]bool{}
-	for _, s := range ls.Sockets() {
-		out[s.Inode()] = true
-	}
-	return out
-}
-
 // ReleaseAll closes baton's descriptors without unlinking unix socket
 // paths: another baton (an upgrade) holds the sockets now.
 func (ls *ListenerSet) ReleaseAll() error {

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/batonproxy/baton/fdpass"
+	"github.com/batonproxy/baton/supervisor/lifecycle"
 )
 
 func parseSpecs(t *testing.T, specs ...string) []fdpass.Spec {
@@ -125,8 +126,8 @@ func TestListenerSetRefcounts(t *testing.T) {
 	if in := ls.Inodes(); len(in) != 2 || !in[socks[0].Inode()] || !in[socks[1].Inode()] {
 		t.Errorf("Inodes %v", in)
 	}
-	if in := ls.CurrentInodes(); len(in) != 2 {
-		t.Errorf("CurrentInodes %v", in)
+	if in := currentInodes(ls); len(in) != 2 {
+		t.Errorf("current inodes %v", in)
 	}
 
 	fds := []int{socks[0].Fd(), socks[1].Fd()}
@@ -151,4 +152,24 @@ func TestListenerSetRefcounts(t *testing.T) {
 	if err := ls.Release(2); err != nil {
 		t.Errorf("release after CloseAll: %v", err)
 	}
+}
+
+// currentInodes is the inodes of the set's current (not removed) sockets.
+func currentInodes(ls *ListenerSet) map[uint64]bool {
+	out := map[uint64]bool{}
+	for _, s := range ls.Sockets() {
+		out[s.Inode()] = true
+	}
+	return out
+}
+
+// usedBy is how many listeners gen uses.
+func usedBy(ls *ListenerSet, gen lifecycle.Gen) int {
+	n := 0
+	for _, e := range ls.items {
+		if e.users[gen] {
+			n++
+		}
+	}
+	return n
 }

@@ -38,6 +38,9 @@ func (s *Supervisor) syncPidFile(active *genRuntime) {
 		active.log.Warn("pid file not written", zap.Error(err))
 	}
 	if path == "" {
+		if err == nil {
+			s.removePidFile() // the configuration names none any more
+		}
 		return
 	}
 	pid := active.proc.Pid()

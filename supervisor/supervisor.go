@@ -287,13 +287,14 @@ func (s *Supervisor) step(ev lifecycle.Event) {
 	queue := []lifecycle.Event{ev}
 	for len(queue) > 0 {
 		ev, queue = queue[0], queue[1:]
-		for _, a := range s.m.Step(ev) {
+		actions := s.m.Step(ev)
+		s.followActive() // before the actions: a reload's reply acknowledges all of it
+		for _, a := range actions {
 			if next := s.do(a); next != nil {
 				queue = append(queue, next)
 			}
 		}
 	}
-	s.followActive()
 	s.saveState()
 }
 

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/batonproxy/baton/fdpass"
+	"github.com/batonproxy/baton/internal/proctree"
 	"github.com/batonproxy/baton/supervisor/lifecycle"
 )
 
@@ -186,7 +187,7 @@ func (s *Supervisor) genHandover(g lifecycle.GenInfo, withFds bool, add func(fun
 	if rt == nil || rt.proc == nil {
 		return GenHandover{}, fmt.Errorf("generation %d has no process", g.Gen)
 	}
-	ticks, _ := StartTicks(rt.proc.Pid())
+	ticks, _ := proctree.StartTicks(rt.proc.Pid())
 	gh := GenHandover{Gen: g.Gen, Pid: rt.proc.Pid(), StartTicks: ticks, Dir: rt.dir, Digest: rt.digest, Config: rt.config, Pidfd: -1, Output: -1}
 	hp, ok := rt.proc.(interface{ Handover() (ProcHandover, error) })
 	if !ok || !withFds {

@@ -60,7 +60,7 @@ func runCommand() *cli.Command {
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "watch", Usage: "reload when the content of this file or directory `PATH` changes (repeatable; debounced, digest-compared)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics on `ADDR` (host:port) at /metrics"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "pid-file", Usage: "write baton's pid to `FILE` (kept up to date across upgrades)"}),
-		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "adopt-listeners", Usage: "take over listening sockets a generation bound itself (addresses missing from --listen) so the next generation receives them"}),
+		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "adopt-listeners", Usage: "accept config addresses missing from --listen (refused at the check otherwise) and take over the sockets a generation binds for them, so the next generation receives them"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "drain-signal", Usage: "generic driver: `SIGNAL` that asks a generation to drain (default SIGTERM)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "stop-signal", Usage: "generic driver: `SIGNAL` for the hard stop (default SIGINT)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "ready-probe", Usage: "generic driver: a generation is ready when `COMMAND` (run by /bin/sh -c) exits 0, instead of READY=1 on NOTIFY_SOCKET"}),
