@@ -163,6 +163,16 @@ func Alive(pid int) bool {
 	return err == nil && st.State != "Z"
 }
 
+// AllGone reports whether none of pids is alive.
+func AllGone(pids []int) bool {
+	for _, pid := range pids {
+		if Alive(pid) {
+			return false
+		}
+	}
+	return true
+}
+
 // CPUTicks returns user+system clock ticks used by pid.
 func CPUTicks(pid int) (uint64, error) {
 	p, err := procfs.NewProc(pid)

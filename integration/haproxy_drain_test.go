@@ -240,12 +240,7 @@ func drainDeadline(t *testing.T, sigstop bool) {
 				hardStopAt = time.Since(acked)
 			}
 		}
-		for _, pid := range pids {
-			if batontest.Alive(pid) {
-				return false
-			}
-		}
-		return true
+		return batontest.AllGone(pids)
 	})
 	goneAt := time.Since(acked)
 	if !gone {

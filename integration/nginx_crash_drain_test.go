@@ -92,14 +92,7 @@ func TestNginxDrainDeadline(t *testing.T) {
 		t.Fatalf("generation %d after the reload: %+v, want draining", gen1, g1)
 	}
 	pids := g1.Pids
-	_, gone := batontest.PollUntil(drain+grace+10*time.Second, 10*time.Millisecond, func() bool {
-		for _, pid := range pids {
-			if batontest.Alive(pid) {
-				return false
-			}
-		}
-		return true
-	})
+	_, gone := batontest.PollUntil(drain+grace+10*time.Second, 10*time.Millisecond, func() bool { return batontest.AllGone(pids) })
 	goneAt := time.Since(acked)
 	if !gone {
 		t.Fatalf("generation %d (pids %v) still alive %s after the reload (drain %s + grace %s)", gen1, pids, goneAt.Round(time.Millisecond), drain, grace)

@@ -73,7 +73,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 // admit reports whether the calling worker may start another request,
 // waiting for the rate limiter if one is configured.
 func (r *runner) admit() bool {
-	if r.stop.Err() != nil {
+	// abort too: stop derives from it, and a cancelled parent marks its
+	// children done a moment later, in which a worker whose request was
+	// aborted would spin through aborted requests.
+	if r.stop.Err() != nil || r.abort.Err() != nil {
 		return false
 	}
 	if r.cfg.MaxRequests > 0 && r.issued.Add(1) > int64(r.cfg.MaxRequests) {
