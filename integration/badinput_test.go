@@ -70,7 +70,7 @@ func TestBadInput(t *testing.T) {
 			{badCase: badCase{name: "listen-port-out-of-range", code: 2, want: []string{`"99999"`, "0-65535"}}},
 			{badCase: badCase{name: "listen-unknown-scheme", code: 2, want: []string{`unknown scheme "bogus"`}}},
 			{badCase: badCase{name: "listen-option-not-for-tcp", code: 2, want: []string{`option "mode"`, "does not apply to tcp"}}},
-			{badCase: badCase{name: "no-listen", code: 2, want: []string{"--listen"}}},
+			{badCase: badCase{name: "generic-without-listen", code: 2, want: []string{"generic driver needs --listen"}}},
 			{badCase: badCase{name: "missing-proxy-binary", code: 1, want: []string{"/nonexistent/haproxy", "no such file"}}},
 			{badCase: badCase{name: "forbidden-sf", code: 2, want: []string{"-sf", "SIGTTOU"}}},
 			{badCase: badCase{name: "forbidden-D", code: 2, want: []string{"remove -D", "foreground"}}},
@@ -92,8 +92,8 @@ func TestBadInput(t *testing.T) {
 				c.args = runArgs(c.sock, "bogus://x", haproxy, "-f", cfg)
 			case "listen-option-not-for-tcp":
 				c.args = runArgs(c.sock, "tcp://127.0.0.1:80?mode=0600", haproxy, "-f", cfg)
-			case "no-listen":
-				c.args = runArgs(c.sock, "", haproxy, "-f", cfg)
+			case "generic-without-listen":
+				c.args = runArgs(c.sock, "", "/bin/true")
 			case "missing-proxy-binary":
 				c.args = runArgs(c.sock, free, "/nonexistent/haproxy", "-f", "x")
 			case "forbidden-sf":
