@@ -103,7 +103,8 @@ func checkNofile(t *testing.T, p *accProxy, soft, hard uint64) {
 	wantS, wantH := strconv.FormatUint(soft, 10), strconv.FormatUint(hard, 10)
 	all := slices.Concat(fromStatus, desc)
 	slices.Sort(all)
-	for _, pid := range slices.Compact(all) {
+	all = slices.Compact(all)
+	for _, pid := range all {
 		exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
 		s, h, err := batontest.Nofile(pid)
 		if err != nil {
@@ -119,7 +120,7 @@ func checkNofile(t *testing.T, p *accProxy, soft, hard uint64) {
 			t.Errorf("pid %d (%s): NOFILE %s/%s, want %s/%s", pid, exe, s, h, wantS, wantH)
 		}
 	}
-	compatFigure(t, "generation %d: %d processes, /proc NOFILE %s/%s", gen, len(slices.Compact(all)), wantS, wantH)
+	compatFigure(t, "generation %d: %d processes, /proc NOFILE %s/%s", gen, len(all), wantS, wantH)
 	for i, pid := range g.Pids {
 		if got := g.Nofile[i]; got != [2]uint64{soft, hard} {
 			t.Errorf("baton status --json says pid %d has NOFILE %d/%d, want %d/%d as in /proc", pid, got[0], got[1], soft, hard)
