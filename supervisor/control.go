@@ -9,8 +9,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -24,37 +22,41 @@ import (
 var ErrControlInUse = errors.New("control socket in use")
 
 // ControlSocket is the bound control socket and the lock that makes it
-// baton's alone.
+// baton's alone. The lock descriptor is owned by the ControlSocket (an
+// upgrade hands the next baton a duplicate).
 type ControlSocket struct {
 	Listener *net.UnixListener
 	Path     string
 	lock     *os.File
+	lockPath string
 }
 
 // ListenControl binds the control socket at path with the given mode after
 // taking an exclusive lock on path+".lock", so that a second baton on the
 // same path fails with a clear error instead of stealing the socket. A
-// stale socket file is replaced. The directory must exist.
+// stale socket file is replaced. The directory must exist and pass
+// CheckControlDir; path is used as given (the caller passes the checked
+// real path). Before the lock is taken nothing is created; a refusal after
+// that removes the lock file again if this call created it.
 func ListenControl(path string, mode os.FileMode) (*ControlSocket, error) {
 	dir := filepath.Dir(path)
 	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
 		return nil, fmt.Errorf("control socket %s: directory %s does not exist", path, dir)
 	}
-	lock, err := os.OpenFile(path+".lock", os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("control socket lock: %w", err)
+	if _, err := CheckControlDir(dir); err != nil {
+		return nil, err
 	}
-	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		holder, _ := os.ReadFile(path + ".lock")
-		lock.Close()
-		return nil, fmt.Errorf("%w: another baton (pid %s) runs with control socket %s", ErrControlInUse, strings.TrimSpace(string(holder)), path)
-	}
-	_ = lock.Truncate(0)
-	_, _ = lock.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
-	// A socket there is stale: we hold the lock, so no baton serves it.
-	// Anything else is somebody's file, not ours to delete.
+	// Anything but a socket there is somebody's file, not ours to delete.
 	if st, err := os.Lstat(path); err == nil && st.Mode()&os.ModeSocket == 0 {
-		lock.Close()
+		return nil, fmt.Errorf("control socket %s: exists and is not a socket", path)
+	}
+	lock, err := acquireControlLock(path+".lock", path)
+	if err != nil {
+		return nil, err
+	}
+	// A socket there is stale: we hold the lock, so no baton serves it.
+	if st, err := os.Lstat(path); err == nil && st.Mode()&os.ModeSocket == 0 {
+		lock.abandon()
 		return nil, fmt.Errorf("control socket %s: exists and is not a socket", path)
 	}
 	_ = os.Remove(path)
@@ -66,15 +68,16 @@ func ListenControl(path string, mode os.FileMode) (*ControlSocket, error) {
 		if ln != nil {
 			ln.Close()
 		}
-		lock.Close()
+		lock.abandon()
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
-	return &ControlSocket{Listener: ln, Path: path, lock: lock}, nil
+	return &ControlSocket{Listener: ln, Path: path, lock: lock.f, lockPath: lock.path}, nil
 }
 
-// Close closes the socket (removing its path) and releases the lock.
+// Close closes the socket (removing its path) and releases the lock,
+// removing the lock file.
 func (c *ControlSocket) Close() error {
-	return errors.Join(c.Listener.Close(), c.lock.Close())
+	return errors.Join(c.Listener.Close(), releaseLock(c.lockPath, c.lock))
 }
 
 // Release closes baton's descriptors without removing the path: another
@@ -118,7 +121,7 @@ func AdoptControl(path string, h Handover, fds []int) (*ControlSocket, error) {
 		return nil, errors.New("adopt control socket: not a unix socket")
 	}
 	ul.SetUnlinkOnClose(true)
-	return &ControlSocket{Listener: ul, Path: path, lock: os.NewFile(uintptr(lockfd), path+".lock")}, nil
+	return &ControlSocket{Listener: ul, Path: path, lock: os.NewFile(uintptr(lockfd), path+".lock"), lockPath: path + ".lock"}, nil
 }
 
 // ControlServer serves the control API (HTTP/1.1, JSON) on the control

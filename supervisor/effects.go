@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 
@@ -55,7 +54,7 @@ func (s *Supervisor) genRuntime(gen lifecycle.Gen) (*genRuntime, error) {
 	if rt := s.gens[gen]; rt != nil {
 		return rt, nil
 	}
-	dir := filepath.Join(s.cfg.RunDir, strconv.Itoa(int(gen)))
+	dir := s.run.GenDir(gen)
 	if err := os.RemoveAll(dir); err != nil {
 		return nil, err
 	}
@@ -204,7 +203,7 @@ func (s *Supervisor) start(gen lifecycle.Gen, replacement bool) lifecycle.Event 
 	}
 	rt.session = session
 	p, err := s.starter.Start(StartSpec{
-		Path: launch.Argv[0], Argv: launch.Argv, Env: append(append([]string(nil), s.cfg.Env...), launch.Env...),
+		Path: launch.Argv[0], Argv: launch.Argv, Env: append(append([]string{s.run.generationEnv(gen)}, s.cfg.Env...), launch.Env...),
 		Files: launch.Files, Rlimits: s.cfg.Rlimits, ListenPID: launch.ListenPID,
 		OnOutput: rt.logOutput,
 	})

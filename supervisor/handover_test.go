@@ -5,7 +5,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -170,29 +169,6 @@ func TestSendHandoverNeedsReady(t *testing.T) {
 	_, err := sendHandover(old, Handover{}, nil, 5*time.Second)
 	if err == nil || !strings.Contains(err.Error(), `new baton said "exiting\n"`) {
 		t.Fatalf("error %v, want the receiver's words", err)
-	}
-}
-
-// TestReadState: no file is no state; garbage is an error naming the
-// file; a written state reads back.
-func TestReadState(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "b.sock.state")
-	if h, err := ReadState(path); h != nil || err != nil {
-		t.Fatalf("missing file: %v, %v; want nil, nil", h, err)
-	}
-	if err := os.WriteFile(path, []byte("{not json"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ReadState(path); err == nil || !strings.Contains(err.Error(), path) {
-		t.Fatalf("garbage: %v, want an error naming %s", err, path)
-	}
-	if err := os.WriteFile(path, []byte(`{"baton_pid":12,"gens":[{"generation":3,"pid":77,"start_ticks":9}]}`), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	h, err := ReadState(path)
-	if err != nil || h.BatonPid != 12 || len(h.Gens) != 1 || h.Gens[0].Gen != 3 || h.Gens[0].StartTicks != 9 {
-		t.Fatalf("ReadState = %+v, %v", h, err)
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io/fs"
-	"os"
 	"time"
 )
 
@@ -60,25 +59,27 @@ func RecordListeners(path string, ls *ListenerSet, pid int, now time.Time) error
 			return err
 		}
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, buf.Bytes(), 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return writeFileAtomic(path, buf.Bytes())
 }
 
-// ReadListenerHistory reads a listener history file (none: empty).
+// historyFileLimit bounds what ReadListenerHistory reads: historyLimit
+// records are a few tens of KiB.
+const historyFileLimit = 1 << 20
+
+// ReadListenerHistory reads a listener history file (none: empty): a
+// regular file of baton's uid, not a symbolic link, at most
+// historyFileLimit bytes; lines that are not records are skipped.
 func ReadListenerHistory(path string) ([]ListenerRecord, error) {
-	f, err := os.Open(path)
+	data, err := readOwnFile(path, historyFileLimit)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
 	var out []ListenerRecord
-	sc := bufio.NewScanner(f)
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(nil, historyFileLimit)
 	for sc.Scan() {
 		var r ListenerRecord
 		if json.Unmarshal(sc.Bytes(), &r) == nil {

@@ -45,7 +45,9 @@ func BindListeners(specs []fdpass.Spec) (*ListenerSet, error) {
 		}
 		var s *fdpass.Socket
 		if err == nil {
-			s, err = fdpass.Listen(sp)
+			if s, err = fdpass.Listen(sp); err != nil {
+				err = explainBusy(sp, err)
+			}
 		}
 		if err != nil {
 			return nil, errors.Join(err, ls.CloseAll())

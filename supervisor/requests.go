@@ -111,6 +111,10 @@ func (s *Supervisor) handle(r request) {
 		r.reply <- response{status: s.status()}
 		return
 	case reqUpgrade:
+		if s.stopping {
+			r.reply <- response{err: fmt.Errorf("upgrade: %w", lifecycle.ErrStopping)}
+			return
+		}
 		res, err := s.doUpgrade()
 		r.reply <- response{upgrade: res, err: err}
 		if err == nil {

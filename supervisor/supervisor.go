@@ -13,6 +13,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/batonproxy/baton/internal/proctree"
 	"github.com/batonproxy/baton/proxyctl"
 	"github.com/batonproxy/baton/supervisor/lifecycle"
 )
@@ -25,8 +26,11 @@ type Config struct {
 	Rlimits      []Rlimit     // effective limits for every child
 	Lifecycle    lifecycle.Config
 	CheckTimeout time.Duration
-	RunDir       string   // per-generation directories (0700) go below it
-	Env          []string // base environment of children (scrubbed by New)
+	// RunDir is baton's run directory (see OpenRunDir): per-generation
+	// directories (0700) go below it. New creates it, or uses the one a
+	// previous baton left; Run removes it at the end.
+	RunDir string
+	Env    []string // base environment of children (scrubbed by New)
 	// WatchPaths are files or directories whose change triggers a reload
 	// (when their content digest changed).
 	WatchPaths []string
@@ -100,6 +104,11 @@ type Supervisor struct {
 	upgrader   Upgrader
 	handedOver atomic.Bool // an upgrade succeeded: the next baton carries on
 	adopted    bool        // Adopt carried over another baton's generations
+	// toDrain are adopted generations Run tells to drain (found by their
+	// marker, not active in any state baton could trust).
+	toDrain    []lifecycle.Gen
+	run        *RunDir     // the run directory, opened by New
+	startTicks uint64      // this baton's start time, recorded in the state file
 	savedState []byte      // what the state file holds
 	calls      chan func() // work effect goroutines hand to the loop
 	// followed is the active generation that followActive last saw.
@@ -116,12 +125,6 @@ func New(cfg Config, deps Deps) (*Supervisor, error) {
 	}
 	if cfg.CheckTimeout <= 0 {
 		cfg.CheckTimeout = 30 * time.Second
-	}
-	if err := os.MkdirAll(cfg.RunDir, 0o700); err != nil {
-		return nil, fmt.Errorf("run directory: %w", err)
-	}
-	if err := os.Chmod(cfg.RunDir, 0o700); err != nil {
-		return nil, fmt.Errorf("run directory: %w", err)
 	}
 	cfg.Env = childEnv(cfg.Env)
 	if deps.Clock == nil {
@@ -149,6 +152,13 @@ func New(cfg Config, deps Deps) (*Supervisor, error) {
 		}
 		s.watch = w
 	}
+	// Last: an error above leaves no run directory behind.
+	run, err := OpenRunDir(cfg.RunDir, false)
+	if err != nil {
+		return nil, err
+	}
+	s.run = run
+	s.startTicks, _ = proctree.StartTicks(os.Getpid())
 	if s.metrics != nil {
 		s.metrics.attach(s)
 	}
@@ -163,7 +173,7 @@ func childEnv(env []string) []string {
 		k, _, _ := strings.Cut(kv, "=")
 		switch k {
 		case "NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "NGINX", "WATCHDOG_USEC", "WATCHDOG_PID",
-			"TABLEFLIP_HAS_PARENT_7DIU3", "BATON_INIT_CHILD", "BATON_INIT_FD":
+			"TABLEFLIP_HAS_PARENT_7DIU3", "BATON_INIT_CHILD", "BATON_INIT_FD", generationEnv:
 			continue
 		}
 		out = append(out, kv)
@@ -191,7 +201,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		s.releaseAll()
 		if !s.handedOver.Load() { // the next baton uses them
 			s.removePidFile()
-			if err := os.RemoveAll(s.cfg.RunDir); err != nil {
+			if err := s.run.Remove(); err != nil {
 				s.log.Warn("remove run directory", zap.Error(err))
 			}
 			if s.cfg.StateFile != "" {

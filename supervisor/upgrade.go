@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -271,9 +272,10 @@ func (s *Supervisor) Adopt(h Handover, fds []int) error {
 	for _, g := range h.Machine.Gens {
 		if alive[g.Gen] {
 			kept = append(kept, g)
+			delete(alive, g.Gen)
 		}
 	}
-	h.Machine.Gens = kept
+	h.Machine.Gens = append(kept, s.foundGens(kept, alive)...)
 	m, err := lifecycle.Restore(s.cfg.Lifecycle, h.Machine, s.clock.Now())
 	if err != nil {
 		return err
@@ -287,6 +289,32 @@ func (s *Supervisor) Adopt(h Handover, fds []int) error {
 	s.adopted = true
 	s.readyOnce.Do(func() { close(s.firstReady) })
 	return nil
+}
+
+// foundGens gives the adopted generations without a lifecycle state
+// (found by their marker, see Recover) one: the newest is active if no
+// generation with a state is; the others drain from now (Run sends the
+// drain signal) until their drain deadline.
+func (s *Supervisor) foundGens(kept []lifecycle.GenInfo, found map[lifecycle.Gen]bool) []lifecycle.GenInfo {
+	gens := make([]lifecycle.Gen, 0, len(found))
+	for g := range found {
+		gens = append(gens, g)
+	}
+	slices.Sort(gens)
+	hasActive := slices.ContainsFunc(kept, func(g lifecycle.GenInfo) bool { return g.State == lifecycle.Active })
+	now := s.clock.Now()
+	var out []lifecycle.GenInfo
+	for i := len(gens) - 1; i >= 0; i-- {
+		g := lifecycle.GenInfo{Gen: gens[i], Pid: s.gens[gens[i]].proc.Pid(), StartedAt: now, ReadyAt: now}
+		if !hasActive {
+			g.State, hasActive = lifecycle.Active, true
+		} else {
+			g.State, g.DrainedAt, g.Deadline = lifecycle.Draining, now, now.Add(s.cfg.Lifecycle.DrainTimeout)
+			s.toDrain = append(s.toDrain, g.Gen)
+		}
+		out = append(out, g)
+	}
+	return out
 }
 
 func (s *Supervisor) adoptGen(gh GenHandover, fds []int) (*genRuntime, error) {
@@ -313,12 +341,17 @@ func (s *Supervisor) adoptGen(gh GenHandover, fds []int) (*genRuntime, error) {
 	return rt, nil
 }
 
-// startAdopted arms the exit watches of adopted generations (from Run).
+// startAdopted arms the exit watches of adopted generations (from Run),
+// and tells those found without a lifecycle state to drain.
 func (s *Supervisor) startAdopted(ctx context.Context) {
 	for _, rt := range s.gens {
 		rt.ctx, rt.cancel = context.WithCancel(ctx)
 		s.goEffect(func() { s.watchExit(rt) })
 	}
+	for _, gen := range s.toDrain {
+		s.signal(gen, lifecycle.Drain)
+	}
+	s.toDrain = nil
 }
 
 // AdoptListeners rebuilds a listener set from a handover and its

@@ -74,6 +74,8 @@ func TestRunExitStatuses(t *testing.T) {
 		{args: []string{"run", "-c", sock, "-l", "tcp://127.0.0.1:0", "--max-generations", "0", "--", "/bin/true"}, code: exitUsage, errIn: "--max-generations"},
 		{args: []string{"run", "-c", sock, "-l", "tcp://127.0.0.1:0", "--rlimit", "nofile=x", "--", "/bin/true"}, code: exitUsage, errIn: "nofile"},
 		{args: []string{"run", "--config", badYAML}, code: exitUsage, errIn: badYAML},
+		{args: []string{"run", "-c", sock, "-l", "tcp://127.0.0.1:1", "-l", "tcp://127.0.0.1:1", "--", "/bin/true"}, code: exitUsage, errIn: "listener 127.0.0.1:1 given twice"},
+		{args: []string{"run", "-c", sock, "-l", "a=tcp://127.0.0.1:1", "-l", "a=tcp://127.0.0.1:2", "--", "/bin/true"}, code: exitUsage, errIn: `listener name "a" given twice`},
 	}
 	for _, c := range cases {
 		t.Run(strings.Join(c.args, " "), func(t *testing.T) {

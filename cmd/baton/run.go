@@ -158,11 +158,19 @@ func parseRunFlags(c *cli.Context) (*runSetup, error) {
 	if len(rs.cmd) == 0 {
 		return nil, usagef("run: no proxy command; usage: baton run [--listen SPEC...] -- COMMAND [ARG...]")
 	}
+	keys, names := map[string]bool{}, map[string]bool{}
 	for _, s := range c.StringSlice("listen") {
 		sp, err := fdpass.ParseSpec(s)
 		if err != nil {
 			return nil, usageError{err}
 		}
+		switch {
+		case keys[sp.Key()]:
+			return nil, usagef("run: --listen %s: listener %s given twice", s, sp.Addr)
+		case sp.Name != "" && names[sp.Name]:
+			return nil, usagef("run: --listen %s: listener name %q given twice", s, sp.Name)
+		}
+		keys[sp.Key()], names[sp.Name] = true, true
 		rs.specs = append(rs.specs, sp)
 	}
 	var configured []supervisor.Rlimit
@@ -323,12 +331,19 @@ func runAction(c *cli.Context) error {
 	return supervise(rs, st, upg)
 }
 
-// openControl binds the control socket; the default directory is created.
+// openControl binds the control socket; the default directory is created
+// (0755, so that --control-group members can reach the socket). Its
+// directory must pass supervisor.CheckControlDir, and its real path (links
+// resolved) is used from then on.
 func openControl(path string, group int) (*supervisor.ControlSocket, error) {
 	if path == defaultControl {
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			return nil, err
 		}
+	}
+	path, err := checkedControlPath(path)
+	if err != nil {
+		return nil, err
 	}
 	mode := os.FileMode(0o600)
 	if group >= 0 {
@@ -345,6 +360,21 @@ func openControl(path string, group int) (*supervisor.ControlSocket, error) {
 		}
 	}
 	return ctl, nil
+}
+
+// checkedControlPath is the control socket path in its directory's real
+// path, once that directory passed supervisor.CheckControlDir. A missing
+// directory is left to ListenControl to report.
+func checkedControlPath(path string) (string, error) {
+	dir := filepath.Dir(path)
+	if _, err := os.Stat(dir); err != nil {
+		return path, nil
+	}
+	real, err := supervisor.CheckControlDir(dir)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(real, filepath.Base(path)), nil
 }
 
 // supervise wires the supervisor, its control server and signals, and runs
@@ -549,9 +579,13 @@ func signalAction(sup *supervisor.Supervisor, log *zap.Logger, sig os.Signal) fu
 		return func() { _ = sup.Stop(ctx, true) }
 	case unix.SIGUSR2:
 		return func() {
-			if res, err := sup.Upgrade(ctx); err != nil {
+			res, err := sup.Upgrade(ctx)
+			switch {
+			case errors.Is(err, supervisor.ErrNotRunning), errors.Is(err, lifecycle.ErrStopping):
+				log.Info("upgrade on SIGUSR2 not done: baton is stopping")
+			case err != nil:
 				log.Error("upgrade on SIGUSR2 failed; this baton carries on", zap.Error(err))
-			} else {
+			default:
 				log.Info("upgrade on SIGUSR2 done", zap.Int("new_pid", res.NewPid))
 			}
 		}

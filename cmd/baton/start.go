@@ -24,6 +24,7 @@ const handoverName = "baton-handover"
 // from the generations a crashed baton left behind.
 type startState struct {
 	ctl       *supervisor.ControlSocket
+	run       *supervisor.RunDir
 	listeners *supervisor.ListenerSet
 	metrics   net.Listener
 	initPipe  *os.File
@@ -33,9 +34,9 @@ type startState struct {
 	conn      *net.UnixConn        // upgrade: where to say "ready"
 }
 
-// startFresh binds everything, unless a state file shows generations a
-// previous baton (killed, so the lock was free) left serving: then their
-// sockets are taken back and they are adopted.
+// startFresh binds everything, unless a previous baton (killed, so the
+// lock was free) left generations serving: then those proven to be its
+// (supervisor.Recover) are adopted and their sockets taken back.
 func startFresh(rs *runSetup, control, metricsAddr string) (*startState, error) {
 	st := &startState{}
 	var err error
@@ -45,16 +46,16 @@ func startFresh(rs *runSetup, control, metricsAddr string) (*startState, error) 
 	if st.ctl, err = openControl(control, rs.group); err != nil {
 		return nil, err
 	}
+	if st.run, err = supervisor.OpenRunDir(st.ctl.Path+".d", false); err != nil {
+		st.close(false)
+		return nil, err
+	}
 	if st.metrics, err = listenMetrics(metricsAddr); err != nil {
 		st.close(false)
 		return nil, err
 	}
 	st.initPipe = initPipeFromEnv()
-	prev, err := supervisor.ReadState(st.ctl.Path + ".state")
-	if err != nil {
-		rs.log.Warn("state file unreadable; starting afresh", zap.Error(err))
-	}
-	if prev != nil && len(prev.Gens) > 0 {
+	if prev := supervisor.Recover(st.ctl.Path+".state", st.run, rs.log); prev != nil {
 		var found int
 		st.listeners, found, err = supervisor.RecoverListeners(prev, rs.specs, st.procfs)
 		if err == nil {
@@ -106,7 +107,15 @@ func receiveUpgrade(upg *tableflip.Upgrader, rs *runSetup, control string) (*sta
 	}
 	st := &startState{handover: &h, fds: fds, conn: conn}
 	if st.procfs, err = supervisor.NewProcFS(); err == nil {
+		control, err = checkedControlPath(control)
+	}
+	if err == nil {
 		st.ctl, err = supervisor.AdoptControl(control, h, fds)
+	}
+	if err == nil {
+		// The old baton's run directory (it hands it over): one of an
+		// older baton without a marker is accepted and marked.
+		st.run, err = supervisor.OpenRunDir(st.ctl.Path+".d", true)
 	}
 	if err == nil {
 		st.listeners, err = supervisor.AdoptListeners(h, fds)
@@ -159,6 +168,9 @@ func (st *startState) close(handedOver bool) {
 	}
 	if st.initPipe != nil {
 		st.initPipe.Close()
+	}
+	if st.run != nil && !handedOver {
+		_ = st.run.Discard() // only if this start created it
 	}
 }
 

@@ -1,0 +1,207 @@
+package supervisor
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/hmac"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/batonproxy/baton/supervisor/lifecycle"
+)
+
+// How a baton restarted after a crash knows which processes are its
+// generations. A state file says which pid was which generation, but a
+// pid and its start time only prove which process it is, not that a baton
+// started it. So every generation carries a mark of its run directory, and
+// a process is a generation's leader only if:
+//
+//  1. it leads its own process group (baton starts every generation with
+//     setpgid), is not a zombie, and its generation's directory RUN/GEN
+//     exists in the run directory (a real directory of baton's uid);
+//  2. and either its environment holds BATON_GENERATION=GEN:MAC, which
+//     baton puts first in every generation's environment, MAC being an
+//     HMAC of RUN/GEN keyed by the run directory's marker file (0600, in
+//     the 0700 run directory: only baton's uid can compute it), or it runs
+//     as baton's uid (real and effective) and its command line names
+//     RUN/GEN/ (HAProxy's -S and -x paths, nginx's -c copy: nginx
+//     overwrites its environment when it sets its process title, and
+//     keeps the arguments in the title);
+//  3. and of the processes that pass 1 and 2 for one generation, it
+//     started first (everything a generation spawns starts after its
+//     leader).
+//
+// An unrelated process, or one somebody else started naming baton's
+// directories, fails 2; a process a generation daemonized fails 3.
+
+// generationEnv is the environment variable of the generation marker.
+const generationEnv = "BATON_GENERATION"
+
+// Bounds of what the proof reads of a process.
+const (
+	environLimit = 1 << 20
+	cmdlineLimit = 1 << 20
+)
+
+// leader is a process proven to lead a generation of a run directory.
+type leader struct {
+	Gen   lifecycle.Gen
+	Pid   int
+	Ticks uint64
+}
+
+// generationEnv is the marker entry of generation gen's environment.
+func (r *RunDir) generationEnv(gen lifecycle.Gen) string {
+	return generationEnv + "=" + strconv.Itoa(int(gen)) + ":" + r.mac(r.GenDir(gen))
+}
+
+// genDirs lists the generations whose directory exists in the run
+// directory (a real directory of baton's uid).
+func (r *RunDir) genDirs() map[lifecycle.Gen]bool {
+	ents, err := os.ReadDir(r.Path)
+	if err != nil {
+		return nil
+	}
+	out := map[lifecycle.Gen]bool{}
+	for _, e := range ents {
+		n, err := strconv.Atoi(e.Name())
+		if err != nil || n <= 0 || strconv.Itoa(n) != e.Name() || !e.IsDir() {
+			continue // IsDir is false for a symbolic link
+		}
+		if st, err := e.Info(); err == nil && ownerOf(st) == os.Geteuid() {
+			out[lifecycle.Gen(n)] = true
+		}
+	}
+	return out
+}
+
+// findLeaders scans /proc for the leaders of this run directory's
+// generations (see above). It reads every process group leader's stat
+// and environment, so it runs only when generation directories exist (a
+// previous baton left generations behind).
+func (r *RunDir) findLeaders() map[lifecycle.Gen]leader {
+	gens := r.genDirs()
+	if len(gens) == 0 {
+		return nil
+	}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	out := map[lifecycle.Gen]leader{}
+	self := os.Getpid()
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == self {
+			continue
+		}
+		ps, err := readProcStat(pid)
+		if err != nil || ps.pgid != pid || ps.state == 'Z' {
+			continue
+		}
+		gen, ok := r.claim(pid, gens)
+		if !ok {
+			continue
+		}
+		if cur, seen := out[gen]; !seen || ps.ticks < cur.Ticks || (ps.ticks == cur.Ticks && pid < cur.Pid) {
+			out[gen] = leader{Gen: gen, Pid: pid, Ticks: ps.ticks}
+		}
+	}
+	return out
+}
+
+// claim returns the generation whose mark pid carries (rule 2).
+func (r *RunDir) claim(pid int, gens map[lifecycle.Gen]bool) (lifecycle.Gen, bool) {
+	env, _ := readProcFile(pid, "environ", environLimit)
+	prefix := []byte(generationEnv + "=")
+	for kv := range bytes.SplitSeq(env, []byte{0}) {
+		v, ok := bytes.CutPrefix(kv, prefix)
+		if !ok {
+			continue
+		}
+		num, mac, _ := strings.Cut(string(v), ":")
+		n, err := strconv.Atoi(num)
+		gen := lifecycle.Gen(n)
+		if err == nil && gens[gen] && hmac.Equal([]byte(mac), []byte(r.mac(r.GenDir(gen)))) {
+			return gen, true
+		}
+	}
+	if !runsAsUs(pid) {
+		return 0, false
+	}
+	cmd, _ := readProcFile(pid, "cmdline", cmdlineLimit)
+	base := []byte(r.Path + "/")
+	for rest := cmd; ; {
+		i := bytes.Index(rest, base)
+		if i < 0 {
+			return 0, false
+		}
+		rest = rest[i+len(base):]
+		end := bytes.IndexByte(rest, '/')
+		if end <= 0 {
+			continue
+		}
+		n, err := strconv.Atoi(string(rest[:end]))
+		if gen := lifecycle.Gen(n); err == nil && strconv.Itoa(n) == string(rest[:end]) && gens[gen] {
+			return gen, true
+		}
+	}
+}
+
+// procStat is what the proof reads of /proc/PID/stat.
+type procStat struct {
+	state byte
+	pgid  int
+	ticks uint64
+}
+
+func readProcStat(pid int) (procStat, error) {
+	b, err := readProcFile(pid, "stat", 4096)
+	if err != nil {
+		return procStat{}, err
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return procStat{}, errors.New("bad /proc stat")
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 20 || len(f[0]) != 1 {
+		return procStat{}, errors.New("short /proc stat")
+	}
+	pgid, err1 := strconv.Atoi(f[2])
+	ticks, err2 := strconv.ParseUint(f[19], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return procStat{}, fmt.Errorf("bad /proc stat: %w", err)
+	}
+	return procStat{state: f[0][0], pgid: pgid, ticks: ticks}, nil
+}
+
+// runsAsUs reports whether pid's real and effective uids are baton's.
+func runsAsUs(pid int) bool {
+	b, err := readProcFile(pid, "status", 64<<10)
+	if err != nil {
+		return false
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "Uid:"); ok {
+			f := strings.Fields(rest)
+			me := strconv.Itoa(os.Geteuid())
+			return len(f) >= 2 && f[0] == me && f[1] == me
+		}
+	}
+	return false
+}
+
+func readProcFile(pid int, name string, limit int64) ([]byte, error) {
+	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/" + name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, limit))
+}

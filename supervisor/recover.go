@@ -1,0 +1,314 @@
+package supervisor
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"github.com/batonproxy/baton/fdpass"
+	"github.com/batonproxy/baton/internal/proctree"
+	"github.com/batonproxy/baton/supervisor/lifecycle"
+)
+
+// Recover works out what a baton starting on a control path takes over
+// from a previous baton that died: the generations found in the run
+// directory by their markers (see genmarker_linux.go), with what the state
+// file at statePath says about them when it can be trusted and lists the
+// same processes. It never stops baton from starting:
+//
+//   - a state file that cannot be trusted (not baton's, too large,
+//     truncated, another format, another run directory, inconsistent) is
+//     renamed to PATH.bad and reported at ERROR; the generations are then
+//     recognised by their markers alone: the newest one is active, the
+//     others are told to drain;
+//   - a generation the state file lists that is not proven (no marker,
+//     another process, a directory outside the run directory) is reported
+//     by pid at WARN and never signalled, and its directory never removed;
+//   - a generation found by its marker that the state file does not list
+//     (one starting when baton died) is adopted and told to drain.
+//
+// It returns nil when nothing is left to adopt.
+func Recover(statePath string, rd *RunDir, log *zap.Logger) *Handover {
+	leaders := rd.findLeaders()
+	h, refused := trustedState(statePath, rd, log)
+	for _, r := range refused {
+		log.Warn("state file lists a generation baton does not adopt: it is not signalled and its directory is not removed; stop it yourself if it is a leftover",
+			zap.Int("gen", int(r.Gen)), zap.Int("pid", r.Pid), zap.String("reason", r.Reason))
+	}
+	out := &Handover{ControlFd: -1, LockFd: -1, InitFd: -1, MetricsFd: -1}
+	if h != nil {
+		*out = *h
+		out.Gens = nil
+		for _, g := range h.Gens {
+			if l, ok := leaders[g.Gen]; ok && l.Pid == g.Pid && l.Ticks == g.StartTicks {
+				out.Gens = append(out.Gens, g)
+				delete(leaders, g.Gen)
+				continue
+			}
+			reportUnproven(log, g, leaders)
+		}
+	}
+	for _, gen := range sortedGens(leaders) {
+		l := leaders[gen]
+		log.Warn("generation found by its marker, not in the state file: adopting it and telling it to drain unless it is the only one",
+			zap.Int("gen", int(gen)), zap.Int("pid", l.Pid))
+		out.Gens = append(out.Gens, GenHandover{Gen: gen, Pid: l.Pid, StartTicks: l.Ticks, Dir: rd.GenDir(gen), Pidfd: -1, Output: -1})
+	}
+	if len(out.Gens) == 0 {
+		return nil
+	}
+	for gen := range rd.genDirs() {
+		out.Machine.LastGen = max(out.Machine.LastGen, gen) // new generations never reuse a directory
+	}
+	return out
+}
+
+// trustedState reads and validates the state file; a file that cannot be
+// trusted is moved aside and reported (nil returned).
+func trustedState(path string, rd *RunDir, log *zap.Logger) (*Handover, []genRefusal) {
+	sf, err := readStateFile(path)
+	if sf == nil && err == nil {
+		return nil, nil
+	}
+	var h *Handover
+	var refused []genRefusal
+	if err == nil {
+		h, refused, err = validateState(sf, rd.Path)
+	}
+	if err == nil {
+		if ticks, terr := proctree.StartTicks(sf.BatonPid); terr == nil && ticks == sf.BatonStartTicks {
+			log.Error("the baton that wrote the state file still runs: not adopting its generations (two batons must not supervise them); stop it first",
+				zap.String("path", path), zap.Int("writer_pid", sf.BatonPid))
+			return nil, nil
+		}
+		return h, refused
+	}
+	bad := path + ".bad"
+	moveErr := os.Rename(path, bad)
+	log.Error("state file not trusted: moved aside; the generations are recognised by their markers alone",
+		zap.String("path", path), zap.String("moved_to", bad), zap.NamedError("move", moveErr), zap.Error(err))
+	for _, g := range listedPids(path, bad) {
+		refused = append(refused, genRefusal{Gen: g.Gen, Pid: g.Pid, Reason: "listed in an untrusted state file"})
+	}
+	return nil, refused
+}
+
+// listedPids reads, for the report only, the generations an untrusted
+// state file names (when it parses at all).
+func listedPids(paths ...string) []GenHandover {
+	for _, p := range paths {
+		data, err := readOwnFile(p, stateLimit)
+		if err != nil {
+			continue
+		}
+		var sf struct {
+			Gens []GenHandover `json:"gens"`
+		}
+		if json.Unmarshal(data, &sf) == nil {
+			return sf.Gens
+		}
+		return nil
+	}
+	return nil
+}
+
+// reportUnproven logs a generation the state file lists whose process is
+// not proven to be that generation's leader.
+func reportUnproven(log *zap.Logger, g GenHandover, leaders map[lifecycle.Gen]leader) {
+	ticks, err := proctree.StartTicks(g.Pid)
+	if err != nil || ticks != g.StartTicks {
+		log.Info("generation listed in the state file has exited", zap.Int("gen", int(g.Gen)), zap.Int("pid", g.Pid))
+		return
+	}
+	reason := fmt.Sprintf("pid %d does not carry generation %d's marker", g.Pid, g.Gen)
+	if l, ok := leaders[g.Gen]; ok {
+		reason = fmt.Sprintf("generation %d's leader is pid %d", g.Gen, l.Pid)
+	}
+	log.Warn("state file lists a process baton cannot prove it started: not adopted, not signalled; stop it yourself if it is a leftover",
+		zap.Int("gen", int(g.Gen)), zap.Int("pid", g.Pid), zap.String("reason", reason))
+}
+
+func sortedGens(m map[lifecycle.Gen]leader) []lifecycle.Gen {
+	out := make([]lifecycle.Gen, 0, len(m))
+	for g := range m {
+		out = append(out, g)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// removeIfExists removes path; a missing file is no error.
+func removeIfExists(path string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// RecoverListeners builds the listener set of a baton restarted after a
+// crash: each spec's socket is taken back (pidfd_getfd) from a live process
+// of a generation h lists (proven by Recover), so the same socket carries
+// on: the socket the state file recorded for it, else a listening TCP
+// socket bound to its address that those processes hold. A spec nobody
+// holds any more is bound anew. found counts the sockets taken back. With
+// specs nil (the listeners come from the proxy's configuration) the
+// recorded listeners are recovered with their users and removed flags (a
+// removed one nobody holds any more is dropped); without a record, the
+// listening TCP sockets the generations hold.
+func RecoverListeners(h *Handover, specs []fdpass.Spec, pfs ProcFS) (ls *ListenerSet, found int, err error) {
+	recorded := map[string]ListenerHandover{}
+	fromConfig := specs == nil
+	for _, l := range h.Listeners {
+		if sp, err := fdpass.ParseSpec(l.Spec); err == nil {
+			recorded[sp.Key()] = l
+			if fromConfig {
+				specs = append(specs, sp)
+			}
+		}
+	}
+	live := map[lifecycle.Gen]bool{}
+	var all []lifecycle.Gen
+	for _, g := range h.Gens {
+		live[g.Gen] = true
+		all = append(all, g.Gen)
+	}
+	if fromConfig && len(h.Listeners) == 0 {
+		specs = heldTCPSpecs(h, pfs)
+	}
+	ls = &ListenerSet{items: map[ListenerKey]*listenerEntry{}}
+	for _, sp := range specs {
+		rec, ok := recorded[sp.Key()]
+		var sock *fdpass.Socket
+		if ok {
+			sock = takeBack(h, sp, rec.Inode, pfs)
+		}
+		if sock == nil {
+			sock = takeBackByAddr(h, sp, pfs)
+		}
+		users, removed := all, false
+		if fromConfig && ok {
+			users, removed = nil, rec.Removed
+			for _, g := range rec.Users {
+				if live[g] {
+					users = append(users, g)
+				}
+			}
+		}
+		switch {
+		case sock != nil:
+			found++
+		case fromConfig && removed:
+			continue // nobody holds it and the active config does not want it
+		default:
+			if sock, err = fdpass.Listen(sp); err != nil {
+				return nil, 0, errors.Join(explainBusy(sp, err), ls.CloseAll())
+			}
+		}
+		ls.add(sock, removed, users, rec.Where)
+	}
+	return ls, found, nil
+}
+
+// takeBack finds the socket with this inode in a listed generation's
+// processes and duplicates it into baton.
+func takeBack(h *Handover, sp fdpass.Spec, inode uint64, pfs ProcFS) *fdpass.Socket {
+	for _, g := range h.Gens {
+		pidfd, err := OpenPidfd(g.Pid, g.StartTicks)
+		if err != nil {
+			continue
+		}
+		unix.Close(pidfd)
+		pids, _ := pfs.Members(g.Pid)
+		for _, pid := range pids {
+			fdnum := FindSocketFd(pid, inode)
+			if fdnum < 0 {
+				continue
+			}
+			pfd, err := unix.PidfdOpen(pid, 0)
+			if err != nil {
+				continue
+			}
+			fd, err := TakeFd(pfd, fdnum)
+			unix.Close(pfd)
+			if err != nil {
+				continue
+			}
+			if sock, err := fdpass.Adopt(sp, fd); err == nil && sock.Inode() == inode {
+				return sock
+			} else if err == nil {
+				sock.Close()
+			}
+		}
+	}
+	return nil
+}
+
+// takeBackByAddr takes back a listening TCP socket bound to sp's address
+// that a listed generation's process holds (no inode recorded for it).
+func takeBackByAddr(h *Handover, sp fdpass.Spec, pfs ProcFS) *fdpass.Socket {
+	if sp.Scheme == fdpass.Unix || !sp.IsStream() || len(h.Gens) == 0 {
+		return nil
+	}
+	listening, err := fdpass.ListeningTCP()
+	if err != nil {
+		return nil
+	}
+	for _, l := range listening {
+		if l.Addr.String() != sp.Addr {
+			continue
+		}
+		if sock := takeBack(h, sp, l.Inode, pfs); sock != nil {
+			return sock
+		}
+	}
+	return nil
+}
+
+// heldTCPSpecs lists the addresses of the listening TCP sockets the
+// generations of h hold, as specs.
+func heldTCPSpecs(h *Handover, pfs ProcFS) []fdpass.Spec {
+	listening, err := fdpass.ListeningTCP()
+	if err != nil {
+		return nil
+	}
+	byInode := map[uint64]string{}
+	for _, l := range listening {
+		byInode[l.Inode] = l.Addr.String()
+	}
+	seen := map[string]bool{}
+	var out []fdpass.Spec
+	for _, g := range h.Gens {
+		pids, _ := pfs.Members(g.Pid)
+		for _, pid := range pids {
+			inodes, err := pfs.SocketInodes(pid)
+			if err != nil {
+				continue
+			}
+			for inode := range inodes {
+				addr, ok := byInode[inode]
+				if !ok || seen[addr] {
+					continue
+				}
+				if sp, err := fdpass.ParseSpec("tcp://" + addr); err == nil {
+					seen[addr] = true
+					out = append(out, sp)
+				}
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b fdpass.Spec) int {
+		if a.Addr < b.Addr {
+			return -1
+		}
+		if a.Addr > b.Addr {
+			return 1
+		}
+		return 0
+	})
+	return out
+}

@@ -1,0 +1,196 @@
+package supervisor
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/batonproxy/baton/fdpass"
+	"github.com/batonproxy/baton/internal/proctree"
+	"github.com/batonproxy/baton/supervisor/lifecycle"
+)
+
+// startProc starts argv with env, in a process group of its own when
+// group is set, its stdin a pipe that stays open until cleanup, which
+// kills it by pid. It must not fork (the test binary is a subreaper).
+func startProc(t *testing.T, env []string, group bool, argv ...string) *exec.Cmd {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append([]string{"PATH=/usr/bin:/bin"}, env...)
+	cmd.Stdin = r
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: group}
+	err = cmd.Start()
+	r.Close()
+	if err != nil {
+		w.Close()
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	t.Cleanup(func() { cmd.Process.Kill(); w.Close(); <-done })
+	return cmd
+}
+
+func newRunDir(t *testing.T, gens ...int) *RunDir {
+	t.Helper()
+	rd, err := OpenRunDir(filepath.Join(shortDir(t), "b.sock.d"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range gens {
+		must(t, os.Mkdir(rd.GenDir(lifecycle.Gen(g)), 0o700))
+	}
+	return rd
+}
+
+func observed() (*zap.Logger, *observer.ObservedLogs) {
+	core, logs := observer.New(zapcore.DebugLevel)
+	return zap.New(core), logs
+}
+
+// TestFindLeaders: a process is a generation's leader when it leads its
+// own process group and carries the generation's marker (or runs as
+// baton's uid naming the generation's directory on its command line), the
+// directory exists, and it started first among those claiming it.
+func TestFindLeaders(t *testing.T) {
+	rd := newRunDir(t, 1, 2, 3, 4, 5)
+	sleep := []string{"sleep", "30"}
+	p1 := startProc(t, []string{rd.generationEnv(1)}, true, sleep...)
+	startProc(t, []string{generationEnv + "=2:" + strings.Repeat("0", 32)}, true, sleep...) // forged MAC
+	startProc(t, []string{rd.generationEnv(3)}, false, sleep...)                            // not a group leader
+	p4 := startProc(t, nil, true, "/bin/sh", "-c", "read x", rd.GenDir(4)+"/config/x.cfg")  // reads its stdin: no child
+	p5 := startProc(t, []string{rd.generationEnv(5)}, true, sleep...)
+	startProc(t, []string{rd.generationEnv(5)}, true, sleep...) // started later: a daemonized child
+	startProc(t, []string{rd.generationEnv(6)}, true, sleep...) // no directory 6
+	startProc(t, nil, true, sleep...)                           // unrelated
+	got := rd.findLeaders()
+	want := map[lifecycle.Gen]int{1: p1.Process.Pid, 4: p4.Process.Pid, 5: p5.Process.Pid}
+	if len(got) != len(want) {
+		t.Errorf("found %v, want %v", got, want)
+	}
+	for gen, pid := range want {
+		if got[gen].Pid != pid {
+			t.Errorf("generation %d: leader %+v, want pid %d", gen, got[gen], pid)
+		}
+	}
+}
+
+// TestForgedStateFileRefused guards the forged state file incident at the
+// reader: a state file listing an unrelated process (with its real start
+// time) is refused for that process, by pid at WARN, whether its directory
+// is outside the run directory or is a real generation directory; nothing
+// is adopted, the process is not touched.
+func TestForgedStateFileRefused(t *testing.T) {
+	for _, inside := range []bool{false, true} {
+		t.Run("dir-inside-"+strconv.FormatBool(inside), func(t *testing.T) {
+			rd := newRunDir(t, 1)
+			victim := startProc(t, nil, true, "sleep", "30")
+			pid := victim.Process.Pid
+			ticks, err := proctree.StartTicks(pid)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dir := t.TempDir()
+			if inside {
+				dir = rd.GenDir(1)
+			}
+			state := filepath.Join(filepath.Dir(rd.Path), "b.sock.state")
+			must(t, os.WriteFile(state, stateOf(t, rd.Path, 1, pid, ticks, dir), 0o600))
+			log, logs := observed()
+			if h := Recover(state, rd, log); h != nil {
+				t.Fatalf("Recover adopted %+v", h.Gens)
+			}
+			warned := false
+			for _, e := range logs.FilterLevelExact(zapcore.WarnLevel).All() {
+				warned = warned || e.ContextMap()["pid"] == int64(pid)
+				t.Logf("WARN %s %v", e.Message, e.ContextMap())
+			}
+			if !warned {
+				t.Errorf("no WARN naming pid %d", pid)
+			}
+			if procState(pid) == "Z" || syscall.Kill(pid, 0) != nil {
+				t.Errorf("the listed process was touched")
+			}
+			if _, err := os.Stat(dir); err != nil {
+				t.Errorf("the listed directory: %v", err)
+			}
+		})
+	}
+}
+
+// TestTruncatedStateFileRecovered guards the truncated state file: it is
+// moved aside (PATH.bad) with an ERROR, and the generation is still found
+// by its marker and adopted, so baton starts with it instead of failing on
+// a busy address.
+func TestTruncatedStateFileRecovered(t *testing.T) {
+	rd := newRunDir(t, 1, 2)
+	p := startProc(t, []string{rd.generationEnv(2)}, true, "sleep", "30")
+	ticks, _ := proctree.StartTicks(p.Process.Pid)
+	state := filepath.Join(filepath.Dir(rd.Path), "b.sock.state")
+	full := stateOf(t, rd.Path, 2, p.Process.Pid, ticks, rd.GenDir(2))
+	must(t, os.WriteFile(state, full[:len(full)/2], 0o600))
+	log, logs := observed()
+	h := Recover(state, rd, log)
+	if h == nil || len(h.Gens) != 1 || h.Gens[0].Gen != 2 || h.Gens[0].Pid != p.Process.Pid || h.Gens[0].Dir != rd.GenDir(2) {
+		t.Fatalf("Recover = %+v, want generation 2 pid %d", h, p.Process.Pid)
+	}
+	if h.Machine.LastGen != 2 {
+		t.Errorf("last generation %d, want 2 (new generations must not reuse a directory)", h.Machine.LastGen)
+	}
+	if logs.FilterLevelExact(zapcore.ErrorLevel).FilterMessageSnippet("state file not trusted").Len() != 1 {
+		t.Errorf("no ERROR about the state file: %v", logs.All())
+	}
+	if _, err := os.Stat(state + ".bad"); err != nil {
+		t.Errorf("state file not moved aside: %v", err)
+	}
+	if _, err := os.Stat(state); !os.IsNotExist(err) {
+		t.Errorf("state file still there: %v", err)
+	}
+}
+
+// TestBusyAddressNamesHolder: binding an address another process listens
+// on fails with its pid and command line and what to do.
+func TestBusyAddressNamesHolder(t *testing.T) {
+	ls := bindSpecs(t, "tcp://127.0.0.1:0")
+	sock := ls.Sockets()[0]
+	dup, err := dupFd(sock.Fd())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(dup), "listener") // the child's copy
+	cmd := exec.Command("sleep", "30")
+	cmd.ExtraFiles = []*os.File{f}
+	err = cmd.Start()
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	must(t, ls.CloseAll())
+	sp, err := fdpass.ParseSpec("tcp://" + sock.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = BindListeners([]fdpass.Spec{sp})
+	if err == nil {
+		t.Fatal("bound a busy address")
+	}
+	t.Logf("%v", err)
+	for _, w := range []string{"address already in use", "held by pid " + strconv.Itoa(cmd.Process.Pid) + " (sleep 30)", "kill " + strconv.Itoa(cmd.Process.Pid)} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error lacks %q", w)
+		}
+	}
+}
