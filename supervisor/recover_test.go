@@ -1,6 +1,8 @@
 package supervisor
 
 import (
+	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -8,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -192,5 +195,29 @@ func TestBusyAddressNamesHolder(t *testing.T) {
 		if !strings.Contains(err.Error(), w) {
 			t.Errorf("error lacks %q", w)
 		}
+	}
+}
+
+// TestUpgradeWhileStoppingSaysSo guards the false "upgrade on SIGUSR2
+// failed; this baton carries on" of an exiting baton: an upgrade asked
+// during a stop fails with lifecycle.ErrStopping, and after Run returned
+// with ErrNotRunning, which the signal handler reports as such.
+func TestUpgradeWhileStoppingSaysSo(t *testing.T) {
+	life := testLife()
+	life.DrainTimeout, life.KillGrace = 2*time.Second, time.Second
+	h := newHarness(t, harnessOpts{life: &life, modes: []string{"nodrain"}})
+	h.start()
+	stopped := make(chan error, 1)
+	go func() { stopped <- h.sup.Stop(context.Background(), false) }()
+	waitFor(t, shortWait, "the stop under way", func() bool { return h.status().Stopping })
+	if _, err := h.sup.Upgrade(context.Background()); !errors.Is(err, lifecycle.ErrStopping) {
+		t.Errorf("upgrade during the stop: %v, want ErrStopping", err)
+	}
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
+	h.waitRun()
+	if _, err := h.sup.Upgrade(context.Background()); !errors.Is(err, ErrNotRunning) {
+		t.Errorf("upgrade after Run returned: %v, want ErrNotRunning", err)
 	}
 }
