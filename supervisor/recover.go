@@ -55,7 +55,7 @@ func Recover(statePath string, rd *RunDir, log *zap.Logger) *Handover {
 	}
 	for _, gen := range sortedGens(leaders) {
 		l := leaders[gen]
-		log.Warn("generation found by its marker, not in the state file: adopting it and telling it to drain unless it is the only one",
+		log.Warn("generation found by its marker, not in a trusted state file: adopting it (the newest is active if no listed generation is; the others are told to drain)",
 			zap.Int("gen", int(gen)), zap.Int("pid", l.Pid))
 		out.Gens = append(out.Gens, GenHandover{Gen: gen, Pid: l.Pid, StartTicks: l.Ticks, Dir: rd.GenDir(gen), Pidfd: -1, Output: -1})
 	}
