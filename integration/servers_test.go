@@ -1,6 +1,13 @@
 package integration
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
 	"testing"
 	"time"
 
@@ -31,4 +38,112 @@ func TestClosedStderrKeepsBatonUp(t *testing.T) {
 		t.Errorf("status after the reload: %+v, %v", st, err)
 	}
 	t.Log("baton served two generations with every log line failing on EPIPE")
+}
+
+// idleConns opens n connections to addr on network and holds them without
+// sending anything; cleanup closes them.
+func idleConns(t *testing.T, network, addr string, n int) []net.Conn {
+	t.Helper()
+	conns := make([]net.Conn, 0, n)
+	t.Cleanup(func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	for range n {
+		c, err := net.DialTimeout(network, addr, 5*time.Second)
+		if err != nil {
+			t.Fatalf("connection %d to %s: %v", len(conns)+1, addr, err)
+		}
+		conns = append(conns, c)
+	}
+	return conns
+}
+
+// stillOpen counts the connections the server has not closed (a read
+// times out instead of seeing EOF), all waited for together.
+func stillOpen(conns []net.Conn, wait time.Duration) int {
+	deadline := time.Now().Add(wait)
+	n := 0
+	for _, c := range conns {
+		_ = c.SetReadDeadline(deadline)
+		if _, err := c.Read(make([]byte, 1)); errors.Is(err, os.ErrDeadlineExceeded) {
+			n++
+		}
+	}
+	return n
+}
+
+// timedReload asks for a reload over the control API (10 s at most) and
+// returns how long it took.
+func timedReload(t *testing.T, control string) time.Duration {
+	t.Helper()
+	cl := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", control)
+		},
+		DisableKeepAlives: true,
+	}}
+	start := time.Now()
+	resp, err := cl.Post("http://baton/v1/reload", "", nil)
+	if err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("reload: %s %s", resp.Status, body)
+	}
+	return time.Since(start)
+}
+
+// 300 idle connections to the metrics port and 300 to the control socket,
+// with baton limited to 256 descriptors, used to exhaust them: `baton
+// reload` hung and status answered nothing. Each server now holds at most
+// its own cap of connections (closing the longest idle one for a new one),
+// so baton's descriptors stay bounded and reload, status and a new scrape
+// are all answered.
+func TestIdleConnectionsDoNotStarveControl(t *testing.T) {
+	maddr := fmt.Sprintf("127.0.0.1:%d", batontest.FreePort(t))
+	g := startGeneric(t, 0, []string{"--metrics", maddr}, plainActivated, batontest.StartOptions{Shell: "ulimit -n 256"})
+	pid := g.b.Pid()
+	if soft, hard, err := batontest.Nofile(pid); err != nil || soft != "256" || hard != "256" {
+		t.Fatalf("baton's NOFILE %s/%s (%v), want 256", soft, hard, err)
+	}
+	quiet := timedReload(t, g.b.Control)
+	base, err := batontest.FdCount(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 300
+	metricsConns := idleConns(t, "tcp", maddr, n)
+	controlConns := idleConns(t, "unix", g.b.Control, n)
+
+	held := timedReload(t, g.b.Control)
+	if st, err := g.b.Status(); err != nil || st.Pid != pid {
+		t.Fatalf("status with %d idle connections held: %v", 2*n, err)
+	}
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + maddr + "/metrics")
+	if err != nil {
+		t.Fatalf("scrape with %d idle connections held: %v", 2*n, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("scrape: %s", resp.Status)
+	}
+	fds, err := batontest.FdCount(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	openMetrics, openControl := stillOpen(metricsConns, 200*time.Millisecond), stillOpen(controlConns, 200*time.Millisecond)
+	t.Logf("baton's descriptors: %d before, %d with %d idle connections held (%d metrics, %d control still open); reload took %v quiet, %v with them held",
+		base, fds, 2*n, openMetrics, openControl, quiet.Round(time.Millisecond), held.Round(time.Millisecond))
+	const capMetrics, capControl = 16, 32
+	if openMetrics > capMetrics || openControl > capControl {
+		t.Errorf("%d metrics and %d control connections still open, want at most %d and %d", openMetrics, openControl, capMetrics, capControl)
+	}
+	if fds > base+capMetrics+capControl+8 {
+		t.Errorf("baton holds %d descriptors with the idle connections, %d before: more than the caps allow", fds, base)
+	}
 }
