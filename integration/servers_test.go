@@ -147,3 +147,24 @@ func TestIdleConnectionsDoNotStarveControl(t *testing.T) {
 		t.Errorf("baton holds %d descriptors with the idle connections, %d before: more than the caps allow", fds, base)
 	}
 }
+
+// A removed control socket is bound again: `baton status` answers again
+// within a bounded poll, and `baton reload` works on the new socket.
+func TestRemovedControlSocketRecreated(t *testing.T) {
+	g := startGeneric(t, 0, nil, plainActivated, batontest.StartOptions{})
+	if err := os.Remove(g.b.Control); err != nil {
+		t.Fatal(err)
+	}
+	took, ok := batontest.PollUntil(10*time.Second, 20*time.Millisecond, func() bool { return g.b.CLI("status").Code == 0 })
+	if !ok {
+		t.Fatalf("baton status still fails 10 s after the control socket was removed: %s", g.b.CLI("status").Stderr)
+	}
+	if fi, err := os.Lstat(g.b.Control); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("control socket bound again: %v (%v), want mode 0600", fi.Mode(), err)
+	}
+	writeConf(t, g.cfg, activatedConf(2))
+	if gen, _ := reloadJSON(t, g.b); gen != 2 {
+		t.Errorf("reload on the new control socket: generation %d, want 2", gen)
+	}
+	t.Logf("baton status answered again %v after the control socket was removed", took.Round(time.Millisecond))
+}

@@ -24,11 +24,14 @@ import (
 var ErrControlInUse = errors.New("control socket in use")
 
 // ControlSocket is the bound control socket and the lock that makes it
-// baton's alone.
+// baton's alone. Listener is the socket bound at Path now: the
+// supervisor's loop binds a new one when the path was removed (see
+// keepControl), and Acceptor follows.
 type ControlSocket struct {
 	Listener *net.UnixListener
 	Path     string
 	lock     *os.File
+	kept     controlKeep
 }
 
 // ListenControl binds the control socket at path with the given mode after

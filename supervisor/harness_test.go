@@ -60,6 +60,9 @@ type harnessOpts struct {
 	// to the supervisor.
 	procfs  func(ProcFS) ProcFS
 	metrics *Metrics
+	// control is handed to the supervisor (Config.Control), which keeps
+	// its path bound; the test serves it.
+	control *ControlSocket
 }
 
 // harness is one supervisor over the fake proxy, with its reaper, listeners
@@ -116,7 +119,7 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	h.sup, err = New(Config{
 		Command: []string{exe, roleServe}, Driver: h.drv, Listeners: h.ls, Rlimits: rl,
 		Lifecycle: life, CheckTimeout: o.checkTimeout, RunDir: filepath.Join(h.dir, "r"),
-		Env: childTestEnv(),
+		Env: childTestEnv(), Control: o.control,
 	}, Deps{Log: log, Starter: &ExecStarter{Reaper: h.reaper.Reaper}, ProcFS: pfs, Metrics: o.metrics})
 	if err != nil {
 		t.Fatal(err)

@@ -190,6 +190,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			}
 		})
 	}
+	if s.cfg.Control != nil {
+		s.goEffect(func() { s.watchControl(loopCtx) })
+	}
 	defer func() {
 		cancel()
 		s.drainEvents()

@@ -309,11 +309,7 @@ func openControl(path string, group int) (*supervisor.ControlSocket, error) {
 			return nil, err
 		}
 	}
-	mode := os.FileMode(0o600)
-	if group >= 0 {
-		mode = 0o660
-	}
-	ctl, err := supervisor.ListenControl(path, mode)
+	ctl, err := supervisor.ListenControl(path, controlMode(group))
 	if err != nil {
 		return nil, err
 	}
@@ -324,6 +320,15 @@ func openControl(path string, group int) (*supervisor.ControlSocket, error) {
 		}
 	}
 	return ctl, nil
+}
+
+// controlMode is the control socket's mode: 0600, or 0660 for a
+// --control-group.
+func controlMode(group int) os.FileMode {
+	if group >= 0 {
+		return 0o660
+	}
+	return 0o600
 }
 
 // supervise wires the supervisor, its control server and signals, and runs
@@ -378,7 +383,8 @@ func supervise(rs *runSetup, st *startState, upg *tableflip.Upgrader) error {
 	}()
 	srv := supervisor.NewControlServer(sup, rs.log, rs.group)
 	srvDone := make(chan error, 1)
-	go func() { srvDone <- srv.Serve(st.ctl.Listener) }()
+	st.ctl.SetRebind(controlMode(rs.group), rs.group) // if its path is removed
+	go func() { srvDone <- srv.Serve(st.ctl.Acceptor()) }()
 	stopSignals := forwardSignals(sup, rs.log)
 	defer stopSignals()
 	rs.log.Info("baton started", zap.Int("pid", os.Getpid()), zap.String("proxy", rs.driver.Name()),
