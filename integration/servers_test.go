@@ -2,12 +2,14 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -167,4 +169,97 @@ func TestRemovedControlSocketRecreated(t *testing.T) {
 		t.Errorf("reload on the new control socket: generation %d, want 2", gen)
 	}
 	t.Logf("baton status answered again %v after the control socket was removed", took.Round(time.Millisecond))
+}
+
+// reloadMs runs `baton reload --json`, requires success and returns the
+// generation and the reload's duration_ms.
+func reloadMs(t *testing.T, b *batontest.Baton) (gen int, ms float64) {
+	t.Helper()
+	res := b.CLI("reload", "--json")
+	if res.Code != 0 {
+		t.Fatalf("baton reload: exit %d: %s", res.Code, res.Stderr)
+	}
+	var out struct {
+		Generation int     `json:"generation"`
+		DurationMs float64 `json:"duration_ms"`
+	}
+	if err := json.Unmarshal([]byte(res.Stdout), &out); err != nil {
+		t.Fatalf("baton reload --json: %v: %q", err, res.Stdout)
+	}
+	return out.Generation, out.DurationMs
+}
+
+// floodGetsocks waits (up to 10 s) for path to appear, then opens up to n
+// connections to it, held open, and returns how many connected (the
+// server's path is removed once the generation is ready).
+func floodGetsocks(path string, n int) int {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(path); err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range n {
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			break
+		}
+		conns = append(conns, c)
+	}
+	return len(conns)
+}
+
+// A flood of connections to a generation's _getsocks socket from a process
+// outside the generation (this test) is refused without delaying its
+// readiness: with --ready-timeout 3s the reload succeeds, the refusals are
+// logged at WARN, the first few one by one with the peer's pid, uid and
+// command, the rest as a count. HAProxy up to 3.0 fetches the sockets in
+// its master (-x), 3.1+ in the worker: both from the same server.
+func TestGetsocksFloodDoesNotDelayReadiness(t *testing.T) {
+	p := startAccProxy(t, batontest.HAProxyOpts{}, []string{"--ready-timeout", "3s"}, batontest.StartOptions{})
+	_, quiet := reloadMs(t, p.b)
+	st := p.status(t)
+	next, _ := st.Active()
+	next++
+	path := fmt.Sprintf("%s.d/%d/getsocks.sock", p.b.Control, next)
+	const flood = 500
+	flooded := make(chan int, 1)
+	go func() { flooded <- floodGetsocks(path, flood) }()
+	gen, busy := reloadMs(t, p.b)
+	connected := <-flooded
+	if gen != next {
+		t.Fatalf("reload: generation %d, want %d", gen, next)
+	}
+	if got := p.get(t); got != "1" {
+		t.Errorf("after the flooded reload: X-Gen %q", got)
+	}
+	log := p.b.Log()
+	marker := fmt.Sprintf(`"gen": %d`, next)
+	one := batontest.LogLines(log, "getsocks peer refused", marker)
+	sum := batontest.LogLines(log, "getsocks peers refused", marker)
+	refused := len(one)
+	if len(sum) == 1 {
+		var more, all int
+		if _, err := fmt.Sscanf(sum[0][strings.Index(sum[0], `"error": "`)+len(`"error": "`):], "%d more peers (%d in all)", &more, &all); err != nil {
+			t.Fatalf("summary line %q: %v", sum[0], err)
+		}
+		refused = all
+	}
+	t.Logf("%s: reload %.0f ms quiet, %.0f ms with %d of %d flood connections made (%d refused, %d WARN lines)",
+		batontest.RequireBinary(t, "haproxy"), quiet, busy, connected, flood, refused, len(one)+len(sum))
+	if refused == 0 {
+		t.Fatalf("no flood connection reached generation %d's getsocks server (%d connected): the test proved nothing", next, connected)
+	}
+	if len(one) > 5 || len(sum) > 1 || (refused > 5 && len(sum) != 1) {
+		t.Errorf("%d refusals gave %d single WARN lines and %d summaries, want at most 5 and one count", refused, len(one), len(sum))
+	}
+	if len(one) > 0 && !strings.Contains(one[0], fmt.Sprintf("pid %d (uid 0)", os.Getpid())) {
+		t.Errorf("refusal %q does not name this test's pid %d and uid", one[0], os.Getpid())
+	}
 }
