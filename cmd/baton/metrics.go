@@ -57,9 +57,11 @@ func serveMetrics(ln net.Listener, m *supervisor.Metrics, log *zap.Logger) func(
 		}
 	}()
 	addr := ln.Addr().String()
+	// Exposure was asked for explicitly (a host on the command line): an
+	// operator's choice, logged at INFO, not an incident.
 	switch tcp, _ := ln.Addr().(*net.TCPAddr); {
 	case tcp != nil && tcp.IP.IsUnspecified():
-		log.Warn("serving metrics on every interface: anyone who reaches the port reads them (give a host, e.g. 127.0.0.1:PORT, to keep them local)", zap.String("addr", addr))
+		log.Info("serving metrics on every interface: whoever reaches the port can read them", zap.String("addr", addr))
 	case tcp != nil && !tcp.IP.IsLoopback():
 		log.Info("serving metrics, reachable from other hosts", zap.String("addr", addr))
 	default:
