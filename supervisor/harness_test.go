@@ -56,6 +56,13 @@ type harnessOpts struct {
 	specs        []string          // listener specs; default tcp://127.0.0.1:0
 	wrapShell    bool
 	checkTimeout time.Duration
+	// procfs wraps the real ProcFS (e.g. to block it); metrics is handed
+	// to the supervisor.
+	procfs  func(ProcFS) ProcFS
+	metrics *Metrics
+	// control is handed to the supervisor (Config.Control), which keeps
+	// its path bound; the test serves it.
+	control *ControlSocket
 }
 
 // harness is one supervisor over the fake proxy, with its reaper, listeners
@@ -106,11 +113,14 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if o.procfs != nil {
+		pfs = o.procfs(pfs)
+	}
 	h.sup, err = New(Config{
 		Command: []string{exe, roleServe}, Driver: h.drv, Listeners: h.ls, Rlimits: rl,
 		Lifecycle: life, CheckTimeout: o.checkTimeout, RunDir: filepath.Join(h.dir, "r"),
-		Env: childTestEnv(),
-	}, Deps{Log: log, Starter: &ExecStarter{Reaper: h.reaper.Reaper}, ProcFS: pfs})
+		Env: childTestEnv(), Control: o.control,
+	}, Deps{Log: log, Starter: &ExecStarter{Reaper: h.reaper.Reaper}, ProcFS: pfs, Metrics: o.metrics})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,8 @@
 package supervisor
 
 import (
+	"context"
+	"fmt"
 	"os"
 	"time"
 
@@ -98,7 +100,12 @@ var deadlineActions = map[lifecycle.State]string{
 	lifecycle.Stopping: "kill",
 }
 
-// status builds a Status on the loop goroutine.
+// status builds, on the loop goroutine, the part of a Status that baton
+// holds in memory: generations with their leader pid, listeners with their
+// inodes, counters. What the kernel knows (each generation's processes,
+// their descriptors, limits and connections, the accept queues) is read
+// afterwards by gatherProcs, on the caller's goroutine: a host-wide
+// sock_diag dump and a /proc walk never run on the loop.
 func (s *Supervisor) status() Status {
 	st := Status{
 		Pid: os.Getpid(), Proxy: s.cfg.Driver.Name(), Command: s.cfg.Command,
@@ -108,17 +115,12 @@ func (s *Supervisor) status() Status {
 	for _, r := range s.cfg.Rlimits {
 		st.Rlimits = append(st.Rlimits, r.String())
 	}
-	queues, established := tcpState()
 	for _, sock := range s.cfg.Listeners.Sockets() {
 		sp := sock.Spec()
-		ls := ListenerStatus{Name: sp.Name, Spec: sp.String(), Addr: sock.Addr(), Inode: sock.Inode(), Where: s.cfg.Listeners.Where(ListenerKey(sp.Key()))}
-		if q, ok := queues[sock.Inode()]; ok {
-			ls.Queue, ls.Backlog = q.Queue, q.Backlog
-		}
-		st.Listeners = append(st.Listeners, ls)
+		st.Listeners = append(st.Listeners, ListenerStatus{Name: sp.Name, Spec: sp.String(), Addr: sock.Addr(), Inode: sock.Inode(), Where: s.cfg.Listeners.Where(ListenerKey(sp.Key()))})
 	}
 	for _, g := range s.m.Generations() {
-		st.Generations = append(st.Generations, s.genStatus(g, established))
+		st.Generations = append(st.Generations, s.genStatus(g))
 	}
 	if last := s.m.LastReload(); last.Gen != 0 {
 		rs := &ReloadStatus{Gen: int(last.Gen), At: last.At, DurationMs: float64(last.Duration.Microseconds()) / 1000}
@@ -135,6 +137,46 @@ func (s *Supervisor) status() Status {
 		st.Watch = &w
 	}
 	return st
+}
+
+func (s *Supervisor) genStatus(g lifecycle.GenInfo) GenStatus {
+	gs := GenStatus{
+		Gen: int(g.Gen), State: g.State.String(), Pid: g.Pid, Replacement: g.Replacement,
+		StartedAt: timePtr(g.StartedAt), ReadyAt: timePtr(g.ReadyAt), DrainedAt: timePtr(g.DrainedAt),
+		Deadline: timePtr(g.Deadline), Processes: []ProcStatus{},
+	}
+	if gs.Deadline != nil {
+		gs.DeadlineAction = deadlineActions[g.State]
+	}
+	if rt := s.gens[g.Gen]; rt != nil {
+		gs.ForeignListeners = rt.foreign
+	}
+	return gs
+}
+
+// gatherProcs completes st, a snapshot from the loop, with what the kernel
+// says now: accept queues and backlogs (sock_diag), and for each generation
+// its processes with their limits, descriptors and connections (/proc). It
+// runs on the caller's goroutine, one gathering at a time (s.gathering):
+// scrapes and status requests that arrive meanwhile wait for their turn,
+// up to ctx, and never hold up the loop.
+func (s *Supervisor) gatherProcs(ctx context.Context, st *Status) error {
+	select {
+	case s.gathering <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("read process data: %w", ctx.Err())
+	}
+	defer func() { <-s.gathering }()
+	queues, established := tcpState()
+	for i := range st.Listeners {
+		if q, ok := queues[st.Listeners[i].Inode]; ok {
+			st.Listeners[i].Queue, st.Listeners[i].Backlog = q.Queue, q.Backlog
+		}
+	}
+	for i := range st.Generations {
+		s.gatherGen(&st.Generations[i], established)
+	}
+	return nil
 }
 
 // tcpState reads, through sock_diag, the listening sockets (by inode) and
@@ -156,22 +198,12 @@ func tcpState() (map[uint64]fdpass.ListenInfo, map[uint64]bool) {
 	return queues, established
 }
 
-func (s *Supervisor) genStatus(g lifecycle.GenInfo, established map[uint64]bool) GenStatus {
-	gs := GenStatus{
-		Gen: int(g.Gen), State: g.State.String(), Pid: g.Pid, Replacement: g.Replacement,
-		StartedAt: timePtr(g.StartedAt), ReadyAt: timePtr(g.ReadyAt), DrainedAt: timePtr(g.DrainedAt),
-		Deadline: timePtr(g.Deadline), Processes: []ProcStatus{},
+// gatherGen reads the processes of the generation whose leader is gs.Pid.
+func (s *Supervisor) gatherGen(gs *GenStatus, established map[uint64]bool) {
+	if gs.Pid == 0 {
+		return
 	}
-	if gs.Deadline != nil {
-		gs.DeadlineAction = deadlineActions[g.State]
-	}
-	if rt := s.gens[g.Gen]; rt != nil {
-		gs.ForeignListeners = rt.foreign
-	}
-	if g.Pid == 0 {
-		return gs
-	}
-	pids, _ := s.procfs.Members(g.Pid)
+	pids, _ := s.procfs.Members(gs.Pid)
 	for _, pid := range pids {
 		ps := ProcStatus{Pid: pid}
 		if lim, err := s.procfs.Limits(pid); err == nil {
@@ -189,7 +221,6 @@ func (s *Supervisor) genStatus(g lifecycle.GenInfo, established map[uint64]bool)
 		gs.Connections += ps.Connections
 		gs.Processes = append(gs.Processes, ps)
 	}
-	return gs
 }
 
 func timePtr(t time.Time) *time.Time {

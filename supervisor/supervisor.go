@@ -104,6 +104,10 @@ type Supervisor struct {
 	calls      chan func() // work effect goroutines hand to the loop
 	// followed is the active generation that followActive last saw.
 	followed lifecycle.Gen
+
+	// gathering is held while a status request reads /proc and sock_diag
+	// (on the caller's goroutine, see gatherProcs).
+	gathering chan struct{}
 }
 
 // New checks cfg and returns a supervisor; Run starts it.
@@ -137,6 +141,7 @@ func New(cfg Config, deps Deps) (*Supervisor, error) {
 		gens:       map[lifecycle.Gen]*genRuntime{},
 		events:     make(chan lifecycle.Event, 64),
 		calls:      make(chan func(), 8),
+		gathering:  make(chan struct{}, 1),
 		reqs:       make(chan request),
 		pending:    map[lifecycle.RequestID]pendingReq{},
 		done:       make(chan struct{}),
@@ -184,6 +189,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 				s.log.Error("config watch stopped", zap.Error(err))
 			}
 		})
+	}
+	if s.cfg.Control != nil {
+		s.goEffect(func() { s.watchControl(loopCtx) })
 	}
 	defer func() {
 		cancel()
