@@ -103,8 +103,12 @@ func fakeCheck(args []string) int {
 //	crash=MS      exit 2 MS ms after the first readiness probe was answered
 //	linger=MS     after draining (listeners closed, requests done) wait MS ms
 //	readydelay=MS create the readiness socket only after MS ms
+//	blocking      make the sockets blocking and accept in blocking mode
+//	              (fake_blocking_test.go): an EAGAIN from accept exits 6
+//	bindown       also bind a socket of its own (FAKE_DIR/own-addr)
 type fakeOpts struct {
 	fail, hang, noDrain, ignoreTerm, grandchild bool
+	blocking, bindOwn                           bool
 	crash, linger, readyDelay                   time.Duration
 }
 
@@ -140,6 +144,10 @@ func parseFakeOpts(s string) (fakeOpts, error) {
 			o.linger = d
 		case "readydelay":
 			o.readyDelay = d
+		case "blocking":
+			o.blocking = true
+		case "bindown":
+			o.bindOwn = true
 		default:
 			return o, fmt.Errorf("unknown mode %q", f)
 		}
@@ -184,7 +192,7 @@ func fakeServe() int {
 		}
 		logf("grandchild %d holds fd 3", pid)
 	}
-	srv, err := serveListeners(gen, n)
+	srv, err := serveFake(gen, dir, n, o, logf)
 	if err != nil {
 		logf("%v", err)
 		return 5
@@ -244,6 +252,26 @@ func fakeLoop(o fakeOpts, srv *http.Server, sigs <-chan os.Signal, answered <-ch
 			}
 		}
 	}
+}
+
+// serveFake serves the n LISTEN_FDS sockets, and with bindown one of its
+// own, as o says (blocking or through Go's runtime).
+func serveFake(gen, dir string, n int, o fakeOpts, logf func(string, ...any)) (*http.Server, error) {
+	srv := &http.Server{}
+	var err error
+	if o.blocking {
+		fds := make([]int, n)
+		for i := range fds {
+			fds[i] = 3 + i
+		}
+		err = serveBlocking(gen, fds, logf)
+	} else {
+		srv, err = serveListeners(gen, n)
+	}
+	if err == nil && o.bindOwn {
+		err = bindOwn(gen, dir, o.blocking, srv, logf)
+	}
+	return srv, err
 }
 
 // serveListeners serves HTTP on fds 3 .. 3+n-1. Each fd is wrapped and its
