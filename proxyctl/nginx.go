@@ -291,7 +291,7 @@ func containsAll(have, want map[uint64]bool) bool {
 // nginx -T dump (checkOutput); an address repeated in several server blocks
 // is one listener, declared where it first appears.
 func (n *Nginx) ConfigListeners(_ GenSpec, checkOutput string) ([]ConfigListener, error) {
-	ds, err := parseNginxDump(checkOutput)
+	ds, err := parseNginxDump(checkOutput, "listen")
 	if err != nil {
 		return nil, fmt.Errorf("read nginx -T output: %w", err)
 	}

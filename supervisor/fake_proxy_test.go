@@ -7,6 +7,7 @@ package supervisor
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -64,8 +65,11 @@ func runFake(args []string) int {
 }
 
 // fakeCheck is the config check. The file holds "ok" (or is missing),
-// "slow=MS" (succeed after MS milliseconds), or anything else: the check
-// prints it to stderr and exits 1, as `haproxy -c` does with its alerts.
+// "slow=MS" (succeed after MS milliseconds), "dump" and a newline (print
+// the rest to stdout and succeed, as `nginx -T` prints its dump),
+// "spew=MIB" (print MIB lines of 1 MiB each and succeed), or anything else:
+// the check prints it to stderr and exits 1, as `haproxy -c` does with its
+// alerts.
 func fakeCheck(args []string) int {
 	if len(args) != 1 {
 		fmt.Fprintln(os.Stderr, "fake check: want FILE")
@@ -79,7 +83,23 @@ func fakeCheck(args []string) int {
 		fmt.Fprintln(os.Stderr, "fake check:", err)
 		return 2
 	}
+	if dump, ok := strings.CutPrefix(string(b), "dump\n"); ok {
+		if _, err := os.Stdout.WriteString(dump); err != nil {
+			return 1
+		}
+		return 0
+	}
 	content := strings.TrimSpace(string(b))
+	if mib, ok := strings.CutPrefix(content, "spew="); ok {
+		n, _ := strconv.Atoi(mib)
+		line := append(bytes.Repeat([]byte{'x'}, 1<<20-1), '\n')
+		for range n {
+			if _, err := os.Stdout.Write(line); err != nil {
+				return 1
+			}
+		}
+		return 0
+	}
 	if ms, ok := strings.CutPrefix(content, "slow="); ok {
 		n, _ := strconv.Atoi(ms)
 		<-time.After(time.Duration(n) * time.Millisecond)

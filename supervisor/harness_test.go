@@ -22,6 +22,7 @@ import (
 
 	"github.com/batonproxy/baton/fdpass"
 	"github.com/batonproxy/baton/internal/proctree"
+	"github.com/batonproxy/baton/proxyctl"
 	"github.com/batonproxy/baton/supervisor/lifecycle"
 )
 
@@ -57,6 +58,8 @@ type harnessOpts struct {
 	wrapShell    bool
 	checkTimeout time.Duration
 	adoptForeign bool // Config.AdoptListeners (--adopt-listeners)
+	// driver, when set, wraps the fake driver (e.g. adds an OutputChecker).
+	driver func(*fakeDriver) proxyctl.Driver
 }
 
 // harness is one supervisor over the fake proxy, with its reaper, listeners
@@ -107,8 +110,12 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var drv proxyctl.Driver = h.drv
+	if o.driver != nil {
+		drv = o.driver(h.drv)
+	}
 	h.sup, err = New(Config{
-		Command: []string{exe, roleServe}, Driver: h.drv, Listeners: h.ls, Rlimits: rl,
+		Command: []string{exe, roleServe}, Driver: drv, Listeners: h.ls, Rlimits: rl,
 		Lifecycle: life, CheckTimeout: o.checkTimeout, RunDir: filepath.Join(h.dir, "r"),
 		Env: childTestEnv(), AdoptListeners: o.adoptForeign,
 	}, Deps{Log: log, Starter: &ExecStarter{Reaper: h.reaper.Reaper}, ProcFS: pfs})

@@ -104,6 +104,8 @@ type Supervisor struct {
 	calls      chan func() // work effect goroutines hand to the loop
 	// followed is the active generation that followActive last saw.
 	followed lifecycle.Gen
+	// maxOutput bounds a command's output (maxCommandOutput; tests lower it).
+	maxOutput int
 }
 
 // New checks cfg and returns a supervisor; Run starts it.
@@ -141,6 +143,7 @@ func New(cfg Config, deps Deps) (*Supervisor, error) {
 		pending:    map[lifecycle.RequestID]pendingReq{},
 		done:       make(chan struct{}),
 		firstReady: make(chan struct{}),
+		maxOutput:  maxCommandOutput,
 	}
 	if len(cfg.WatchPaths) > 0 {
 		w, err := newWatcher(cfg.WatchPaths, s.Reload, s.log)

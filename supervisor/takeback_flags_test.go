@@ -43,10 +43,11 @@ func testTakeBack(t *testing.T, mode string, nonblock bool, way string) {
 		mode = strings.TrimPrefix(mode+",bindown", ",")
 	}
 	h := newHarness(t, harnessOpts{modes: []string{mode}, adoptForeign: foreign})
-	h.start()
-	pid := h.drv.pid(1)
+	// Read before Run: with --adopt-listeners the loop adds to the set.
 	sock := h.ls.Sockets()[0]
 	addr, inode := sock.Addr(), sock.Inode()
+	h.start()
+	pid := h.drv.pid(1)
 	var before int
 	if !foreign {
 		before = descFlags(t, pid, inode)
