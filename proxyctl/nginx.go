@@ -2,7 +2,6 @@ package proxyctl
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -309,7 +308,7 @@ func (n *Nginx) ConfigListeners(_ GenSpec, checkOutput string) ([]ConfigListener
 		out = append(out, ConfigListener{Spec: sp, Where: d.where()})
 	}
 	out, _ = dedupe(out, false)
-	return out, errors.Join(errs...)
+	return out, joinFirst(errs)
 }
 
 // ListenersFromCheck implements ListenerSource: the listen directives come

@@ -358,7 +358,31 @@ func checkNginxDump(dump string, listeners []Listener, ownPid, mainConf string) 
 			errs = append(errs, checkListen(d, passed))
 		}
 	}
-	return errors.Join(errs...)
+	return joinFirst(errs)
+}
+
+// maxRefusals is how many refusals of one configuration an error lists.
+const maxRefusals = 20
+
+// joinFirst joins the non-nil errors of errs, the first maxRefusals of
+// them and a count of the rest: a configuration of 20,000 server blocks
+// that repeat one refused listen gets a readable error, not megabytes.
+func joinFirst(errs []error) error {
+	var out []error
+	more := 0
+	for _, err := range errs {
+		switch {
+		case err == nil:
+		case len(out) < maxRefusals:
+			out = append(out, err)
+		default:
+			more++
+		}
+	}
+	if more > 0 {
+		out = append(out, fmt.Errorf("... and %d more like these", more))
+	}
+	return errors.Join(out...)
 }
 
 // checkPid accepts the generation's own pid directive only.

@@ -1,6 +1,7 @@
 package proxyctl
 
 import (
+	"errors"
 	"fmt"
 	"os/exec"
 	"path/filepath"
@@ -126,5 +127,24 @@ func TestCheckNginxDumpLongLinesRealNginx(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), where) {
 			t.Errorf("check: %.300v; want it to refuse %s", err, where)
 		}
+	}
+}
+
+// A refusal repeated in every one of 4,000 server blocks is reported
+// with its first lines and a count, not as megabytes of error.
+func TestNginxDumpManyRefusals(t *testing.T) {
+	dump, servers := bigNginxDump(1<<20, "127.0.0.1:9999")
+	err := checkNginxDump(dump, nil, "", "")
+	if err == nil {
+		t.Fatal("uncovered listen directives accepted")
+	}
+	lines := strings.Count(err.Error(), "\n") + 1
+	t.Logf("%d refusals reported in %d lines, %d bytes", servers, lines, len(err.Error()))
+	if lines != maxRefusals+1 || !strings.HasSuffix(err.Error(), fmt.Sprintf("and %d more like these", servers-maxRefusals)) {
+		t.Errorf("error of %d lines ending %q", lines, err.Error()[max(0, len(err.Error())-60):])
+	}
+	_, err = (&Nginx{}).ConfigListeners(GenSpec{}, strings.ReplaceAll(dump, "127.0.0.1:9999", "localhost:80"))
+	if lines := strings.Count(err.Error(), "\n") + 1; lines != maxRefusals+1 || !errors.Is(err, ErrListenerRefused) {
+		t.Errorf("ConfigListeners: error of %d lines (%v)", lines, errors.Is(err, ErrListenerRefused))
 	}
 }
