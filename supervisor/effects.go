@@ -105,15 +105,17 @@ func (s *Supervisor) runCheck(gen lifecycle.Gen) lifecycle.Event {
 	src, _ := s.cfg.Driver.(proxyctl.ListenerSource)
 	s.goEffect(func() {
 		start := s.clock.Now()
+		// --check-timeout covers the whole check: the command and the
+		// reading of its output (the nginx -T dump).
+		ctx, cancel := context.WithTimeout(rt.ctx, s.cfg.CheckTimeout)
+		defer cancel()
 		var err error
 		if src != nil && !src.ListenersFromCheck() {
 			err = s.configListeners(rt, src, spec, "")
 		}
 		var out string
 		if err == nil {
-			ctx, cancel := context.WithTimeout(rt.ctx, s.cfg.CheckTimeout)
 			out, err = s.runCommand(ctx, rt, argv)
-			cancel()
 		}
 		if src != nil && src.ListenersFromCheck() && err == nil {
 			err = s.configListeners(rt, src, spec, out)
@@ -121,56 +123,74 @@ func (s *Supervisor) runCheck(gen lifecycle.Gen) lifecycle.Event {
 		if oc, ok := s.cfg.Driver.(proxyctl.OutputChecker); ok && err == nil {
 			err = oc.CheckOutput(s.checkSpec(rt, spec), out)
 		}
-		rt.log.Debug("check done", zap.Duration("took", s.clock.Now().Sub(start)), zap.Error(err))
+		if err == nil && ctx.Err() != nil {
+			err = fmt.Errorf("config check not done within --check-timeout (%v), reading its output included: %w", s.cfg.CheckTimeout, context.Cause(ctx))
+		}
+		rt.log.Debug("check done", zap.Duration("took", s.clock.Now().Sub(start)), zap.Int("output_bytes", len(out)), zap.Error(err))
 		s.emit(lifecycle.CheckDone{At: s.clock.Now(), Gen: gen, Err: err})
 	})
 	return nil
 }
 
-// maxCommandOutput bounds what runCommand keeps of a command's output.
-const maxCommandOutput = 8 << 20
+// maxCommandOutput bounds a command's output (a config check, a readiness
+// probe). The output is kept whole, long lines included, because a driver
+// may read all of it (nginx -T dumps every configuration file); a command
+// that writes more fails with errOutputTooLarge instead of being read in
+// part.
+const maxCommandOutput = 64 << 20
+
+// errOutputTooLarge: a command wrote more than its output bound.
+var errOutputTooLarge = errors.New("too much output")
 
 // runCommand runs a one-shot command (a config check, a readiness probe)
 // under the generation's rlimits until it exits or ctx ends (then its group
-// is killed). It returns the command's output; a non-zero exit is a
-// *ChildError carrying the tail of it.
+// is killed). It returns the command's output; a non-zero exit, or more
+// output than s.maxOutput, is a *ChildError carrying the tail of it.
 func (s *Supervisor) runCommand(ctx context.Context, rt *genRuntime, argv []string) (string, error) {
 	var mu sync.Mutex
 	var out strings.Builder
+	tooLarge := false
 	p, err := s.starter.Start(StartSpec{
 		Path: argv[0], Argv: argv, Env: s.cfg.Env, Rlimits: s.cfg.Rlimits,
+		// A line is cut only past the whole bound: it then overflows.
+		MaxLine: s.maxOutput + 1,
 		OnOutput: func(line string) {
 			line = rt.userPaths(line)
 			mu.Lock()
 			defer mu.Unlock()
-			if out.Len() < maxCommandOutput {
-				out.WriteString(line)
-				out.WriteByte('\n')
+			if tooLarge || out.Len()+len(line)+1 > s.maxOutput {
+				tooLarge = true
+				return
 			}
+			out.WriteString(line)
+			out.WriteByte('\n')
 		},
 	})
 	if err != nil {
 		return "", err
 	}
 	defer p.Release()
-	var timedOut error
+	var failed error
 	select {
 	case <-p.Done():
 	case <-ctx.Done():
-		timedOut = fmt.Errorf("killed, it did not finish in time: %w", context.Cause(ctx))
+		failed = fmt.Errorf("killed, it did not finish in time: %w", context.Cause(ctx))
 		_ = p.SignalGroup(unix.SIGKILL)
 		<-p.Done()
 	}
 	waitOutput(p)
 	mu.Lock()
 	output := out.String()
+	if tooLarge && failed == nil {
+		failed = fmt.Errorf("%w: more than %d MiB, which baton refuses to read in part", errOutputTooLarge, s.maxOutput>>20)
+	}
 	mu.Unlock()
-	if st := p.Status(); timedOut != nil || st.Code != 0 {
+	if st := p.Status(); failed != nil || st.Code != 0 {
 		userArgv := make([]string, len(argv))
 		for i, a := range argv {
 			userArgv[i] = rt.userPaths(a)
 		}
-		return output, &ChildError{Argv: userArgv, Status: st, Output: rt.userPaths(p.Output()), Err: timedOut}
+		return output, &ChildError{Argv: userArgv, Status: st, Output: rt.userPaths(p.Output()), Err: failed}
 	}
 	return output, nil
 }

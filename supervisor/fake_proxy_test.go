@@ -7,6 +7,7 @@ package supervisor
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -64,8 +65,11 @@ func runFake(args []string) int {
 }
 
 // fakeCheck is the config check. The file holds "ok" (or is missing),
-// "slow=MS" (succeed after MS milliseconds), or anything else: the check
-// prints it to stderr and exits 1, as `haproxy -c` does with its alerts.
+// "slow=MS" (succeed after MS milliseconds), "dump" and a newline (print
+// the rest to stdout and succeed, as `nginx -T` prints its dump),
+// "spew=MIB" (print MIB lines of 1 MiB each and succeed), or anything else:
+// the check prints it to stderr and exits 1, as `haproxy -c` does with its
+// alerts.
 func fakeCheck(args []string) int {
 	if len(args) != 1 {
 		fmt.Fprintln(os.Stderr, "fake check: want FILE")
@@ -79,7 +83,23 @@ func fakeCheck(args []string) int {
 		fmt.Fprintln(os.Stderr, "fake check:", err)
 		return 2
 	}
+	if dump, ok := strings.CutPrefix(string(b), "dump\n"); ok {
+		if _, err := os.Stdout.WriteString(dump); err != nil {
+			return 1
+		}
+		return 0
+	}
 	content := strings.TrimSpace(string(b))
+	if mib, ok := strings.CutPrefix(content, "spew="); ok {
+		n, _ := strconv.Atoi(mib)
+		line := append(bytes.Repeat([]byte{'x'}, 1<<20-1), '\n')
+		for range n {
+			if _, err := os.Stdout.Write(line); err != nil {
+				return 1
+			}
+		}
+		return 0
+	}
 	if ms, ok := strings.CutPrefix(content, "slow="); ok {
 		n, _ := strconv.Atoi(ms)
 		<-time.After(time.Duration(n) * time.Millisecond)
@@ -103,8 +123,12 @@ func fakeCheck(args []string) int {
 //	crash=MS      exit 2 MS ms after the first readiness probe was answered
 //	linger=MS     after draining (listeners closed, requests done) wait MS ms
 //	readydelay=MS create the readiness socket only after MS ms
+//	blocking      make the sockets blocking and accept in blocking mode
+//	              (fake_blocking_test.go): an EAGAIN from accept exits 6
+//	bindown       also bind a socket of its own (FAKE_DIR/own-addr)
 type fakeOpts struct {
 	fail, hang, noDrain, ignoreTerm, grandchild bool
+	blocking, bindOwn                           bool
 	crash, linger, readyDelay                   time.Duration
 }
 
@@ -140,6 +164,10 @@ func parseFakeOpts(s string) (fakeOpts, error) {
 			o.linger = d
 		case "readydelay":
 			o.readyDelay = d
+		case "blocking":
+			o.blocking = true
+		case "bindown":
+			o.bindOwn = true
 		default:
 			return o, fmt.Errorf("unknown mode %q", f)
 		}
@@ -184,7 +212,7 @@ func fakeServe() int {
 		}
 		logf("grandchild %d holds fd 3", pid)
 	}
-	srv, err := serveListeners(gen, n)
+	srv, err := serveFake(gen, dir, n, o, logf)
 	if err != nil {
 		logf("%v", err)
 		return 5
@@ -244,6 +272,26 @@ func fakeLoop(o fakeOpts, srv *http.Server, sigs <-chan os.Signal, answered <-ch
 			}
 		}
 	}
+}
+
+// serveFake serves the n LISTEN_FDS sockets, and with bindown one of its
+// own, as o says (blocking or through Go's runtime).
+func serveFake(gen, dir string, n int, o fakeOpts, logf func(string, ...any)) (*http.Server, error) {
+	srv := &http.Server{}
+	var err error
+	if o.blocking {
+		fds := make([]int, n)
+		for i := range fds {
+			fds[i] = 3 + i
+		}
+		err = serveBlocking(gen, fds, logf)
+	} else {
+		srv, err = serveListeners(gen, n)
+	}
+	if err == nil && o.bindOwn {
+		err = bindOwn(gen, dir, o.blocking, srv, logf)
+	}
+	return srv, err
 }
 
 // serveListeners serves HTTP on fds 3 .. 3+n-1. Each fd is wrapped and its

@@ -22,6 +22,7 @@ import (
 
 	"github.com/batonproxy/baton/fdpass"
 	"github.com/batonproxy/baton/internal/proctree"
+	"github.com/batonproxy/baton/proxyctl"
 	"github.com/batonproxy/baton/supervisor/lifecycle"
 )
 
@@ -62,7 +63,10 @@ type harnessOpts struct {
 	metrics *Metrics
 	// control is handed to the supervisor (Config.Control), which keeps
 	// its path bound; the test serves it.
-	control *ControlSocket
+	control      *ControlSocket
+	adoptForeign bool // Config.AdoptListeners (--adopt-listeners)
+	// driver, when set, wraps the fake driver (e.g. adds an OutputChecker).
+	driver func(*fakeDriver) proxyctl.Driver
 }
 
 // harness is one supervisor over the fake proxy, with its reaper, listeners
@@ -116,10 +120,14 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	if o.procfs != nil {
 		pfs = o.procfs(pfs)
 	}
+	var drv proxyctl.Driver = h.drv
+	if o.driver != nil {
+		drv = o.driver(h.drv)
+	}
 	h.sup, err = New(Config{
-		Command: []string{exe, roleServe}, Driver: h.drv, Listeners: h.ls, Rlimits: rl,
+		Command: []string{exe, roleServe}, Driver: drv, Listeners: h.ls, Rlimits: rl,
 		Lifecycle: life, CheckTimeout: o.checkTimeout, RunDir: filepath.Join(h.dir, "r"),
-		Env: childTestEnv(), Control: o.control,
+		Env: childTestEnv(), Control: o.control, AdoptListeners: o.adoptForeign,
 	}, Deps{Log: log, Starter: &ExecStarter{Reaper: h.reaper.Reaper}, ProcFS: pfs, Metrics: o.metrics})
 	if err != nil {
 		t.Fatal(err)

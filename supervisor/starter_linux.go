@@ -1,7 +1,6 @@
 package supervisor
 
 import (
-	"bufio"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -28,6 +27,9 @@ type StartSpec struct {
 	// OnOutput receives each line the child (or its descendants) writes to
 	// stdout or stderr. It runs on the process's output goroutine.
 	OnOutput func(line string)
+	// MaxLine bounds a line passed to OnOutput (0: maxLogLine); a longer
+	// one is cut there and ends with cutMarker.
+	MaxLine int
 }
 
 // Starter starts child processes.
@@ -109,7 +111,7 @@ func (s *ExecStarter) Start(sp StartSpec) (Proc, error) {
 		return nil, fmt.Errorf("start %s: %w", sp.Path, err)
 	}
 	p.out = rd
-	go p.readOutput(rd, sp.OnOutput)
+	go p.readOutput(rd, sp.MaxLine, sp.OnOutput)
 	return p, nil
 }
 
@@ -209,16 +211,21 @@ func (p *proc) Release() {
 }
 
 // readOutput copies the child's output, line by line, to onLine and to the
-// tail buffer until every writer is gone.
-func (p *proc) readOutput(rd io.ReadCloser, onLine func(string)) {
+// tail buffer until every writer is gone. A line over maxLine bytes (0:
+// maxLogLine) is cut there and marked; the lines after it are read as usual.
+func (p *proc) readOutput(rd io.ReadCloser, maxLine int, onLine func(string)) {
 	defer close(p.outDone)
 	defer rd.Close()
-	sc := bufio.NewScanner(rd)
-	sc.Buffer(make([]byte, 4096), 64*1024)
-	for sc.Scan() {
-		line := sc.Text()
+	if maxLine <= 0 {
+		maxLine = maxLogLine
+	}
+	readLines(rd, maxLine, func(b []byte, cut int) {
+		line := string(b)
+		if cut > 0 {
+			line += cutMarker(cut)
+		}
 		p.mu.Lock()
-		p.tail = append(p.tail, line...)
+		p.tail = append(p.tail, line[max(0, len(line)-outputTail):]...)
 		p.tail = append(p.tail, '\n')
 		if len(p.tail) > outputTail {
 			p.tail = p.tail[len(p.tail)-outputTail:]
@@ -227,8 +234,7 @@ func (p *proc) readOutput(rd io.ReadCloser, onLine func(string)) {
 		if onLine != nil {
 			onLine(line)
 		}
-	}
-	_, _ = io.Copy(io.Discard, rd) // a line over 64 KiB: drain so the child never blocks
+	})
 }
 
 // GroupAlive reports whether any process is left in process group pgid.

@@ -108,6 +108,8 @@ type Supervisor struct {
 	// gathering is held while a status request reads /proc and sock_diag
 	// (on the caller's goroutine, see gatherProcs).
 	gathering chan struct{}
+	// maxOutput bounds a command's output (maxCommandOutput; tests lower it).
+	maxOutput int
 }
 
 // New checks cfg and returns a supervisor; Run starts it.
@@ -146,6 +148,7 @@ func New(cfg Config, deps Deps) (*Supervisor, error) {
 		pending:    map[lifecycle.RequestID]pendingReq{},
 		done:       make(chan struct{}),
 		firstReady: make(chan struct{}),
+		maxOutput:  maxCommandOutput,
 	}
 	if len(cfg.WatchPaths) > 0 {
 		w, err := newWatcher(cfg.WatchPaths, s.Reload, s.log)
