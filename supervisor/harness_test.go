@@ -56,6 +56,7 @@ type harnessOpts struct {
 	specs        []string          // listener specs; default tcp://127.0.0.1:0
 	wrapShell    bool
 	checkTimeout time.Duration
+	noCgroup     bool // track generations without cgroup v2 (the fallback)
 }
 
 // harness is one supervisor over the fake proxy, with its reaper, listeners
@@ -109,7 +110,7 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	h.sup, err = New(Config{
 		Command: []string{exe, roleServe}, Driver: h.drv, Listeners: h.ls, Rlimits: rl,
 		Lifecycle: life, CheckTimeout: o.checkTimeout, RunDir: filepath.Join(h.dir, "r"),
-		Env: childTestEnv(),
+		Env: childTestEnv(), NoCgroup: o.noCgroup,
 	}, Deps{Log: log, Starter: &ExecStarter{Reaper: h.reaper.Reaper}, ProcFS: pfs})
 	if err != nil {
 		t.Fatal(err)

@@ -171,7 +171,7 @@ func (s *Supervisor) genStatus(g lifecycle.GenInfo, established map[uint64]bool)
 	if g.Pid == 0 {
 		return gs
 	}
-	pids, _ := s.procfs.Members(g.Pid)
+	pids := s.genMembers(g.Gen, g.Pid)
 	for _, pid := range pids {
 		ps := ProcStatus{Pid: pid}
 		if lim, err := s.procfs.Limits(pid); err == nil {
