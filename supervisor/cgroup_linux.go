@@ -194,6 +194,22 @@ func cgroupProcs(dir string) ([]int, error) {
 	return out, nil
 }
 
+// cgroupPopulated reads "populated" of the cgroup dir's cgroup.events: 0
+// once its last process has exited. cgroup.procs stops listing an exiting
+// process a moment earlier, and the cgroup cannot be removed before.
+func cgroupPopulated(dir string) (bool, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "cgroup.events"))
+	if err != nil {
+		return false, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "populated "); ok {
+			return v != "0", nil
+		}
+	}
+	return false, fmt.Errorf("%s/cgroup.events: no populated line", dir)
+}
+
 // errNoCgroupKill means the kernel has no cgroup.kill (before 5.14).
 var errNoCgroupKill = errors.New("no cgroup.kill")
 

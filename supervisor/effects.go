@@ -208,7 +208,7 @@ func (s *Supervisor) start(gen lifecycle.Gen, replacement bool) lifecycle.Event 
 	}
 	rt.session = session
 	// The marker goes first: a process's environment is read from its
-	// start when it is looked for (hasMarker).
+	// start, up to a bound, when it is looked for (readMarker).
 	env := append([]string{markerVar + "=" + s.marker(gen)}, s.cfg.Env...)
 	sp := StartSpec{
 		Path: launch.Argv[0], Argv: launch.Argv, Env: append(env, launch.Env...),

@@ -112,6 +112,7 @@ func fakeCheck(args []string) int {
 //	daemonize     double-fork a daemon (setsid, so outside our process group
 //	              and session, its parent gone) that serves on fd 3 until
 //	              SIGTERM (or never stops, with ignoreterm)
+//	nomarker      the daemon's environment lacks BATON_GENERATION
 type fakeOpts struct {
 	fail, hang, noDrain, ignoreTerm, grandchild, daemonize bool
 	crash, linger, readyDelay                              time.Duration
@@ -145,6 +146,7 @@ func parseFakeOpts(s string) (fakeOpts, error) {
 		case "gcdrain":
 		case "daemonize":
 			o.daemonize = true
+		case "nomarker":
 		case "crash":
 			o.crash = d
 		case "linger":
@@ -375,12 +377,17 @@ func startDaemon() error {
 }
 
 // fakeDaemonize starts the daemon role with fd 3 in a new session and
-// exits without waiting for it.
+// exits without waiting for it. With FAKE_MODE nomarker the daemon's
+// environment lacks baton's generation marker.
 func fakeDaemonize() int {
+	env := os.Environ()
+	if slices.Contains(strings.Split(os.Getenv(envMode), ","), "nomarker") {
+		env = slices.DeleteFunc(env, func(kv string) bool { return strings.HasPrefix(kv, markerVar+"=") })
+	}
 	exe, err := os.Executable()
 	if err == nil {
 		_, _, err = syscall.StartProcess(exe, []string{exe, roleDaemon}, &syscall.ProcAttr{
-			Env: os.Environ(), Files: []uintptr{0, 1, 2, 3}, Sys: &syscall.SysProcAttr{Setsid: true},
+			Env: env, Files: []uintptr{0, 1, 2, 3}, Sys: &syscall.SysProcAttr{Setsid: true},
 		})
 	}
 	if err != nil {

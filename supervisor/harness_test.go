@@ -70,6 +70,8 @@ type harness struct {
 	reaper *testReaper
 	log    *zap.Logger
 	logs   *observer.ObservedLogs
+	cfg    Config // what sup was made with (a next supervisor reuses it)
+	deps   Deps
 
 	cancelRun context.CancelFunc
 	runDone   chan struct{}
@@ -107,11 +109,13 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.sup, err = New(Config{
+	h.cfg = Config{
 		Command: []string{exe, roleServe}, Driver: h.drv, Listeners: h.ls, Rlimits: rl,
 		Lifecycle: life, CheckTimeout: o.checkTimeout, RunDir: filepath.Join(h.dir, "r"),
 		Env: childTestEnv(), NoCgroup: o.noCgroup,
-	}, Deps{Log: log, Starter: &ExecStarter{Reaper: h.reaper.Reaper}, ProcFS: pfs})
+	}
+	h.deps = Deps{Log: log, Starter: &ExecStarter{Reaper: h.reaper.Reaper}, ProcFS: pfs}
+	h.sup, err = New(h.cfg, h.deps)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/prometheus/procfs"
 	"golang.org/x/sys/unix"
@@ -48,12 +49,28 @@ func NewProcFS() (ProcFS, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &realProcFS{fs: fs}, nil
+	return &realProcFS{fs: fs, markers: map[int]markerSeen{}}, nil
 }
 
 type realProcFS struct {
 	fs procfs.FS
+
+	// markers caches what readMarker found in a process's environment,
+	// by pid and start time: the release watch reads the reaper's
+	// children every few milliseconds, and an environment is read once.
+	mu      sync.Mutex
+	markers map[int]markerSeen
 }
+
+// markerSeen is the marker found in the environment of the process that
+// started at start.
+type markerSeen struct {
+	start  uint64
+	marker string
+}
+
+// markersCached bounds the cache; it is emptied when full.
+const markersCached = 4096
 
 // Members reads the generation's cgroup.procs when it has a cgroup (and
 // the cgroup can be read), else walks the tree (see walk).
@@ -99,12 +116,12 @@ func (r *realProcFS) walk(g GenProcs) []int {
 	if g.Reaper <= 0 {
 		return out
 	}
-	for _, pid := range proctree.Children(g.Reaper) {
+	for _, pid := range proctree.MainChildren(g.Reaper) {
 		if seen[pid] {
 			continue
 		}
 		st, err := readStat(pid)
-		if err == nil && (st.pgrp == g.Pgid || hasMarker(pid, g.Marker)) {
+		if err == nil && (st.pgrp == g.Pgid || r.marked(pid, st.start, g.Marker)) {
 			tree([]int{pid})
 		}
 	}
@@ -138,11 +155,33 @@ func (r *realProcFS) ScanMembers(g GenProcs) ([]int, error) {
 	return pids, nil
 }
 
+// marked reports whether the process pid, started at start, carries the
+// marker; its environment is read once.
+func (r *realProcFS) marked(pid int, start uint64, marker string) bool {
+	if marker == "" {
+		return false
+	}
+	r.mu.Lock()
+	seen, ok := r.markers[pid]
+	r.mu.Unlock()
+	if !ok || seen.start != start {
+		seen = markerSeen{start: start, marker: readMarker(pid)}
+		r.mu.Lock()
+		if len(r.markers) >= markersCached {
+			clear(r.markers)
+		}
+		r.markers[pid] = seen
+		r.mu.Unlock()
+	}
+	return seen.marker == marker
+}
+
 // procStat is what membership needs of /proc/PID/stat.
 type procStat struct {
 	state byte
 	ppid  int
 	pgrp  int
+	start uint64 // clock ticks after boot: with the pid, the process's identity
 }
 
 // readStat reads the state, parent and process group of pid with one
@@ -159,52 +198,50 @@ func readStat(pid int) (procStat, error) {
 		return procStat{}, errors.New("bad /proc stat")
 	}
 	f := bytes.Fields(b[i+1:])
-	if len(f) < 3 || len(f[0]) != 1 {
+	if len(f) < 20 || len(f[0]) != 1 {
 		return procStat{}, errors.New("short /proc stat")
 	}
 	ppid, err1 := strconv.Atoi(string(f[1]))
 	pgrp, err2 := strconv.Atoi(string(f[2]))
-	if err := errors.Join(err1, err2); err != nil {
+	start, err3 := strconv.ParseUint(string(f[19]), 10, 64)
+	if err := errors.Join(err1, err2, err3); err != nil {
 		return procStat{}, err
 	}
-	return procStat{state: f[0][0], ppid: ppid, pgrp: pgrp}, nil
+	return procStat{state: f[0][0], ppid: ppid, pgrp: pgrp, start: start}, nil
 }
 
-// environLimit bounds what hasMarker reads of an environment; baton puts
+// environLimit bounds what readMarker reads of an environment; baton puts
 // the marker first.
 const environLimit = 64 << 10
 
-// hasMarker reports whether pid's environment (as it was at exec, unless
-// the process overwrote it) holds BATON_GENERATION=marker. It reads 4 KiB
-// at a time, up to environLimit.
-func hasMarker(pid int, marker string) bool {
-	if marker == "" {
-		return false
-	}
+// readMarker returns the BATON_GENERATION value in pid's environment (as
+// it was at exec, unless the process overwrote it), "" for none. It reads
+// at most environLimit bytes.
+func readMarker(pid int) string {
 	fd, err := unix.Open("/proc/"+strconv.Itoa(pid)+"/environ", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return false
+		return ""
 	}
 	defer unix.Close(fd)
-	want := []byte("\x00" + markerVar + "=" + marker + "\x00")
-	var buf [4096]byte
-	window := []byte{0} // as if a NUL preceded the first variable
-	for read := 0; read < environLimit; {
-		n, err := unix.Read(fd, buf[:])
+	prefix := []byte(markerVar + "=")
+	var env []byte
+	buf := make([]byte, 4096)
+	for len(env) < environLimit {
+		n, err := unix.Read(fd, buf)
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}
 		if err != nil || n <= 0 {
-			return false
+			break
 		}
-		read += n
-		window = append(window, buf[:n]...)
-		if bytes.Contains(window, want) {
-			return true
-		}
-		window = append(window[:0], window[max(0, len(window)-len(want)+1):]...)
+		env = append(env, buf[:n]...)
 	}
-	return false
+	for kv := range bytes.SplitSeq(env, []byte{0}) {
+		if v, ok := bytes.CutPrefix(kv, prefix); ok {
+			return string(v)
+		}
+	}
+	return ""
 }
 
 // readProcFile reads up to len(buf) bytes of /proc/PID/name.

@@ -141,12 +141,14 @@ func (s *Supervisor) members(rt *genRuntime) []int {
 // after an upgrade the generations' zombies belong to whoever inherited
 // them, which may reap them late). A read error counts as alive.
 func (s *Supervisor) alive(rt *genRuntime) bool {
+	if rt.track.cgroup != "" {
+		if populated, err := cgroupPopulated(rt.track.cgroup); err == nil {
+			return populated
+		}
+	}
 	g := rt.procs()
 	if pids, err := s.procfs.Members(g); err != nil || len(pids) > 0 {
 		return true
-	}
-	if rt.track.cgroup != "" {
-		return false // cgroup.procs lists every process of the generation
 	}
 	if !GroupAlive(g.Pgid) {
 		return false
@@ -276,7 +278,7 @@ func (s *Supervisor) endTracking() {
 			}
 		}
 		for _, dir := range left {
-			if pids, _ := cgroupProcs(dir); len(pids) > 0 {
+			if populated, err := cgroupPopulated(dir); err == nil && populated {
 				return false
 			}
 		}
