@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/batonproxy/baton/internal/proctree"
 	"github.com/batonproxy/baton/supervisor/lifecycle"
 )
 
@@ -22,9 +23,10 @@ import (
 // it: it only groups processes, which none of them can leave without
 // privileges, daemonized or not. The loop owns it.
 type cgroupTree struct {
-	id  string
-	off error  // why the tree is not used (nil: usable as far as known)
-	dir string // BASE/baton-ID, once created or adopted
+	id    string
+	off   error    // why the tree is not used (nil: usable as far as known)
+	dir   string   // BASE/baton-ID, once created or adopted
+	swept []string // subtrees of gone batons removed when this one was made
 }
 
 // cgroupName is the subtree's name for a tracking ID.
@@ -64,7 +66,15 @@ func (t *cgroupTree) create(gen lifecycle.Gen) (dir string, fd int, first bool, 
 		}
 	}
 	dir = t.genDir(gen)
-	if err := unix.Mkdir(dir, 0o755); err != nil && !errors.Is(err, unix.EEXIST) {
+	err = unix.Mkdir(dir, 0o755)
+	if errors.Is(err, unix.ENOENT) {
+		// The subtree went (another baton swept it while it was empty):
+		// it is made again.
+		if err = unix.Mkdir(t.dir, 0o755); err == nil || errors.Is(err, unix.EEXIST) {
+			err = unix.Mkdir(dir, 0o755)
+		}
+	}
+	if err != nil && !errors.Is(err, unix.EEXIST) {
 		return "", -1, first, fmt.Errorf("create cgroup %s: %w", dir, err)
 	}
 	fd, err = unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
@@ -82,6 +92,7 @@ func (t *cgroupTree) makeSubtree() error {
 	if err != nil {
 		return err
 	}
+	t.swept = sweepCgroups(base)
 	dir := filepath.Join(base, cgroupName+t.id)
 	if err := unix.Mkdir(dir, 0o755); err != nil {
 		// The ID holds this baton's pid and start time: an existing
@@ -90,6 +101,44 @@ func (t *cgroupTree) makeSubtree() error {
 	}
 	t.dir = dir
 	return nil
+}
+
+// sweepCgroups removes, below base, the subtrees of batons that are gone
+// (the pid and start time of the ID name no live process) and in which no
+// process runs: what a baton killed and never restarted left. A populated
+// one is kept (a restarted baton adopts it; its processes are reported by
+// it). It returns what it removed.
+func sweepCgroups(base string) []string {
+	ents, err := os.ReadDir(base)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, e := range ents {
+		id, ok := strings.CutPrefix(e.Name(), cgroupName)
+		if !ok || !e.IsDir() || !validTrackID(id) {
+			continue
+		}
+		f := strings.Split(id, "-")
+		pid, _ := strconv.Atoi(f[0])
+		if ticks, err := proctree.StartTicks(pid); err == nil && strconv.FormatUint(ticks, 10) == f[1] {
+			continue // its baton (or the one it was handed to: same ID) may live
+		}
+		dir := filepath.Join(base, e.Name())
+		if populated, err := cgroupPopulated(dir); err != nil || populated {
+			continue
+		}
+		gens, _ := os.ReadDir(dir)
+		for _, g := range gens {
+			if g.IsDir() && strings.HasPrefix(g.Name(), "gen-") {
+				_ = unix.Rmdir(filepath.Join(dir, g.Name()))
+			}
+		}
+		if unix.Rmdir(dir) == nil {
+			out = append(out, dir)
+		}
+	}
+	return out
 }
 
 // adopt takes over the subtree a previous baton created (path from the

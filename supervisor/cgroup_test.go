@@ -3,6 +3,7 @@ package supervisor
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -96,5 +97,37 @@ func TestCgroupAdoptTrustsOnlyItsOwnPlace(t *testing.T) {
 	next = newCgroupTree(newTrackID(), false)
 	if err := next.adopt(prev.dir, prev.id); err != nil || next.dir != prev.dir || next.adopted(1) != dir || next.adopted(2) != "" {
 		t.Errorf("adopt of the previous baton's subtree: %v, dir %q, gen 1 %q, gen 2 %q", err, next.dir, next.adopted(1), next.adopted(2))
+	}
+}
+
+// What a baton killed and never restarted left is removed by the next one
+// made in the same cgroup, as long as nothing runs in it; a live baton's
+// subtree is kept.
+func TestSweepCgroupsRemovesOnlyGoneEmptySubtrees(t *testing.T) {
+	if err := cgroupUsable(); err != nil {
+		t.Skipf("no writable cgroup v2 here: %v", err)
+	}
+	base, err := ownCgroup()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := filepath.Join(base, cgroupName+"999999999-5-0a0b0c0d") // no such pid
+	live := filepath.Join(base, cgroupName+newTrackID())           // this process
+	for _, d := range []string{gone, filepath.Join(gone, "gen-3"), live, filepath.Join(live, "gen-1")} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		for _, d := range []string{filepath.Join(gone, "gen-3"), gone, filepath.Join(live, "gen-1"), live} {
+			_ = unix.Rmdir(d)
+		}
+	})
+	swept := sweepCgroups(base) // and whatever else gone batons left here
+	if !slices.Contains(swept, gone) || slices.Contains(swept, live) {
+		t.Errorf("swept %q, want %s and not %s", swept, gone, live)
+	}
+	if _, err := os.Stat(filepath.Join(live, "gen-1")); err != nil {
+		t.Errorf("a live baton's subtree was touched: %v", err)
 	}
 }

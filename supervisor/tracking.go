@@ -121,7 +121,7 @@ func (s *Supervisor) startCgroup(rt *genRuntime) (string, int) {
 	case first && err != nil:
 		s.log.Info("tracking generations without cgroup v2: by process group, process tree and environment marker", zap.String("reason", err.Error()))
 	case first:
-		s.log.Info("tracking generations with cgroup v2", zap.String("cgroup", s.cgroups.dir))
+		s.log.Info("tracking generations with cgroup v2", zap.String("cgroup", s.cgroups.dir), zap.Strings("swept", s.cgroups.swept))
 	case err != nil && !errors.Is(err, s.cgroups.off):
 		rt.log.Warn("generation starts without a cgroup: tracked by process group, tree and marker", zap.Error(err))
 	}
@@ -320,11 +320,11 @@ func (s *Supervisor) endTrackingOnce() {
 }
 
 // adoptTracking carries on the previous baton's tracking (before its
-// generations are adopted): its cgroup subtree, when it is where this baton
-// would have created it (cgroupTree.adopt), becomes this baton's, so that
-// new generations join it and it is removed at exit. It returns the previous
-// tracking ID ("" when unknown or malformed), which the adopted generations'
-// markers hold.
+// generations are adopted): its tracking ID, which the adopted generations'
+// markers hold and later ones will (generation numbers never repeat), and
+// its cgroup subtree, when it is where this baton would have created it
+// (cgroupTree.adopt): new generations then join it, and it is removed at
+// exit. It returns the previous ID, "" when unknown or malformed.
 func (s *Supervisor) adoptTracking(t *TrackingHandover) string {
 	if t == nil || !validTrackID(t.ID) {
 		if t != nil {
@@ -332,15 +332,14 @@ func (s *Supervisor) adoptTracking(t *TrackingHandover) string {
 		}
 		return ""
 	}
+	s.trackID, s.cgroups.id = t.ID, t.ID
 	if t.Cgroup == "" {
 		return t.ID
 	}
 	if err := s.cgroups.adopt(t.Cgroup, t.ID); err != nil {
 		s.log.Warn("cgroup of the previous baton not adopted: its generations are tracked by process group, tree and marker",
 			zap.String("cgroup", t.Cgroup), zap.Error(err))
-		return t.ID
 	}
-	s.trackID = t.ID
 	return t.ID
 }
 
