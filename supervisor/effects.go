@@ -33,6 +33,9 @@ func (s *Supervisor) do(a lifecycle.Action) lifecycle.Event {
 	case lifecycle.WatchRelease:
 		s.watchRelease(a.Gen)
 	case lifecycle.Reply:
+		if s.m.Exited() {
+			s.endTrackingOnce() // before stop is answered
+		}
 		s.reply(a)
 	case lifecycle.Forget:
 		s.forget(a.Gen)
@@ -41,6 +44,7 @@ func (s *Supervisor) do(a lifecycle.Action) lifecycle.Event {
 			s.log.Warn("close listeners", zap.Error(err))
 		}
 	case lifecycle.Exit:
+		s.endTrackingOnce()
 		s.exited, s.exitErr = true, a.Err
 		if a.Err != nil && s.firstErr != nil {
 			s.exitErr = s.firstErr
@@ -223,15 +227,20 @@ func (s *Supervisor) start(gen lifecycle.Gen, replacement bool) lifecycle.Event 
 		return lifecycle.Started{At: now, Gen: gen, Err: err}
 	}
 	rt.session = session
-	p, err := s.starter.Start(StartSpec{
-		Path: launch.Argv[0], Argv: launch.Argv, Env: append(append([]string(nil), s.cfg.Env...), launch.Env...),
+	// The marker goes first: a process's environment is read from its
+	// start, up to a bound, when it is looked for (readMarker).
+	env := append([]string{markerVar + "=" + s.marker(gen)}, s.cfg.Env...)
+	sp := StartSpec{
+		Path: launch.Argv[0], Argv: launch.Argv, Env: append(env, launch.Env...),
 		Files: launch.Files, Rlimits: s.cfg.Rlimits, ListenPID: launch.ListenPID,
 		OnOutput: rt.logOutput,
-	})
+	}
+	p, cgroup, err := s.startTracked(rt, sp)
 	if err != nil {
 		return lifecycle.Started{At: now, Gen: gen, Err: err}
 	}
 	rt.proc = p
+	rt.track = genTrack{cgroup: cgroup, marker: s.marker(gen), reaper: os.Getpid()}
 	rt.log = rt.log.With(zap.Int("pid", p.Pid()))
 	rt.outLog.Store(rt.log)
 	session.Started(p.Pid())
@@ -246,6 +255,31 @@ func (s *Supervisor) start(gen lifecycle.Gen, replacement bool) lifecycle.Event 
 	s.goEffect(func() { s.watchExit(rt) })
 	s.goEffect(func() { s.probeReady(rt, current) })
 	return lifecycle.Started{At: now, Gen: gen, Pid: p.Pid()}
+}
+
+// startTracked starts a generation in a cgroup of its own when baton uses
+// cgroups; if that start fails, the generation starts without one (and so do
+// the next ones), tracked by the fallback. It returns the cgroup, if any.
+func (s *Supervisor) startTracked(rt *genRuntime, sp StartSpec) (Proc, string, error) {
+	dir, fd := s.startCgroup(rt)
+	if fd < 0 {
+		p, err := s.starter.Start(sp)
+		return p, "", err
+	}
+	sp.InCgroup, sp.CgroupFD = true, fd
+	p, err := s.starter.Start(sp)
+	unix.Close(fd)
+	if err == nil {
+		return p, dir, nil
+	}
+	rt.log.Warn("start in a cgroup failed: tracking generations without cgroup v2 from now on", zap.Error(err))
+	s.cgroups.off = fmt.Errorf("start in a cgroup: %w", err)
+	if rerr := s.cgroups.remove(dir); rerr != nil {
+		rt.log.Warn("remove cgroup", zap.Error(rerr))
+	}
+	sp.InCgroup, sp.CgroupFD = false, 0
+	p, err = s.starter.Start(sp)
+	return p, "", err
 }
 
 // snapshotConfig copies the driver's config files (or, with from, the
@@ -383,10 +417,18 @@ func (s *Supervisor) signal(gen lifecycle.Gen, kind lifecycle.SignalKind) {
 	}
 	rt.log.Info("signal generation", zap.Stringer("kind", kind), zap.Stringer("signal", sig))
 	err := rt.proc.Signal(sig)
-	if kind == lifecycle.Kill || errors.Is(err, ErrProcessDone) {
-		// SIGKILL goes to the whole group; other signals too once the
-		// leader is gone but members remain.
+	switch {
+	case kind == lifecycle.Kill:
+		// SIGKILL goes to every process of the generation.
+		err = s.killGeneration(rt)
+	case errors.Is(err, ErrProcessDone):
+		// The drain and the hard stop go to the group once the leader is
+		// gone but members remain.
 		err = rt.proc.SignalGroup(sig)
+	}
+	if kind == lifecycle.Stop {
+		// The hard stop must reach what left the group too.
+		s.signalEscapees(rt, sig)
 	}
 	if err != nil && !errors.Is(err, ErrProcessDone) {
 		rt.log.Warn("signal failed", zap.Stringer("signal", sig), zap.Error(err))
@@ -401,9 +443,14 @@ func (s *Supervisor) watchRelease(gen lifecycle.Gen) {
 	inodes := s.cfg.Listeners.Inodes()
 	s.goEffect(func() {
 		// The cheap tree walk polls; a full scan of the group confirms,
-		// because acknowledging a reload on a miss breaks invariant 4.
+		// because acknowledging a reload on a miss breaks invariant 4. A
+		// cgroup's list is complete: one read does.
 		released := func() bool {
-			return !s.holdsAny(rt.proc.Pid(), inodes) && !s.scanHoldsAny(rt.proc.Pid(), inodes)
+			g := rt.procs()
+			if g.Cgroup != "" {
+				return !s.scanHoldsAny(g, inodes)
+			}
+			return !s.holdsAny(g, inodes) && !s.scanHoldsAny(g, inodes)
 		}
 		if s.pollUntil(rt.ctx, released) {
 			s.emit(lifecycle.Released{At: s.clock.Now(), Gen: gen})
@@ -428,8 +475,14 @@ func (s *Supervisor) forget(gen lifecycle.Gen) {
 	if rt.acquired {
 		errs = append(errs, s.cfg.Listeners.Release(gen))
 	}
+	if rt.track.cgroup != "" {
+		errs = append(errs, s.cgroups.remove(rt.track.cgroup))
+	}
 	errs = append(errs, os.RemoveAll(rt.dir))
 	if err := errors.Join(errs...); err != nil {
 		rt.log.Warn("forget generation", zap.Error(err))
+	}
+	if rt.proc != nil {
+		s.reportStrays()
 	}
 }

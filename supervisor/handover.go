@@ -35,6 +35,7 @@ type Handover struct {
 	InitFd    int                    `json:"init_fd"`
 	MetricsFd int                    `json:"metrics_fd"`
 	NumFds    int                    `json:"num_fds"`
+	Tracking  *TrackingHandover      `json:"tracking,omitempty"`
 }
 
 // ListenerHandover is one socket of the listener set.

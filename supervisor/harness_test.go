@@ -66,7 +66,8 @@ type harnessOpts struct {
 	control      *ControlSocket
 	adoptForeign bool // Config.AdoptListeners (--adopt-listeners)
 	// driver, when set, wraps the fake driver (e.g. adds an OutputChecker).
-	driver func(*fakeDriver) proxyctl.Driver
+	driver   func(*fakeDriver) proxyctl.Driver
+	noCgroup bool // track generations without cgroup v2 (the fallback)
 }
 
 // harness is one supervisor over the fake proxy, with its reaper, listeners
@@ -80,6 +81,8 @@ type harness struct {
 	reaper *testReaper
 	log    *zap.Logger
 	logs   *observer.ObservedLogs
+	cfg    Config // what sup was made with (a next supervisor reuses it)
+	deps   Deps
 
 	cancelRun context.CancelFunc
 	runDone   chan struct{}
@@ -124,11 +127,13 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	if o.driver != nil {
 		drv = o.driver(h.drv)
 	}
-	h.sup, err = New(Config{
+	h.cfg = Config{
 		Command: []string{exe, roleServe}, Driver: drv, Listeners: h.ls, Rlimits: rl,
 		Lifecycle: life, CheckTimeout: o.checkTimeout, RunDir: filepath.Join(h.dir, "r"),
-		Env: childTestEnv(), Control: o.control, AdoptListeners: o.adoptForeign,
-	}, Deps{Log: log, Starter: &ExecStarter{Reaper: h.reaper.Reaper}, ProcFS: pfs, Metrics: o.metrics})
+		Env: childTestEnv(), Control: o.control, AdoptListeners: o.adoptForeign, NoCgroup: o.noCgroup,
+	}
+	h.deps = Deps{Log: log, Starter: &ExecStarter{Reaper: h.reaper.Reaper}, ProcFS: pfs, Metrics: o.metrics}
+	h.sup, err = New(h.cfg, h.deps)
 	if err != nil {
 		t.Fatal(err)
 	}

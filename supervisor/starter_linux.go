@@ -24,6 +24,11 @@ type StartSpec struct {
 	Files     []int    // borrowed descriptors that become fds 3, 4, ... in the child
 	Rlimits   []Rlimit // set between fork and exec
 	ListenPID bool     // set LISTEN_PID to the child's own pid
+	// InCgroup starts the child in the cgroup v2 directory CgroupFD
+	// (borrowed) with clone3's CLONE_INTO_CGROUP: it is in it before its
+	// first instruction.
+	InCgroup bool
+	CgroupFD int
 	// OnOutput receives each line the child (or its descendants) writes to
 	// stdout or stderr. It runs on the process's output goroutine.
 	OnOutput func(line string)
@@ -97,7 +102,7 @@ func (s *ExecStarter) Start(sp StartSpec) (Proc, error) {
 	files := append([]uintptr{devnull.Fd(), wr.Fd(), wr.Fd()}, uintptrs(sp.Files)...)
 	attr := &syscall.ProcAttr{
 		Dir: sp.Dir, Env: sp.Env, Files: files,
-		Sys: &syscall.SysProcAttr{Setpgid: true, PidFD: &p.pidfd},
+		Sys: &syscall.SysProcAttr{Setpgid: true, PidFD: &p.pidfd, UseCgroupFD: sp.InCgroup, CgroupFD: sp.CgroupFD},
 	}
 	argv := []string{"baton-exec", ExecShimArg, string(spec)}
 	p.pid, err = s.Reaper.Start(func() (int, error) {
@@ -114,6 +119,10 @@ func (s *ExecStarter) Start(sp StartSpec) (Proc, error) {
 	go p.readOutput(rd, sp.MaxLine, sp.OnOutput)
 	return p, nil
 }
+
+// Owns reports whether pid is a child this starter started that was not
+// reaped yet.
+func (s *ExecStarter) Owns(pid int) bool { return s.Reaper.Owns(pid) }
 
 func uintptrs(fds []int) []uintptr {
 	out := make([]uintptr, len(fds))

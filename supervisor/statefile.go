@@ -125,7 +125,7 @@ func takeBack(h *Handover, sp fdpass.Spec, inode uint64, pfs ProcFS) *fdpass.Soc
 			continue
 		}
 		unix.Close(pidfd)
-		pids, _ := pfs.Members(g.Pid)
+		pids, _ := pfs.Members(GenProcs{Pgid: g.Pid, Leader: g.Pid})
 		for _, pid := range pids {
 			fdnum := FindSocketFd(pid, inode)
 			if fdnum < 0 {

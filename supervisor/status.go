@@ -28,6 +28,10 @@ type Status struct {
 	RestartAt          *time.Time `json:"restart_at,omitempty"`
 	// Watch is the config watch's state, when --watch is set.
 	Watch *WatchStatus `json:"watch,omitempty"`
+
+	// procs finds each generation's processes (same order as Generations),
+	// taken on the loop for gatherProcs; not part of the document.
+	procs []GenProcs
 }
 
 // Counters are totals since baton started.
@@ -121,6 +125,7 @@ func (s *Supervisor) status() Status {
 	}
 	for _, g := range s.m.Generations() {
 		st.Generations = append(st.Generations, s.genStatus(g))
+		st.procs = append(st.procs, s.genProcs(g))
 	}
 	if last := s.m.LastReload(); last.Gen != 0 {
 		rs := &ReloadStatus{Gen: int(last.Gen), At: last.At, DurationMs: float64(last.Duration.Microseconds()) / 1000}
@@ -137,6 +142,15 @@ func (s *Supervisor) status() Status {
 		st.Watch = &w
 	}
 	return st
+}
+
+// genProcs is how the processes of g are found, read on the loop for a
+// gathering off it: every process it spawned (tracking.go).
+func (s *Supervisor) genProcs(g lifecycle.GenInfo) GenProcs {
+	if rt := s.gens[g.Gen]; rt != nil && rt.proc != nil {
+		return rt.procs()
+	}
+	return GenProcs{Pgid: g.Pid, Leader: g.Pid}
 }
 
 func (s *Supervisor) genStatus(g lifecycle.GenInfo) GenStatus {
@@ -174,7 +188,7 @@ func (s *Supervisor) gatherProcs(ctx context.Context, st *Status) error {
 		}
 	}
 	for i := range st.Generations {
-		s.gatherGen(&st.Generations[i], established)
+		s.gatherGen(&st.Generations[i], st.procs[i], established)
 	}
 	return nil
 }
@@ -198,12 +212,13 @@ func tcpState() (map[uint64]fdpass.ListenInfo, map[uint64]bool) {
 	return queues, established
 }
 
-// gatherGen reads the processes of the generation whose leader is gs.Pid.
-func (s *Supervisor) gatherGen(gs *GenStatus, established map[uint64]bool) {
+// gatherGen reads the processes of the generation whose leader is gs.Pid
+// and that procs (taken on the loop) finds.
+func (s *Supervisor) gatherGen(gs *GenStatus, procs GenProcs, established map[uint64]bool) {
 	if gs.Pid == 0 {
 		return
 	}
-	pids, _ := s.procfs.Members(gs.Pid)
+	pids, _ := s.procfs.Members(procs)
 	for _, pid := range pids {
 		ps := ProcStatus{Pid: pid}
 		if lim, err := s.procfs.Limits(pid); err == nil {

@@ -47,6 +47,10 @@ type Config struct {
 	// generation gets the sockets its config declares, bound when missing
 	// (Listeners may start empty); see listenerdiff.go.
 	ListenersFromConfig bool
+	// NoCgroup tracks generations without cgroup v2 even where baton could
+	// create one (see tracking.go): by process group, process tree and the
+	// environment marker.
+	NoCgroup bool
 }
 
 // Deps are the supervisor's collaborators.
@@ -110,6 +114,13 @@ type Supervisor struct {
 	gathering chan struct{}
 	// maxOutput bounds a command's output (maxCommandOutput; tests lower it).
 	maxOutput int
+	// trackID names this baton's generation markers and cgroup subtree;
+	// cgroups is that subtree (tracking.go); reported are the orphans of no
+	// generation already logged; trackingEnded: endTracking ran.
+	trackID       string
+	cgroups       *cgroupTree
+	reported      map[int]bool
+	trackingEnded bool
 }
 
 // New checks cfg and returns a supervisor; Run starts it.
@@ -149,7 +160,10 @@ func New(cfg Config, deps Deps) (*Supervisor, error) {
 		done:       make(chan struct{}),
 		firstReady: make(chan struct{}),
 		maxOutput:  maxCommandOutput,
+		trackID:    newTrackID(),
+		reported:   map[int]bool{},
 	}
+	s.cgroups = newCgroupTree(s.trackID, cfg.NoCgroup)
 	if len(cfg.WatchPaths) > 0 {
 		w, err := newWatcher(cfg.WatchPaths, s.Reload, s.log)
 		if err != nil {
@@ -171,7 +185,7 @@ func childEnv(env []string) []string {
 		k, _, _ := strings.Cut(kv, "=")
 		switch k {
 		case "NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "NGINX", "WATCHDOG_USEC", "WATCHDOG_PID",
-			"TABLEFLIP_HAS_PARENT_7DIU3", "BATON_INIT_CHILD", "BATON_INIT_FD":
+			"TABLEFLIP_HAS_PARENT_7DIU3", "BATON_INIT_CHILD", "BATON_INIT_FD", markerVar:
 			continue
 		}
 		out = append(out, kv)

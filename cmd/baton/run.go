@@ -58,6 +58,7 @@ func runCommand() *cli.Command {
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics on `ADDR` ([HOST]:PORT; without a host, 127.0.0.1) at /metrics"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "pid-file", Usage: "write baton's pid to `FILE` (kept up to date across upgrades)"}),
 		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "adopt-listeners", Usage: "accept config addresses missing from --listen (refused at the check otherwise) and take over the sockets a generation binds for them, so the next generation receives them"}),
+		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "no-cgroup", Usage: "track each generation's processes without creating cgroup v2 groups (process group, process tree and the BATON_GENERATION environment marker), even where baton could create them"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "drain-signal", Usage: "generic driver: `SIGNAL` that asks a generation to drain (default SIGTERM)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "stop-signal", Usage: "generic driver: `SIGNAL` for the hard stop (default SIGINT)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "ready-probe", Usage: "generic driver: a generation is ready when `COMMAND` (run by /bin/sh -c) exits 0, instead of READY=1 on NOTIFY_SOCKET"}),
@@ -144,6 +145,7 @@ type runSetup struct {
 	life       lifecycle.Config
 	group      int
 	log        *zap.Logger
+	noCgroup   bool // --no-cgroup
 }
 
 func parseRunFlags(c *cli.Context) (*runSetup, error) {
@@ -206,6 +208,7 @@ func parseRunFlags(c *cli.Context) (*runSetup, error) {
 		return nil, err
 	}
 	rs.watch, rs.checkTO, rs.adopt = c.StringSlice("watch"), c.Duration("check-timeout"), c.Bool("adopt-listeners")
+	rs.noCgroup = c.Bool("no-cgroup")
 	if rs.checkTO <= 0 {
 		return nil, usagef("run: --check-timeout must be positive")
 	}
@@ -350,7 +353,7 @@ func supervise(rs *runSetup, st *startState, upg *tableflip.Upgrader) error {
 		Command: rs.cmd, Driver: rs.driver, Listeners: st.listeners, Rlimits: rs.rlimits,
 		Lifecycle: rs.life, CheckTimeout: rs.checkTO, RunDir: st.ctl.Path + ".d", Env: os.Environ(),
 		WatchPaths: rs.watch, Control: st.ctl, InitPipe: st.initPipe, MetricsListener: st.metrics,
-		StateFile: st.ctl.Path + ".state", AdoptListeners: rs.adopt, ListenersFromConfig: rs.fromConfig,
+		StateFile: st.ctl.Path + ".state", AdoptListeners: rs.adopt, ListenersFromConfig: rs.fromConfig, NoCgroup: rs.noCgroup,
 	}, supervisor.Deps{
 		Log: rs.log, Starter: &supervisor.ExecStarter{Reaper: reaper}, ProcFS: st.procfs,
 		Notify: sdNotify, Metrics: metrics, Upgrader: flipper{upg, reaper},
