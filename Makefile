@@ -13,7 +13,7 @@ SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_DIR     ?= /tmp/baton-demo
 DEMO_CONTROL := $(DEMO_DIR)/baton.sock
 
-.PHONY: all build deps build-deps proxies matrix tools lint test unit integration demo bench clean
+.PHONY: all build deps build-deps proxies matrix tools lint test unit integration fuzz demo bench clean
 
 all: build
 
@@ -68,6 +68,19 @@ unit:
 
 integration: deps
 	$(GO) test -race -count=1 -timeout 15m -p 1 -v ./integration/
+
+# Each fuzz target (PACKAGE:FUNCTION) for FUZZTIME; .ci/run calls it after
+# `make test`, which replays the seed corpora (testdata/fuzz/) as plain tests.
+# A failure leaves the failing input in the package's testdata/fuzz/.
+FUZZTIME     ?= 8s
+FUZZ_TARGETS := supervisor:FuzzHandoverDecode proxyctl:FuzzNginxDump
+
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+		pkg=./$${t%%:*}/; fn=$${t##*:}; \
+		echo "fuzz $$fn ($$pkg) for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 5s $$pkg || exit 1; \
+	done
 
 # The same load and reload storms against baton and against HAProxy's and
 # nginx's own reloads, plus reload latency, kill -9, steady state and scale

@@ -83,6 +83,10 @@ type StartOptions struct {
 	// BatonBinary builds, which CLI always uses). A test that replaces the
 	// binary on disk under a running baton (an upgrade) runs a copy.
 	Exec string
+	// BrokenPipeOutput gives baton, as stdout and stderr, a pipe whose
+	// reader is already closed (`baton run … 2>&1 | head` after head
+	// exited). The log file stays empty.
+	BrokenPipeOutput bool
 }
 
 // StartBaton runs `baton run -c DIR/b.sock --log-format console ARGS...`
@@ -111,6 +115,15 @@ func StartBaton(t testing.TB, args []string, opt StartOptions) *Baton {
 		b.Cmd = exec.Command(exe, full...)
 	}
 	b.Cmd.Stdout, b.Cmd.Stderr = logf, logf
+	if opt.BrokenPipeOutput {
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Close()
+		defer w.Close()
+		b.Cmd.Stdout, b.Cmd.Stderr = w, w
+	}
 	b.Cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := b.Cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -113,7 +112,7 @@ func discoverBatons(procs map[int]*Process, proc func(pid int) procInfo) map[str
 		if supervisor.IsExecShim(cl) {
 			continue
 		}
-		control, ok := batonRun(cl, info.env, os.ReadFile, info.cwd)
+		control, ok := batonRun(cl, info.env, readBatonConfig, info.cwd)
 		if !ok {
 			continue
 		}

@@ -173,7 +173,7 @@ func TestReadNginxIncludes(t *testing.T) {
 	write("nginx.conf", "include main.d/*.conf;\nevents {}\nhttp { include sites/a.conf; include nginx.conf; }\n")
 	write("main.d/shutdown.conf", "worker_shutdown_timeout 30s;\n")
 	write("sites/a.conf", "server { listen 127.0.0.1:80; }\n")
-	files, err := readNginx(filepath.Join(dir, "nginx.conf"))
+	files, err := readNginx(filepath.Join(dir, "nginx.conf"), configReader())
 	if err != nil {
 		t.Fatal(err)
 	}

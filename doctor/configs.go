@@ -1,6 +1,7 @@
 package doctor
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -89,9 +90,9 @@ func nginxArgs(cmdline []string) (conf, globals string, ok bool) {
 	return conf, globals, true
 }
 
-// readHAProxy reads HAProxy's configuration files: each path, or each
-// *.cfg file of a directory in lexical order, as HAProxy does.
-func readHAProxy(paths []string) ([]ConfigFile, error) {
+// readHAProxy reads HAProxy's configuration files with read: each path, or
+// each *.cfg file of a directory in lexical order, as HAProxy does.
+func readHAProxy(paths []string, read func(string) ([]byte, error)) ([]ConfigFile, error) {
 	var out []ConfigFile
 	for _, p := range paths {
 		st, err := os.Stat(p)
@@ -104,7 +105,7 @@ func readHAProxy(paths []string) ([]ConfigFile, error) {
 			sort.Strings(files)
 		}
 		for _, f := range files {
-			data, err := os.ReadFile(f)
+			data, err := read(f)
 			if err != nil {
 				return out, err
 			}
@@ -119,8 +120,10 @@ const nginxIncludeLimit = 256
 
 // readNginx reads an nginx configuration and every file it includes
 // (globs expanded, relative paths taken from the main file's directory, as
-// nginx does), each once.
-func readNginx(main string) ([]ConfigFile, error) {
+// nginx does) with read, each once. An include read refuses (not a regular
+// file, too large) fails it; a missing or unreadable one is nginx's
+// business.
+func readNginx(main string, read func(string) ([]byte, error)) ([]ConfigFile, error) {
 	dir := filepath.Dir(main)
 	var out []ConfigFile
 	seen := map[string]bool{}
@@ -132,9 +135,9 @@ func readNginx(main string) ([]ConfigFile, error) {
 			continue
 		}
 		seen[p] = true
-		data, err := os.ReadFile(p)
+		data, err := read(p)
 		if err != nil {
-			if p == main {
+			if p == main || errors.Is(err, errNotRegular) || errors.Is(err, errTooLarge) {
 				return nil, err
 			}
 			continue // nginx would refuse it; not doctor's business

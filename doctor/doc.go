@@ -22,6 +22,12 @@
 //   - What could not be read (another user's /proc entries, a baton that does
 //     not answer) is reported as a note, never silently taken as "all clear",
 //     and never fails the run.
+//   - Bounded reads of what other users name: a file at a path taken from
+//     a process's command line (proxy configurations, a baton's --config)
+//     or beside a control socket found that way is read only if it is a
+//     regular file within a size bound (readfile_linux.go), checked on an
+//     O_PATH descriptor before anything is opened; otherwise a note says
+//     why it was skipped.
 //   - Its cost does not grow with the host's connection count beyond one
 //     readlink per open descriptor: sockets are listed by state in the
 //     kernel (LISTEN only), TIME_WAIT is counted by /proc/net/sockstat.

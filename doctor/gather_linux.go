@@ -187,13 +187,21 @@ func gatherBatons(ctx context.Context, fs procfs.FS, f *Facts, o Options, scan *
 		b := &out[i]
 		if b.Status == nil {
 			f.note("no baton answers on %s: %s", b.Control, b.Err)
-			h, err := supervisor.ReadState(b.Control + ".state")
+			var h *supervisor.Handover
+			ok, err := checkRegular(b.Control+".state", maxBatonState)
+			if ok {
+				h, err = supervisor.ReadState(b.Control + ".state")
+			}
 			if err != nil {
 				f.note("%s.state: %v", b.Control, err)
 			}
 			b.Orphans = orphans(h, f.Procs)
 		}
-		hist, err := supervisor.ReadListenerHistory(b.Control + ".listeners")
+		var hist []supervisor.ListenerRecord
+		ok, err := checkRegular(b.Control+".listeners", maxBatonState)
+		if ok {
+			hist, err = supervisor.ReadListenerHistory(b.Control + ".listeners")
+		}
 		if err != nil {
 			f.note("%s.listeners: %v", b.Control, err)
 		}
@@ -270,7 +278,7 @@ func readConfig(f *Facts, program string, cmdline []string, cwd string, pids []i
 				return c, false
 			}
 		}
-		c.Files, err = readHAProxy(paths)
+		c.Files, err = readHAProxy(paths, configReader())
 	case "nginx":
 		conf, globals, ok := nginxArgs(cmdline)
 		if !ok {
@@ -278,7 +286,7 @@ func readConfig(f *Facts, program string, cmdline []string, cwd string, pids []i
 			return c, false
 		}
 		c.Globals = globals
-		c.Files, err = readNginx(conf)
+		c.Files, err = readNginx(conf, configReader())
 		c.Version = nginxExeVersion(pids)
 	default:
 		return c, false

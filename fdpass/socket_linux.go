@@ -13,7 +13,8 @@ import (
 
 // Socket is a bound (and, for streams, listening) socket created by Listen
 // or adopted by Adopt. The Socket owns its descriptor: Close closes it. The
-// descriptor is close-on-exec and non-blocking.
+// descriptor is close-on-exec; Listen creates it non-blocking, Adopt keeps
+// the flags the description already had.
 type Socket struct {
 	spec    Spec
 	fd      int
@@ -216,7 +217,11 @@ func sockaddrString(sa unix.Sockaddr) string {
 // Adopt wraps a descriptor received from elsewhere (an upgrade, pidfd_getfd)
 // as a Socket. It takes ownership of fd, even on error (fd is then closed).
 // It verifies that fd is a socket of sp's type bound to sp's address (port 0
-// in the spec accepts any port) and sets close-on-exec and O_NONBLOCK.
+// in the spec accepts any port) and sets close-on-exec, a flag of the
+// descriptor. It leaves the file status flags (O_NONBLOCK) alone: they
+// belong to the open file description, which the processes serving on the
+// socket share, and a server that made its socket blocking would get EAGAIN
+// from accept. baton sets O_NONBLOCK only on sockets it creates (Listen).
 func Adopt(sp Spec, fd int) (*Socket, error) {
 	s, err := adopt(sp, fd)
 	if err != nil {
@@ -243,9 +248,6 @@ func adopt(sp Spec, fd int) (*Socket, error) {
 		return nil, fmt.Errorf("descriptor is bound to %q", got)
 	}
 	unix.CloseOnExec(fd)
-	if err := unix.SetNonblock(fd, true); err != nil {
-		return nil, err
-	}
 	s, err := newSocketInfo(sp, fd)
 	if err != nil {
 		return nil, err

@@ -567,7 +567,8 @@ func TestSocketCloseTwice(t *testing.T) {
 }
 
 // dupNoFlags duplicates fd the way an inherited descriptor arrives: without
-// close-on-exec, and with O_NONBLOCK cleared on the shared description.
+// close-on-exec, and with O_NONBLOCK cleared on the shared description (as a
+// blocking server leaves it).
 func dupNoFlags(t *testing.T, fd int) int {
 	t.Helper()
 	nfd, err := unix.Dup(fd)
@@ -598,8 +599,11 @@ func TestAdopt(t *testing.T) {
 	if s.Fd() != nfd {
 		t.Errorf("Fd() = %d, want the adopted %d", s.Fd(), nfd)
 	}
-	if !isCloexec(t, nfd) || !isNonblock(t, nfd) || !isNonblock(t, orig.Fd()) {
-		t.Error("Adopt did not set FD_CLOEXEC and O_NONBLOCK")
+	if !isCloexec(t, nfd) {
+		t.Error("Adopt did not set FD_CLOEXEC")
+	}
+	if isNonblock(t, nfd) || isNonblock(t, orig.Fd()) {
+		t.Error("Adopt set O_NONBLOCK on the shared description a blocking server left")
 	}
 	if s.Inode() != orig.Inode() || s.Addr() != orig.Addr() {
 		t.Errorf("adopted inode %d addr %s, want %d %s", s.Inode(), s.Addr(), orig.Inode(), orig.Addr())
@@ -611,6 +615,35 @@ func TestAdopt(t *testing.T) {
 		t.Errorf("Spec() = %+v", s.Spec())
 	}
 	listenInfo(t, orig) // still exactly one LISTEN socket
+}
+
+// Adopt never changes the file status flags of the description it is given
+// (shared with the processes serving on it): F_GETFL reads the same before
+// and after, whether the server left the socket blocking or not.
+func TestAdoptKeepsDescriptionFlags(t *testing.T) {
+	for _, nonblock := range []bool{false, true} {
+		orig := listen(t, "tcp://127.0.0.1:0")
+		nfd := dupNoFlags(t, orig.Fd())
+		if err := unix.SetNonblock(nfd, nonblock); err != nil {
+			t.Fatal(err)
+		}
+		before, err := unix.FcntlInt(uintptr(orig.Fd()), unix.F_GETFL, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := fdpass.Adopt(mustSpec(t, "tcp://"+orig.Addr()), nfd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		after, err := unix.FcntlInt(uintptr(orig.Fd()), unix.F_GETFL, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		if after != before {
+			t.Errorf("O_NONBLOCK=%v: F_GETFL %#o before Adopt, %#o after", nonblock, before, after)
+		}
+	}
 }
 
 // A spec with port 0 adopts whatever port the socket has, and reports it.
@@ -676,8 +709,8 @@ func TestAdoptUnix(t *testing.T) {
 		t.Fatalf("Adopt: %v", err)
 	}
 	defer s.Close()
-	if s.Addr() != path || s.Inode() != orig.Inode() || !isNonblock(t, nfd) || !isCloexec(t, nfd) {
-		t.Errorf("adopted %s inode %d, want %s %d, nonblocking and cloexec", s.Addr(), s.Inode(), path, orig.Inode())
+	if s.Addr() != path || s.Inode() != orig.Inode() || isNonblock(t, nfd) || !isCloexec(t, nfd) {
+		t.Errorf("adopted %s inode %d, want %s %d, cloexec and still blocking", s.Addr(), s.Inode(), path, orig.Inode())
 	}
 }
 

@@ -140,8 +140,8 @@ func TestMetricsBadAddress(t *testing.T) {
 		code int
 		msg  string
 	}{
-		{"nonsense", 2, "want HOST:PORT"},
-		{"127.0.0.1", 2, "want HOST:PORT"},
+		{"nonsense", 2, "want [HOST]:PORT"},
+		{"127.0.0.1", 2, "want [HOST]:PORT"},
 		{busy.Addr().String(), 1, "address already in use"},
 	} {
 		port := batontest.FreePort(t)

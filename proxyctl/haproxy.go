@@ -171,15 +171,26 @@ type haproxySession struct {
 	pid   int
 	errs  chan error
 	warn  func(string, error)
+	// refused counts the peers the getsocks server refused; written by its
+	// goroutine, read by closeGetsocks after that goroutine ended.
+	refused int
 
 	closeOnce sync.Once
 }
+
+// refusalsLogged is how many refused getsocks peers are logged one by one;
+// the rest are counted in one line when the server closes (at readiness),
+// so a flood of connections cannot flood the log.
+const refusalsLogged = 5
 
 // noteError keeps a failed transfer for Ready; a refused peer is someone
 // else's attempt, not the generation's failure: it is only reported.
 func (s *haproxySession) noteError(err error) {
 	if errors.Is(err, fdpass.ErrPeerRefused) {
-		s.warn("getsocks peer refused", err)
+		s.refused++
+		if s.refused <= refusalsLogged {
+			s.warn("getsocks peer refused", err)
+		}
 		return
 	}
 	select {
@@ -252,6 +263,9 @@ func (s *haproxySession) closeGetsocks() {
 	s.closeOnce.Do(func() {
 		s.gs.Close()
 		s.wg.Wait()
+		if n := s.refused - refusalsLogged; n > 0 {
+			s.warn("getsocks peers refused", fmt.Errorf("%d more peers (%d in all) were refused the sockets; only the first %d are logged one by one", n, s.refused, refusalsLogged))
+		}
 	})
 }
 

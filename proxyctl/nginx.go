@@ -2,7 +2,6 @@ package proxyctl
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -291,7 +290,7 @@ func containsAll(have, want map[uint64]bool) bool {
 // nginx -T dump (checkOutput); an address repeated in several server blocks
 // is one listener, declared where it first appears.
 func (n *Nginx) ConfigListeners(_ GenSpec, checkOutput string) ([]ConfigListener, error) {
-	ds, err := parseNginxDump(checkOutput)
+	ds, err := parseNginxDump(checkOutput, "listen")
 	if err != nil {
 		return nil, fmt.Errorf("read nginx -T output: %w", err)
 	}
@@ -309,7 +308,7 @@ func (n *Nginx) ConfigListeners(_ GenSpec, checkOutput string) ([]ConfigListener
 		out = append(out, ConfigListener{Spec: sp, Where: d.where()})
 	}
 	out, _ = dedupe(out, false)
-	return out, errors.Join(errs...)
+	return out, joinFirst(errs)
 }
 
 // ListenersFromCheck implements ListenerSource: the listen directives come

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -29,14 +30,20 @@ var opaqueBlocks = map[string]bool{"map": true, "types": true, "geo": true, "spl
 
 // parseNginxDump reads the output of `nginx -T`: every configuration file
 // nginx read, each after a "# configuration file PATH:" line. It returns
-// every directive with its file and line (block directives too; what baton
-// checks does not depend on nesting: pid is only valid at top level, listen
-// only in server blocks), skipping the contents of table blocks (map, types,
-// geo, split_clients, charset_map).
-func parseNginxDump(dump string) ([]NginxDirective, error) {
+// the directives named in names (all of them when names is empty) with
+// their file and line (block directives too; what baton checks does not
+// depend on nesting: pid is only valid at top level, listen only in server
+// blocks), skipping the contents of table blocks (map, types, geo,
+// split_clients, charset_map). Time and memory are linear in the dump's
+// size.
+func parseNginxDump(dump string, names ...string) ([]NginxDirective, error) {
+	var keep func(string) bool
+	if len(names) > 0 {
+		keep = func(name string) bool { return slices.Contains(names, name) }
+	}
 	var out []NginxDirective
 	for _, f := range splitDump(dump) {
-		ds, err := ParseNginxFile(f.name, f.text)
+		ds, err := parseNginxText(f.name, f.text, keep)
 		if err != nil {
 			return nil, err
 		}
@@ -48,17 +55,27 @@ func parseNginxDump(dump string) ([]NginxDirective, error) {
 type dumpFile struct{ name, text string }
 
 // splitDump cuts the dump at its file headers; text before the first header
-// (nginx's own messages) is dropped.
+// (nginx's own messages) is dropped. Each file's text is a substring of the
+// dump: one pass, nothing copied.
 func splitDump(dump string) []dumpFile {
 	var out []dumpFile
-	for _, line := range strings.SplitAfter(dump, "\n") {
-		if f, ok := strings.CutPrefix(line, dumpFileHeader); ok {
+	start := 0 // where the current file's text begins
+	for off := 0; off < len(dump); {
+		next := len(dump)
+		if i := strings.IndexByte(dump[off:], '\n'); i >= 0 {
+			next = off + i + 1
+		}
+		if f, ok := strings.CutPrefix(dump[off:next], dumpFileHeader); ok {
+			if len(out) > 0 {
+				out[len(out)-1].text = dump[start:off]
+			}
 			out = append(out, dumpFile{name: strings.TrimSuffix(strings.TrimRight(f, "\r\n"), ":")})
-			continue
+			start = next
 		}
-		if len(out) > 0 {
-			out[len(out)-1].text += line
-		}
+		off = next
+	}
+	if len(out) > 0 {
+		out[len(out)-1].text = dump[start:]
 	}
 	return out
 }
@@ -69,23 +86,27 @@ func splitDump(dump string) []dumpFile {
 // blocks (map, types, geo, split_clients, charset_map), whose keys are not
 // directives.
 func ParseNginxFile(file, text string) ([]NginxDirective, error) {
-	toks, err := lexNginx(text)
-	if err != nil {
-		return nil, fmt.Errorf("%s:%w", file, err)
-	}
+	return parseNginxText(file, text, nil)
+}
+
+// parseNginxText is ParseNginxFile returning only the directives whose name
+// keep accepts (every one when keep is nil).
+func parseNginxText(file, text string, keep func(string) bool) ([]NginxDirective, error) {
 	var out []NginxDirective
 	var stack []string
-	var cur *NginxDirective
-	opaque := 0 // depth inside table blocks
-	for _, t := range toks {
+	var cur NginxDirective
+	var args []string // cur's arguments so far (reused)
+	have := false     // a directive's name was read
+	opaque := 0       // depth inside table blocks
+	err := scanNginx(text, func(t ntoken) {
 		switch t.punct {
 		case 0:
-			if cur == nil {
-				cur = &NginxDirective{File: file, Line: t.line, Name: t.text}
+			if !have {
+				cur, args, have = NginxDirective{File: file, Line: t.line, Name: t.text}, args[:0], true
 			} else {
-				cur.Args = append(cur.Args, t.text)
+				args = append(args, t.text)
 			}
-			continue
+			return
 		case '}':
 			if len(stack) > 0 {
 				if opaqueBlocks[stack[len(stack)-1]] {
@@ -93,14 +114,15 @@ func ParseNginxFile(file, text string) ([]NginxDirective, error) {
 				}
 				stack = stack[:len(stack)-1]
 			}
-			cur = nil
-			continue
+			have = false
+			return
 		}
-		if cur == nil {
-			continue // a stray ';' or '{'
+		if !have {
+			return // a stray ';' or '{'
 		}
-		if opaque == 0 {
-			out = append(out, *cur)
+		if opaque == 0 && (keep == nil || keep(cur.Name)) {
+			cur.Args = slices.Clone(args)
+			out = append(out, cur)
 		}
 		if t.punct == '{' {
 			stack = append(stack, cur.Name)
@@ -108,7 +130,10 @@ func ParseNginxFile(file, text string) ([]NginxDirective, error) {
 				opaque++
 			}
 		}
-		cur = nil
+		have = false
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s:%w", file, err)
 	}
 	return out, nil
 }
@@ -122,22 +147,35 @@ type ntoken struct {
 	off, end int
 }
 
-// lexNginx splits a file into tokens the way nginx does: whitespace and
-// ';' '{' '}' separate words; a '#' at the start of a token starts a comment
-// to the end of the line (inside a word it is a character); a quote at the
-// start of a token runs to the matching quote, across lines, with backslash
-// escapes. Errors carry the line ("12: unterminated quote").
+// lexNginx returns the tokens of a file (see scanNginx).
 func lexNginx(text string) ([]ntoken, error) {
 	var out []ntoken
-	var w strings.Builder
+	err := scanNginx(text, func(t ntoken) { out = append(out, t) })
+	return out, err
+}
+
+// scanNginx splits a file into tokens the way nginx does, in one pass,
+// calling emit for each: whitespace and ';' '{' '}' separate words; a '#'
+// at the start of a token starts a comment to the end of the line (inside a
+// word it is a character); a quote at the start of a token runs to the
+// matching quote, across lines, with backslash escapes. A word without
+// quotes is a substring of text (nothing copied). Errors carry the line
+// ("12: unterminated quote").
+func scanNginx(text string, emit func(ntoken)) error {
+	var w strings.Builder // a quoted token's text
 	line, start, off := 1, 0, 0
-	inWord := false
+	inWord, quoted := false, false
 	flushAt := func(end int) {
-		if inWord {
-			out = append(out, ntoken{text: w.String(), line: start, off: off, end: end})
-			w.Reset()
-			inWord = false
+		if !inWord {
+			return
 		}
+		t := ntoken{text: text[off:end], line: start, off: off, end: end}
+		if quoted {
+			t.text = w.String()
+			w.Reset()
+		}
+		emit(t)
+		inWord, quoted = false, false
 	}
 	for i := 0; i < len(text); i++ {
 		c := text[i]
@@ -149,14 +187,14 @@ func lexNginx(text string) ([]ntoken, error) {
 			flushAt(i)
 		case c == ';' || c == '{' || c == '}':
 			flushAt(i)
-			out = append(out, ntoken{punct: c, line: line, off: i, end: i + 1})
+			emit(ntoken{punct: c, line: line, off: i, end: i + 1})
 		case c == '#' && !inWord:
 			for i < len(text) && text[i] != '\n' {
 				i++
 			}
 			i-- // let the newline count the line
 		case (c == '"' || c == '\'') && !inWord:
-			inWord, start, off = true, line, i
+			inWord, quoted, start, off = true, true, line, i
 			j := i + 1
 			for ; j < len(text) && text[j] != c; j++ {
 				if text[j] == '\\' && j+1 < len(text) {
@@ -168,18 +206,19 @@ func lexNginx(text string) ([]ntoken, error) {
 				w.WriteByte(text[j])
 			}
 			if j >= len(text) {
-				return nil, fmt.Errorf("%d: unterminated quote", start)
+				return fmt.Errorf("%d: unterminated quote", start)
 			}
 			i = j
 		default:
 			if !inWord {
 				inWord, start, off = true, line, i
+			} else if quoted {
+				w.WriteByte(c)
 			}
-			w.WriteByte(c)
 		}
 	}
 	flushAt(len(text))
-	return out, nil
+	return nil
 }
 
 // nginxListen is what baton needs to know of one `listen` directive.
@@ -302,7 +341,7 @@ const nginxDefaultBacklog = 511
 // and listen addresses baton does not hand over (each generation would bind
 // its own).
 func checkNginxDump(dump string, listeners []Listener, ownPid, mainConf string) error {
-	ds, err := parseNginxDump(dump)
+	ds, err := parseNginxDump(dump, "pid", "listen")
 	if err != nil {
 		return fmt.Errorf("read nginx -T output: %w", err)
 	}
@@ -319,7 +358,31 @@ func checkNginxDump(dump string, listeners []Listener, ownPid, mainConf string) 
 			errs = append(errs, checkListen(d, passed))
 		}
 	}
-	return errors.Join(errs...)
+	return joinFirst(errs)
+}
+
+// maxRefusals is how many refusals of one configuration an error lists.
+const maxRefusals = 20
+
+// joinFirst joins the non-nil errors of errs, the first maxRefusals of
+// them and a count of the rest: a configuration of 20,000 server blocks
+// that repeat one refused listen gets a readable error, not megabytes.
+func joinFirst(errs []error) error {
+	var out []error
+	more := 0
+	for _, err := range errs {
+		switch {
+		case err == nil:
+		case len(out) < maxRefusals:
+			out = append(out, err)
+		default:
+			more++
+		}
+	}
+	if more > 0 {
+		out = append(out, fmt.Errorf("... and %d more like these", more))
+	}
+	return errors.Join(out...)
 }
 
 // checkPid accepts the generation's own pid directive only.

@@ -61,7 +61,7 @@ func AdoptProc(h ProcHandover, onLine func(string)) Proc {
 	go p.watchPidfd()
 	if h.Output >= 0 {
 		p.out = os.NewFile(uintptr(h.Output), "output")
-		go p.readOutput(p.out, onLine)
+		go p.readOutput(p.out, 0, onLine)
 	} else {
 		close(p.outDone)
 	}

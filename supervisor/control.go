@@ -9,12 +9,12 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
-	"github.com/batonproxy/baton/fdpass"
 	"github.com/batonproxy/baton/supervisor/lifecycle"
 )
 
@@ -23,12 +23,15 @@ var ErrControlInUse = errors.New("control socket in use")
 
 // ControlSocket is the bound control socket and the lock that makes it
 // baton's alone. The lock descriptor is owned by the ControlSocket (an
-// upgrade hands the next baton a duplicate).
+// upgrade hands the next baton a duplicate). Listener is the socket bound
+// at Path now: the supervisor's loop binds a new one when the path was
+// removed (see keepControl), and Acceptor follows.
 type ControlSocket struct {
 	Listener *net.UnixListener
 	Path     string
 	lock     *os.File
 	lockPath string
+	kept     controlKeep
 }
 
 // ListenControl binds the control socket at path with the given mode after
@@ -125,70 +128,71 @@ func AdoptControl(path string, h Handover, fds []int) (*ControlSocket, error) {
 }
 
 // ControlServer serves the control API (HTTP/1.1, JSON) on the control
-// socket. Every connection's peer credentials are checked: root, baton's own
-// uid, and (when set) members of AllowGID as primary group may talk to it.
+// socket. Each connection's peer is checked (SO_PEERCRED, SO_PEERGROUPS)
+// as it is accepted, before anything is read from it: root, baton's own
+// uid, and (when set) members of AllowGID, as primary or supplementary
+// group, may talk to it; any other peer gets a 403 and is closed. At most
+// controlMaxConns admitted connections are open at once (see connLimit),
+// and every one has read, write and idle timeouts.
 type ControlServer struct {
 	sup      *Supervisor
 	log      *zap.Logger
 	allowGID int
 	srv      *http.Server
+
+	refusing chan struct{}  // a place per refused peer being answered
+	refusals sync.WaitGroup // goroutines answering refused peers
+	refused  *logEvery
 }
 
-type credKey struct{}
+// Limits of the control server. Its requests have no body; a reload's
+// answer may come long after the request (it waits for the switch), so
+// writes are bounded per answer (controlWriteTimeout), not per request.
+const (
+	controlMaxConns          = 32
+	controlReadHeaderTimeout = 5 * time.Second
+	controlReadTimeout       = 10 * time.Second
+	controlWriteTimeout      = 10 * time.Second
+	controlIdleTimeout       = 30 * time.Second
+	maxRefusalsAnswered      = 4 // refused peers answered at once; more are closed unanswered
+)
 
 // NewControlServer returns a server for sup; allowGID < 0 allows no group.
 func NewControlServer(sup *Supervisor, log *zap.Logger, allowGID int) *ControlServer {
-	c := &ControlServer{sup: sup, log: log, allowGID: allowGID}
+	c := &ControlServer{sup: sup, log: log, allowGID: allowGID,
+		refusing: make(chan struct{}, maxRefusalsAnswered), refused: newLogEvery(capLogEvery)}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", c.status)
 	mux.HandleFunc("POST /v1/reload", c.reload)
 	mux.HandleFunc("POST /v1/stop", c.stop)
 	mux.HandleFunc("POST /v1/upgrade", c.upgrade)
 	c.srv = &http.Server{
-		Handler:           c.authorize(mux),
-		ReadHeaderTimeout: 10 * time.Second,
-		ConnContext: func(ctx context.Context, conn net.Conn) context.Context {
-			uc, ok := conn.(*net.UnixConn)
-			if !ok {
-				return ctx
-			}
-			cred, err := fdpass.PeerCred(uc)
-			if err != nil {
-				return ctx
-			}
-			return context.WithValue(ctx, credKey{}, cred)
-		},
+		Handler:           mux,
+		ReadHeaderTimeout: controlReadHeaderTimeout,
+		ReadTimeout:       controlReadTimeout,
+		IdleTimeout:       controlIdleTimeout,
+		MaxHeaderBytes:    16 << 10,
+		ConnState:         connState,
+		ErrorLog:          zap.NewStdLog(log.With(zap.String("server", "control"))),
 	}
 	return c
 }
 
 // Serve serves on ln until Shutdown.
 func (c *ControlServer) Serve(ln net.Listener) error {
-	err := c.srv.Serve(ln)
+	err := c.srv.Serve(newConnLimit(ln, controlMaxConns, "control", c.admit, c.log))
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
 	return err
 }
 
-// Shutdown stops accepting and waits for running requests, up to ctx.
+// Shutdown stops accepting and waits for running requests, up to ctx, and
+// for the answers to refused peers.
 func (c *ControlServer) Shutdown(ctx context.Context) error {
-	return c.srv.Shutdown(ctx)
-}
-
-func (c *ControlServer) authorize(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		cred, ok := r.Context().Value(credKey{}).(*unix.Ucred)
-		switch {
-		case !ok:
-			writeError(w, http.StatusForbidden, "forbidden", errors.New("peer credentials unavailable"))
-		case cred.Uid == 0 || int(cred.Uid) == os.Geteuid() || (c.allowGID >= 0 && int(cred.Gid) == c.allowGID):
-			next.ServeHTTP(w, r)
-		default:
-			c.log.Warn("control request refused", zap.Uint32("uid", cred.Uid), zap.Int32("peer_pid", cred.Pid))
-			writeError(w, http.StatusForbidden, "forbidden", fmt.Errorf("uid %d may not control this baton (allowed: root, uid %d)", cred.Uid, os.Geteuid()))
-		}
-	})
+	err := c.srv.Shutdown(ctx)
+	c.refusals.Wait()
+	return err
 }
 
 // notRunning answers a request the supervisor can no longer take: after a
@@ -288,6 +292,9 @@ func writeError(w http.ResponseWriter, status int, code string, err error) {
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
+	// The answer is bounded, not the request: a reload may take as long as
+	// the old generation's drain.
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(controlWriteTimeout))
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	enc := json.NewEncoder(w)

@@ -22,12 +22,18 @@ import (
 // socket; cleanup shuts the server down and closes the socket.
 func serveControl(t *testing.T, h *harness) string {
 	t.Helper()
+	return serveControlGroup(t, h, -1)
+}
+
+// serveControlGroup is serveControl with --control-group gid.
+func serveControlGroup(t *testing.T, h *harness, gid int) string {
+	t.Helper()
 	path := filepath.Join(h.dir, "c.sock")
 	ctl, err := ListenControl(path, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := NewControlServer(h.sup, h.log, -1)
+	srv := NewControlServer(h.sup, h.log, gid)
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctl.Listener) }()
 	t.Cleanup(func() {
@@ -317,4 +323,39 @@ func TestListenControl(t *testing.T) {
 			t.Errorf("%s was changed: %q (%v)", path, b, err)
 		}
 	})
+}
+
+// --control-group admits a peer whose primary or supplementary groups (as
+// the kernel recorded them when it connected) include the group, and
+// refuses one whose groups do not.
+func TestControlGroupSupplementary(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("running clients under other uids and groups needs root")
+	}
+	const group = 4242
+	h := newHarness(t, harnessOpts{})
+	h.start()
+	sock := serveControlGroup(t, h, group)
+	// The filesystem lets every uid through, so the peer check decides.
+	if err := os.Chmod(h.dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(sock, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	bin := worldExecutableCopy(t)
+	for _, tc := range []struct {
+		name string
+		cred syscall.Credential
+		want string
+	}{
+		{"supplementary member", syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{100, group}}, "200"},
+		{"primary member", syscall.Credential{Uid: 65534, Gid: group}, "200"},
+		{"not a member", syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{100, group + 1}}, "403"},
+	} {
+		out, st := runClient(t, h.reaper, &tc.cred, bin, sock, "GET", "/v1/status")
+		if code, body, _ := strings.Cut(out, "\n"); st.Code != 0 || code != tc.want {
+			t.Errorf("%s (uid %d, gid %d, groups %v): exit %+v, answer %s %.120s; want %s", tc.name, tc.cred.Uid, tc.cred.Gid, tc.cred.Groups, st, code, body, tc.want)
+		}
+	}
 }

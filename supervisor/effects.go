@@ -32,6 +32,9 @@ func (s *Supervisor) do(a lifecycle.Action) lifecycle.Event {
 	case lifecycle.WatchRelease:
 		s.watchRelease(a.Gen)
 	case lifecycle.Reply:
+		if s.m.Exited() {
+			s.endTrackingOnce() // before stop is answered
+		}
 		s.reply(a)
 	case lifecycle.Forget:
 		s.forget(a.Gen)
@@ -40,6 +43,7 @@ func (s *Supervisor) do(a lifecycle.Action) lifecycle.Event {
 			s.log.Warn("close listeners", zap.Error(err))
 		}
 	case lifecycle.Exit:
+		s.endTrackingOnce()
 		s.exited, s.exitErr = true, a.Err
 		if a.Err != nil && s.firstErr != nil {
 			s.exitErr = s.firstErr
@@ -104,15 +108,17 @@ func (s *Supervisor) runCheck(gen lifecycle.Gen) lifecycle.Event {
 	src, _ := s.cfg.Driver.(proxyctl.ListenerSource)
 	s.goEffect(func() {
 		start := s.clock.Now()
+		// --check-timeout covers the whole check: the command and the
+		// reading of its output (the nginx -T dump).
+		ctx, cancel := context.WithTimeout(rt.ctx, s.cfg.CheckTimeout)
+		defer cancel()
 		var err error
 		if src != nil && !src.ListenersFromCheck() {
 			err = s.configListeners(rt, src, spec, "")
 		}
 		var out string
 		if err == nil {
-			ctx, cancel := context.WithTimeout(rt.ctx, s.cfg.CheckTimeout)
 			out, err = s.runCommand(ctx, rt, argv)
-			cancel()
 		}
 		if src != nil && src.ListenersFromCheck() && err == nil {
 			err = s.configListeners(rt, src, spec, out)
@@ -120,56 +126,74 @@ func (s *Supervisor) runCheck(gen lifecycle.Gen) lifecycle.Event {
 		if oc, ok := s.cfg.Driver.(proxyctl.OutputChecker); ok && err == nil {
 			err = oc.CheckOutput(s.checkSpec(rt, spec), out)
 		}
-		rt.log.Debug("check done", zap.Duration("took", s.clock.Now().Sub(start)), zap.Error(err))
+		if err == nil && ctx.Err() != nil {
+			err = fmt.Errorf("config check not done within --check-timeout (%v), reading its output included: %w", s.cfg.CheckTimeout, context.Cause(ctx))
+		}
+		rt.log.Debug("check done", zap.Duration("took", s.clock.Now().Sub(start)), zap.Int("output_bytes", len(out)), zap.Error(err))
 		s.emit(lifecycle.CheckDone{At: s.clock.Now(), Gen: gen, Err: err})
 	})
 	return nil
 }
 
-// maxCommandOutput bounds what runCommand keeps of a command's output.
-const maxCommandOutput = 8 << 20
+// maxCommandOutput bounds a command's output (a config check, a readiness
+// probe). The output is kept whole, long lines included, because a driver
+// may read all of it (nginx -T dumps every configuration file); a command
+// that writes more fails with errOutputTooLarge instead of being read in
+// part.
+const maxCommandOutput = 64 << 20
+
+// errOutputTooLarge: a command wrote more than its output bound.
+var errOutputTooLarge = errors.New("too much output")
 
 // runCommand runs a one-shot command (a config check, a readiness probe)
 // under the generation's rlimits until it exits or ctx ends (then its group
-// is killed). It returns the command's output; a non-zero exit is a
-// *ChildError carrying the tail of it.
+// is killed). It returns the command's output; a non-zero exit, or more
+// output than s.maxOutput, is a *ChildError carrying the tail of it.
 func (s *Supervisor) runCommand(ctx context.Context, rt *genRuntime, argv []string) (string, error) {
 	var mu sync.Mutex
 	var out strings.Builder
+	tooLarge := false
 	p, err := s.starter.Start(StartSpec{
 		Path: argv[0], Argv: argv, Env: s.cfg.Env, Rlimits: s.cfg.Rlimits,
+		// A line is cut only past the whole bound: it then overflows.
+		MaxLine: s.maxOutput + 1,
 		OnOutput: func(line string) {
 			line = rt.userPaths(line)
 			mu.Lock()
 			defer mu.Unlock()
-			if out.Len() < maxCommandOutput {
-				out.WriteString(line)
-				out.WriteByte('\n')
+			if tooLarge || out.Len()+len(line)+1 > s.maxOutput {
+				tooLarge = true
+				return
 			}
+			out.WriteString(line)
+			out.WriteByte('\n')
 		},
 	})
 	if err != nil {
 		return "", err
 	}
 	defer p.Release()
-	var timedOut error
+	var failed error
 	select {
 	case <-p.Done():
 	case <-ctx.Done():
-		timedOut = fmt.Errorf("killed, it did not finish in time: %w", context.Cause(ctx))
+		failed = fmt.Errorf("killed, it did not finish in time: %w", context.Cause(ctx))
 		_ = p.SignalGroup(unix.SIGKILL)
 		<-p.Done()
 	}
 	waitOutput(p)
 	mu.Lock()
 	output := out.String()
+	if tooLarge && failed == nil {
+		failed = fmt.Errorf("%w: more than %d MiB, which baton refuses to read in part", errOutputTooLarge, s.maxOutput>>20)
+	}
 	mu.Unlock()
-	if st := p.Status(); timedOut != nil || st.Code != 0 {
+	if st := p.Status(); failed != nil || st.Code != 0 {
 		userArgv := make([]string, len(argv))
 		for i, a := range argv {
 			userArgv[i] = rt.userPaths(a)
 		}
-		return output, &ChildError{Argv: userArgv, Status: st, Output: rt.userPaths(p.Output()), Err: timedOut}
+		return output, &ChildError{Argv: userArgv, Status: st, Output: rt.userPaths(p.Output()), Err: failed}
 	}
 	return output, nil
 }
@@ -202,15 +226,20 @@ func (s *Supervisor) start(gen lifecycle.Gen, replacement bool) lifecycle.Event 
 		return lifecycle.Started{At: now, Gen: gen, Err: err}
 	}
 	rt.session = session
-	p, err := s.starter.Start(StartSpec{
-		Path: launch.Argv[0], Argv: launch.Argv, Env: append(append([]string{s.run.generationEnv(gen)}, s.cfg.Env...), launch.Env...),
+	// The marker goes first: a process's environment is read from its
+	// start, up to a bound, when it is looked for (readMarker).
+	env := append([]string{markerVar + "=" + s.marker(gen)}, s.cfg.Env...)
+	sp := StartSpec{
+		Path: launch.Argv[0], Argv: launch.Argv, Env: append(env, launch.Env...),
 		Files: launch.Files, Rlimits: s.cfg.Rlimits, ListenPID: launch.ListenPID,
 		OnOutput: rt.logOutput,
-	})
+	}
+	p, cgroup, err := s.startTracked(rt, sp)
 	if err != nil {
 		return lifecycle.Started{At: now, Gen: gen, Err: err}
 	}
 	rt.proc = p
+	rt.track = genTrack{cgroup: cgroup, marker: s.marker(gen), reaper: os.Getpid()}
 	rt.log = rt.log.With(zap.Int("pid", p.Pid()))
 	rt.outLog.Store(rt.log)
 	session.Started(p.Pid())
@@ -225,6 +254,31 @@ func (s *Supervisor) start(gen lifecycle.Gen, replacement bool) lifecycle.Event 
 	s.goEffect(func() { s.watchExit(rt) })
 	s.goEffect(func() { s.probeReady(rt, current) })
 	return lifecycle.Started{At: now, Gen: gen, Pid: p.Pid()}
+}
+
+// startTracked starts a generation in a cgroup of its own when baton uses
+// cgroups; if that start fails, the generation starts without one (and so do
+// the next ones), tracked by the fallback. It returns the cgroup, if any.
+func (s *Supervisor) startTracked(rt *genRuntime, sp StartSpec) (Proc, string, error) {
+	dir, fd := s.startCgroup(rt)
+	if fd < 0 {
+		p, err := s.starter.Start(sp)
+		return p, "", err
+	}
+	sp.InCgroup, sp.CgroupFD = true, fd
+	p, err := s.starter.Start(sp)
+	unix.Close(fd)
+	if err == nil {
+		return p, dir, nil
+	}
+	rt.log.Warn("start in a cgroup failed: tracking generations without cgroup v2 from now on", zap.Error(err))
+	s.cgroups.off = fmt.Errorf("start in a cgroup: %w", err)
+	if rerr := s.cgroups.remove(dir); rerr != nil {
+		rt.log.Warn("remove cgroup", zap.Error(rerr))
+	}
+	sp.InCgroup, sp.CgroupFD = false, 0
+	p, err = s.starter.Start(sp)
+	return p, "", err
 }
 
 // snapshotConfig copies the driver's config files (or, with from, the
@@ -362,10 +416,18 @@ func (s *Supervisor) signal(gen lifecycle.Gen, kind lifecycle.SignalKind) {
 	}
 	rt.log.Info("signal generation", zap.Stringer("kind", kind), zap.Stringer("signal", sig))
 	err := rt.proc.Signal(sig)
-	if kind == lifecycle.Kill || errors.Is(err, ErrProcessDone) {
-		// SIGKILL goes to the whole group; other signals too once the
-		// leader is gone but members remain.
+	switch {
+	case kind == lifecycle.Kill:
+		// SIGKILL goes to every process of the generation.
+		err = s.killGeneration(rt)
+	case errors.Is(err, ErrProcessDone):
+		// The drain and the hard stop go to the group once the leader is
+		// gone but members remain.
 		err = rt.proc.SignalGroup(sig)
+	}
+	if kind == lifecycle.Stop {
+		// The hard stop must reach what left the group too.
+		s.signalEscapees(rt, sig)
 	}
 	if err != nil && !errors.Is(err, ErrProcessDone) {
 		rt.log.Warn("signal failed", zap.Stringer("signal", sig), zap.Error(err))
@@ -380,9 +442,14 @@ func (s *Supervisor) watchRelease(gen lifecycle.Gen) {
 	inodes := s.cfg.Listeners.Inodes()
 	s.goEffect(func() {
 		// The cheap tree walk polls; a full scan of the group confirms,
-		// because acknowledging a reload on a miss breaks invariant 4.
+		// because acknowledging a reload on a miss breaks invariant 4. A
+		// cgroup's list is complete: one read does.
 		released := func() bool {
-			return !s.holdsAny(rt.proc.Pid(), inodes) && !s.scanHoldsAny(rt.proc.Pid(), inodes)
+			g := rt.procs()
+			if g.Cgroup != "" {
+				return !s.scanHoldsAny(g, inodes)
+			}
+			return !s.holdsAny(g, inodes) && !s.scanHoldsAny(g, inodes)
 		}
 		if s.pollUntil(rt.ctx, released) {
 			s.emit(lifecycle.Released{At: s.clock.Now(), Gen: gen})
@@ -407,8 +474,14 @@ func (s *Supervisor) forget(gen lifecycle.Gen) {
 	if rt.acquired {
 		errs = append(errs, s.cfg.Listeners.Release(gen))
 	}
+	if rt.track.cgroup != "" {
+		errs = append(errs, s.cgroups.remove(rt.track.cgroup))
+	}
 	errs = append(errs, os.RemoveAll(rt.dir))
 	if err := errors.Join(errs...); err != nil {
 		rt.log.Warn("forget generation", zap.Error(err))
+	}
+	if rt.proc != nil {
+		s.reportStrays()
 	}
 }

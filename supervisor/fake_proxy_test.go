@@ -7,6 +7,7 @@ package supervisor
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -33,6 +34,8 @@ const (
 	roleGrandchild  = "grandchild"   // a worker that holds fd 3 and outlives its parent
 	roleSpawnOrphan = "spawn-orphan" // starts a grandchild with fd 3, prints its pid, exits
 	roleClient      = "client"       // client SOCK METHOD PATH: one control API request
+	roleDaemonize   = "daemonize"    // starts a daemon with fd 3 in a session of its own, exits
+	roleDaemon      = "daemon"       // a setsid child serving HTTP on fd 3, tagged with FAKE_GEN
 )
 
 // Environment of the serve role.
@@ -58,14 +61,21 @@ func runFake(args []string) int {
 		return fakeSpawnOrphan()
 	case roleClient:
 		return fakeClient(args[2:])
+	case roleDaemonize:
+		return fakeDaemonize()
+	case roleDaemon:
+		return fakeDaemon()
 	}
 	fmt.Fprintf(os.Stderr, "fake: unknown role %q\n", args[1])
 	return 2
 }
 
 // fakeCheck is the config check. The file holds "ok" (or is missing),
-// "slow=MS" (succeed after MS milliseconds), or anything else: the check
-// prints it to stderr and exits 1, as `haproxy -c` does with its alerts.
+// "slow=MS" (succeed after MS milliseconds), "dump" and a newline (print
+// the rest to stdout and succeed, as `nginx -T` prints its dump),
+// "spew=MIB" (print MIB lines of 1 MiB each and succeed), or anything else:
+// the check prints it to stderr and exits 1, as `haproxy -c` does with its
+// alerts.
 func fakeCheck(args []string) int {
 	if len(args) != 1 {
 		fmt.Fprintln(os.Stderr, "fake check: want FILE")
@@ -79,7 +89,23 @@ func fakeCheck(args []string) int {
 		fmt.Fprintln(os.Stderr, "fake check:", err)
 		return 2
 	}
+	if dump, ok := strings.CutPrefix(string(b), "dump\n"); ok {
+		if _, err := os.Stdout.WriteString(dump); err != nil {
+			return 1
+		}
+		return 0
+	}
 	content := strings.TrimSpace(string(b))
+	if mib, ok := strings.CutPrefix(content, "spew="); ok {
+		n, _ := strconv.Atoi(mib)
+		line := append(bytes.Repeat([]byte{'x'}, 1<<20-1), '\n')
+		for range n {
+			if _, err := os.Stdout.Write(line); err != nil {
+				return 1
+			}
+		}
+		return 0
+	}
 	if ms, ok := strings.CutPrefix(content, "slow="); ok {
 		n, _ := strconv.Atoi(ms)
 		<-time.After(time.Duration(n) * time.Millisecond)
@@ -103,9 +129,17 @@ func fakeCheck(args []string) int {
 //	crash=MS      exit 2 MS ms after the first readiness probe was answered
 //	linger=MS     after draining (listeners closed, requests done) wait MS ms
 //	readydelay=MS create the readiness socket only after MS ms
+//	blocking      make the sockets blocking and accept in blocking mode
+//	              (fake_blocking_test.go): an EAGAIN from accept exits 6
+//	bindown       also bind a socket of its own (FAKE_DIR/own-addr)
+//	daemonize     double-fork a daemon (setsid, so outside our process group
+//	              and session, its parent gone) that serves on fd 3 until
+//	              SIGTERM (or never stops, with ignoreterm)
+//	nomarker      the daemon's environment lacks BATON_GENERATION
 type fakeOpts struct {
-	fail, hang, noDrain, ignoreTerm, grandchild bool
-	crash, linger, readyDelay                   time.Duration
+	fail, hang, noDrain, ignoreTerm, grandchild, daemonize bool
+	blocking, bindOwn                                      bool
+	crash, linger, readyDelay                              time.Duration
 }
 
 func parseFakeOpts(s string) (fakeOpts, error) {
@@ -134,12 +168,19 @@ func parseFakeOpts(s string) (fakeOpts, error) {
 		case "grandchild":
 			o.grandchild = true
 		case "gcdrain":
+		case "daemonize":
+			o.daemonize = true
+		case "nomarker":
 		case "crash":
 			o.crash = d
 		case "linger":
 			o.linger = d
 		case "readydelay":
 			o.readyDelay = d
+		case "blocking":
+			o.blocking = true
+		case "bindown":
+			o.bindOwn = true
 		default:
 			return o, fmt.Errorf("unknown mode %q", f)
 		}
@@ -184,7 +225,13 @@ func fakeServe() int {
 		}
 		logf("grandchild %d holds fd 3", pid)
 	}
-	srv, err := serveListeners(gen, n)
+	if o.daemonize {
+		if err := startDaemon(); err != nil {
+			logf("daemonize: %v", err)
+			return 5
+		}
+	}
+	srv, err := serveFake(gen, dir, n, o, logf)
 	if err != nil {
 		logf("%v", err)
 		return 5
@@ -244,6 +291,26 @@ func fakeLoop(o fakeOpts, srv *http.Server, sigs <-chan os.Signal, answered <-ch
 			}
 		}
 	}
+}
+
+// serveFake serves the n LISTEN_FDS sockets, and with bindown one of its
+// own, as o says (blocking or through Go's runtime).
+func serveFake(gen, dir string, n int, o fakeOpts, logf func(string, ...any)) (*http.Server, error) {
+	srv := &http.Server{}
+	var err error
+	if o.blocking {
+		fds := make([]int, n)
+		for i := range fds {
+			fds[i] = 3 + i
+		}
+		err = serveBlocking(gen, fds, logf)
+	} else {
+		srv, err = serveListeners(gen, n)
+	}
+	if err == nil && o.bindOwn {
+		err = bindOwn(gen, dir, o.blocking, srv, logf)
+	}
+	return srv, err
 }
 
 // serveListeners serves HTTP on fds 3 .. 3+n-1. Each fd is wrapped and its
@@ -330,6 +397,73 @@ func fakeGrandchild() int {
 	fmt.Fprintf(os.Stderr, "fake grandchild %d: holding fd 3\n", os.Getpid())
 	sig := <-sigs
 	fmt.Fprintf(os.Stderr, "fake grandchild %d: exiting on %v\n", os.Getpid(), sig)
+	return 0
+}
+
+// startDaemon runs the daemonize role with fd 3 and waits for it: the
+// daemon it starts is then an orphan in a session of its own, handed to the
+// nearest subreaper.
+func startDaemon() error {
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	pid, _, err := syscall.StartProcess(exe, []string{exe, roleDaemonize}, &syscall.ProcAttr{
+		Env: os.Environ(), Files: []uintptr{0, 1, 2, 3},
+	})
+	if err != nil {
+		return err
+	}
+	var ws syscall.WaitStatus
+	if _, err := syscall.Wait4(pid, &ws, 0, nil); err != nil {
+		return err
+	}
+	if ws.ExitStatus() != 0 {
+		return fmt.Errorf("daemonize exited with %v", ws)
+	}
+	return nil
+}
+
+// fakeDaemonize starts the daemon role with fd 3 in a new session and
+// exits without waiting for it. With FAKE_MODE nomarker the daemon's
+// environment lacks baton's generation marker.
+func fakeDaemonize() int {
+	env := os.Environ()
+	if slices.Contains(strings.Split(os.Getenv(envMode), ","), "nomarker") {
+		env = slices.DeleteFunc(env, func(kv string) bool { return strings.HasPrefix(kv, markerVar+"=") })
+	}
+	exe, err := os.Executable()
+	if err == nil {
+		_, _, err = syscall.StartProcess(exe, []string{exe, roleDaemon}, &syscall.ProcAttr{
+			Env: env, Files: []uintptr{0, 1, 2, 3}, Sys: &syscall.SysProcAttr{Setsid: true},
+		})
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "fake daemonize:", err)
+		return 1
+	}
+	return 0
+}
+
+// fakeDaemon serves HTTP on fd 3 as generation FAKE_GEN until SIGTERM
+// (ignored with FAKE_MODE ignoreterm); it ignores SIGUSR1.
+func fakeDaemon() int {
+	gen := os.Getenv(envGen)
+	o, _ := parseFakeOpts(os.Getenv(envMode))
+	signal.Ignore(unix.SIGUSR1)
+	sigs := make(chan os.Signal, 1)
+	if o.ignoreTerm {
+		signal.Ignore(unix.SIGTERM)
+	} else {
+		signal.Notify(sigs, unix.SIGTERM)
+	}
+	if _, err := serveListeners(gen, 1); err != nil {
+		fmt.Fprintln(os.Stderr, "fake daemon:", err)
+		return 1
+	}
+	fmt.Fprintf(os.Stderr, "fake daemon %d gen %s: serving\n", os.Getpid(), gen)
+	sig := <-sigs
+	fmt.Fprintf(os.Stderr, "fake daemon %d: exiting on %v\n", os.Getpid(), sig)
 	return 0
 }
 

@@ -21,9 +21,9 @@ type ForeignListener struct {
 	Adopted bool   `json:"adopted"` // baton took it over (--adopt-listeners)
 }
 
-// findForeign lists the listening TCP sockets pgid's processes hold that are
+// findForeign lists the listening TCP sockets g's processes hold that are
 // not baton's, with a process and descriptor number holding each.
-func (s *Supervisor) findForeign(pgid int, ours map[uint64]bool) []foreignFd {
+func (s *Supervisor) findForeign(g GenProcs, ours map[uint64]bool) []foreignFd {
 	listening, err := fdpass.ListeningTCP()
 	if err != nil {
 		return nil
@@ -39,7 +39,7 @@ func (s *Supervisor) findForeign(pgid int, ours map[uint64]bool) []foreignFd {
 	}
 	seen := map[uint64]bool{}
 	var out []foreignFd
-	pids, _ := s.procfs.Members(pgid)
+	pids, _ := s.procfs.Members(g)
 	for _, pid := range pids {
 		in, err := s.procfs.SocketInodes(pid)
 		if err != nil {

@@ -22,7 +22,8 @@ type genRuntime struct {
 	log      *zap.Logger
 	proc     Proc
 	session  proxyctl.Session
-	acquired bool // holds references in the listener set
+	acquired bool     // holds references in the listener set
+	track    genTrack // how its processes are found (tracking.go)
 
 	ctx    context.Context // cancelled when the generation is forgotten
 	cancel context.CancelFunc
@@ -159,15 +160,15 @@ func waitOutput(p Proc) {
 }
 
 // watchExit reports Exited once the leader was reaped and no process of the
-// generation's group is left (a worker orphaned by its master still holds
-// the listeners).
+// generation is left (a worker orphaned by its master, or a daemon that left
+// its process group, still holds the listeners).
 func (s *Supervisor) watchExit(rt *genRuntime) {
 	select {
 	case <-rt.proc.Done():
 	case <-s.loopCtx.Done():
 		return
 	}
-	if !s.pollUntil(s.loopCtx, func() bool { return !s.groupAlive(rt.proc.Pid()) }) {
+	if !s.pollUntil(s.loopCtx, func() bool { return !s.alive(rt) }) {
 		return
 	}
 	waitOutput(rt.proc)
@@ -180,18 +181,6 @@ func (s *Supervisor) watchExit(rt *genRuntime) {
 	s.emit(lifecycle.Exited{At: s.clock.Now(), Gen: rt.gen, Status: st.Code, Err: err})
 }
 
-// groupAlive reports whether process group pgid has a live (not zombie)
-// member. Zombies count for kill(-pgid, 0), and after an upgrade the
-// generations' zombies belong to whoever inherited them (PID 1, or baton's
-// init), which may reap them late.
-func (s *Supervisor) groupAlive(pgid int) bool {
-	if !GroupAlive(pgid) {
-		return false
-	}
-	pids, err := s.procfs.ScanGroup(pgid)
-	return err != nil || len(pids) > 0
-}
-
 // probeReady polls the driver's readiness check and the generation's fd
 // tables until it holds every current listener and answers; then Ready.
 func (s *Supervisor) probeReady(rt *genRuntime, inodes map[uint64]bool) {
@@ -199,7 +188,7 @@ func (s *Supervisor) probeReady(rt *genRuntime, inodes map[uint64]bool) {
 		if !rt.probing() {
 			return false
 		}
-		if missing := s.missing(rt.proc.Pid(), inodes); missing > 0 {
+		if missing := s.missing(rt.procs(), inodes); missing > 0 {
 			rt.setProbeError(fmt.Errorf("%d of %d listeners not yet held by the generation", missing, len(inodes)))
 			return false
 		}
@@ -212,7 +201,7 @@ func (s *Supervisor) probeReady(rt *genRuntime, inodes map[uint64]bool) {
 	if ready && rt.probing() {
 		rt.log.Info("generation ready")
 		s.emit(lifecycle.Ready{At: s.clock.Now(), Gen: rt.gen})
-		if found := s.findForeign(rt.proc.Pid(), inodes); len(found) > 0 {
+		if found := s.findForeign(rt.procs(), inodes); len(found) > 0 {
 			s.inLoop(func() { s.noteForeign(rt.gen, found) })
 		}
 	}
@@ -242,10 +231,9 @@ func (s *Supervisor) pollUntil(ctx context.Context, cond func() bool) bool {
 	}
 }
 
-// heldInodes is the union of socket inodes open in pgid's processes.
-func (s *Supervisor) heldInodes(pgid int) map[uint64]bool {
+// heldInodes is the union of socket inodes open in pids.
+func (s *Supervisor) heldInodes(pids []int) map[uint64]bool {
 	held := map[uint64]bool{}
-	pids, _ := s.procfs.Members(pgid)
 	for _, pid := range pids {
 		in, err := s.procfs.SocketInodes(pid)
 		if err != nil {
@@ -258,8 +246,10 @@ func (s *Supervisor) heldInodes(pgid int) map[uint64]bool {
 	return held
 }
 
-func (s *Supervisor) missing(pgid int, want map[uint64]bool) int {
-	held := s.heldInodes(pgid)
+// missing counts the inodes of want that no process of g holds.
+func (s *Supervisor) missing(g GenProcs, want map[uint64]bool) int {
+	pids, _ := s.procfs.Members(g)
+	held := s.heldInodes(pids)
 	n := 0
 	for k := range want {
 		if !held[k] {
@@ -269,14 +259,14 @@ func (s *Supervisor) missing(pgid int, want map[uint64]bool) int {
 	return n
 }
 
-func (s *Supervisor) holdsAny(pgid int, inodes map[uint64]bool) bool {
-	return s.missing(pgid, inodes) < len(inodes)
+func (s *Supervisor) holdsAny(g GenProcs, inodes map[uint64]bool) bool {
+	return s.missing(g, inodes) < len(inodes)
 }
 
-// scanHoldsAny is holdsAny over a full scan of the process group; a scan
-// error counts as holding (never acknowledge on doubt).
-func (s *Supervisor) scanHoldsAny(pgid int, inodes map[uint64]bool) bool {
-	pids, err := s.procfs.ScanGroup(pgid)
+// scanHoldsAny is holdsAny over ScanMembers; a scan error counts as
+// holding (never acknowledge on doubt).
+func (s *Supervisor) scanHoldsAny(g GenProcs, inodes map[uint64]bool) bool {
+	pids, err := s.procfs.ScanMembers(g)
 	if err != nil {
 		return true
 	}

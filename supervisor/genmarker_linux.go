@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/hmac"
-	"errors"
-	"fmt"
 	"io"
 	"os"
 	"strconv"
@@ -23,7 +21,7 @@ import (
 //  1. it leads its own process group (baton starts every generation with
 //     setpgid), is not a zombie, and its generation's directory RUN/GEN
 //     exists in the run directory (a real directory of baton's uid);
-//  2. and either its environment holds BATON_GENERATION=GEN:MAC, which
+//  2. and either its environment holds BATON_GENERATION=ID.GEN:MAC, which
 //     baton puts first in every generation's environment, MAC being an
 //     HMAC of RUN/GEN keyed by the run directory's marker file (0600, in
 //     the 0700 run directory: only baton's uid can compute it), or it runs
@@ -38,13 +36,10 @@ import (
 // An unrelated process, or one somebody else started naming baton's
 // directories, fails 2; a process a generation daemonized fails 3.
 
-// generationEnv is the environment variable of the generation marker.
-const generationEnv = "BATON_GENERATION"
-
 // Bounds of what the proof reads of a process.
 const (
-	environLimit = 1 << 20
-	cmdlineLimit = 1 << 20
+	proofEnvironLimit = 1 << 20
+	cmdlineLimit      = 1 << 20
 )
 
 // leader is a process proven to lead a generation of a run directory.
@@ -54,9 +49,11 @@ type leader struct {
 	Ticks uint64
 }
 
-// generationEnv is the marker entry of generation gen's environment.
-func (r *RunDir) generationEnv(gen lifecycle.Gen) string {
-	return generationEnv + "=" + strconv.Itoa(int(gen)) + ":" + r.mac(r.GenDir(gen))
+// markerValue is generation gen's BATON_GENERATION value: ID.GEN:MAC, ID
+// being the supervisor's tracking ID (tracking.go: which processes are the
+// generation's) and MAC the proof that baton's uid wrote it (above).
+func (r *RunDir) markerValue(id string, gen lifecycle.Gen) string {
+	return id + "." + strconv.Itoa(int(gen)) + ":" + r.mac(r.GenDir(gen))
 }
 
 // genDirs lists the generations whose directory exists in the run
@@ -99,16 +96,16 @@ func (r *RunDir) findLeaders() map[lifecycle.Gen]leader {
 		if err != nil || pid == self {
 			continue
 		}
-		ps, err := readProcStat(pid)
-		if err != nil || ps.pgid != pid || ps.state == 'Z' {
+		ps, err := readStat(pid)
+		if err != nil || ps.pgrp != pid || ps.state == 'Z' {
 			continue
 		}
 		gen, ok := r.claim(pid, gens)
 		if !ok {
 			continue
 		}
-		if cur, seen := out[gen]; !seen || ps.ticks < cur.Ticks || (ps.ticks == cur.Ticks && pid < cur.Pid) {
-			out[gen] = leader{Gen: gen, Pid: pid, Ticks: ps.ticks}
+		if cur, seen := out[gen]; !seen || ps.start < cur.Ticks || (ps.start == cur.Ticks && pid < cur.Pid) {
+			out[gen] = leader{Gen: gen, Pid: pid, Ticks: ps.start}
 		}
 	}
 	return out
@@ -116,14 +113,15 @@ func (r *RunDir) findLeaders() map[lifecycle.Gen]leader {
 
 // claim returns the generation whose mark pid carries (rule 2).
 func (r *RunDir) claim(pid int, gens map[lifecycle.Gen]bool) (lifecycle.Gen, bool) {
-	env, _ := readProcFile(pid, "environ", environLimit)
-	prefix := []byte(generationEnv + "=")
+	env, _ := readProcLimited(pid, "environ", proofEnvironLimit)
+	prefix := []byte(markerVar + "=")
 	for kv := range bytes.SplitSeq(env, []byte{0}) {
 		v, ok := bytes.CutPrefix(kv, prefix)
 		if !ok {
 			continue
 		}
-		num, mac, _ := strings.Cut(string(v), ":")
+		idGen, mac, _ := strings.Cut(string(v), ":")
+		num := idGen[strings.LastIndexByte(idGen, '.')+1:]
 		n, err := strconv.Atoi(num)
 		gen := lifecycle.Gen(n)
 		if err == nil && gens[gen] && hmac.Equal([]byte(mac), []byte(r.mac(r.GenDir(gen)))) {
@@ -133,7 +131,7 @@ func (r *RunDir) claim(pid int, gens map[lifecycle.Gen]bool) (lifecycle.Gen, boo
 	if !runsAsUs(pid) {
 		return 0, false
 	}
-	cmd, _ := readProcFile(pid, "cmdline", cmdlineLimit)
+	cmd, _ := readProcLimited(pid, "cmdline", cmdlineLimit)
 	base := []byte(r.Path + "/")
 	for rest := cmd; ; {
 		i := bytes.Index(rest, base)
@@ -152,37 +150,9 @@ func (r *RunDir) claim(pid int, gens map[lifecycle.Gen]bool) (lifecycle.Gen, boo
 	}
 }
 
-// procStat is what the proof reads of /proc/PID/stat.
-type procStat struct {
-	state byte
-	pgid  int
-	ticks uint64
-}
-
-func readProcStat(pid int) (procStat, error) {
-	b, err := readProcFile(pid, "stat", 4096)
-	if err != nil {
-		return procStat{}, err
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return procStat{}, errors.New("bad /proc stat")
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 20 || len(f[0]) != 1 {
-		return procStat{}, errors.New("short /proc stat")
-	}
-	pgid, err1 := strconv.Atoi(f[2])
-	ticks, err2 := strconv.ParseUint(f[19], 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
-		return procStat{}, fmt.Errorf("bad /proc stat: %w", err)
-	}
-	return procStat{state: f[0][0], pgid: pgid, ticks: ticks}, nil
-}
-
 // runsAsUs reports whether pid's real and effective uids are baton's.
 func runsAsUs(pid int) bool {
-	b, err := readProcFile(pid, "status", 64<<10)
+	b, err := readProcLimited(pid, "status", 64<<10)
 	if err != nil {
 		return false
 	}
@@ -197,7 +167,8 @@ func runsAsUs(pid int) bool {
 	return false
 }
 
-func readProcFile(pid int, name string, limit int64) ([]byte, error) {
+// readProcLimited reads at most limit bytes of /proc/PID/name.
+func readProcLimited(pid int, name string, limit int64) ([]byte, error) {
 	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/" + name)
 	if err != nil {
 		return nil, err

@@ -35,6 +35,7 @@ type Handover struct {
 	InitFd    int                    `json:"init_fd"`
 	MetricsFd int                    `json:"metrics_fd"`
 	NumFds    int                    `json:"num_fds"`
+	Tracking  *TrackingHandover      `json:"tracking,omitempty"`
 }
 
 // ListenerHandover is one socket of the listener set.
@@ -62,6 +63,9 @@ type GenHandover struct {
 // handoverLimit bounds the JSON a receiver accepts.
 const handoverLimit = 16 << 20
 
+// maxHandoverFds bounds the descriptors a handover may announce.
+const maxHandoverFds = 1 << 16
+
 // sendHandover writes h and its descriptors (borrowed) on c, then waits for
 // the receiver's "ready PID" line and returns PID.
 func sendHandover(c *net.UnixConn, h Handover, fds []int, timeout time.Duration) (int, error) {
@@ -81,7 +85,7 @@ func sendHandover(c *net.UnixConn, h Handover, fds []int, timeout time.Duration)
 			return 0, fmt.Errorf("send descriptors: %w", err)
 		}
 	}
-	line, err := bufio.NewReader(c).ReadString('\n')
+	line, err := bufio.NewReader(io.LimitReader(c, 64)).ReadString('\n')
 	if err != nil {
 		return 0, fmt.Errorf("wait for the new baton: %w", err)
 	}
@@ -96,22 +100,10 @@ func sendHandover(c *net.UnixConn, h Handover, fds []int, timeout time.Duration)
 // returned descriptors; on error none are returned. Reply with
 // AckHandover once the new baton serves.
 func ReceiveHandover(c *net.UnixConn, timeout time.Duration) (Handover, []int, error) {
-	var h Handover
 	_ = c.SetDeadline(time.Now().Add(timeout))
-	var n [4]byte
-	if _, err := io.ReadFull(c, n[:]); err != nil {
-		return h, nil, fmt.Errorf("read state: %w", err)
-	}
-	size := binary.LittleEndian.Uint32(n[:])
-	if size > handoverLimit {
-		return h, nil, fmt.Errorf("state of %d bytes: too large", size)
-	}
-	data := make([]byte, size)
-	if _, err := io.ReadFull(c, data); err != nil {
-		return h, nil, fmt.Errorf("read state: %w", err)
-	}
-	if err := json.Unmarshal(data, &h); err != nil {
-		return h, nil, fmt.Errorf("decode state: %w", err)
+	h, err := readHandoverState(c)
+	if err != nil {
+		return h, nil, err
 	}
 	var fds []int
 	buf := make([]byte, 1)
@@ -130,8 +122,71 @@ func ReceiveHandover(c *net.UnixConn, timeout time.Duration) (Handover, []int, e
 		closeFds(fds)
 		return h, nil, fmt.Errorf("received %d descriptors, expected %d", len(fds), h.NumFds)
 	}
+	if err := h.checkFdIndexes(); err != nil {
+		closeFds(fds)
+		return h, nil, fmt.Errorf("decode state: %w", err)
+	}
 	_ = c.SetDeadline(time.Time{})
 	return h, fds, nil
+}
+
+// readHandoverState reads the state sendHandover writes first: its length
+// (4 bytes, little-endian, at most handoverLimit), then that much JSON.
+// Memory grows with the bytes that arrive, not with the length announced;
+// nothing past the state is read (the descriptors follow it). The count of
+// descriptors announced must be within maxHandoverFds.
+func readHandoverState(r io.Reader) (Handover, error) {
+	var h Handover
+	var n [4]byte
+	if _, err := io.ReadFull(r, n[:]); err != nil {
+		return h, fmt.Errorf("read state: %w", err)
+	}
+	size := binary.LittleEndian.Uint32(n[:])
+	if size > handoverLimit {
+		return h, fmt.Errorf("state of %d bytes: too large", size)
+	}
+	data, err := io.ReadAll(io.LimitReader(r, int64(size)))
+	if err == nil && len(data) < int(size) {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
+		return h, fmt.Errorf("read state: %w", err)
+	}
+	if err := json.Unmarshal(data, &h); err != nil {
+		return h, fmt.Errorf("decode state: %w", err)
+	}
+	if h.NumFds < 0 || h.NumFds > maxHandoverFds {
+		return h, fmt.Errorf("decode state: %d descriptors announced, at most %d", h.NumFds, maxHandoverFds)
+	}
+	return h, nil
+}
+
+// checkFdIndexes: every descriptor index of h is -1 (none) or names one of
+// its NumFds descriptors, and none is named twice.
+func (h *Handover) checkFdIndexes() error {
+	used := map[int]string{}
+	check := func(i int, what string) error {
+		switch {
+		case i == -1:
+			return nil
+		case i < 0 || i >= h.NumFds:
+			return fmt.Errorf("%s: descriptor %d of %d", what, i, h.NumFds)
+		case used[i] != "":
+			return fmt.Errorf("%s: descriptor %d is also %s's", what, i, used[i])
+		}
+		used[i] = what
+		return nil
+	}
+	var errs []error
+	for _, l := range h.Listeners {
+		errs = append(errs, check(l.Fd, "listener "+l.Spec))
+	}
+	for _, g := range h.Gens {
+		gen := strconv.Itoa(int(g.Gen))
+		errs = append(errs, check(g.Pidfd, "pidfd of generation "+gen), check(g.Output, "output of generation "+gen))
+	}
+	errs = append(errs, check(h.ControlFd, "control socket"), check(h.LockFd, "lock"), check(h.InitFd, "init pipe"), check(h.MetricsFd, "metrics socket"))
+	return errors.Join(errs...)
 }
 
 // AckHandover tells the old baton the new one serves.

@@ -131,10 +131,14 @@ func TestReceiveHandoverRefusesBadInput(t *testing.T) {
 		close bool
 		want  string
 	}{
-		"truncated":   {data: frame(`{"baton_pid":1}`)[:8], close: true, want: "read state"},
-		"oversized":   {data: []byte{0xff, 0xff, 0xff, 0x7f}, want: "too large"},
-		"bad json":    {data: frame(`{"baton_pid":`), want: "decode state"},
-		"missing fds": {data: frame(`{"num_fds":3}`), close: true, want: "receive descriptors (0 of 3)"},
+		"truncated":              {data: frame(`{"baton_pid":1}`)[:8], close: true, want: "read state"},
+		"oversized":              {data: []byte{0xff, 0xff, 0xff, 0x7f}, want: "too large"},
+		"bad json":               {data: frame(`{"baton_pid":`), want: "decode state"},
+		"missing fds":            {data: frame(`{"num_fds":3}`), close: true, want: "receive descriptors (0 of 3)"},
+		"announced but not sent": {data: []byte{0xff, 0xff, 0xff, 0x00, '{'}, close: true, want: "read state: unexpected EOF"},
+		"too many fds":           {data: frame(`{"num_fds":100000}`), want: "100000 descriptors announced"},
+		"index out of range": {data: frame(`{"num_fds":0,"control_fd":5,"lock_fd":-1,"init_fd":-1,"metrics_fd":-1}`),
+			want: "control socket: descriptor 5 of 0"},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {

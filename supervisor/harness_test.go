@@ -22,6 +22,7 @@ import (
 
 	"github.com/batonproxy/baton/fdpass"
 	"github.com/batonproxy/baton/internal/proctree"
+	"github.com/batonproxy/baton/proxyctl"
 	"github.com/batonproxy/baton/supervisor/lifecycle"
 )
 
@@ -57,6 +58,17 @@ type harnessOpts struct {
 	wrapShell    bool
 	checkTimeout time.Duration
 	stateFile    string // Config.StateFile
+	// procfs wraps the real ProcFS (e.g. to block it); metrics is handed
+	// to the supervisor.
+	procfs  func(ProcFS) ProcFS
+	metrics *Metrics
+	// control is handed to the supervisor (Config.Control), which keeps
+	// its path bound; the test serves it.
+	control      *ControlSocket
+	adoptForeign bool // Config.AdoptListeners (--adopt-listeners)
+	// driver, when set, wraps the fake driver (e.g. adds an OutputChecker).
+	driver   func(*fakeDriver) proxyctl.Driver
+	noCgroup bool // track generations without cgroup v2 (the fallback)
 }
 
 // harness is one supervisor over the fake proxy, with its reaper, listeners
@@ -70,6 +82,8 @@ type harness struct {
 	reaper *testReaper
 	log    *zap.Logger
 	logs   *observer.ObservedLogs
+	cfg    Config // what sup was made with (a next supervisor reuses it)
+	deps   Deps
 
 	cancelRun context.CancelFunc
 	runDone   chan struct{}
@@ -107,11 +121,20 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.sup, err = New(Config{
-		Command: []string{exe, roleServe}, Driver: h.drv, Listeners: h.ls, Rlimits: rl,
+	if o.procfs != nil {
+		pfs = o.procfs(pfs)
+	}
+	var drv proxyctl.Driver = h.drv
+	if o.driver != nil {
+		drv = o.driver(h.drv)
+	}
+	h.cfg = Config{
+		Command: []string{exe, roleServe}, Driver: drv, Listeners: h.ls, Rlimits: rl,
 		Lifecycle: life, CheckTimeout: o.checkTimeout, RunDir: filepath.Join(h.dir, "r"),
-		Env: childTestEnv(), StateFile: o.stateFile,
-	}, Deps{Log: log, Starter: &ExecStarter{Reaper: h.reaper.Reaper}, ProcFS: pfs})
+		Env: childTestEnv(), StateFile: o.stateFile, Control: o.control, AdoptListeners: o.adoptForeign, NoCgroup: o.noCgroup,
+	}
+	h.deps = Deps{Log: log, Starter: &ExecStarter{Reaper: h.reaper.Reaper}, ProcFS: pfs, Metrics: o.metrics}
+	h.sup, err = New(h.cfg, h.deps)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -135,7 +135,7 @@ func socketHolders(inode uint64) []int {
 
 // commandLine is pid's command line for a message (bounded).
 func commandLine(pid int) string {
-	b, err := readProcFile(pid, "cmdline", 512)
+	b, err := readProcLimited(pid, "cmdline", 512)
 	if err != nil || len(b) == 0 {
 		return "?"
 	}

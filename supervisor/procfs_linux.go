@@ -2,26 +2,32 @@ package supervisor
 
 import (
 	"bufio"
+	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/prometheus/procfs"
+	"golang.org/x/sys/unix"
 
 	"github.com/batonproxy/baton/internal/proctree"
 )
 
 // ProcFS reads what baton needs to know about its descendants from /proc.
 type ProcFS interface {
-	// Members lists the live processes of process group pgid among baton's
-	// descendants (a generation's master, workers and orphans alike). The
-	// group leader's pid is pgid.
-	Members(pgid int) ([]int, error)
-	// ScanGroup lists every live process of group pgid by reading the stat
-	// of every process on the host: slower than Members, but it cannot miss
-	// a process that is being re-parented while the tree is walked.
-	ScanGroup(pgid int) ([]int, error)
+	// Members lists the live processes of a generation: its cgroup's, or
+	// without one (the fallback) those of its process group, every
+	// descendant of its leader and the orphans of it re-parented to its
+	// reaper (see GenProcs).
+	Members(g GenProcs) ([]int, error)
+	// ScanMembers is Members confirmed: without a cgroup it adds every
+	// process of the group found by reading the stat of every process on
+	// the host, slower, but it cannot miss one that is being re-parented
+	// while the tree is walked.
+	ScanMembers(g GenProcs) ([]int, error)
 	// SocketInodes returns the inodes of every socket pid has open.
 	SocketInodes(pid int) (map[uint64]bool, error)
 	// Limits returns pid's resource limits, by /proc/PID/limits row name.
@@ -37,30 +43,56 @@ type Limit struct {
 	Soft, Hard uint64
 }
 
-// NewProcFS returns a ProcFS over the real /proc, seen from baton's own pid.
+// NewProcFS returns a ProcFS over the real /proc.
 func NewProcFS() (ProcFS, error) {
 	fs, err := procfs.NewFS(procfs.DefaultMountPoint)
 	if err != nil {
 		return nil, err
 	}
-	return &realProcFS{fs: fs, self: os.Getpid()}, nil
+	return &realProcFS{fs: fs, markers: map[int]markerSeen{}}, nil
 }
 
 type realProcFS struct {
-	fs   procfs.FS
-	self int
+	fs procfs.FS
+
+	// markers caches what readMarker found in a process's environment,
+	// by pid and start time: the release watch reads the reaper's
+	// children every few milliseconds, and an environment is read once.
+	mu      sync.Mutex
+	markers map[int]markerSeen
 }
 
-// Members walks the process tree below the group leader (pid pgid) through
-// /proc/PID/task/TID/children and keeps the processes of group pgid, then
-// baton's own children of that group: a process whose parent exited (the
-// leader included, reaped or still a zombie, which has no children left)
-// was handed to baton, the subreaper. Reading baton's children last finds a
+// markerSeen is the marker found in the environment of the process that
+// started at start.
+type markerSeen struct {
+	start  uint64
+	marker string
+}
+
+// markersCached bounds the cache; it is emptied when full.
+const markersCached = 4096
+
+// Members reads the generation's cgroup.procs when it has a cgroup (and
+// the cgroup can be read), else walks the tree (see walk).
+func (r *realProcFS) Members(g GenProcs) ([]int, error) {
+	if g.Cgroup != "" {
+		if pids, err := cgroupProcs(g.Cgroup); err == nil {
+			return pids, nil
+		}
+	}
+	return r.walk(g), nil
+}
+
+// walk is the fallback's membership: the tree below the leader (every
+// descendant, whatever its group or session), then the reaper's children
+// that are in the generation's process group or carry its marker, with
+// their trees. Other generations' leaders are the reaper's children too:
+// their trees are skipped. Reading the reaper's children last finds a
 // process that moved while the leader's tree was read.
-func (r *realProcFS) Members(pgid int) ([]int, error) {
+func (r *realProcFS) walk(g GenProcs) []int {
 	var out []int
 	seen := map[int]bool{}
-	walk := func(queue []int, all bool) {
+	tree := func(queue []int) {
 		for len(queue) > 0 {
 			pid := queue[0]
 			queue = queue[1:]
@@ -68,42 +100,172 @@ func (r *realProcFS) Members(pgid int) ([]int, error) {
 				continue
 			}
 			seen[pid] = true
-			p, err := r.fs.Proc(pid)
+			st, err := readStat(pid)
 			if err != nil {
 				continue // exited meanwhile
 			}
-			st, err := p.Stat()
-			if err != nil {
-				continue
-			}
-			mine := st.PGRP == pgid
-			if mine && st.State != "Z" {
+			if st.state != 'Z' {
 				out = append(out, pid)
 			}
-			if mine || all {
-				queue = append(queue, proctree.Children(pid)...)
-			}
+			queue = append(queue, proctree.Children(pid)...)
 		}
 	}
-	walk([]int{pgid}, true)
-	// Other generations' leaders are baton's children too: skip their trees.
-	walk(proctree.Children(r.self), false)
-	return out, nil
+	if g.Leader > 0 {
+		tree([]int{g.Leader})
+	}
+	if g.Reaper <= 0 {
+		return out
+	}
+	for _, pid := range proctree.MainChildren(g.Reaper) {
+		if seen[pid] {
+			continue
+		}
+		st, err := readStat(pid)
+		if err == nil && (st.pgrp == g.Pgid || r.marked(pid, st.start, g.Marker)) {
+			tree([]int{pid})
+		}
+	}
+	return out
 }
 
-func (r *realProcFS) ScanGroup(pgid int) ([]int, error) {
-	procs, err := r.fs.AllProcs()
+func (r *realProcFS) ScanMembers(g GenProcs) ([]int, error) {
+	if g.Cgroup != "" {
+		if pids, err := cgroupProcs(g.Cgroup); err == nil {
+			return pids, nil
+		}
+	}
+	pids := r.walk(g)
+	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil, err
 	}
-	var out []int
-	for _, p := range procs {
-		st, err := p.Stat()
-		if err == nil && st.PGRP == pgid && st.State != "Z" {
-			out = append(out, p.PID)
+	have := map[int]bool{}
+	for _, p := range pids {
+		have[p] = true
+	}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || have[pid] {
+			continue
+		}
+		if st, err := readStat(pid); err == nil && st.pgrp == g.Pgid && st.state != 'Z' {
+			pids = append(pids, pid)
 		}
 	}
-	return out, nil
+	return pids, nil
+}
+
+// marked reports whether the process pid, started at start, carries the
+// marker; its environment is read once.
+func (r *realProcFS) marked(pid int, start uint64, marker string) bool {
+	if marker == "" {
+		return false
+	}
+	r.mu.Lock()
+	seen, ok := r.markers[pid]
+	r.mu.Unlock()
+	if !ok || seen.start != start {
+		seen = markerSeen{start: start, marker: readMarker(pid)}
+		r.mu.Lock()
+		if len(r.markers) >= markersCached {
+			clear(r.markers)
+		}
+		r.markers[pid] = seen
+		r.mu.Unlock()
+	}
+	return seen.marker == marker
+}
+
+// procStat is what membership needs of /proc/PID/stat.
+type procStat struct {
+	state byte
+	ppid  int
+	pgrp  int
+	start uint64 // clock ticks after boot: with the pid, the process's identity
+}
+
+// readStat reads the state, parent and process group of pid with one
+// read(2).
+func readStat(pid int) (procStat, error) {
+	var buf [512]byte
+	n, err := readProcFile(pid, "stat", buf[:])
+	if err != nil {
+		return procStat{}, err
+	}
+	b := buf[:n]
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return procStat{}, errors.New("bad /proc stat")
+	}
+	f := bytes.Fields(b[i+1:])
+	if len(f) < 20 || len(f[0]) != 1 {
+		return procStat{}, errors.New("short /proc stat")
+	}
+	ppid, err1 := strconv.Atoi(string(f[1]))
+	pgrp, err2 := strconv.Atoi(string(f[2]))
+	start, err3 := strconv.ParseUint(string(f[19]), 10, 64)
+	if err := errors.Join(err1, err2, err3); err != nil {
+		return procStat{}, err
+	}
+	return procStat{state: f[0][0], ppid: ppid, pgrp: pgrp, start: start}, nil
+}
+
+// environLimit bounds what readMarker reads of an environment; baton puts
+// the marker first.
+const environLimit = 64 << 10
+
+// readMarker returns the BATON_GENERATION value in pid's environment (as
+// it was at exec, unless the process overwrote it), "" for none. It reads
+// at most environLimit bytes.
+func readMarker(pid int) string {
+	fd, err := unix.Open("/proc/"+strconv.Itoa(pid)+"/environ", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return ""
+	}
+	defer unix.Close(fd)
+	prefix := []byte(markerVar + "=")
+	var env []byte
+	buf := make([]byte, 4096)
+	for len(env) < environLimit {
+		n, err := unix.Read(fd, buf)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil || n <= 0 {
+			break
+		}
+		env = append(env, buf[:n]...)
+	}
+	for kv := range bytes.SplitSeq(env, []byte{0}) {
+		if v, ok := bytes.CutPrefix(kv, prefix); ok {
+			return string(v)
+		}
+	}
+	return ""
+}
+
+// readProcFile reads up to len(buf) bytes of /proc/PID/name.
+func readProcFile(pid int, name string, buf []byte) (int, error) {
+	fd, err := unix.Open("/proc/"+strconv.Itoa(pid)+"/"+name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return 0, err
+	}
+	defer unix.Close(fd)
+	n := 0
+	for n < len(buf) {
+		m, err := unix.Read(fd, buf[n:])
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return n, err
+		}
+		if m == 0 {
+			break
+		}
+		n += m
+	}
+	return n, nil
 }
 
 func (r *realProcFS) SocketInodes(pid int) (map[uint64]bool, error) {

@@ -64,12 +64,13 @@ func TestMembersFindsOrphanOfUnreapedLeader(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	members, _ := pfs.Members(leader)
+	g := GenProcs{Pgid: leader, Leader: leader, Reaper: os.Getpid()}
+	members, _ := pfs.Members(g)
 	if len(members) != 1 || members[0] != orphan {
-		t.Errorf("Members(%d) = %v with the leader a zombie, want its orphan [%d]", leader, members, orphan)
+		t.Errorf("Members(%+v) = %v with the leader a zombie, want its orphan [%d]", g, members, orphan)
 	}
 	s := &Supervisor{procfs: pfs}
-	if !s.holdsAny(leader, map[uint64]bool{sock.Inode(): true}) {
+	if !s.holdsAny(g, map[uint64]bool{sock.Inode(): true}) {
 		t.Errorf("holdsAny says generation %d released the listener its orphan %d holds", leader, orphan)
 	}
 }

@@ -68,6 +68,15 @@ func (r *Reaper) Start(fork func() (int, error), onExit func(ExitStatus)) (int, 
 	return pid, err
 }
 
+// Owns reports whether pid is a child started through Start that was not
+// reaped yet.
+func (r *Reaper) Owns(pid int) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.waiting[pid]
+	return ok
+}
+
 func (r *Reaper) wake() {
 	select {
 	case r.kick <- struct{}{}:

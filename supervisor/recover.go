@@ -223,7 +223,7 @@ func takeBack(h *Handover, sp fdpass.Spec, inode uint64, pfs ProcFS) *fdpass.Soc
 			continue
 		}
 		unix.Close(pidfd)
-		pids, _ := pfs.Members(g.Pid)
+		pids, _ := pfs.Members(GenProcs{Pgid: g.Pid, Leader: g.Pid})
 		for _, pid := range pids {
 			fdnum := FindSocketFd(pid, inode)
 			if fdnum < 0 {
@@ -283,7 +283,7 @@ func heldTCPSpecs(h *Handover, pfs ProcFS) []fdpass.Spec {
 	seen := map[string]bool{}
 	var out []fdpass.Spec
 	for _, g := range h.Gens {
-		pids, _ := pfs.Members(g.Pid)
+		pids, _ := pfs.Members(GenProcs{Pgid: g.Pid, Leader: g.Pid})
 		for _, pid := range pids {
 			inodes, err := pfs.SocketInodes(pid)
 			if err != nil {

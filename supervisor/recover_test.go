@@ -70,14 +70,14 @@ func observed() (*zap.Logger, *observer.ObservedLogs) {
 func TestFindLeaders(t *testing.T) {
 	rd := newRunDir(t, 1, 2, 3, 4, 5)
 	sleep := []string{"sleep", "30"}
-	p1 := startProc(t, []string{rd.generationEnv(1)}, true, sleep...)
-	startProc(t, []string{generationEnv + "=2:" + strings.Repeat("0", 32)}, true, sleep...) // forged MAC
-	startProc(t, []string{rd.generationEnv(3)}, false, sleep...)                            // not a group leader
-	p4 := startProc(t, nil, true, "/bin/sh", "-c", "read x", rd.GenDir(4)+"/config/x.cfg")  // reads its stdin: no child
-	p5 := startProc(t, []string{rd.generationEnv(5)}, true, sleep...)
-	startProc(t, []string{rd.generationEnv(5)}, true, sleep...) // started later: a daemonized child
-	startProc(t, []string{rd.generationEnv(6)}, true, sleep...) // no directory 6
-	startProc(t, nil, true, sleep...)                           // unrelated
+	p1 := startProc(t, []string{markerVar + "=" + rd.markerValue("1-2-0000000a", 1)}, true, sleep...)
+	startProc(t, []string{markerVar + "=1-2-0000000a.2:" + strings.Repeat("0", 32)}, true, sleep...) // forged MAC
+	startProc(t, []string{markerVar + "=" + rd.markerValue("1-2-0000000a", 3)}, false, sleep...)     // not a group leader
+	p4 := startProc(t, nil, true, "/bin/sh", "-c", "read x", rd.GenDir(4)+"/config/x.cfg")           // reads its stdin: no child
+	p5 := startProc(t, []string{markerVar + "=" + rd.markerValue("1-2-0000000a", 5)}, true, sleep...)
+	startProc(t, []string{markerVar + "=" + rd.markerValue("1-2-0000000a", 5)}, true, sleep...) // started later: a daemonized child
+	startProc(t, []string{markerVar + "=" + rd.markerValue("1-2-0000000a", 6)}, true, sleep...) // no directory 6
+	startProc(t, nil, true, sleep...)                                                           // unrelated
 	got := rd.findLeaders()
 	want := map[lifecycle.Gen]int{1: p1.Process.Pid, 4: p4.Process.Pid, 5: p5.Process.Pid}
 	if len(got) != len(want) {
@@ -139,7 +139,7 @@ func TestForgedStateFileRefused(t *testing.T) {
 // a busy address.
 func TestTruncatedStateFileRecovered(t *testing.T) {
 	rd := newRunDir(t, 1, 2)
-	p := startProc(t, []string{rd.generationEnv(2)}, true, "sleep", "30")
+	p := startProc(t, []string{markerVar + "=" + rd.markerValue("1-2-0000000a", 2)}, true, "sleep", "30")
 	ticks, _ := proctree.StartTicks(p.Process.Pid)
 	state := filepath.Join(filepath.Dir(rd.Path), "b.sock.state")
 	full := stateOf(t, rd.Path, 2, p.Process.Pid, ticks, rd.GenDir(2))

@@ -72,10 +72,16 @@ func (s *Supervisor) Upgrade(ctx context.Context) (UpgradeResult, error) {
 	return r.upgrade, err
 }
 
-// Status returns a snapshot of the supervisor and its generations.
+// Status returns a snapshot of the supervisor and its generations: the
+// loop hands out what it holds in memory, and the caller's goroutine reads
+// the processes and sockets from the kernel (see gatherProcs).
 func (s *Supervisor) Status(ctx context.Context) (Status, error) {
 	r, err := s.call(ctx, request{kind: reqStatus})
-	return r.status, err
+	if err != nil {
+		return r.status, err
+	}
+	st := r.status
+	return st, s.gatherProcs(ctx, &st)
 }
 
 func (s *Supervisor) call(ctx context.Context, r request) (response, error) {

@@ -20,7 +20,7 @@ import (
 // runMarker is the file baton writes into every run directory it creates.
 // A regular file of baton's uid with this name marks the directory as a
 // baton's; its content is the key of the generation markers (see
-// generationEnv). Nobody but baton's uid can read it.
+// markerValue). Nobody but baton's uid can read it.
 const runMarker = ".baton-run"
 
 // keyLen is the size of the marker key in bytes (hex in the file).
@@ -63,7 +63,7 @@ func OpenRunDir(path string, carryOver bool) (*RunDir, error) {
 	if err := checkRunDir(path); err != nil {
 		return nil, err
 	}
-	rd.key, err = readMarker(filepath.Join(path, runMarker))
+	rd.key, err = readRunKey(filepath.Join(path, runMarker))
 	if errors.Is(err, os.ErrNotExist) && carryOver {
 		rd.key, err = writeMarker(filepath.Join(path, runMarker))
 	}
@@ -122,9 +122,9 @@ func writeMarker(path string) ([]byte, error) {
 	return key, nil
 }
 
-// readMarker reads the key from a marker file: a regular file of baton's
+// readRunKey reads the key from a marker file: a regular file of baton's
 // uid with one name, opened without following a link.
-func readMarker(path string) ([]byte, error) {
+func readRunKey(path string) ([]byte, error) {
 	f, err := openOwnFile(path)
 	if err != nil {
 		return nil, err
@@ -199,7 +199,7 @@ func (r *RunDir) Remove() error {
 	if err := checkRunDir(r.Path); err != nil {
 		return err
 	}
-	key, err := readMarker(filepath.Join(r.Path, runMarker))
+	key, err := readRunKey(filepath.Join(r.Path, runMarker))
 	if err != nil || !hmac.Equal(key, r.key) {
 		return fmt.Errorf("run directory %s not removed: it is no longer the one baton created (marker: %v)", r.Path, err)
 	}

@@ -1,7 +1,6 @@
 package supervisor
 
 import (
-	"bufio"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -25,9 +24,17 @@ type StartSpec struct {
 	Files     []int    // borrowed descriptors that become fds 3, 4, ... in the child
 	Rlimits   []Rlimit // set between fork and exec
 	ListenPID bool     // set LISTEN_PID to the child's own pid
+	// InCgroup starts the child in the cgroup v2 directory CgroupFD
+	// (borrowed) with clone3's CLONE_INTO_CGROUP: it is in it before its
+	// first instruction.
+	InCgroup bool
+	CgroupFD int
 	// OnOutput receives each line the child (or its descendants) writes to
 	// stdout or stderr. It runs on the process's output goroutine.
 	OnOutput func(line string)
+	// MaxLine bounds a line passed to OnOutput (0: maxLogLine); a longer
+	// one is cut there and ends with cutMarker.
+	MaxLine int
 }
 
 // Starter starts child processes.
@@ -95,7 +102,7 @@ func (s *ExecStarter) Start(sp StartSpec) (Proc, error) {
 	files := append([]uintptr{devnull.Fd(), wr.Fd(), wr.Fd()}, uintptrs(sp.Files)...)
 	attr := &syscall.ProcAttr{
 		Dir: sp.Dir, Env: sp.Env, Files: files,
-		Sys: &syscall.SysProcAttr{Setpgid: true, PidFD: &p.pidfd},
+		Sys: &syscall.SysProcAttr{Setpgid: true, PidFD: &p.pidfd, UseCgroupFD: sp.InCgroup, CgroupFD: sp.CgroupFD},
 	}
 	argv := []string{"baton-exec", ExecShimArg, string(spec)}
 	p.pid, err = s.Reaper.Start(func() (int, error) {
@@ -109,9 +116,13 @@ func (s *ExecStarter) Start(sp StartSpec) (Proc, error) {
 		return nil, fmt.Errorf("start %s: %w", sp.Path, err)
 	}
 	p.out = rd
-	go p.readOutput(rd, sp.OnOutput)
+	go p.readOutput(rd, sp.MaxLine, sp.OnOutput)
 	return p, nil
 }
+
+// Owns reports whether pid is a child this starter started that was not
+// reaped yet.
+func (s *ExecStarter) Owns(pid int) bool { return s.Reaper.Owns(pid) }
 
 func uintptrs(fds []int) []uintptr {
 	out := make([]uintptr, len(fds))
@@ -209,16 +220,21 @@ func (p *proc) Release() {
 }
 
 // readOutput copies the child's output, line by line, to onLine and to the
-// tail buffer until every writer is gone.
-func (p *proc) readOutput(rd io.ReadCloser, onLine func(string)) {
+// tail buffer until every writer is gone. A line over maxLine bytes (0:
+// maxLogLine) is cut there and marked; the lines after it are read as usual.
+func (p *proc) readOutput(rd io.ReadCloser, maxLine int, onLine func(string)) {
 	defer close(p.outDone)
 	defer rd.Close()
-	sc := bufio.NewScanner(rd)
-	sc.Buffer(make([]byte, 4096), 64*1024)
-	for sc.Scan() {
-		line := sc.Text()
+	if maxLine <= 0 {
+		maxLine = maxLogLine
+	}
+	readLines(rd, maxLine, func(b []byte, cut int) {
+		line := string(b)
+		if cut > 0 {
+			line += cutMarker(cut)
+		}
 		p.mu.Lock()
-		p.tail = append(p.tail, line...)
+		p.tail = append(p.tail, line[max(0, len(line)-outputTail):]...)
 		p.tail = append(p.tail, '\n')
 		if len(p.tail) > outputTail {
 			p.tail = p.tail[len(p.tail)-outputTail:]
@@ -227,8 +243,7 @@ func (p *proc) readOutput(rd io.ReadCloser, onLine func(string)) {
 		if onLine != nil {
 			onLine(line)
 		}
-	}
-	_, _ = io.Copy(io.Discard, rd) // a line over 64 KiB: drain so the child never blocks
+	})
 }
 
 // GroupAlive reports whether any process is left in process group pgid.

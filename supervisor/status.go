@@ -1,6 +1,8 @@
 package supervisor
 
 import (
+	"context"
+	"fmt"
 	"os"
 	"time"
 
@@ -26,6 +28,10 @@ type Status struct {
 	RestartAt          *time.Time `json:"restart_at,omitempty"`
 	// Watch is the config watch's state, when --watch is set.
 	Watch *WatchStatus `json:"watch,omitempty"`
+
+	// procs finds each generation's processes (same order as Generations),
+	// taken on the loop for gatherProcs; not part of the document.
+	procs []GenProcs
 }
 
 // Counters are totals since baton started.
@@ -98,7 +104,12 @@ var deadlineActions = map[lifecycle.State]string{
 	lifecycle.Stopping: "kill",
 }
 
-// status builds a Status on the loop goroutine.
+// status builds, on the loop goroutine, the part of a Status that baton
+// holds in memory: generations with their leader pid, listeners with their
+// inodes, counters. What the kernel knows (each generation's processes,
+// their descriptors, limits and connections, the accept queues) is read
+// afterwards by gatherProcs, on the caller's goroutine: a host-wide
+// sock_diag dump and a /proc walk never run on the loop.
 func (s *Supervisor) status() Status {
 	st := Status{
 		Pid: os.Getpid(), Proxy: s.cfg.Driver.Name(), Command: s.cfg.Command,
@@ -108,17 +119,13 @@ func (s *Supervisor) status() Status {
 	for _, r := range s.cfg.Rlimits {
 		st.Rlimits = append(st.Rlimits, r.String())
 	}
-	queues, established := tcpState()
 	for _, sock := range s.cfg.Listeners.Sockets() {
 		sp := sock.Spec()
-		ls := ListenerStatus{Name: sp.Name, Spec: sp.String(), Addr: sock.Addr(), Inode: sock.Inode(), Where: s.cfg.Listeners.Where(ListenerKey(sp.Key()))}
-		if q, ok := queues[sock.Inode()]; ok {
-			ls.Queue, ls.Backlog = q.Queue, q.Backlog
-		}
-		st.Listeners = append(st.Listeners, ls)
+		st.Listeners = append(st.Listeners, ListenerStatus{Name: sp.Name, Spec: sp.String(), Addr: sock.Addr(), Inode: sock.Inode(), Where: s.cfg.Listeners.Where(ListenerKey(sp.Key()))})
 	}
 	for _, g := range s.m.Generations() {
-		st.Generations = append(st.Generations, s.genStatus(g, established))
+		st.Generations = append(st.Generations, s.genStatus(g))
+		st.procs = append(st.procs, s.genProcs(g))
 	}
 	if last := s.m.LastReload(); last.Gen != 0 {
 		rs := &ReloadStatus{Gen: int(last.Gen), At: last.At, DurationMs: float64(last.Duration.Microseconds()) / 1000}
@@ -135,6 +142,55 @@ func (s *Supervisor) status() Status {
 		st.Watch = &w
 	}
 	return st
+}
+
+// genProcs is how the processes of g are found, read on the loop for a
+// gathering off it: every process it spawned (tracking.go).
+func (s *Supervisor) genProcs(g lifecycle.GenInfo) GenProcs {
+	if rt := s.gens[g.Gen]; rt != nil && rt.proc != nil {
+		return rt.procs()
+	}
+	return GenProcs{Pgid: g.Pid, Leader: g.Pid}
+}
+
+func (s *Supervisor) genStatus(g lifecycle.GenInfo) GenStatus {
+	gs := GenStatus{
+		Gen: int(g.Gen), State: g.State.String(), Pid: g.Pid, Replacement: g.Replacement,
+		StartedAt: timePtr(g.StartedAt), ReadyAt: timePtr(g.ReadyAt), DrainedAt: timePtr(g.DrainedAt),
+		Deadline: timePtr(g.Deadline), Processes: []ProcStatus{},
+	}
+	if gs.Deadline != nil {
+		gs.DeadlineAction = deadlineActions[g.State]
+	}
+	if rt := s.gens[g.Gen]; rt != nil {
+		gs.ForeignListeners = rt.foreign
+	}
+	return gs
+}
+
+// gatherProcs completes st, a snapshot from the loop, with what the kernel
+// says now: accept queues and backlogs (sock_diag), and for each generation
+// its processes with their limits, descriptors and connections (/proc). It
+// runs on the caller's goroutine, one gathering at a time (s.gathering):
+// scrapes and status requests that arrive meanwhile wait for their turn,
+// up to ctx, and never hold up the loop.
+func (s *Supervisor) gatherProcs(ctx context.Context, st *Status) error {
+	select {
+	case s.gathering <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("read process data: %w", ctx.Err())
+	}
+	defer func() { <-s.gathering }()
+	queues, established := tcpState()
+	for i := range st.Listeners {
+		if q, ok := queues[st.Listeners[i].Inode]; ok {
+			st.Listeners[i].Queue, st.Listeners[i].Backlog = q.Queue, q.Backlog
+		}
+	}
+	for i := range st.Generations {
+		s.gatherGen(&st.Generations[i], st.procs[i], established)
+	}
+	return nil
 }
 
 // tcpState reads, through sock_diag, the listening sockets (by inode) and
@@ -156,22 +212,13 @@ func tcpState() (map[uint64]fdpass.ListenInfo, map[uint64]bool) {
 	return queues, established
 }
 
-func (s *Supervisor) genStatus(g lifecycle.GenInfo, established map[uint64]bool) GenStatus {
-	gs := GenStatus{
-		Gen: int(g.Gen), State: g.State.String(), Pid: g.Pid, Replacement: g.Replacement,
-		StartedAt: timePtr(g.StartedAt), ReadyAt: timePtr(g.ReadyAt), DrainedAt: timePtr(g.DrainedAt),
-		Deadline: timePtr(g.Deadline), Processes: []ProcStatus{},
+// gatherGen reads the processes of the generation whose leader is gs.Pid
+// and that procs (taken on the loop) finds.
+func (s *Supervisor) gatherGen(gs *GenStatus, procs GenProcs, established map[uint64]bool) {
+	if gs.Pid == 0 {
+		return
 	}
-	if gs.Deadline != nil {
-		gs.DeadlineAction = deadlineActions[g.State]
-	}
-	if rt := s.gens[g.Gen]; rt != nil {
-		gs.ForeignListeners = rt.foreign
-	}
-	if g.Pid == 0 {
-		return gs
-	}
-	pids, _ := s.procfs.Members(g.Pid)
+	pids, _ := s.procfs.Members(procs)
 	for _, pid := range pids {
 		ps := ProcStatus{Pid: pid}
 		if lim, err := s.procfs.Limits(pid); err == nil {
@@ -189,7 +236,6 @@ func (s *Supervisor) genStatus(g lifecycle.GenInfo, established map[uint64]bool)
 		gs.Connections += ps.Connections
 		gs.Processes = append(gs.Processes, ps)
 	}
-	return gs
 }
 
 func timePtr(t time.Time) *time.Time {

@@ -51,6 +51,10 @@ type Config struct {
 	// generation gets the sockets its config declares, bound when missing
 	// (Listeners may start empty); see listenerdiff.go.
 	ListenersFromConfig bool
+	// NoCgroup tracks generations without cgroup v2 even where baton could
+	// create one (see tracking.go): by process group, process tree and the
+	// environment marker.
+	NoCgroup bool
 }
 
 // Deps are the supervisor's collaborators.
@@ -113,6 +117,19 @@ type Supervisor struct {
 	calls      chan func() // work effect goroutines hand to the loop
 	// followed is the active generation that followActive last saw.
 	followed lifecycle.Gen
+
+	// gathering is held while a status request reads /proc and sock_diag
+	// (on the caller's goroutine, see gatherProcs).
+	gathering chan struct{}
+	// maxOutput bounds a command's output (maxCommandOutput; tests lower it).
+	maxOutput int
+	// trackID names this baton's generation markers and cgroup subtree;
+	// cgroups is that subtree (tracking.go); reported are the orphans of no
+	// generation already logged; trackingEnded: endTracking ran.
+	trackID       string
+	cgroups       *cgroupTree
+	reported      map[int]bool
+	trackingEnded bool
 }
 
 // New checks cfg and returns a supervisor; Run starts it.
@@ -140,11 +157,16 @@ func New(cfg Config, deps Deps) (*Supervisor, error) {
 		gens:       map[lifecycle.Gen]*genRuntime{},
 		events:     make(chan lifecycle.Event, 64),
 		calls:      make(chan func(), 8),
+		gathering:  make(chan struct{}, 1),
 		reqs:       make(chan request),
 		pending:    map[lifecycle.RequestID]pendingReq{},
 		done:       make(chan struct{}),
 		firstReady: make(chan struct{}),
+		maxOutput:  maxCommandOutput,
+		trackID:    newTrackID(),
+		reported:   map[int]bool{},
 	}
+	s.cgroups = newCgroupTree(s.trackID, cfg.NoCgroup)
 	if len(cfg.WatchPaths) > 0 {
 		w, err := newWatcher(cfg.WatchPaths, s.Reload, s.log)
 		if err != nil {
@@ -173,7 +195,7 @@ func childEnv(env []string) []string {
 		k, _, _ := strings.Cut(kv, "=")
 		switch k {
 		case "NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "NGINX", "WATCHDOG_USEC", "WATCHDOG_PID",
-			"TABLEFLIP_HAS_PARENT_7DIU3", "BATON_INIT_CHILD", "BATON_INIT_FD", generationEnv:
+			"TABLEFLIP_HAS_PARENT_7DIU3", "BATON_INIT_CHILD", "BATON_INIT_FD", markerVar:
 			continue
 		}
 		out = append(out, kv)
@@ -194,6 +216,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 				s.log.Error("config watch stopped", zap.Error(err))
 			}
 		})
+	}
+	if s.cfg.Control != nil {
+		s.goEffect(func() { s.watchControl(loopCtx) })
 	}
 	defer func() {
 		cancel()

@@ -122,7 +122,8 @@ func (s *Supervisor) collectHandover(withFds bool) (Handover, []int, error) {
 	if err != nil {
 		return Handover{}, nil, err
 	}
-	h := Handover{BatonPid: os.Getpid(), Machine: snap, LastGood: s.lastGood, PidFile: s.pidFile, ControlFd: -1, LockFd: -1, InitFd: -1, MetricsFd: -1}
+	h := Handover{BatonPid: os.Getpid(), Machine: snap, LastGood: s.lastGood, PidFile: s.pidFile, ControlFd: -1, LockFd: -1, InitFd: -1, MetricsFd: -1,
+		Tracking: &TrackingHandover{ID: s.trackID, Cgroup: s.cgroups.dir}}
 	var fds []int
 	ok := false
 	defer func() {
@@ -259,8 +260,9 @@ func dupFd(fd int) (int, error) {
 // gone is left out.
 func (s *Supervisor) Adopt(h Handover, fds []int) error {
 	alive := map[lifecycle.Gen]bool{}
+	prevID := s.adoptTracking(h.Tracking)
 	for _, gh := range h.Gens {
-		rt, err := s.adoptGen(gh, fds)
+		rt, err := s.adoptGen(gh, fds, prevID)
 		if err != nil {
 			s.log.Warn("generation not adopted", zap.Int("gen", int(gh.Gen)), zap.Int("pid", gh.Pid), zap.Error(err))
 			continue
@@ -288,6 +290,7 @@ func (s *Supervisor) Adopt(h Handover, fds []int) error {
 	}
 	s.adopted = true
 	s.readyOnce.Do(func() { close(s.firstReady) })
+	s.noteRemnants(alive)
 	return nil
 }
 
@@ -317,7 +320,7 @@ func (s *Supervisor) foundGens(kept []lifecycle.GenInfo, found map[lifecycle.Gen
 	return out
 }
 
-func (s *Supervisor) adoptGen(gh GenHandover, fds []int) (*genRuntime, error) {
+func (s *Supervisor) adoptGen(gh GenHandover, fds []int, prevID string) (*genRuntime, error) {
 	pidfd, out := fdAt(fds, gh.Pidfd), fdAt(fds, gh.Output)
 	if pidfd < 0 {
 		var err error
@@ -337,7 +340,8 @@ func (s *Supervisor) adoptGen(gh GenHandover, fds []int) (*genRuntime, error) {
 		rt.rewrite = strings.NewReplacer(pairs...)
 	}
 	rt.proc = AdoptProc(ProcHandover{Pid: gh.Pid, Pidfd: pidfd, Output: out}, rt.logOutput)
-	rt.log.Info("generation adopted")
+	rt.track = s.adoptedTrack(gh, prevID)
+	rt.log.Info("generation adopted", zap.String("cgroup", rt.track.cgroup), zap.String("marker", rt.track.marker))
 	return rt, nil
 }
 

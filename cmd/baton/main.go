@@ -45,6 +45,9 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(exitShimError)
 	}
+	if len(os.Args) > 1 && os.Args[1] == "run" {
+		survivePipeClose() // the init and the supervisor alike
+	}
 	if runsAsInit(os.Args) {
 		os.Exit(initMain(os.Args, os.Stderr))
 	}

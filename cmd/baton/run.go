@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -19,7 +17,6 @@ import (
 
 	"github.com/cloudflare/tableflip"
 	"github.com/coreos/go-systemd/v22/daemon"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/urfave/cli/v2"
 	"github.com/urfave/cli/v2/altsrc"
 	"go.uber.org/zap"
@@ -58,9 +55,10 @@ func runCommand() *cli.Command {
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "check-timeout", Value: 30 * time.Second, Usage: "how long the config check may take"}),
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "rlimit", Usage: "resource limit `NAME=SOFT[:HARD]` for every child (repeatable; default nofile=min(hard limit, 1048576))"}),
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "watch", Usage: "reload when the content of this file or directory `PATH` changes (repeatable; debounced, digest-compared)"}),
-		altsrc.NewStringFlag(&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics on `ADDR` (host:port) at /metrics"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics on `ADDR` ([HOST]:PORT; without a host, 127.0.0.1) at /metrics"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "pid-file", Usage: "write baton's pid to `FILE` (kept up to date across upgrades)"}),
 		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "adopt-listeners", Usage: "accept config addresses missing from --listen (refused at the check otherwise) and take over the sockets a generation binds for them, so the next generation receives them"}),
+		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "no-cgroup", Usage: "track each generation's processes without creating cgroup v2 groups (process group, process tree and the BATON_GENERATION environment marker), even where baton could create them"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "drain-signal", Usage: "generic driver: `SIGNAL` that asks a generation to drain (default SIGTERM)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "stop-signal", Usage: "generic driver: `SIGNAL` for the hard stop (default SIGINT)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "ready-probe", Usage: "generic driver: a generation is ready when `COMMAND` (run by /bin/sh -c) exits 0, instead of READY=1 on NOTIFY_SOCKET"}),
@@ -147,6 +145,7 @@ type runSetup struct {
 	life       lifecycle.Config
 	group      int
 	log        *zap.Logger
+	noCgroup   bool // --no-cgroup
 }
 
 func parseRunFlags(c *cli.Context) (*runSetup, error) {
@@ -217,28 +216,11 @@ func parseRunFlags(c *cli.Context) (*runSetup, error) {
 		return nil, err
 	}
 	rs.watch, rs.checkTO, rs.adopt = c.StringSlice("watch"), c.Duration("check-timeout"), c.Bool("adopt-listeners")
+	rs.noCgroup = c.Bool("no-cgroup")
 	if rs.checkTO <= 0 {
 		return nil, usagef("run: --check-timeout must be positive")
 	}
 	return rs, nil
-}
-
-// listenMetrics binds --metrics before anything starts, so that a bad or
-// busy address is reported at once.
-func listenMetrics(addr string) (net.Listener, error) {
-	if addr == "" {
-		return nil, nil
-	}
-	if _, port, err := net.SplitHostPort(addr); err != nil {
-		return nil, usageError{fmt.Errorf("--metrics %q: want HOST:PORT", addr)}
-	} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
-		return nil, usageError{fmt.Errorf("--metrics %q: port %q: want 0-65535", addr, port)}
-	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("--metrics: %w", err)
-	}
-	return ln, nil
 }
 
 var genericFlags = []string{"drain-signal", "stop-signal", "ready-probe", "ready-after", "check-command"}
@@ -345,11 +327,7 @@ func openControl(path string, group int) (*supervisor.ControlSocket, error) {
 	if err != nil {
 		return nil, err
 	}
-	mode := os.FileMode(0o600)
-	if group >= 0 {
-		mode = 0o660
-	}
-	ctl, err := supervisor.ListenControl(path, mode)
+	ctl, err := supervisor.ListenControl(path, controlMode(group))
 	if err != nil {
 		return nil, err
 	}
@@ -377,6 +355,15 @@ func checkedControlPath(path string) (string, error) {
 	return filepath.Join(real, filepath.Base(path)), nil
 }
 
+// controlMode is the control socket's mode: 0600, or 0660 for a
+// --control-group.
+func controlMode(group int) os.FileMode {
+	if group >= 0 {
+		return 0o660
+	}
+	return 0o600
+}
+
 // supervise wires the supervisor, its control server and signals, and runs
 // until the supervisor exits.
 func supervise(rs *runSetup, st *startState, upg *tableflip.Upgrader) error {
@@ -396,7 +383,7 @@ func supervise(rs *runSetup, st *startState, upg *tableflip.Upgrader) error {
 		Command: rs.cmd, Driver: rs.driver, Listeners: st.listeners, Rlimits: rs.rlimits,
 		Lifecycle: rs.life, CheckTimeout: rs.checkTO, RunDir: st.ctl.Path + ".d", Env: os.Environ(),
 		WatchPaths: rs.watch, Control: st.ctl, InitPipe: st.initPipe, MetricsListener: st.metrics,
-		StateFile: st.ctl.Path + ".state", AdoptListeners: rs.adopt, ListenersFromConfig: rs.fromConfig,
+		StateFile: st.ctl.Path + ".state", AdoptListeners: rs.adopt, ListenersFromConfig: rs.fromConfig, NoCgroup: rs.noCgroup,
 	}, supervisor.Deps{
 		Log: rs.log, Starter: &supervisor.ExecStarter{Reaper: reaper}, ProcFS: st.procfs,
 		Notify: sdNotify, Metrics: metrics, Upgrader: flipper{upg, reaper},
@@ -429,7 +416,8 @@ func supervise(rs *runSetup, st *startState, upg *tableflip.Upgrader) error {
 	}()
 	srv := supervisor.NewControlServer(sup, rs.log, rs.group)
 	srvDone := make(chan error, 1)
-	go func() { srvDone <- srv.Serve(st.ctl.Listener) }()
+	st.ctl.SetRebind(controlMode(rs.group), rs.group) // if its path is removed
+	go func() { srvDone <- srv.Serve(st.ctl.Acceptor()) }()
 	stopSignals := forwardSignals(sup, rs.log)
 	defer stopSignals()
 	rs.log.Info("baton started", zap.Int("pid", os.Getpid()), zap.String("proxy", rs.driver.Name()),
@@ -496,27 +484,6 @@ func announceReady(sup *supervisor.Supervisor, st *startState, upg *tableflip.Up
 // NOTIFY_SOCKET is set) about readiness, reloads and stopping.
 func sdNotify(state string) {
 	_, _ = daemon.SdNotify(false, state)
-}
-
-// serveMetrics serves /metrics on ln until the returned function is called.
-func serveMetrics(ln net.Listener, m *supervisor.Metrics, log *zap.Logger) func() {
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("metrics server", zap.Error(err))
-		}
-	}()
-	log.Info("serving metrics", zap.String("addr", ln.Addr().String()))
-	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		<-done
-	}
 }
 
 func stringers(rl []supervisor.Rlimit) []fmt.Stringer {

@@ -1,0 +1,147 @@
+package supervisor
+
+import (
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// connLimit is a net.Listener for an http.Server that keeps at most max
+// connections open, so that idle clients cannot take every descriptor
+// baton has (the control and metrics servers each have their own, so that
+// one cannot starve the other).
+//
+// A connection is first given to admit, when set (the control socket's
+// peer check): a refused one is admit's to answer and close, and never
+// counts. When max connections are open, the one that has been idle
+// longest (no request read yet, or waiting between keep-alive requests) is
+// closed to make room; when every one is busy with a request, the new
+// connection is closed at once. Either is logged, at most once per
+// capLogEvery, with counts.
+//
+// The http.Server must report connection states through connState.
+type connLimit struct {
+	net.Listener
+	max   int
+	what  string // "control", "metrics": for the log
+	admit func(net.Conn) bool
+	log   *zap.Logger
+	every *logEvery
+
+	mu      sync.Mutex
+	open    map[*limitedConn]struct{}
+	seq     uint64 // orders connections by when they became idle
+	evicted int    // idle connections closed for a new one since the last log
+	turned  int    // new connections closed at once since the last log
+}
+
+// capLogEvery spaces the log lines about the cap.
+const capLogEvery = time.Minute
+
+func newConnLimit(ln net.Listener, max int, what string, admit func(net.Conn) bool, log *zap.Logger) *connLimit {
+	return &connLimit{Listener: ln, max: max, what: what, admit: admit, log: log, every: newLogEvery(capLogEvery), open: map[*limitedConn]struct{}{}}
+}
+
+// Accept returns the next admitted connection that fits under the cap.
+func (l *connLimit) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if l.admit != nil && !l.admit(c) {
+			continue
+		}
+		lc, victim := l.add(c)
+		if victim != nil {
+			_ = victim.Conn.Close() // its server goroutine sees the error and ends
+		}
+		if lc != nil {
+			return lc, nil
+		}
+		_ = c.Close()
+	}
+}
+
+// add registers c, making room by evicting the longest idle connection
+// (returned, to be closed outside the lock). It returns nil for c when
+// every open connection is busy.
+func (l *connLimit) add(c net.Conn) (*limitedConn, *limitedConn) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var victim *limitedConn
+	if len(l.open) >= l.max {
+		for o := range l.open {
+			if o.idle && (victim == nil || o.idleSeq < victim.idleSeq) {
+				victim = o
+			}
+		}
+		if victim == nil {
+			l.turned++
+			l.logCapLocked()
+			return nil, nil
+		}
+		delete(l.open, victim)
+		l.evicted++
+		l.logCapLocked()
+	}
+	l.seq++
+	lc := &limitedConn{Conn: c, l: l, idle: true, idleSeq: l.seq}
+	l.open[lc] = struct{}{}
+	return lc, victim
+}
+
+func (l *connLimit) logCapLocked() {
+	if due, _ := l.every.due(); !due {
+		return
+	}
+	l.log.Warn("connection cap reached", zap.String("server", l.what), zap.Int("max_connections", l.max),
+		zap.Int("idle_closed", l.evicted), zap.Int("refused_busy", l.turned))
+	l.evicted, l.turned = 0, 0
+}
+
+// Open is the number of connections counted against the cap.
+func (l *connLimit) Open() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.open)
+}
+
+// connState is the http.Server's ConnState hook.
+func connState(c net.Conn, st http.ConnState) {
+	lc, ok := c.(*limitedConn)
+	if !ok {
+		return
+	}
+	l := lc.l
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch st {
+	case http.StateNew, http.StateIdle:
+		l.seq++
+		lc.idle, lc.idleSeq = true, l.seq
+	case http.StateActive:
+		lc.idle = false
+	case http.StateClosed, http.StateHijacked:
+		delete(l.open, lc)
+	}
+}
+
+// limitedConn is a connection counted by its connLimit until closed.
+type limitedConn struct {
+	net.Conn
+	l       *connLimit
+	idle    bool   // guarded by l.mu
+	idleSeq uint64 // guarded by l.mu
+}
+
+// Close closes the connection and frees its place.
+func (c *limitedConn) Close() error {
+	c.l.mu.Lock()
+	delete(c.l.open, c)
+	c.l.mu.Unlock()
+	return c.Conn.Close()
+}
