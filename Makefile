@@ -73,7 +73,7 @@ integration: deps
 # `make test`, which replays the seed corpora (testdata/fuzz/) as plain tests.
 # A failure leaves the failing input in the package's testdata/fuzz/.
 FUZZTIME     ?= 8s
-FUZZ_TARGETS := supervisor:FuzzHandoverDecode proxyctl:FuzzNginxDump
+FUZZ_TARGETS := supervisor:FuzzHandoverDecode supervisor:FuzzReadState proxyctl:FuzzNginxDump
 
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
