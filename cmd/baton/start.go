@@ -125,7 +125,7 @@ func receiveUpgrade(upg *tableflip.Upgrader, rs *runSetup, control string) (*sta
 	}
 	st.initPipe = supervisor.AdoptInitPipe(h, fds)
 	if err != nil {
-		st.close(false)
+		st.abort()
 		return nil, err
 	}
 	rs.log.Info("taking over from the old baton", zap.Int("old_pid", h.BatonPid), zap.Int("generations", len(h.Gens)))
@@ -141,6 +141,11 @@ func (st *startState) closeFds() {
 	}
 	st.fds = nil
 }
+
+// abort lets go of everything after a failed start. A baton that was
+// taking over (an upgrade) removes no path and no lock file: they are the
+// old baton's, which carries on with them.
+func (st *startState) abort() { st.close(st.conn != nil) }
 
 // close lets go of everything; after a handover without removing paths the
 // next baton serves on.
