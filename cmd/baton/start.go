@@ -55,7 +55,10 @@ func startFresh(rs *runSetup, control, metricsAddr string) (*startState, error) 
 		return nil, err
 	}
 	st.initPipe = initPipeFromEnv()
-	if prev := supervisor.Recover(st.ctl.Path+".state", st.run, rs.log); prev != nil {
+	prev, err := supervisor.Recover(st.ctl.Path+".state", st.run, rs.log)
+	switch {
+	case err != nil:
+	case prev != nil:
 		var found int
 		st.listeners, found, err = supervisor.RecoverListeners(prev, rs.specs, st.procfs)
 		if err == nil {
@@ -63,7 +66,7 @@ func startFresh(rs *runSetup, control, metricsAddr string) (*startState, error) 
 			rs.log.Info("a previous baton left generations behind: adopting them",
 				zap.Int("previous_pid", prev.BatonPid), zap.Int("generations", len(prev.Gens)), zap.Int("listeners_taken_back", found))
 		}
-	} else {
+	default:
 		st.listeners, err = supervisor.BindListeners(rs.specs)
 	}
 	if err != nil {
