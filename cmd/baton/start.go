@@ -50,6 +50,10 @@ func startFresh(rs *runSetup, control, metricsAddr string) (*startState, error) 
 		st.close(false)
 		return nil, err
 	}
+	if st.run.Marked() {
+		rs.log.Warn("run directory had no marker (left by a crashed baton): marked and used, its generations are adopted if proven",
+			zap.String("path", st.run.Path))
+	}
 	if st.metrics, err = listenMetrics(metricsAddr); err != nil {
 		st.close(false)
 		return nil, err
