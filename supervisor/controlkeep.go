@@ -27,6 +27,10 @@ import (
 // socket) and after each rebind: fstat of the socket descriptor gives
 // sockfs's inode, not the file's.
 
+// errControlLockGone: the path is another socket and baton's lock file is
+// gone, so baton leaves the path alone.
+var errControlLockGone = errors.New("control socket lock file removed")
+
 // controlKeep is a ControlSocket's state for keepControl.
 type controlKeep struct {
 	mu       sync.Mutex // guards Listener against Acceptor; the loop writes it
@@ -54,7 +58,8 @@ func (c *ControlSocket) current() *net.UnixListener {
 
 // pathState says what is at the path: ours (the file baton bound), gone,
 // another socket (a stale or foreign one: replaced, as at start, since baton
-// holds the lock), or something else (left alone, reported).
+// holds the lock; left alone when the lock file is gone), or something else
+// (left alone, reported).
 func (c *ControlSocket) pathState() (st string, dev, ino uint64) {
 	fi, err := os.Lstat(c.Path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -83,7 +88,19 @@ func (c *ControlSocket) keep() (rebound bool, err error) {
 	case "ours":
 		c.kept.dev, c.kept.ino, c.kept.known, c.kept.warned = dev, ino, true, ""
 		return false, nil
-	case "gone", "another socket":
+	case "another socket":
+		// Replacing it is right only while baton's lock file is there: with
+		// it gone (a cleanup removed it), another baton may have locked a
+		// new one and bound this socket, and the two would replace each
+		// other's socket on every event.
+		if !namesFile(c.lockPath, c.lock) {
+			if c.kept.warned == "lock gone" {
+				return false, nil
+			}
+			c.kept.warned = "lock gone"
+			return false, fmt.Errorf("%w: control socket %s is another socket now and the lock file %s was removed; another baton may serve that path: left as it is (restart this baton to bind it again)", errControlLockGone, c.Path, c.lockPath)
+		}
+	case "gone":
 	default:
 		if c.kept.warned == st {
 			return false, nil
@@ -226,6 +243,8 @@ func (s *Supervisor) keepControl() {
 	}
 	rebound, err := s.cfg.Control.keep()
 	switch {
+	case errors.Is(err, errControlLockGone):
+		s.log.Error("control socket", zap.Error(err))
 	case err != nil:
 		s.log.Warn("control socket", zap.Error(err))
 	case rebound:

@@ -154,3 +154,36 @@ func bindStray(t *testing.T, path string) {
 		t.Fatal(err)
 	}
 }
+
+// TestControlSocketLeftAloneWithoutLock guards two batons on one path:
+// with baton's lock file removed, another socket at the control path may be
+// another baton's, so it is left alone (reported once), not replaced.
+func TestControlSocketLeftAloneWithoutLock(t *testing.T) {
+	path := filepath.Join(shortDir(t), "c.sock")
+	ctl, err := ListenControl(path, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctl.Close()
+	if _, err := ctl.keep(); err != nil {
+		t.Fatal(err)
+	}
+	must(t, os.Remove(path))
+	must(t, os.Remove(path+".lock"))
+	bindStray(t, path)
+	var before unix.Stat_t
+	must(t, unix.Lstat(path, &before))
+
+	rebound, err := ctl.keep()
+	if rebound || !errors.Is(err, errControlLockGone) {
+		t.Fatalf("keep: rebound %v, error %v; want the path left alone and errControlLockGone", rebound, err)
+	}
+	if rebound, err := ctl.keep(); rebound || err != nil {
+		t.Errorf("second keep: rebound %v, error %v; want nothing (reported once)", rebound, err)
+	}
+	var after unix.Stat_t
+	must(t, unix.Lstat(path, &after))
+	if after.Ino != before.Ino {
+		t.Error("the other socket at the path was replaced")
+	}
+}

@@ -17,6 +17,7 @@ type controlLock struct {
 	f       *os.File
 	path    string
 	created bool // this baton created the file (a refusal removes it again)
+	locked  bool // this baton holds the flock on it
 }
 
 // lockAttempts bounds the retries when the lock file is replaced while it
@@ -40,6 +41,7 @@ func acquireControlLock(path, control string) (*controlLock, error) {
 			l.abandon()
 			return nil, fmt.Errorf("%w: another baton (pid %s) runs with control socket %s", ErrControlInUse, strings.TrimSpace(string(holder[:n])), control)
 		}
+		l.locked = true
 		if !l.current() {
 			l.abandon() // an exiting baton unlinked it meanwhile: lock the new one
 			continue
@@ -101,9 +103,10 @@ func openLockFile(path string) (*controlLock, error) {
 func (l *controlLock) current() bool { return namesFile(l.path, l.f) }
 
 // abandon closes the lock after a refusal, removing the file if this baton
-// created it.
+// created it and holds its lock: a file it created but another baton
+// locked first is that baton's lock file now.
 func (l *controlLock) abandon() {
-	if l.created && l.current() {
+	if l.created && l.locked && l.current() {
 		_ = os.Remove(l.path)
 	}
 	_ = l.f.Close()

@@ -121,3 +121,30 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// TestRefusedLockLeavesWinnersFile guards the lock race: baton A creates
+// the lock file, baton B opens and locks it first; A's refusal must not
+// remove the file B holds.
+func TestRefusedLockLeavesWinnersFile(t *testing.T) {
+	lock := filepath.Join(shortDir(t), "b.sock.lock")
+	a, err := openLockFile(lock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !a.created {
+		t.Fatal("A did not create the lock file")
+	}
+	b, err := openLockFile(lock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.f.Close()
+	must(t, unix.Flock(int(b.f.Fd()), unix.LOCK_EX|unix.LOCK_NB))
+	if err := unix.Flock(int(a.f.Fd()), unix.LOCK_EX|unix.LOCK_NB); !errors.Is(err, unix.EWOULDBLOCK) {
+		t.Fatalf("A's flock: %v, want EWOULDBLOCK", err)
+	}
+	a.abandon()
+	if !b.current() {
+		t.Error("A's refusal removed the lock file B holds")
+	}
+}

@@ -19,8 +19,12 @@ import (
 // from a previous baton that died: the generations found in the run
 // directory by their markers (see genmarker_linux.go), with what the state
 // file at statePath says about them when it can be trusted and lists the
-// same processes. It never stops baton from starting:
+// same processes. Only a running writer stops baton from starting:
 //
+//   - a state file whose writer still runs (same pid and start time: a
+//     baton that lost its lock file) makes Recover adopt nothing and fail
+//     with ErrControlInUse naming that pid: two batons must not supervise
+//     the same generations;
 //   - a state file that cannot be trusted (not baton's, too large,
 //     truncated, another format, another run directory, inconsistent) is
 //     renamed to PATH.bad and reported at ERROR; the generations are then
@@ -33,9 +37,12 @@ import (
 //     (one starting when baton died) is adopted and told to drain.
 //
 // It returns nil when nothing is left to adopt.
-func Recover(statePath string, rd *RunDir, log *zap.Logger) *Handover {
+func Recover(statePath string, rd *RunDir, log *zap.Logger) (*Handover, error) {
+	h, refused, err := trustedState(statePath, rd, log)
+	if err != nil {
+		return nil, err
+	}
 	leaders := rd.findLeaders()
-	h, refused := trustedState(statePath, rd, log)
 	for _, r := range refused {
 		log.Warn("state file lists a generation baton does not adopt: it is not signalled and its directory is not removed; stop it yourself if it is a leftover",
 			zap.Int("gen", int(r.Gen)), zap.Int("pid", r.Pid), zap.String("reason", r.Reason))
@@ -60,20 +67,21 @@ func Recover(statePath string, rd *RunDir, log *zap.Logger) *Handover {
 		out.Gens = append(out.Gens, GenHandover{Gen: gen, Pid: l.Pid, StartTicks: l.Ticks, Dir: rd.GenDir(gen), Pidfd: -1, Output: -1})
 	}
 	if len(out.Gens) == 0 {
-		return nil
+		return nil, nil
 	}
 	for gen := range rd.genDirs() {
 		out.Machine.LastGen = max(out.Machine.LastGen, gen) // new generations never reuse a directory
 	}
-	return out
+	return out, nil
 }
 
 // trustedState reads and validates the state file; a file that cannot be
-// trusted is moved aside and reported (nil returned).
-func trustedState(path string, rd *RunDir, log *zap.Logger) (*Handover, []genRefusal) {
+// trusted is moved aside and reported (nil returned). A trusted file whose
+// writer still runs is an error (ErrControlInUse).
+func trustedState(path string, rd *RunDir, log *zap.Logger) (*Handover, []genRefusal, error) {
 	sf, err := readStateFile(path)
 	if sf == nil && err == nil {
-		return nil, nil
+		return nil, nil, nil
 	}
 	var h *Handover
 	var refused []genRefusal
@@ -82,11 +90,9 @@ func trustedState(path string, rd *RunDir, log *zap.Logger) (*Handover, []genRef
 	}
 	if err == nil {
 		if ticks, terr := proctree.StartTicks(sf.BatonPid); terr == nil && ticks == sf.BatonStartTicks {
-			log.Error("the baton that wrote the state file still runs: not adopting its generations (two batons must not supervise them); stop it first",
-				zap.String("path", path), zap.Int("writer_pid", sf.BatonPid))
-			return nil, nil
+			return nil, nil, fmt.Errorf("%w: the baton that wrote the state file %s (pid %d) still runs: not adopting its generations (two batons must not supervise them); stop it first", ErrControlInUse, path, sf.BatonPid)
 		}
-		return h, refused
+		return h, refused, nil
 	}
 	bad := path + ".bad"
 	moveErr := os.Rename(path, bad)
@@ -95,7 +101,7 @@ func trustedState(path string, rd *RunDir, log *zap.Logger) (*Handover, []genRef
 	for _, g := range listedPids(path, bad) {
 		refused = append(refused, genRefusal{Gen: g.Gen, Pid: g.Pid, Reason: "listed in an untrusted state file"})
 	}
-	return nil, refused
+	return nil, refused, nil
 }
 
 // listedPids reads, for the report only, the generations an untrusted

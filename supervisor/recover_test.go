@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
@@ -112,8 +113,8 @@ func TestForgedStateFileRefused(t *testing.T) {
 			state := filepath.Join(filepath.Dir(rd.Path), "b.sock.state")
 			must(t, os.WriteFile(state, stateOf(t, rd.Path, 1, pid, ticks, dir), 0o600))
 			log, logs := observed()
-			if h := Recover(state, rd, log); h != nil {
-				t.Fatalf("Recover adopted %+v", h.Gens)
+			if h, err := Recover(state, rd, log); h != nil || err != nil {
+				t.Fatalf("Recover adopted %+v (%v)", h, err)
 			}
 			warned := false
 			for _, e := range logs.FilterLevelExact(zapcore.WarnLevel).All() {
@@ -145,7 +146,10 @@ func TestTruncatedStateFileRecovered(t *testing.T) {
 	full := stateOf(t, rd.Path, 2, p.Process.Pid, ticks, rd.GenDir(2))
 	must(t, os.WriteFile(state, full[:len(full)/2], 0o600))
 	log, logs := observed()
-	h := Recover(state, rd, log)
+	h, err := Recover(state, rd, log)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if h == nil || len(h.Gens) != 1 || h.Gens[0].Gen != 2 || h.Gens[0].Pid != p.Process.Pid || h.Gens[0].Dir != rd.GenDir(2) {
 		t.Fatalf("Recover = %+v, want generation 2 pid %d", h, p.Process.Pid)
 	}
@@ -160,6 +164,41 @@ func TestTruncatedStateFileRecovered(t *testing.T) {
 	}
 	if _, err := os.Stat(state); !os.IsNotExist(err) {
 		t.Errorf("state file still there: %v", err)
+	}
+}
+
+// TestRunningWriterStopsRecovery guards two batons on one set of
+// generations: a state file whose writer still runs (here the test itself)
+// makes Recover adopt nothing, not even the generations found by their
+// markers, and fail with ErrControlInUse naming the writer's pid.
+func TestRunningWriterStopsRecovery(t *testing.T) {
+	rd := newRunDir(t, 1, 2)
+	p := startProc(t, []string{markerVar + "=" + rd.markerValue("1-2-0000000a", 2)}, true, "sleep", "30")
+	ticks, _ := proctree.StartTicks(p.Process.Pid)
+	var sf stateFile
+	must(t, json.Unmarshal(stateOf(t, rd.Path, 2, p.Process.Pid, ticks, rd.GenDir(2)), &sf))
+	sf.BatonPid = os.Getpid()
+	own, err := proctree.StartTicks(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sf.BatonStartTicks = own
+	b, err := json.Marshal(sf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(filepath.Dir(rd.Path), "b.sock.state")
+	must(t, os.WriteFile(state, b, 0o600))
+	log, _ := observed()
+	h, err := Recover(state, rd, log)
+	if h != nil {
+		t.Errorf("Recover adopted %+v while the state file's writer runs", h.Gens)
+	}
+	if !errors.Is(err, ErrControlInUse) || !strings.Contains(err.Error(), "pid "+strconv.Itoa(os.Getpid())) {
+		t.Errorf("Recover: %v, want ErrControlInUse naming pid %d", err, os.Getpid())
+	}
+	if _, err := os.Stat(state); err != nil {
+		t.Errorf("the state file of a running writer was moved: %v", err)
 	}
 }
 

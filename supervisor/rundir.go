@@ -36,6 +36,7 @@ type RunDir struct {
 	Path    string
 	key     []byte
 	created bool // by this baton, in this start
+	marked  bool // an unmarked leftover, marked in this start
 }
 
 // OpenRunDir creates the run directory at path, or opens the one a
@@ -43,7 +44,11 @@ type RunDir struct {
 // a symbolic link) of baton's uid that no one else may enter (mode 0700)
 // holding the marker file. With carryOver (an upgrade: the previous baton
 // itself hands over), a directory without the marker (an older baton's) is
-// accepted and marked.
+// accepted and marked. Without it, a directory without the marker is
+// accepted and marked (see Marked) only if everything in it is what baton
+// puts there (see leftoverShaped): one an older baton left when it crashed,
+// or one a crash left between its creation and its marker. The caller
+// holds the control lock, so no running baton uses the directory.
 func OpenRunDir(path string, carryOver bool) (*RunDir, error) {
 	rd := &RunDir{Path: path}
 	err := os.Mkdir(path, 0o700)
@@ -64,8 +69,9 @@ func OpenRunDir(path string, carryOver bool) (*RunDir, error) {
 		return nil, err
 	}
 	rd.key, err = readRunKey(filepath.Join(path, runMarker))
-	if errors.Is(err, os.ErrNotExist) && carryOver {
+	if errors.Is(err, os.ErrNotExist) && (carryOver || leftoverShaped(path)) {
 		rd.key, err = writeMarker(filepath.Join(path, runMarker))
+		rd.marked = err == nil && !carryOver
 	}
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("%w: run directory %s exists but no baton created it (no %s inside): baton never uses nor removes a directory it did not create; choose another --control path, or remove it if it is a leftover (rm -r %s)",
@@ -75,6 +81,34 @@ func OpenRunDir(path string, carryOver bool) (*RunDir, error) {
 		return nil, fmt.Errorf("%w: run directory %s: %w; remove it if it is a leftover (rm -r %s), or choose another --control path", ErrUntrustedPath, path, err, path)
 	}
 	return rd, nil
+}
+
+// Marked reports that the directory had no marker and that this start
+// marked it (a leftover of a crashed baton, which the caller reports).
+func (r *RunDir) Marked() bool { return r.marked }
+
+// leftoverShaped reports whether every entry of path is one baton makes in
+// a run directory: generation directories (a positive number), last-good
+// and last-good.new, each a real directory of baton's uid. Anything else
+// (a user's file, a link) means the directory is not a baton's leftover.
+func leftoverShaped(path string) bool {
+	ents, err := os.ReadDir(path)
+	if err != nil {
+		return false
+	}
+	for _, e := range ents {
+		name := e.Name()
+		n, err := strconv.Atoi(name)
+		gen := err == nil && n > 0 && strconv.Itoa(n) == name
+		if !gen && name != "last-good" && name != "last-good.new" {
+			return false
+		}
+		st, err := e.Info()
+		if err != nil || !e.IsDir() || ownerOf(st) != os.Geteuid() {
+			return false
+		}
+	}
+	return true
 }
 
 // checkRunDir refuses an existing run directory that is not a real

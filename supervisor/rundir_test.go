@@ -115,11 +115,13 @@ func TestRunDirCreatedAndRemoved(t *testing.T) {
 		t.Fatal("Remove removed a run directory whose marker changed")
 	}
 	// An older baton's directory, without a marker, handed over at an
-	// upgrade: accepted and marked.
+	// upgrade: accepted and marked (without a handover, only if it holds
+	// nothing but what baton puts there).
 	older := filepath.Join(base, "older.d")
 	must(t, os.Mkdir(older, 0o700))
+	must(t, os.WriteFile(filepath.Join(older, "notes"), nil, 0o600))
 	if _, err := OpenRunDir(older, false); err == nil {
-		t.Fatal("an unmarked directory was accepted without a handover")
+		t.Fatal("an unmarked directory with a file baton does not make was accepted without a handover")
 	}
 	up, err := OpenRunDir(older, true)
 	if err != nil {
@@ -130,5 +132,46 @@ func TestRunDirCreatedAndRemoved(t *testing.T) {
 	}
 	if _, err := os.Stat(older); !os.IsNotExist(err) {
 		t.Errorf("Remove left %s: %v", older, err)
+	}
+}
+
+// TestUnmarkedLeftoverRunDirUsed guards the crash loop on a run directory
+// without the marker (an older baton's that crashed, or a crash between
+// its creation and its marker): a 0700 directory of baton's uid holding
+// only what baton puts there is marked and used; one holding anything else
+// is still refused and left unmarked.
+func TestUnmarkedLeftoverRunDirUsed(t *testing.T) {
+	base := t.TempDir()
+	mk := func(name string, entries ...string) string {
+		p := filepath.Join(base, name)
+		must(t, os.Mkdir(p, 0o700))
+		must(t, os.Chmod(p, 0o700))
+		for _, e := range entries {
+			must(t, os.Mkdir(filepath.Join(p, e), 0o700))
+		}
+		return p
+	}
+	for _, p := range []string{mk("empty.d"), mk("gens.d", "3", "4", "last-good", "last-good.new")} {
+		rd, err := OpenRunDir(p, false)
+		if err != nil {
+			t.Fatalf("%s: %v, want it marked and used", p, err)
+		}
+		if !rd.Marked() {
+			t.Errorf("%s: Marked() false, want true", p)
+		}
+		if _, err := readRunKey(filepath.Join(p, runMarker)); err != nil {
+			t.Errorf("%s: marker: %v", p, err)
+		}
+		if rd2, err := OpenRunDir(p, false); err != nil || rd2.Marked() {
+			t.Errorf("%s reopened: Marked %v, %v; want the marker it has now", p, rd2 != nil && rd2.Marked(), err)
+		}
+	}
+	other := mk("other.d", "3")
+	must(t, os.WriteFile(filepath.Join(other, "notes"), nil, 0o600))
+	if _, err := OpenRunDir(other, false); !errors.Is(err, ErrUntrustedPath) {
+		t.Errorf("a directory with a file baton does not make: %v, want ErrUntrustedPath", err)
+	}
+	if _, err := os.Lstat(filepath.Join(other, runMarker)); !os.IsNotExist(err) {
+		t.Errorf("a refused directory was marked: %v", err)
 	}
 }

@@ -372,7 +372,7 @@ func supervise(rs *runSetup, st *startState, upg *tableflip.Upgrader) error {
 	defer signal.Stop(sigchld)
 	reaper, err := supervisor.NewReaper(sigchld, nil)
 	if err != nil {
-		st.close(false)
+		st.abort()
 		return fmt.Errorf("subreaper: %w", err)
 	}
 	var metrics *supervisor.Metrics
@@ -400,7 +400,7 @@ func supervise(rs *runSetup, st *startState, upg *tableflip.Upgrader) error {
 	}
 	st.closeFds()
 	if err != nil {
-		st.close(false)
+		st.abort()
 		return err
 	}
 	if metrics != nil {

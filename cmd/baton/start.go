@@ -50,12 +50,19 @@ func startFresh(rs *runSetup, control, metricsAddr string) (*startState, error) 
 		st.close(false)
 		return nil, err
 	}
+	if st.run.Marked() {
+		rs.log.Warn("run directory had no marker (left by a crashed baton): marked and used, its generations are adopted if proven",
+			zap.String("path", st.run.Path))
+	}
 	if st.metrics, err = listenMetrics(metricsAddr); err != nil {
 		st.close(false)
 		return nil, err
 	}
 	st.initPipe = initPipeFromEnv()
-	if prev := supervisor.Recover(st.ctl.Path+".state", st.run, rs.log); prev != nil {
+	prev, err := supervisor.Recover(st.ctl.Path+".state", st.run, rs.log)
+	switch {
+	case err != nil:
+	case prev != nil:
 		var found int
 		st.listeners, found, err = supervisor.RecoverListeners(prev, rs.specs, st.procfs)
 		if err == nil {
@@ -63,7 +70,7 @@ func startFresh(rs *runSetup, control, metricsAddr string) (*startState, error) 
 			rs.log.Info("a previous baton left generations behind: adopting them",
 				zap.Int("previous_pid", prev.BatonPid), zap.Int("generations", len(prev.Gens)), zap.Int("listeners_taken_back", found))
 		}
-	} else {
+	default:
 		st.listeners, err = supervisor.BindListeners(rs.specs)
 	}
 	if err != nil {
@@ -125,7 +132,7 @@ func receiveUpgrade(upg *tableflip.Upgrader, rs *runSetup, control string) (*sta
 	}
 	st.initPipe = supervisor.AdoptInitPipe(h, fds)
 	if err != nil {
-		st.close(false)
+		st.abort()
 		return nil, err
 	}
 	rs.log.Info("taking over from the old baton", zap.Int("old_pid", h.BatonPid), zap.Int("generations", len(h.Gens)))
@@ -141,6 +148,11 @@ func (st *startState) closeFds() {
 	}
 	st.fds = nil
 }
+
+// abort lets go of everything after a failed start. A baton that was
+// taking over (an upgrade) removes no path and no lock file: they are the
+// old baton's, which carries on with them.
+func (st *startState) abort() { st.close(st.conn != nil) }
 
 // close lets go of everything; after a handover without removing paths the
 // next baton serves on.

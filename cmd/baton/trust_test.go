@@ -2,12 +2,14 @@ package main
 
 import (
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
 	"github.com/batonproxy/baton/fdpass"
 	"github.com/batonproxy/baton/proxyctl"
@@ -136,4 +138,71 @@ func TestWatchErrorLeavesNoRunDir(t *testing.T) {
 		t.Fatalf("supervise: %v, want the --watch error", err)
 	}
 	assertGone(t, sock, sock+".lock", sock+".d")
+}
+
+// TestFailedUpgradeLeavesOldPaths guards the old baton's paths when the
+// new baton fails after it took over the control socket and its lock: the
+// failed start removes neither the socket path, nor the lock file, nor the
+// run directory (the old baton carries on with them).
+func TestFailedUpgradeLeavesOldPaths(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "b.sock")
+	rs := trustSetup(t)
+	old, err := startFresh(rs, sock, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.close(false)
+
+	// The new baton's start state as receiveUpgrade builds it.
+	lf, err := old.ctl.Listener.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lockf, err := os.OpenFile(sock+".lock", os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fds := []int{dupFd(t, lf), dupFd(t, lockf)}
+	lf.Close()
+	lockf.Close()
+	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(pair[1])
+	cf := os.NewFile(uintptr(pair[0]), "handover")
+	c, err := net.FileConn(cf)
+	cf.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &startState{conn: c.(*net.UnixConn), procfs: old.procfs}
+	if st.ctl, err = supervisor.AdoptControl(sock, supervisor.Handover{ControlFd: 0, LockFd: 1}, fds); err != nil {
+		t.Fatal(err)
+	}
+	if st.run, err = supervisor.OpenRunDir(sock+".d", true); err != nil {
+		t.Fatal(err)
+	}
+	if st.listeners, err = supervisor.BindListeners(rs.specs); err != nil {
+		t.Fatal(err)
+	}
+
+	rs.watch = []string{"/nonexistent/dir/file"}
+	if err := supervise(rs, st, nil); err == nil || !strings.Contains(err.Error(), "--watch") {
+		t.Fatalf("supervise: %v, want the --watch error", err)
+	}
+	for _, p := range []string{sock, sock + ".lock", sock + ".d"} {
+		if _, err := os.Lstat(p); err != nil {
+			t.Errorf("the failed upgrade removed the old baton's %s: %v", p, err)
+		}
+	}
+}
+
+func dupFd(t *testing.T, f *os.File) int {
+	t.Helper()
+	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fd
 }
