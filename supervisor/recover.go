@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 
@@ -35,6 +36,7 @@ import (
 // It returns nil when nothing is left to adopt.
 func Recover(statePath string, rd *RunDir, log *zap.Logger) *Handover {
 	leaders := rd.findLeaders()
+	found := maps.Clone(leaders)
 	h, refused := trustedState(statePath, rd, log)
 	for _, r := range refused {
 		log.Warn("state file lists a generation baton does not adopt: it is not signalled and its directory is not removed; stop it yourself if it is a leftover",
@@ -62,6 +64,10 @@ func Recover(statePath string, rd *RunDir, log *zap.Logger) *Handover {
 	if len(out.Gens) == 0 {
 		return nil
 	}
+	if out.Tracking == nil {
+		out.Tracking = markerTracking(found)
+	}
+	out.procs = recoveredProcs(out, rd)
 	for gen := range rd.genDirs() {
 		out.Machine.LastGen = max(out.Machine.LastGen, gen) // new generations never reuse a directory
 	}
@@ -223,7 +229,7 @@ func takeBack(h *Handover, sp fdpass.Spec, inode uint64, pfs ProcFS) *fdpass.Soc
 			continue
 		}
 		unix.Close(pidfd)
-		pids, _ := pfs.Members(GenProcs{Pgid: g.Pid, Leader: g.Pid})
+		pids, _ := pfs.Members(h.genProcs(g))
 		for _, pid := range pids {
 			fdnum := FindSocketFd(pid, inode)
 			if fdnum < 0 {
@@ -283,7 +289,7 @@ func heldTCPSpecs(h *Handover, pfs ProcFS) []fdpass.Spec {
 	seen := map[string]bool{}
 	var out []fdpass.Spec
 	for _, g := range h.Gens {
-		pids, _ := pfs.Members(GenProcs{Pgid: g.Pid, Leader: g.Pid})
+		pids, _ := pfs.Members(h.genProcs(g))
 		for _, pid := range pids {
 			inodes, err := pfs.SocketInodes(pid)
 			if err != nil {

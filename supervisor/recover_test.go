@@ -3,6 +3,7 @@ package supervisor
 import (
 	"context"
 	"errors"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -219,5 +220,62 @@ func TestUpgradeWhileStoppingSaysSo(t *testing.T) {
 	h.waitRun()
 	if _, err := h.sup.Upgrade(context.Background()); !errors.Is(err, ErrNotRunning) {
 		t.Errorf("upgrade after Run returned: %v, want ErrNotRunning", err)
+	}
+}
+
+// TestRecoverWithoutStateKeepsTracking: with no state file, the tracking ID
+// comes from the generations' proven markers (so their daemons are still
+// theirs), and a listening socket that only a daemon of a generation holds
+// (a session of its own, a child of the leader's parent, carrying the
+// marker) is taken back.
+func TestRecoverWithoutStateKeepsTracking(t *testing.T) {
+	const id = "99999999-1-0000000a" // no such pid: its baton is gone
+	rd := newRunDir(t, 1)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := l.(*net.TCPListener).File()
+	l.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// sh stands for the dead baton's init: the leader's parent, and the
+	// daemon's. The leader (started first) does not hold fd 3.
+	sh := exec.Command("/bin/sh", "-c", "setsid sleep 30 3>&- & setsid sleep 30 & wait")
+	sh.Env = []string{"PATH=/usr/bin:/bin", markerVar + "=" + rd.markerValue(id, 1)}
+	sh.ExtraFiles = []*os.File{f}
+	err = sh.Start()
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, pid := range proctree.Children(sh.Process.Pid) {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		sh.Wait() // its wait reaps them, then it exits
+	})
+	deadline := time.Now().Add(2 * time.Second)
+	for len(proctree.Children(sh.Process.Pid)) < 2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	log, _ := observed()
+	h := Recover(filepath.Join(filepath.Dir(rd.Path), "b.sock.state"), rd, log)
+	if h == nil || h.Tracking == nil || h.Tracking.ID != id {
+		t.Fatalf("Recover = %+v, want tracking ID %s", h, id)
+	}
+	pfs, err := NewProcFS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ls, found, err := RecoverListeners(h, nil, pfs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ls.CloseAll()
+	if found != 1 || len(ls.Sockets()) != 1 || ls.Sockets()[0].Addr() != l.Addr().String() {
+		t.Fatalf("took back %d sockets %v, want the daemon's %s", found, ls.Sockets(), l.Addr())
 	}
 }
