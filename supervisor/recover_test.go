@@ -279,3 +279,32 @@ func TestRecoverWithoutStateKeepsTracking(t *testing.T) {
 		t.Fatalf("took back %d sockets %v, want the daemon's %s", found, ls.Sockets(), l.Addr())
 	}
 }
+
+// TestRecoverWithoutStateTrackingFromCgroup: a leader proven by its command
+// line carries no marker (nginx overwrites its environment); the tracking
+// ID and subtree of its baton come from its cgroup, BASE/baton-ID/gen-N.
+func TestRecoverWithoutStateTrackingFromCgroup(t *testing.T) {
+	if err := cgroupUsable(); err != nil {
+		t.Skipf("no writable cgroup v2 here: %v", err)
+	}
+	const id = "99999999-1-0000000b" // no such pid: its baton is gone
+	rd := newRunDir(t, 1)
+	prev := newCgroupTree(id, false)
+	dir, fd, _, err := prev.create(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	syscall.Close(fd)
+	t.Cleanup(func() { _ = prev.remove(dir); _ = prev.close() })
+	p := startProc(t, nil, true, "/bin/sh", "-c", "read x", rd.GenDir(1)+"/config/x.cfg")
+	must(t, os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(p.Process.Pid)), 0o644))
+
+	log, _ := observed()
+	h := Recover(filepath.Join(filepath.Dir(rd.Path), "b.sock.state"), rd, log)
+	if h == nil || h.Tracking == nil || h.Tracking.ID != id || h.Tracking.Cgroup != prev.dir {
+		t.Fatalf("Recover = %+v, want tracking %s in %s", h, id, prev.dir)
+	}
+	if got := h.procs[1].Cgroup; got != dir {
+		t.Errorf("generation 1's cgroup %q, want %s", got, dir)
+	}
+}

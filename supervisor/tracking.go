@@ -354,17 +354,23 @@ func adoptedTrack(cg *cgroupTree, rd *RunDir, gh GenHandover, prevID string) gen
 
 // markerTracking is the tracking of a previous baton that left no trusted
 // state file, from the tracking ID in its generations' proven markers (the
-// newest generation's): its cgroup subtree is BASE/baton-ID, where that
-// baton created it, when that directory exists (cgroupTree.adopt checks
-// it again). nil when no marker holds a valid ID, or when the ID's pid and
-// start time name a live process: that baton runs, and its subtree is not
-// this one's to take over.
+// newest generation's), else from the cgroup a leader is in when that is
+// BASE/baton-ID/gen-N (nginx overwrites its environment, marker included):
+// its cgroup subtree is BASE/baton-ID, where that baton created it, when
+// that directory exists (cgroupTree.adopt checks it again). nil when no
+// valid ID is found, or when the ID's pid and start time name a live
+// process: that baton runs, and its subtree is not this one's to take over.
 func markerTracking(leaders map[lifecycle.Gen]leader) *TrackingHandover {
+	base, baseErr := ownCgroup()
 	var id string
 	var newest lifecycle.Gen
 	for gen, l := range leaders {
-		if validTrackID(l.ID) && gen > newest {
-			id, newest = l.ID, gen
+		lid := l.ID
+		if !validTrackID(lid) && baseErr == nil {
+			lid = cgroupTrackID(l.Pid, gen, base)
+		}
+		if validTrackID(lid) && gen > newest {
+			id, newest = lid, gen
 		}
 	}
 	if id == "" {
@@ -376,13 +382,37 @@ func markerTracking(leaders map[lifecycle.Gen]leader) *TrackingHandover {
 		return nil
 	}
 	t := &TrackingHandover{ID: id}
-	if base, err := ownCgroup(); err == nil {
+	if baseErr == nil {
 		var st unix.Stat_t
 		if dir := filepath.Join(base, cgroupName+id); unix.Lstat(dir, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
 			t.Cgroup = dir
 		}
 	}
 	return t
+}
+
+// cgroupTrackID is the tracking ID of the subtree pid's cgroup lies in
+// when that cgroup is base/baton-ID/gen-GEN; "" otherwise.
+func cgroupTrackID(pid int, gen lifecycle.Gen, base string) string {
+	b, err := readProcLimited(pid, "cgroup", 64<<10)
+	if err != nil {
+		return ""
+	}
+	for l := range strings.SplitSeq(string(b), "\n") {
+		p, ok := strings.CutPrefix(l, "0::")
+		if !ok {
+			continue
+		}
+		dir, err := cgroupPath(p)
+		if err != nil || filepath.Base(dir) != "gen-"+strconv.Itoa(int(gen)) || filepath.Dir(filepath.Dir(dir)) != base {
+			return ""
+		}
+		id, ok := strings.CutPrefix(filepath.Base(filepath.Dir(dir)), cgroupName)
+		if ok && validTrackID(id) {
+			return id
+		}
+	}
+	return ""
 }
 
 // recoveredProcs names the processes of each recovered generation as the
