@@ -256,9 +256,20 @@ func TestRecoverWithoutStateKeepsTracking(t *testing.T) {
 		}
 		sh.Wait() // its wait reaps them, then it exits
 	})
-	deadline := time.Now().Add(2 * time.Second)
-	for len(proctree.Children(sh.Process.Pid)) < 2 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
+	// Both must have called setsid and run sleep before the scan.
+	ready := func() bool {
+		kids := proctree.Children(sh.Process.Pid)
+		for _, pid := range kids {
+			st, err := readStat(pid)
+			comm, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
+			if err != nil || st.pgrp != pid || string(comm) != "sleep\n" {
+				return false
+			}
+		}
+		return len(kids) == 2
+	}
+	for deadline := time.Now().Add(2 * time.Second); !ready() && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
 	}
 
 	log, _ := observed()
