@@ -3,12 +3,14 @@ package doctor
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sort"
 	"sync"
 	"time"
 
 	"github.com/prometheus/procfs"
+	"golang.org/x/sys/unix"
 
 	"github.com/batonproxy/baton/fdpass"
 	"github.com/batonproxy/baton/supervisor"
@@ -185,12 +187,13 @@ func gatherBatons(ctx context.Context, fs procfs.FS, f *Facts, o Options, scan *
 	wg.Wait()
 	for i := range out {
 		b := &out[i]
+		owner := stateOwner(fs, b.Pid, b.Control)
 		if b.Status == nil {
 			f.note("no baton answers on %s: %s", b.Control, b.Err)
 			var h *supervisor.Handover
 			ok, err := checkRegular(b.Control+".state", maxBatonState)
 			if ok {
-				h, err = supervisor.ReadState(b.Control + ".state")
+				h, err = supervisor.ReadStateOwnedBy(b.Control+".state", owner)
 			}
 			if err != nil {
 				f.note("%s.state: %v", b.Control, err)
@@ -200,7 +203,7 @@ func gatherBatons(ctx context.Context, fs procfs.FS, f *Facts, o Options, scan *
 		var hist []supervisor.ListenerRecord
 		ok, err := checkRegular(b.Control+".listeners", maxBatonState)
 		if ok {
-			hist, err = supervisor.ReadListenerHistory(b.Control + ".listeners")
+			hist, err = supervisor.ReadListenerHistoryOwnedBy(b.Control+".listeners", owner)
 		}
 		if err != nil {
 			f.note("%s.listeners: %v", b.Control, err)
@@ -214,6 +217,26 @@ func gatherBatons(ctx context.Context, fs procfs.FS, f *Facts, o Options, scan *
 		}
 	}
 	return out
+}
+
+// stateOwner is the uid a baton's state and history files must belong to:
+// the baton's, not doctor's (root, to see every process): the effective
+// uid of the baton process pid; with none known (a baton that died), the
+// owner of its lock file CONTROL.lock, which that baton created; else
+// doctor's own.
+func stateOwner(fs procfs.FS, pid int, control string) int {
+	if pid > 0 {
+		if p, err := fs.Proc(pid); err == nil {
+			if st, err := p.NewStatus(); err == nil {
+				return int(st.UIDs[1])
+			}
+		}
+	}
+	var st unix.Stat_t
+	if unix.Lstat(control+".lock", &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
+		return int(st.Uid)
+	}
+	return os.Geteuid()
 }
 
 // gatherConfigs reads the configuration of every baton-supervised proxy

@@ -59,7 +59,12 @@ func createExclusive(path string) (*os.File, error) {
 // readOwnFile reads a file baton wrote (see openOwnFile), refusing one
 // larger than limit bytes.
 func readOwnFile(path string, limit int64) ([]byte, error) {
-	f, err := openOwnFile(path)
+	return readOwnedFile(path, os.Geteuid(), limit)
+}
+
+// readOwnedFile is readOwnFile for a file of uid owner (openOwnedFile).
+func readOwnedFile(path string, owner int, limit int64) ([]byte, error) {
+	f, err := openOwnedFile(path, owner)
 	if err != nil {
 		return nil, err
 	}

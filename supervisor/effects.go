@@ -257,8 +257,11 @@ func (s *Supervisor) start(gen lifecycle.Gen, replacement bool) lifecycle.Event 
 }
 
 // startTracked starts a generation in a cgroup of its own when baton uses
-// cgroups; if that start fails, the generation starts without one (and so do
-// the next ones), tracked by the fallback. It returns the cgroup, if any.
+// cgroups; if that start fails, the generation starts without one. Only
+// when that start succeeds was the cgroup the cause, and the next
+// generations start without one too (tracked by the fallback); a start that
+// fails either way (EAGAIN from RLIMIT_NPROC, ENOMEM: transient) leaves
+// cgroups on. It returns the cgroup, if any.
 func (s *Supervisor) startTracked(rt *genRuntime, sp StartSpec) (Proc, string, error) {
 	dir, fd := s.startCgroup(rt)
 	if fd < 0 {
@@ -266,19 +269,23 @@ func (s *Supervisor) startTracked(rt *genRuntime, sp StartSpec) (Proc, string, e
 		return p, "", err
 	}
 	sp.InCgroup, sp.CgroupFD = true, fd
-	p, err := s.starter.Start(sp)
+	p, cgErr := s.starter.Start(sp)
 	unix.Close(fd)
-	if err == nil {
+	if cgErr == nil {
 		return p, dir, nil
 	}
-	rt.log.Warn("start in a cgroup failed: tracking generations without cgroup v2 from now on", zap.Error(err))
-	s.cgroups.off = fmt.Errorf("start in a cgroup: %w", err)
 	if rerr := s.cgroups.remove(dir); rerr != nil {
 		rt.log.Warn("remove cgroup", zap.Error(rerr))
 	}
 	sp.InCgroup, sp.CgroupFD = false, 0
-	p, err = s.starter.Start(sp)
-	return p, "", err
+	p, err := s.starter.Start(sp)
+	if err != nil {
+		rt.log.Warn("start failed in a cgroup and without one: cgroups stay in use", zap.NamedError("in_cgroup", cgErr), zap.Error(err))
+		return p, "", err
+	}
+	rt.log.Warn("start in a cgroup failed, without one it worked: tracking generations without cgroup v2 from now on", zap.Error(cgErr))
+	s.cgroups.off = fmt.Errorf("start in a cgroup: %w", cgErr)
+	return p, "", nil
 }
 
 // snapshotConfig copies the driver's config files (or, with from, the

@@ -47,6 +47,7 @@ type leader struct {
 	Gen   lifecycle.Gen
 	Pid   int
 	Ticks uint64
+	ID    string // the tracking ID of its marker; "" when proven by its command line
 }
 
 // markerValue is generation gen's BATON_GENERATION value: ID.GEN:MAC, ID
@@ -100,19 +101,20 @@ func (r *RunDir) findLeaders() map[lifecycle.Gen]leader {
 		if err != nil || ps.pgrp != pid || ps.state == 'Z' {
 			continue
 		}
-		gen, ok := r.claim(pid, gens)
+		gen, id, ok := r.claim(pid, gens)
 		if !ok {
 			continue
 		}
 		if cur, seen := out[gen]; !seen || ps.start < cur.Ticks || (ps.start == cur.Ticks && pid < cur.Pid) {
-			out[gen] = leader{Gen: gen, Pid: pid, Ticks: ps.start}
+			out[gen] = leader{Gen: gen, Pid: pid, Ticks: ps.start, ID: id}
 		}
 	}
 	return out
 }
 
-// claim returns the generation whose mark pid carries (rule 2).
-func (r *RunDir) claim(pid int, gens map[lifecycle.Gen]bool) (lifecycle.Gen, bool) {
+// claim returns the generation whose mark pid carries (rule 2), with the
+// tracking ID of its marker ("" when its command line proves it).
+func (r *RunDir) claim(pid int, gens map[lifecycle.Gen]bool) (lifecycle.Gen, string, bool) {
 	env, _ := readProcLimited(pid, "environ", proofEnvironLimit)
 	prefix := []byte(markerVar + "=")
 	for kv := range bytes.SplitSeq(env, []byte{0}) {
@@ -121,22 +123,22 @@ func (r *RunDir) claim(pid int, gens map[lifecycle.Gen]bool) (lifecycle.Gen, boo
 			continue
 		}
 		idGen, mac, _ := strings.Cut(string(v), ":")
-		num := idGen[strings.LastIndexByte(idGen, '.')+1:]
-		n, err := strconv.Atoi(num)
+		dot := strings.LastIndexByte(idGen, '.')
+		n, err := strconv.Atoi(idGen[dot+1:])
 		gen := lifecycle.Gen(n)
 		if err == nil && gens[gen] && hmac.Equal([]byte(mac), []byte(r.mac(r.GenDir(gen)))) {
-			return gen, true
+			return gen, idGen[:max(dot, 0)], true
 		}
 	}
 	if !runsAsUs(pid) {
-		return 0, false
+		return 0, "", false
 	}
 	cmd, _ := readProcLimited(pid, "cmdline", cmdlineLimit)
 	base := []byte(r.Path + "/")
 	for rest := cmd; ; {
 		i := bytes.Index(rest, base)
 		if i < 0 {
-			return 0, false
+			return 0, "", false
 		}
 		rest = rest[i+len(base):]
 		end := bytes.IndexByte(rest, '/')
@@ -145,7 +147,7 @@ func (r *RunDir) claim(pid int, gens map[lifecycle.Gen]bool) (lifecycle.Gen, boo
 		}
 		n, err := strconv.Atoi(string(rest[:end]))
 		if gen := lifecycle.Gen(n); err == nil && strconv.Itoa(n) == string(rest[:end]) && gens[gen] {
-			return gen, true
+			return gen, "", true
 		}
 	}
 }

@@ -36,6 +36,10 @@ type Handover struct {
 	MetricsFd int                    `json:"metrics_fd"`
 	NumFds    int                    `json:"num_fds"`
 	Tracking  *TrackingHandover      `json:"tracking,omitempty"`
+
+	// procs is how Recover found each generation's processes (never sent
+	// or saved): RecoverListeners takes sockets back from all of them.
+	procs map[lifecycle.Gen]GenProcs
 }
 
 // ListenerHandover is one socket of the listener set.

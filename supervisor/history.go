@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io/fs"
+	"os"
 	"time"
 )
 
@@ -70,7 +71,13 @@ const historyFileLimit = 1 << 20
 // regular file of baton's uid, not a symbolic link, at most
 // historyFileLimit bytes; lines that are not records are skipped.
 func ReadListenerHistory(path string) ([]ListenerRecord, error) {
-	data, err := readOwnFile(path, historyFileLimit)
+	return ReadListenerHistoryOwnedBy(path, os.Geteuid())
+}
+
+// ReadListenerHistoryOwnedBy is ReadListenerHistory for the history of a
+// baton running as uid owner (doctor reads a non-root baton's).
+func ReadListenerHistoryOwnedBy(path string, owner int) ([]ListenerRecord, error) {
+	data, err := readOwnedFile(path, owner, historyFileLimit)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 
@@ -43,6 +44,7 @@ func Recover(statePath string, rd *RunDir, log *zap.Logger) (*Handover, error) {
 		return nil, err
 	}
 	leaders := rd.findLeaders()
+	found := maps.Clone(leaders)
 	for _, r := range refused {
 		log.Warn("state file lists a generation baton does not adopt: it is not signalled and its directory is not removed; stop it yourself if it is a leftover",
 			zap.Int("gen", int(r.Gen)), zap.Int("pid", r.Pid), zap.String("reason", r.Reason))
@@ -69,6 +71,10 @@ func Recover(statePath string, rd *RunDir, log *zap.Logger) (*Handover, error) {
 	if len(out.Gens) == 0 {
 		return nil, nil
 	}
+	if out.Tracking == nil {
+		out.Tracking = markerTracking(found)
+	}
+	out.procs = recoveredProcs(out, rd)
 	for gen := range rd.genDirs() {
 		out.Machine.LastGen = max(out.Machine.LastGen, gen) // new generations never reuse a directory
 	}
@@ -229,7 +235,7 @@ func takeBack(h *Handover, sp fdpass.Spec, inode uint64, pfs ProcFS) *fdpass.Soc
 			continue
 		}
 		unix.Close(pidfd)
-		pids, _ := pfs.Members(GenProcs{Pgid: g.Pid, Leader: g.Pid})
+		pids, _ := pfs.Members(h.genProcs(g))
 		for _, pid := range pids {
 			fdnum := FindSocketFd(pid, inode)
 			if fdnum < 0 {
@@ -289,7 +295,7 @@ func heldTCPSpecs(h *Handover, pfs ProcFS) []fdpass.Spec {
 	seen := map[string]bool{}
 	var out []fdpass.Spec
 	for _, g := range h.Gens {
-		pids, _ := pfs.Members(GenProcs{Pgid: g.Pid, Leader: g.Pid})
+		pids, _ := pfs.Members(h.genProcs(g))
 		for _, pid := range pids {
 			inodes, err := pfs.SocketInodes(pid)
 			if err != nil {

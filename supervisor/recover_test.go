@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -258,5 +259,108 @@ func TestUpgradeWhileStoppingSaysSo(t *testing.T) {
 	h.waitRun()
 	if _, err := h.sup.Upgrade(context.Background()); !errors.Is(err, ErrNotRunning) {
 		t.Errorf("upgrade after Run returned: %v, want ErrNotRunning", err)
+	}
+}
+
+// TestRecoverWithoutStateKeepsTracking: with no state file, the tracking ID
+// comes from the generations' proven markers (so their daemons are still
+// theirs), and a listening socket that only a daemon of a generation holds
+// (a session of its own, a child of the leader's parent, carrying the
+// marker) is taken back.
+func TestRecoverWithoutStateKeepsTracking(t *testing.T) {
+	const id = "99999999-1-0000000a" // no such pid: its baton is gone
+	rd := newRunDir(t, 1)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := l.(*net.TCPListener).File()
+	l.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// sh stands for the dead baton's init: the leader's parent, and the
+	// daemon's. The leader (started first) does not hold fd 3.
+	sh := exec.Command("/bin/sh", "-c", "setsid sleep 30 3>&- & setsid sleep 30 & wait")
+	sh.Env = []string{"PATH=/usr/bin:/bin", markerVar + "=" + rd.markerValue(id, 1)}
+	sh.ExtraFiles = []*os.File{f}
+	err = sh.Start()
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, pid := range proctree.Children(sh.Process.Pid) {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		sh.Wait() // its wait reaps them, then it exits
+	})
+	// Both must have called setsid and run sleep before the scan.
+	ready := func() bool {
+		kids := proctree.Children(sh.Process.Pid)
+		for _, pid := range kids {
+			st, err := readStat(pid)
+			comm, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
+			if err != nil || st.pgrp != pid || string(comm) != "sleep\n" {
+				return false
+			}
+		}
+		return len(kids) == 2
+	}
+	for deadline := time.Now().Add(2 * time.Second); !ready() && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+
+	log, _ := observed()
+	h, err := Recover(filepath.Join(filepath.Dir(rd.Path), "b.sock.state"), rd, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h == nil || h.Tracking == nil || h.Tracking.ID != id {
+		t.Fatalf("Recover = %+v, want tracking ID %s", h, id)
+	}
+	pfs, err := NewProcFS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ls, found, err := RecoverListeners(h, nil, pfs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ls.CloseAll()
+	if found != 1 || len(ls.Sockets()) != 1 || ls.Sockets()[0].Addr() != l.Addr().String() {
+		t.Fatalf("took back %d sockets %v, want the daemon's %s", found, ls.Sockets(), l.Addr())
+	}
+}
+
+// TestRecoverWithoutStateTrackingFromCgroup: a leader proven by its command
+// line carries no marker (nginx overwrites its environment); the tracking
+// ID and subtree of its baton come from its cgroup, BASE/baton-ID/gen-N.
+func TestRecoverWithoutStateTrackingFromCgroup(t *testing.T) {
+	if err := cgroupUsable(); err != nil {
+		t.Skipf("no writable cgroup v2 here: %v", err)
+	}
+	const id = "99999999-1-0000000b" // no such pid: its baton is gone
+	rd := newRunDir(t, 1)
+	prev := newCgroupTree(id, false)
+	dir, fd, _, err := prev.create(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	syscall.Close(fd)
+	t.Cleanup(func() { _ = prev.remove(dir); _ = prev.close() })
+	p := startProc(t, nil, true, "/bin/sh", "-c", "read x", rd.GenDir(1)+"/config/x.cfg")
+	must(t, os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(p.Process.Pid)), 0o644))
+
+	log, _ := observed()
+	h, err := Recover(filepath.Join(filepath.Dir(rd.Path), "b.sock.state"), rd, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h == nil || h.Tracking == nil || h.Tracking.ID != id || h.Tracking.Cgroup != prev.dir {
+		t.Fatalf("Recover = %+v, want tracking %s in %s", h, id, prev.dir)
+	}
+	if got := h.procs[1].Cgroup; got != dir {
+		t.Errorf("generation 1's cgroup %q, want %s", got, dir)
 	}
 }

@@ -185,7 +185,11 @@ func trimNewline(b []byte) []byte {
 // openOwnFile opens path for reading if it is a regular file that baton's
 // uid owns, that only it may write, and that has no other name; a symbolic
 // link is not followed.
-func openOwnFile(path string) (*os.File, error) {
+func openOwnFile(path string) (*os.File, error) { return openOwnedFile(path, os.Geteuid()) }
+
+// openOwnedFile is openOwnFile for a file of uid owner (another process's
+// baton: doctor).
+func openOwnedFile(path string, owner int) (*os.File, error) {
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if errors.Is(err, unix.ENOENT) {
 		return nil, os.ErrNotExist
@@ -205,8 +209,8 @@ func openOwnFile(path string) (*os.File, error) {
 	switch {
 	case st.Mode&unix.S_IFMT != unix.S_IFREG:
 		bad = "is not a regular file"
-	case st.Uid != uint32(os.Geteuid()):
-		bad = fmt.Sprintf("is owned by uid %d, not by baton's uid %d", st.Uid, os.Geteuid())
+	case st.Uid != uint32(owner):
+		bad = fmt.Sprintf("is owned by uid %d, not by baton's uid %d", st.Uid, owner)
 	case st.Mode&0o022 != 0:
 		bad = fmt.Sprintf("is writable by others (mode %04o)", st.Mode&0o7777)
 	case st.Nlink != 1:

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"strings"
 
@@ -83,16 +84,22 @@ func (s *Supervisor) saveState() {
 // a symbolic link) of baton's uid, at most stateLimit bytes, in this
 // format. (nil, nil) when there is none. The processes it lists are not
 // checked: see Recover for that.
-func ReadState(path string) (*Handover, error) {
-	sf, err := readStateFile(path)
+func ReadState(path string) (*Handover, error) { return ReadStateOwnedBy(path, os.Geteuid()) }
+
+// ReadStateOwnedBy is ReadState for the state file of a baton running as
+// uid owner (doctor reads a non-root baton's).
+func ReadStateOwnedBy(path string, owner int) (*Handover, error) {
+	sf, err := readStateFileOwnedBy(path, owner)
 	if err != nil || sf == nil {
 		return nil, err
 	}
 	return &sf.Handover, nil
 }
 
-func readStateFile(path string) (*stateFile, error) {
-	data, err := readOwnFile(path, stateLimit)
+func readStateFile(path string) (*stateFile, error) { return readStateFileOwnedBy(path, os.Geteuid()) }
+
+func readStateFileOwnedBy(path string, owner int) (*stateFile, error) {
+	data, err := readOwnedFile(path, owner, stateLimit)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}

@@ -338,14 +338,112 @@ func (s *Supervisor) adoptTracking(t *TrackingHandover) string {
 // parent now (the subreaper that inherited it: baton's init, or PID 1),
 // where its orphans go too.
 func (s *Supervisor) adoptedTrack(gh GenHandover, prevID string) genTrack {
-	t := genTrack{cgroup: s.cgroups.adopted(gh.Gen)}
+	return adoptedTrack(s.cgroups, s.run, gh, prevID)
+}
+
+func adoptedTrack(cg *cgroupTree, rd *RunDir, gh GenHandover, prevID string) genTrack {
+	t := genTrack{cgroup: cg.adopted(gh.Gen)}
 	if prevID != "" {
-		t.marker = s.run.markerValue(prevID, gh.Gen)
+		t.marker = rd.markerValue(prevID, gh.Gen)
 	}
 	if st, err := readStat(gh.Pid); err == nil {
 		t.reaper = st.ppid
 	}
 	return t
+}
+
+// markerTracking is the tracking of a previous baton that left no trusted
+// state file, from the tracking ID in its generations' proven markers (the
+// newest generation's), else from the cgroup a leader is in when that is
+// BASE/baton-ID/gen-N (nginx overwrites its environment, marker included):
+// its cgroup subtree is BASE/baton-ID, where that baton created it, when
+// that directory exists (cgroupTree.adopt checks it again). nil when no
+// valid ID is found, or when the ID's pid and start time name a live
+// process: that baton runs, and its subtree is not this one's to take over.
+func markerTracking(leaders map[lifecycle.Gen]leader) *TrackingHandover {
+	base, baseErr := ownCgroup()
+	var id string
+	var newest lifecycle.Gen
+	for gen, l := range leaders {
+		lid := l.ID
+		if !validTrackID(lid) && baseErr == nil {
+			lid = cgroupTrackID(l.Pid, gen, base)
+		}
+		if validTrackID(lid) && gen > newest {
+			id, newest = lid, gen
+		}
+	}
+	if id == "" {
+		return nil
+	}
+	f := strings.Split(id, "-")
+	pid, _ := strconv.Atoi(f[0])
+	if ticks, err := proctree.StartTicks(pid); err == nil && strconv.FormatUint(ticks, 10) == f[1] {
+		return nil
+	}
+	t := &TrackingHandover{ID: id}
+	if baseErr == nil {
+		var st unix.Stat_t
+		if dir := filepath.Join(base, cgroupName+id); unix.Lstat(dir, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			t.Cgroup = dir
+		}
+	}
+	return t
+}
+
+// cgroupTrackID is the tracking ID of the subtree pid's cgroup lies in
+// when that cgroup is base/baton-ID/gen-GEN; "" otherwise.
+func cgroupTrackID(pid int, gen lifecycle.Gen, base string) string {
+	b, err := readProcLimited(pid, "cgroup", 64<<10)
+	if err != nil {
+		return ""
+	}
+	for l := range strings.SplitSeq(string(b), "\n") {
+		p, ok := strings.CutPrefix(l, "0::")
+		if !ok {
+			continue
+		}
+		dir, err := cgroupPath(p)
+		if err != nil || filepath.Base(dir) != "gen-"+strconv.Itoa(int(gen)) || filepath.Dir(filepath.Dir(dir)) != base {
+			return ""
+		}
+		id, ok := strings.CutPrefix(filepath.Base(filepath.Dir(dir)), cgroupName)
+		if ok && validTrackID(id) {
+			return id
+		}
+	}
+	return ""
+}
+
+// recoveredProcs names the processes of each recovered generation as the
+// supervisor adopting them will (adoptedTrack): the cgroup of the previous
+// baton's subtree (when cgroupTree.adopt accepts it), the marker, and the
+// leader's parent as reaper, so a socket that only a daemon of the
+// generation holds is found and taken back.
+func recoveredProcs(h *Handover, rd *RunDir) map[lifecycle.Gen]GenProcs {
+	cg := newCgroupTree("", false)
+	var id string
+	if h.Tracking != nil && validTrackID(h.Tracking.ID) {
+		id = h.Tracking.ID
+		if h.Tracking.Cgroup != "" && cg.adopt(h.Tracking.Cgroup, id) != nil {
+			cg.dir = ""
+		}
+	}
+	out := map[lifecycle.Gen]GenProcs{}
+	for _, g := range h.Gens {
+		t := adoptedTrack(cg, rd, g, id)
+		out[g.Gen] = GenProcs{Pgid: g.Pid, Leader: g.Pid, Cgroup: t.cgroup, Marker: t.marker, Reaper: t.reaper}
+	}
+	return out
+}
+
+// genProcs names generation g's processes for taking its sockets back:
+// as recoveredProcs found them, else its process group and tree.
+func (h *Handover) genProcs(g GenHandover) GenProcs {
+	if p, ok := h.procs[g.Gen]; ok {
+		return p
+	}
+	return GenProcs{Pgid: g.Pid, Leader: g.Pid}
 }
 
 // noteRemnants reports the processes left in the adopted subtree's cgroups
