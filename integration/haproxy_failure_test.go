@@ -34,8 +34,10 @@ func TestHAProxyBrokenConfigReload(t *testing.T) {
 	if res.Code != 1 {
 		t.Errorf("baton reload with a broken config: exit %d, want 1", res.Code)
 	}
-	if !strings.Contains(res.Stderr, "config check failed") {
-		t.Errorf("stderr of the failed reload does not say the config check failed")
+	// No separate check by default: the generation's own start parsed the
+	// config, failed, and changed nothing.
+	if !strings.Contains(res.Stderr, "exited before it was ready") {
+		t.Errorf("stderr of the failed reload does not say the new generation exited before it was ready")
 	}
 	// HAProxy's own words: the [ALERT] line naming the keyword and file:line.
 	want := fmt.Sprintf("[%s:%d]", p.cfg, line)
@@ -203,5 +205,32 @@ func kill9UnderLoad(t *testing.T, master bool) {
 	}
 	if g := p.get(t); g == oldGen || !strings.HasPrefix(g, "1-") {
 		t.Errorf("after the replacement answers come from %q, want the replacement's worker", g)
+	}
+}
+
+// TestHAProxyCheckAlways: with --check always, baton runs haproxy -c before
+// every start, as before one parse per reload: a broken config fails at the
+// check, with HAProxy's own [ALERT], and no generation is started for it.
+func TestHAProxyCheckAlways(t *testing.T) {
+	p := startAccProxy(t, batontest.HAProxyOpts{}, []string{"--check", "always"}, batontest.StartOptions{})
+	gen1, pid1 := p.status(t).Active()
+	p.write(t, 2, "bogus_keyword on")
+	res := p.b.CLI("reload")
+	if res.Code != 1 || !strings.Contains(res.Stderr, "config check failed") {
+		t.Errorf("reload with a broken config under --check always: exit %d, stderr %q; want exit 1 and the config check failed", res.Code, res.Stderr)
+	}
+	if alerts := batontest.LogLines(res.Stderr, "[ALERT]", "unknown keyword 'bogus_keyword'"); len(alerts) != 1 {
+		t.Errorf("stderr of the failed check has %d [ALERT] lines naming 'bogus_keyword', want 1", len(alerts))
+	}
+	st := p.status(t)
+	if gen, pid := st.Active(); gen != gen1 || pid != pid1 || len(st.Generations) != 1 {
+		t.Errorf("after the failed check: active generation %d pid %d of %d, want the untouched %d pid %d alone", gen, pid, len(st.Generations), gen1, pid1)
+	}
+	p.write(t, 3)
+	if gen3, _ := p.reload(t); gen3 <= gen1 {
+		t.Errorf("fixed reload: generation %d, want a new one", gen3)
+	}
+	if g := p.get(t); g != "3" {
+		t.Errorf("after the fixed reload answers come from config version %q, want 3", g)
 	}
 }

@@ -131,6 +131,53 @@ type OutputChecker interface {
 	CheckOutput(g GenSpec, output string) error
 }
 
+// StartChecks is implemented by drivers whose generation start is a full
+// check of the configuration: the proxy parses all of it before it serves,
+// and a start that fails to parse is a failed reload with the proxy's own
+// error, while the serving generation is untouched (it becomes active only
+// when ready). Unless the user asks for the check command at every reload
+// (CheckAlways), baton then skips it: one parse per reload instead of two.
+type StartChecks interface {
+	// ConfigDump returns, read by baton itself, what the driver's
+	// OutputChecker and ListenerSource would read from the check command's
+	// output (nginx: the -T dump of every file nginx reads); "" when they
+	// read nothing. An error says why baton cannot read it alone (an
+	// include it cannot follow, a file it will not read): the check
+	// command then runs, and its output is read instead, so the error the
+	// user sees is the proxy's own.
+	ConfigDump(g GenSpec) (string, error)
+}
+
+// CheckMode says when baton runs the driver's config check command.
+type CheckMode int
+
+// Check modes.
+const (
+	// CheckAuto runs the check command only for drivers whose start is not
+	// a check (StartChecks), or when their ConfigDump cannot be read.
+	CheckAuto CheckMode = iota
+	// CheckAlways runs it before every start.
+	CheckAlways
+)
+
+// ParseCheckMode reads the --check value.
+func ParseCheckMode(s string) (CheckMode, error) {
+	switch s {
+	case "", "auto":
+		return CheckAuto, nil
+	case "always":
+		return CheckAlways, nil
+	}
+	return 0, fmt.Errorf("--check %q: want auto or always", s)
+}
+
+func (m CheckMode) String() string {
+	if m == CheckAlways {
+		return "always"
+	}
+	return "auto"
+}
+
 // SignalKind is the intent of a signal.
 type SignalKind int
 

@@ -101,11 +101,12 @@ func (s *Supervisor) runCheck(gen lifecycle.Gen) lifecycle.Event {
 	}
 	spec := s.genSpec(rt, s.cfg.Listeners.Current())
 	argv := s.cfg.Driver.CheckArgv(spec)
-	if len(argv) == 0 {
+	src, _ := s.cfg.Driver.(proxyctl.ListenerSource)
+	sc, startChecks := s.cfg.Driver.(proxyctl.StartChecks)
+	startChecks = startChecks && s.cfg.Check == proxyctl.CheckAuto
+	if len(argv) == 0 && src == nil {
 		return lifecycle.CheckDone{At: s.clock.Now(), Gen: gen}
 	}
-	rt.log.Debug("check config", zap.Strings("argv", argv))
-	src, _ := s.cfg.Driver.(proxyctl.ListenerSource)
 	s.goEffect(func() {
 		start := s.clock.Now()
 		// --check-timeout covers the whole check: the command and the
@@ -117,8 +118,24 @@ func (s *Supervisor) runCheck(gen lifecycle.Gen) lifecycle.Event {
 			err = s.configListeners(rt, src, spec, "")
 		}
 		var out string
+		ran := false
 		if err == nil {
-			out, err = s.runCommand(ctx, rt, argv)
+			// The start checks the config: what baton's own checks read
+			// is read by baton, unless it cannot (then the command runs).
+			read := false
+			if startChecks {
+				dump, derr := sc.ConfigDump(spec)
+				if read = derr == nil; read {
+					out = rt.userPaths(dump)
+				} else {
+					rt.log.Debug("config read by the check command", zap.Error(derr))
+				}
+			}
+			if !read && len(argv) > 0 {
+				rt.log.Debug("check config", zap.Strings("argv", argv))
+				out, err = s.runCommand(ctx, rt, argv)
+				ran = true
+			}
 		}
 		if src != nil && src.ListenersFromCheck() && err == nil {
 			err = s.configListeners(rt, src, spec, out)
@@ -129,7 +146,7 @@ func (s *Supervisor) runCheck(gen lifecycle.Gen) lifecycle.Event {
 		if err == nil && ctx.Err() != nil {
 			err = fmt.Errorf("config check not done within --check-timeout (%v), reading its output included: %w", s.cfg.CheckTimeout, context.Cause(ctx))
 		}
-		rt.log.Debug("check done", zap.Duration("took", s.clock.Now().Sub(start)), zap.Int("output_bytes", len(out)), zap.Error(err))
+		rt.log.Debug("check done", zap.Bool("command", ran), zap.Duration("took", s.clock.Now().Sub(start)), zap.Int("output_bytes", len(out)), zap.Error(err))
 		s.emit(lifecycle.CheckDone{At: s.clock.Now(), Gen: gen, Err: err})
 	})
 	return nil

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -144,4 +145,92 @@ func hasCapSysResource() bool {
 		}
 	}
 	return false
+}
+
+// harmlessOwn are the resources baton can hold at a child's limits itself
+// without risk to its own work: limits on what baton does not use, or
+// (nofile) uses little of. CPU time, address space, data, file size,
+// processes (threads) and stack could stop baton itself.
+var harmlessOwn = map[int]bool{
+	unix.RLIMIT_NOFILE: true, unix.RLIMIT_CORE: true, unix.RLIMIT_MEMLOCK: true,
+	unix.RLIMIT_MSGQUEUE: true, unix.RLIMIT_NICE: true, unix.RLIMIT_RTPRIO: true,
+	unix.RLIMIT_RTTIME: true, unix.RLIMIT_SIGPENDING: true, unix.RLIMIT_LOCKS: true,
+}
+
+// minOwnNofile is the lowest soft NOFILE baton takes on itself (unless it
+// already ran with less): below it, thousands of listeners and draining
+// generations could run baton out of descriptors.
+const minOwnNofile = 65536
+
+// TakeOnRlimits sets baton's own limits to rl, the limits of every child,
+// when that is harmless to baton (see harmlessOwn), so that children inherit
+// them and start without the exec shim (one program start less per
+// generation, config check and probe). It returns the limits now held, or
+// nil and why not; then every child goes through the shim, as before. It
+// must run before any child starts. NOFILE is set with syscall.Setrlimit,
+// which also stops the Go runtime from restoring its original soft NOFILE in
+// children (the 1024 incident).
+func TakeOnRlimits(rl []Rlimit) ([]Rlimit, string) {
+	nofile := false
+	capable := hasCapSysResource()
+	for _, r := range rl {
+		if !harmlessOwn[r.Resource] {
+			return nil, r.Name + " is not a limit baton holds itself"
+		}
+		var cur unix.Rlimit
+		if err := unix.Getrlimit(r.Resource, &cur); err != nil {
+			return nil, err.Error()
+		}
+		if r.Max < cur.Max && !capable {
+			// Lowering its own hard limit could not be undone.
+			return nil, fmt.Sprintf("%s: the hard limit is below baton's own and baton lacks CAP_SYS_RESOURCE", r.Name)
+		}
+		if r.Resource == unix.RLIMIT_NOFILE {
+			if r.Soft < min(cur.Cur, minOwnNofile) {
+				return nil, fmt.Sprintf("nofile %s is below what baton keeps for itself (%d)", limitString(r.Soft), min(cur.Cur, minOwnNofile))
+			}
+			nofile = true
+		}
+	}
+	if !nofile {
+		return nil, "no nofile limit"
+	}
+	for _, r := range rl {
+		// syscall, not unix: the runtime must learn about NOFILE.
+		if err := syscall.Setrlimit(r.Resource, &syscall.Rlimit{Cur: r.Soft, Max: r.Max}); err != nil {
+			return nil, fmt.Sprintf("setrlimit %s: %v", r, err)
+		}
+	}
+	return append([]Rlimit(nil), rl...), ""
+}
+
+// sameRlimits reports whether a and b set the same limits.
+func sameRlimits(a, b []Rlimit) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for _, r := range a {
+		found := false
+		for _, o := range b {
+			if o.Resource == r.Resource {
+				found = o.Soft == r.Soft && o.Max == r.Max
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+// holdsRlimits reports whether baton's own limits are rl now.
+func holdsRlimits(rl []Rlimit) bool {
+	for _, r := range rl {
+		var cur unix.Rlimit
+		if err := unix.Getrlimit(r.Resource, &cur); err != nil || cur.Cur != r.Soft || cur.Max != r.Max {
+			return false
+		}
+	}
+	return true
 }

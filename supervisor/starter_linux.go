@@ -66,14 +66,30 @@ var ErrProcessDone = errors.New("process already exited")
 // outputTail is how much of a child's output is kept for error messages.
 const outputTail = 4096
 
-// ExecStarter starts children through the exec shim (the running binary,
-// /proc/self/exe, with ExecShimArg), each in its own process group, with
-// stdin on /dev/null and stdout+stderr on a pipe, registered with the Reaper.
+// ExecStarter starts children, each in its own process group, with stdin
+// on /dev/null and stdout+stderr on a pipe, registered with the Reaper. A
+// child whose limits are the ones baton took on itself (TakeOnRlimits)
+// inherits them and is started directly; any other goes through the exec
+// shim (the running binary, /proc/self/exe, with ExecShimArg), which sets
+// them between fork and exec at the cost of one more program start.
 type ExecStarter struct {
 	Reaper *Reaper
 	// Shim is the binary that implements RunExecShim; default /proc/self/exe,
 	// which works even after baton's own file was replaced on disk.
 	Shim string
+	// Own are the limits baton set on itself with TakeOnRlimits (nil: none;
+	// every start goes through the shim).
+	Own []Rlimit
+}
+
+// direct reports whether sp can be started without the shim: it needs no
+// LISTEN_PID, and its limits are the ones baton holds now (checked at each
+// start: another process may have changed baton's with prlimit).
+func (s *ExecStarter) direct(sp StartSpec) bool {
+	if s.Own == nil || sp.ListenPID || !sameRlimits(sp.Rlimits, s.Own) {
+		return false
+	}
+	return holdsRlimits(sp.Rlimits)
 }
 
 // Start implements Starter.
@@ -82,9 +98,13 @@ func (s *ExecStarter) Start(sp StartSpec) (Proc, error) {
 	if shim == "" {
 		shim = "/proc/self/exe"
 	}
-	spec, err := json.Marshal(shimSpec{Path: sp.Path, Argv: sp.Argv, Rlimits: sp.Rlimits, ListenPID: sp.ListenPID})
-	if err != nil {
-		return nil, err
+	path, argv := sp.Path, sp.Argv
+	if !s.direct(sp) {
+		spec, err := json.Marshal(shimSpec{Path: sp.Path, Argv: sp.Argv, Rlimits: sp.Rlimits, ListenPID: sp.ListenPID})
+		if err != nil {
+			return nil, err
+		}
+		path, argv = shim, []string{"baton-exec", ExecShimArg, string(spec)}
 	}
 	devnull, err := os.Open(os.DevNull)
 	if err != nil {
@@ -104,9 +124,8 @@ func (s *ExecStarter) Start(sp StartSpec) (Proc, error) {
 		Dir: sp.Dir, Env: sp.Env, Files: files,
 		Sys: &syscall.SysProcAttr{Setpgid: true, PidFD: &p.pidfd, UseCgroupFD: sp.InCgroup, CgroupFD: sp.CgroupFD},
 	}
-	argv := []string{"baton-exec", ExecShimArg, string(spec)}
 	p.pid, err = s.Reaper.Start(func() (int, error) {
-		pid, _, err := syscall.StartProcess(shim, argv, attr)
+		pid, _, err := syscall.StartProcess(path, argv, attr)
 		return pid, err
 	}, p.exited)
 	runtime.KeepAlive(devnull)

@@ -26,6 +26,9 @@ type Config struct {
 	Rlimits      []Rlimit     // effective limits for every child
 	Lifecycle    lifecycle.Config
 	CheckTimeout time.Duration
+	// Check says when the driver's check command runs (proxyctl.CheckAuto:
+	// not where the generation's own start checks the config).
+	Check proxyctl.CheckMode
 	// RunDir is baton's run directory (see OpenRunDir): per-generation
 	// directories (0700) go below it. New creates it, or uses the one a
 	// previous baton left; Run removes it at the end.

@@ -53,6 +53,7 @@ func runCommand() *cli.Command {
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-generations", Value: def.MaxGenerations, Usage: "cap on active + draining generations; the oldest draining ones are hard stopped first"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "ready-timeout", Value: def.ReadyTimeout, Usage: "how long a new generation may take to become ready"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "check-timeout", Value: 30 * time.Second, Usage: "how long the config check may take"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "check", Value: "auto", Usage: "`auto`: run the proxy's config check command only where the generation's start is not already a full check (HAProxy: never, its start parses the config and a failed start changes nothing; nginx: baton reads the config files itself instead of nginx -T; generic: --check-command); always: run it (haproxy -c, nginx -T, --check-command) before every start"}),
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "rlimit", Usage: "resource limit `NAME=SOFT[:HARD]` for every child (repeatable; default nofile=min(hard limit, 1048576))"}),
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "watch", Usage: "reload when the content of this file or directory `PATH` changes (repeatable; debounced, digest-compared)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics on `ADDR` ([HOST]:PORT; without a host, 127.0.0.1) at /metrics"}),
@@ -138,6 +139,7 @@ type runSetup struct {
 	// fromConfig: no --listen, the listeners come from the proxy's config.
 	fromConfig bool
 	checkTO    time.Duration
+	check      proxyctl.CheckMode
 	cmd        []string
 	specs      []fdpass.Spec
 	driver     proxyctl.Driver
@@ -217,6 +219,9 @@ func parseRunFlags(c *cli.Context) (*runSetup, error) {
 	}
 	rs.watch, rs.checkTO, rs.adopt = c.StringSlice("watch"), c.Duration("check-timeout"), c.Bool("adopt-listeners")
 	rs.noCgroup = c.Bool("no-cgroup")
+	if rs.check, err = proxyctl.ParseCheckMode(c.String("check")); err != nil {
+		return nil, usagef("run: %v", err)
+	}
 	if rs.checkTO <= 0 {
 		return nil, usagef("run: --check-timeout must be positive")
 	}
@@ -379,13 +384,19 @@ func supervise(rs *runSetup, st *startState, upg *tableflip.Upgrader) error {
 	if st.metrics != nil {
 		metrics = supervisor.NewMetrics(version)
 	}
+	// Children inherit the limits baton takes on itself and start without
+	// the exec shim; where baton cannot hold them, the shim sets them.
+	own, why := supervisor.TakeOnRlimits(rs.rlimits)
+	if own == nil {
+		rs.log.Debug("children start through the exec shim", zap.String("why", why))
+	}
 	sup, err := supervisor.New(supervisor.Config{
 		Command: rs.cmd, Driver: rs.driver, Listeners: st.listeners, Rlimits: rs.rlimits,
-		Lifecycle: rs.life, CheckTimeout: rs.checkTO, RunDir: st.ctl.Path + ".d", Env: os.Environ(),
+		Lifecycle: rs.life, CheckTimeout: rs.checkTO, Check: rs.check, RunDir: st.ctl.Path + ".d", Env: os.Environ(),
 		WatchPaths: rs.watch, Control: st.ctl, InitPipe: st.initPipe, MetricsListener: st.metrics,
 		StateFile: st.ctl.Path + ".state", AdoptListeners: rs.adopt, ListenersFromConfig: rs.fromConfig, NoCgroup: rs.noCgroup,
 	}, supervisor.Deps{
-		Log: rs.log, Starter: &supervisor.ExecStarter{Reaper: reaper}, ProcFS: st.procfs,
+		Log: rs.log, Starter: &supervisor.ExecStarter{Reaper: reaper, Own: own}, ProcFS: st.procfs,
 		Notify: sdNotify, Metrics: metrics, Upgrader: flipper{upg, reaper},
 	})
 	if err == nil && st.handover != nil {
