@@ -81,9 +81,9 @@ func TestReadNginxConfigMatchesNginxT(t *testing.T) {
 func TestReadNginxConfigGivesUp(t *testing.T) {
 	dir := t.TempDir()
 	for name, text := range map[string]string{
-		"missing":  "include nothere.conf;\n",
-		"twoargs":  "include a b;\n",
-		"device":   "include /dev/zero;\n",
+		"missing": "include nothere.conf;\n",
+		"twoargs": "include a b;\n",
+		"device":  "include /dev/zero;\n",
 	} {
 		p := filepath.Join(dir, name+".conf")
 		writeTree(t, dir, map[string]string{name + ".conf": text})
