@@ -8,6 +8,10 @@ STATICCHECK := $(GOBIN)/staticcheck
 STATICCHECK_VERSION := v0.8.2
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS     := -X main.version=$(VERSION)
+# urfave/cli's man-page generator (and its markdown parser) is not used:
+# leaving it out saves every baton command, `baton reload` included, part of
+# its start-up.
+TAGS        := urfave_cli_no_docs
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 DEMO_DIR     ?= /tmp/baton-demo
@@ -18,7 +22,7 @@ DEMO_CONTROL := $(DEMO_DIR)/baton.sock
 all: build
 
 build:
-	$(GO) build -ldflags '$(LDFLAGS)' -o bin/baton ./cmd/baton
+	$(GO) build -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o bin/baton ./cmd/baton
 
 # haproxy and nginx from Debian, only when missing.
 deps:
