@@ -18,9 +18,12 @@ import (
 // peer check): a refused one is admit's to answer and close, and never
 // counts. When max connections are open, the one that has been idle
 // longest (no request read yet, or waiting between keep-alive requests) is
-// closed to make room; when every one is busy with a request, the new
-// connection is closed at once. Either is logged, at most once per
-// capLogEvery, with counts.
+// closed to make room; when every one is busy with a request (reload
+// requests waiting for a slow reload: they are answered together), the new
+// connection waits until one is done or goes idle, and the ones after it
+// wait in the listening socket's backlog — a legitimate client is never
+// reset for arriving when others are being served. Either is logged, at
+// most once per capLogEvery, with counts.
 //
 // The http.Server must report connection states through connState.
 type connLimit struct {
@@ -35,14 +38,35 @@ type connLimit struct {
 	open    map[*limitedConn]struct{}
 	seq     uint64 // orders connections by when they became idle
 	evicted int    // idle connections closed for a new one since the last log
-	turned  int    // new connections closed at once since the last log
+	waited  int    // new connections that waited for a slot since the last log
+
+	// freed is signalled when a connection closes or goes idle; done is
+	// closed with the listener.
+	freed     chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
 }
 
 // capLogEvery spaces the log lines about the cap.
 const capLogEvery = time.Minute
 
 func newConnLimit(ln net.Listener, max int, what string, admit func(net.Conn) bool, log *zap.Logger) *connLimit {
-	return &connLimit{Listener: ln, max: max, what: what, admit: admit, log: log, every: newLogEvery(capLogEvery), open: map[*limitedConn]struct{}{}}
+	return &connLimit{Listener: ln, max: max, what: what, admit: admit, log: log, every: newLogEvery(capLogEvery), open: map[*limitedConn]struct{}{},
+		freed: make(chan struct{}, 1), done: make(chan struct{})}
+}
+
+// Close closes the listener and ends a wait for a slot.
+func (l *connLimit) Close() error {
+	l.closeOnce.Do(func() { close(l.done) })
+	return l.Listener.Close()
+}
+
+// signalFreed wakes an Accept waiting for a slot.
+func (l *connLimit) signalFreed() {
+	select {
+	case l.freed <- struct{}{}:
+	default:
+	}
 }
 
 // Accept returns the next admitted connection that fits under the cap.
@@ -55,20 +79,27 @@ func (l *connLimit) Accept() (net.Conn, error) {
 		if l.admit != nil && !l.admit(c) {
 			continue
 		}
-		lc, victim := l.add(c)
-		if victim != nil {
-			_ = victim.Conn.Close() // its server goroutine sees the error and ends
+		for {
+			lc, victim := l.add(c)
+			if victim != nil {
+				_ = victim.Conn.Close() // its server goroutine sees the error and ends
+			}
+			if lc != nil {
+				return lc, nil
+			}
+			select {
+			case <-l.freed:
+			case <-l.done:
+				_ = c.Close()
+				return nil, net.ErrClosed
+			}
 		}
-		if lc != nil {
-			return lc, nil
-		}
-		_ = c.Close()
 	}
 }
 
 // add registers c, making room by evicting the longest idle connection
 // (returned, to be closed outside the lock). It returns nil for c when
-// every open connection is busy.
+// every open connection is busy: c is to wait for a slot.
 func (l *connLimit) add(c net.Conn) (*limitedConn, *limitedConn) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -80,7 +111,7 @@ func (l *connLimit) add(c net.Conn) (*limitedConn, *limitedConn) {
 			}
 		}
 		if victim == nil {
-			l.turned++
+			l.waited++
 			l.logCapLocked()
 			return nil, nil
 		}
@@ -99,8 +130,8 @@ func (l *connLimit) logCapLocked() {
 		return
 	}
 	l.log.Warn("connection cap reached", zap.String("server", l.what), zap.Int("max_connections", l.max),
-		zap.Int("idle_closed", l.evicted), zap.Int("refused_busy", l.turned))
-	l.evicted, l.turned = 0, 0
+		zap.Int("idle_closed", l.evicted), zap.Int("waited_busy", l.waited))
+	l.evicted, l.waited = 0, 0
 }
 
 // Open is the number of connections counted against the cap.
@@ -123,10 +154,12 @@ func connState(c net.Conn, st http.ConnState) {
 	case http.StateNew, http.StateIdle:
 		l.seq++
 		lc.idle, lc.idleSeq = true, l.seq
+		l.signalFreed()
 	case http.StateActive:
 		lc.idle = false
 	case http.StateClosed, http.StateHijacked:
 		delete(l.open, lc)
+		l.signalFreed()
 	}
 }
 
@@ -142,6 +175,7 @@ type limitedConn struct {
 func (c *limitedConn) Close() error {
 	c.l.mu.Lock()
 	delete(c.l.open, c)
+	c.l.signalFreed()
 	c.l.mu.Unlock()
 	return c.Conn.Close()
 }

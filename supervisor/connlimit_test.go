@@ -23,7 +23,7 @@ func closedByServer(c net.Conn, wait time.Duration) bool {
 
 // A server keeps at most its cap of connections: a new connection pushes
 // out the one idle longest; when every one is busy with a request, the new
-// one is closed at once.
+// one waits for a slot (it is not reset) and is served once one frees.
 func TestConnLimitEvictsIdleFirst(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -82,11 +82,19 @@ func TestConnLimitEvictsIdleFirst(t *testing.T) {
 	if !pollUntil(shortWait, func() bool { return busy.Load() == 3 }) {
 		t.Fatalf("%d requests running, want 3", busy.Load())
 	}
-	if c := dial(); !closedByServer(c, shortWait) {
-		t.Errorf("a 4th connection with 3 busy ones was not closed at once")
+	fourth := dial()
+	if _, err := io.WriteString(fourth, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if closedByServer(fourth, 100*time.Millisecond) {
+		t.Errorf("a 4th connection with 3 busy ones was closed, want it to wait")
 	}
 	if n := lim.Open(); n != 3 {
 		t.Errorf("%d connections counted with 3 busy, want 3", n)
 	}
 	close(release)
+	// A slot frees: the 4th is served.
+	if !pollUntil(shortWait, func() bool { return busy.Load() == 4 }) {
+		t.Errorf("the waiting 4th connection was not served once the others were done (%d requests seen)", busy.Load())
+	}
 }
