@@ -120,6 +120,10 @@ type Supervisor struct {
 	calls      chan func() // work effect goroutines hand to the loop
 	// followed is the active generation that followActive last saw.
 	followed lifecycle.Gen
+	// unsettled is the generation that became active in this step and
+	// whose last good config and pid file are still to be written
+	// (settleActive).
+	unsettled lifecycle.Gen
 
 	// gathering is held while a status request reads /proc and sock_diag
 	// (on the caller's goroutine, see gatherProcs).
@@ -297,6 +301,19 @@ func (s *Supervisor) followActive() {
 	if s.cfg.ListenersFromConfig {
 		s.activateListeners(gen)
 	}
+	s.unsettled = gen
+}
+
+// settleActive keeps the newly active generation's config as the last
+// good one and writes its pid file: file writes that need not delay the
+// drain signal to the older generations, so they run after it, and before
+// any reply (a reload's acknowledgement covers them).
+func (s *Supervisor) settleActive() {
+	gen := s.unsettled
+	if gen == 0 {
+		return
+	}
+	s.unsettled = 0
 	if rt := s.gens[gen]; rt != nil && rt.proc != nil {
 		s.keepLastGood(rt)
 		s.syncPidFile(rt)
@@ -328,10 +345,14 @@ func (s *Supervisor) step(ev lifecycle.Event) {
 		actions := s.m.Step(ev)
 		s.followActive() // before the actions: a reload's reply acknowledges all of it
 		for _, a := range actions {
+			if _, ok := a.(lifecycle.Reply); ok {
+				s.settleActive()
+			}
 			if next := s.do(a); next != nil {
 				queue = append(queue, next)
 			}
 		}
+		s.settleActive()
 	}
 	s.saveState()
 }
