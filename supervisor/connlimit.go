@@ -17,8 +17,10 @@ import (
 // A connection is first given to admit, when set (the control socket's
 // peer check): a refused one is admit's to answer and close, and never
 // counts. When max connections are open, the one that has been idle
-// longest (no request read yet, or waiting between keep-alive requests) is
-// closed to make room; when every one is busy with a request (reload
+// longest (no request read yet, or waiting between keep-alive requests),
+// if for at least minEvictIdle, is closed to make room (a client that has
+// just connected and not yet written its request, on a loaded machine, is
+// not idle: it is slow); when every one is busy with a request (reload
 // requests waiting for a slow reload: they are answered together), the new
 // connection waits until one is done or goes idle, and the ones after it
 // wait in the listening socket's backlog — a legitimate client is never
@@ -49,6 +51,14 @@ type connLimit struct {
 
 // capLogEvery spaces the log lines about the cap.
 const capLogEvery = time.Minute
+
+// minEvictIdle is how long a connection must have been idle to be closed
+// for a new one; evictRetry is how often a waiting new connection looks
+// again.
+const (
+	minEvictIdle = time.Second
+	evictRetry   = 50 * time.Millisecond
+)
 
 func newConnLimit(ln net.Listener, max int, what string, admit func(net.Conn) bool, log *zap.Logger) *connLimit {
 	return &connLimit{Listener: ln, max: max, what: what, admit: admit, log: log, every: newLogEvery(capLogEvery), open: map[*limitedConn]struct{}{},
@@ -87,12 +97,16 @@ func (l *connLimit) Accept() (net.Conn, error) {
 			if lc != nil {
 				return lc, nil
 			}
+			t := time.NewTimer(evictRetry)
 			select {
 			case <-l.freed:
+			case <-t.C:
 			case <-l.done:
+				t.Stop()
 				_ = c.Close()
 				return nil, net.ErrClosed
 			}
+			t.Stop()
 		}
 	}
 }
@@ -105,8 +119,9 @@ func (l *connLimit) add(c net.Conn) (*limitedConn, *limitedConn) {
 	defer l.mu.Unlock()
 	var victim *limitedConn
 	if len(l.open) >= l.max {
+		now := time.Now()
 		for o := range l.open {
-			if o.idle && (victim == nil || o.idleSeq < victim.idleSeq) {
+			if o.idle && now.Sub(o.idleSince) >= minEvictIdle && (victim == nil || o.idleSeq < victim.idleSeq) {
 				victim = o
 			}
 		}
@@ -120,7 +135,7 @@ func (l *connLimit) add(c net.Conn) (*limitedConn, *limitedConn) {
 		l.logCapLocked()
 	}
 	l.seq++
-	lc := &limitedConn{Conn: c, l: l, idle: true, idleSeq: l.seq}
+	lc := &limitedConn{Conn: c, l: l, idle: true, idleSeq: l.seq, idleSince: time.Now()}
 	l.open[lc] = struct{}{}
 	return lc, victim
 }
@@ -153,7 +168,7 @@ func connState(c net.Conn, st http.ConnState) {
 	switch st {
 	case http.StateNew, http.StateIdle:
 		l.seq++
-		lc.idle, lc.idleSeq = true, l.seq
+		lc.idle, lc.idleSeq, lc.idleSince = true, l.seq, time.Now()
 		l.signalFreed()
 	case http.StateActive:
 		lc.idle = false
@@ -166,9 +181,10 @@ func connState(c net.Conn, st http.ConnState) {
 // limitedConn is a connection counted by its connLimit until closed.
 type limitedConn struct {
 	net.Conn
-	l       *connLimit
-	idle    bool   // guarded by l.mu
-	idleSeq uint64 // guarded by l.mu
+	l         *connLimit
+	idle      bool      // guarded by l.mu
+	idleSeq   uint64    // guarded by l.mu
+	idleSince time.Time // guarded by l.mu
 }
 
 // Close closes the connection and frees its place.
