@@ -23,6 +23,9 @@ type StartSpec struct {
 	Dir       string   // working directory; "" keeps baton's
 	Files     []int    // borrowed descriptors that become fds 3, 4, ... in the child
 	Rlimits   []Rlimit // set between fork and exec
+	// Sched, unless nil, is the nice level and CPU set the child starts
+	// with, inherited from the thread that forks it (startsched_linux.go).
+	Sched *StartSched
 	ListenPID bool     // set LISTEN_PID to the child's own pid
 	// InCgroup starts the child in the cgroup v2 directory CgroupFD
 	// (borrowed) with clone3's CLONE_INTO_CGROUP: it is in it before its
@@ -105,10 +108,10 @@ func (s *ExecStarter) Start(sp StartSpec) (Proc, error) {
 		Sys: &syscall.SysProcAttr{Setpgid: true, PidFD: &p.pidfd, UseCgroupFD: sp.InCgroup, CgroupFD: sp.CgroupFD},
 	}
 	argv := []string{"baton-exec", ExecShimArg, string(spec)}
-	p.pid, err = s.Reaper.Start(func() (int, error) {
+	p.pid, err = s.Reaper.Start(sp.Sched.wrap(func() (int, error) {
 		pid, _, err := syscall.StartProcess(shim, argv, attr)
 		return pid, err
-	}, p.exited)
+	}), p.exited)
 	runtime.KeepAlive(devnull)
 	wr.Close()
 	if err != nil {
