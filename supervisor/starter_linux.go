@@ -23,9 +23,6 @@ type StartSpec struct {
 	Dir       string   // working directory; "" keeps baton's
 	Files     []int    // borrowed descriptors that become fds 3, 4, ... in the child
 	Rlimits   []Rlimit // set between fork and exec
-	// Sched, unless nil, is the nice level and CPU set the child starts
-	// with, inherited from the thread that forks it (startsched_linux.go).
-	Sched *StartSched
 	ListenPID bool     // set LISTEN_PID to the child's own pid
 	// InCgroup starts the child in the cgroup v2 directory CgroupFD
 	// (borrowed) with clone3's CLONE_INTO_CGROUP: it is in it before its
@@ -38,6 +35,9 @@ type StartSpec struct {
 	// MaxLine bounds a line passed to OnOutput (0: maxLogLine); a longer
 	// one is cut there and ends with cutMarker.
 	MaxLine int
+	// Sched, unless nil, is the nice level and CPU set the child starts
+	// with, inherited from the thread that forks it (startsched_linux.go).
+	Sched *StartSched
 }
 
 // Starter starts child processes.
