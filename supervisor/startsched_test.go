@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/batonproxy/baton/supervisor/lifecycle"
 )
 
 func TestParseCPUList(t *testing.T) {
@@ -227,8 +229,49 @@ func TestStartSchedForkNoShim(t *testing.T) {
 	}
 	res = ss.reset([]int{pid2})
 	nice, cpus := schedOf(t, "/proc/"+strconv.Itoa(pid2))
+
 	if nice != 12 || strconv.Itoa(ss.own.nice)+" "+cpus != ownVals {
 		t.Errorf("reniced child after the reset: nice %d cpus %s (%+v), want nice 12 and baton's CPUs (%s)", nice, cpus, res, ownVals)
+	}
+
+	// A reset that cannot set baton's values reports why.
+	broken := *ss
+	broken.Nice, broken.own.cpus = 0, unix.CPUSet{} // an empty mask: EINVAL
+	if err := unix.SchedSetaffinity(pid2, &ss.CPUs); err != nil {
+		t.Fatal(err)
+	}
+	if res := broken.reset([]int{pid2}); res.Err == nil || res.Threads != 0 {
+		t.Errorf("reset to an empty CPU set: %+v, want an error", res)
+	} else {
+		t.Logf("failed reset: %v", res.Err)
+	}
+}
+
+// TestStartSchedNotForReplacement: a crash replacement starts with baton's
+// values (nothing serves that it could slow down).
+func TestStartSchedNotForReplacement(t *testing.T) {
+	ss, _, ownVals := testStartSched(t)
+	h := newHarness(t, harnessOpts{modes: []string{"crash=100"}, startSched: ss})
+	h.start()
+	var pid2 int
+	if !pollUntil(longWait, func() bool {
+		pid2 = h.drv.pid(2)
+		for _, g := range h.status().Generations {
+			if g.Gen == 2 && g.Replacement && g.State == lifecycle.Active.String() {
+				return pid2 != 0
+			}
+		}
+		return false
+	}) {
+		t.Fatal("no active replacement")
+	}
+	for tid, v := range threadScheds(t, pid2) {
+		if v != ownVals {
+			t.Errorf("replacement (pid %d) thread %d: %q, want baton's %q", pid2, tid, v, ownVals)
+		}
+	}
+	if n := h.logs.FilterMessage("start scheduling reset").Len(); n != 0 {
+		t.Errorf("%d resets logged, want none", n)
 	}
 }
 
@@ -237,8 +280,13 @@ func TestStartSchedForkNoShim(t *testing.T) {
 // and, once active, every thread of it has baton's back; the serving
 // generation and baton are never niced or pinned.
 func TestStartSchedReload(t *testing.T) {
+	t.Run("cgroup", func(t *testing.T) { testStartSchedReload(t, false) })
+	t.Run("fallback", func(t *testing.T) { testStartSchedReload(t, true) })
+}
+
+func testStartSchedReload(t *testing.T, noCgroup bool) {
 	ss, startVals, ownVals := testStartSched(t)
-	h := newHarness(t, harnessOpts{modes: []string{"", "readygate"}, startSched: ss})
+	h := newHarness(t, harnessOpts{modes: []string{"", "readygate"}, startSched: ss, noCgroup: noCgroup})
 	h.start()
 	pid1 := h.drv.pid(1)
 	checkAll := func(what string, pid int, want string) {
