@@ -226,13 +226,13 @@ func (ss *StartSched) restore() {
 	if unix.Gettid() != os.Getpid() {
 		return
 	}
-	if unix.Setpriority(unix.PRIO_PROCESS, 0, ss.own.nice) == nil && unix.SchedSetaffinity(0, &ss.own.cpus) == nil {
+	if unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), ss.own.nice) == nil && unix.SchedSetaffinity(0, &ss.own.cpus) == nil {
 		runtime.UnlockOSThread()
 	}
 }
 
-// SchedReset is what a reset of an active generation's scheduling did.
-type SchedReset struct {
+// schedReset is what a reset of an active generation's scheduling did.
+type schedReset struct {
 	Threads int   // threads that got baton's values back (nice, CPUs or both)
 	Kept    int   // threads the proxy had changed itself (left as they are)
 	Err     error // the first failure; nil if none
@@ -244,8 +244,8 @@ type SchedReset struct {
 // reniced itself (HAProxy's cpu-map, tune.renice.runtime) keeps its values.
 // Threads a thread creates while this runs are caught by listing each
 // process's threads again until no new one shows (bounded).
-func (ss *StartSched) reset(pids []int) SchedReset {
-	var res SchedReset
+func (ss *StartSched) reset(pids []int) schedReset {
+	var res schedReset
 	seen := map[int]bool{}
 	for pass := 0; pass < 4; pass++ {
 		fresh := 0
@@ -268,7 +268,7 @@ func (ss *StartSched) reset(pids []int) SchedReset {
 
 // resetThread resets one thread (see reset); a thread that is gone is no
 // failure.
-func (ss *StartSched) resetThread(tid int, res *SchedReset) {
+func (ss *StartSched) resetThread(tid int, res *schedReset) {
 	fail := func(what string, err error) {
 		if res.Err == nil && !errors.Is(err, unix.ESRCH) {
 			res.Err = fmt.Errorf("%s of thread %d: %w", what, tid, err)
