@@ -249,7 +249,7 @@ func (s *Supervisor) start(gen lifecycle.Gen, replacement bool) lifecycle.Event 
 	sp := StartSpec{
 		Path: launch.Argv[0], Argv: launch.Argv, Env: append(env, launch.Env...),
 		Files: launch.Files, Rlimits: s.cfg.Rlimits, ListenPID: launch.ListenPID,
-		OnOutput: rt.logOutput,
+		OnOutput: rt.logOutput, Sched: s.startSched(rt),
 	}
 	p, cgroup, err := s.startTracked(rt, sp)
 	if err != nil {

@@ -129,6 +129,7 @@ func fakeCheck(args []string) int {
 //	crash=MS      exit 2 MS ms after the first readiness probe was answered
 //	linger=MS     after draining (listeners closed, requests done) wait MS ms
 //	readydelay=MS create the readiness socket only after MS ms
+//	readygate     create the readiness socket only once FAKE_DIR/go exists
 //	blocking      make the sockets blocking and accept in blocking mode
 //	              (fake_blocking_test.go): an EAGAIN from accept exits 6
 //	bindown       also bind a socket of its own (FAKE_DIR/own-addr)
@@ -138,7 +139,7 @@ func fakeCheck(args []string) int {
 //	nomarker      the daemon's environment lacks BATON_GENERATION
 type fakeOpts struct {
 	fail, hang, noDrain, ignoreTerm, grandchild, daemonize bool
-	blocking, bindOwn                                      bool
+	blocking, bindOwn, readyGate                           bool
 	crash, linger, readyDelay                              time.Duration
 }
 
@@ -177,6 +178,8 @@ func parseFakeOpts(s string) (fakeOpts, error) {
 			o.linger = d
 		case "readydelay":
 			o.readyDelay = d
+		case "readygate":
+			o.readyGate = true
 		case "blocking":
 			o.blocking = true
 		case "bindown":
@@ -239,7 +242,11 @@ func fakeServe() int {
 	logf("serving %d listeners", n)
 	answered := make(chan struct{})
 	if !o.hang {
-		go answerReady(filepath.Join(dir, "ready"), gen, o.readyDelay, answered)
+		gate := ""
+		if o.readyGate {
+			gate = filepath.Join(dir, "go")
+		}
+		go answerReady(filepath.Join(dir, "ready"), gen, o.readyDelay, gate, answered)
 	}
 	return fakeLoop(o, srv, sigs, answered, logf)
 }
@@ -345,9 +352,15 @@ func serveListeners(gen string, n int) (*http.Server, error) {
 
 // answerReady creates the readiness socket and answers every connection
 // with one line naming this process; answered is closed after the first.
-func answerReady(path, gen string, delay time.Duration, answered chan<- struct{}) {
+func answerReady(path, gen string, delay time.Duration, gate string, answered chan<- struct{}) {
 	if delay > 0 {
 		<-time.After(delay)
+	}
+	for gate != "" {
+		if _, err := os.Stat(gate); err == nil {
+			break
+		}
+		<-time.After(2 * time.Millisecond)
 	}
 	ln, err := net.Listen("unix", path)
 	if err != nil {

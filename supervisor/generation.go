@@ -38,6 +38,9 @@ type genRuntime struct {
 	// the config): written by the check goroutine before it reports
 	// CheckDone, read by the loop after that.
 	wanted []proxyctl.ConfigListener
+	// sched is how it was started (--start-nice, --start-cpus): until it
+	// is active; nil: with baton's own values.
+	sched *StartSched
 
 	mu        sync.Mutex
 	probeErr  error

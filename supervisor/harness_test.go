@@ -69,6 +69,8 @@ type harnessOpts struct {
 	// driver, when set, wraps the fake driver (e.g. adds an OutputChecker).
 	driver   func(*fakeDriver) proxyctl.Driver
 	noCgroup bool // track generations without cgroup v2 (the fallback)
+	// startSched is Config.StartSched (--start-nice, --start-cpus).
+	startSched *StartSched
 }
 
 // harness is one supervisor over the fake proxy, with its reaper, listeners
@@ -132,6 +134,7 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 		Command: []string{exe, roleServe}, Driver: drv, Listeners: h.ls, Rlimits: rl,
 		Lifecycle: life, CheckTimeout: o.checkTimeout, RunDir: filepath.Join(h.dir, "r"),
 		Env: childTestEnv(), StateFile: o.stateFile, Control: o.control, AdoptListeners: o.adoptForeign, NoCgroup: o.noCgroup,
+		StartSched: o.startSched,
 	}
 	h.deps = Deps{Log: log, Starter: &ExecStarter{Reaper: h.reaper.Reaper}, ProcFS: pfs, Metrics: o.metrics}
 	h.sup, err = New(h.cfg, h.deps)

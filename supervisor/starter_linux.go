@@ -35,6 +35,9 @@ type StartSpec struct {
 	// MaxLine bounds a line passed to OnOutput (0: maxLogLine); a longer
 	// one is cut there and ends with cutMarker.
 	MaxLine int
+	// Sched, unless nil, is the nice level and CPU set the child starts
+	// with, inherited from the thread that forks it (startsched_linux.go).
+	Sched *StartSched
 }
 
 // Starter starts child processes.
@@ -124,10 +127,10 @@ func (s *ExecStarter) Start(sp StartSpec) (Proc, error) {
 		Dir: sp.Dir, Env: sp.Env, Files: files,
 		Sys: &syscall.SysProcAttr{Setpgid: true, PidFD: &p.pidfd, UseCgroupFD: sp.InCgroup, CgroupFD: sp.CgroupFD},
 	}
-	p.pid, err = s.Reaper.Start(func() (int, error) {
+	p.pid, err = s.Reaper.Start(sp.Sched.wrap(func() (int, error) {
 		pid, _, err := syscall.StartProcess(path, argv, attr)
 		return pid, err
-	}, p.exited)
+	}), p.exited)
 	runtime.KeepAlive(devnull)
 	wr.Close()
 	if err != nil {

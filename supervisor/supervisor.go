@@ -58,6 +58,10 @@ type Config struct {
 	// create one (see tracking.go): by process group, process tree and the
 	// environment marker.
 	NoCgroup bool
+	// StartSched, unless nil, is the nice level and CPU set of a
+	// generation that starts while another one serves, until it is active
+	// (startsched_linux.go).
+	StartSched *StartSched
 }
 
 // Deps are the supervisor's collaborators.
@@ -315,6 +319,7 @@ func (s *Supervisor) settleActive() {
 	}
 	s.unsettled = 0
 	if rt := s.gens[gen]; rt != nil && rt.proc != nil {
+		s.endStartSched(rt)
 		s.keepLastGood(rt)
 		s.syncPidFile(rt)
 	}

@@ -55,6 +55,8 @@ func runCommand() *cli.Command {
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "check-timeout", Value: 30 * time.Second, Usage: "how long the config check may take"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "check", Value: "auto", Usage: "`auto`: run the proxy's config check command only where the generation's start is not already a full check (HAProxy: never, its start parses the config and a failed start changes nothing; nginx: baton reads the config files itself instead of nginx -T; generic: --check-command); always: run it (haproxy -c, nginx -T, --check-command) before every start"}),
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "rlimit", Usage: "resource limit `NAME=SOFT[:HARD]` for every child (repeatable; default nofile=min(hard limit, 1048576))"}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "start-nice", Usage: "run a generation that starts while another serves (a reload) at nice level `N` (1-19) until it is active, then at baton's own; needs CAP_SYS_NICE or a sufficient nice rlimit to undo (0: off)"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "start-cpus", Usage: "run a generation that starts while another serves on the CPUs `LIST` (such as 1 or 0-1,3, among baton's own) until it is active, then on baton's own CPUs"}),
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "watch", Usage: "reload when the content of this file or directory `PATH` changes (repeatable; debounced, digest-compared)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics on `ADDR` ([HOST]:PORT; without a host, 127.0.0.1) at /metrics"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "pid-file", Usage: "write baton's pid to `FILE` (kept up to date across upgrades)"}),
@@ -148,6 +150,7 @@ type runSetup struct {
 	group      int
 	log        *zap.Logger
 	noCgroup   bool // --no-cgroup
+	startSched *supervisor.StartSched
 }
 
 func parseRunFlags(c *cli.Context) (*runSetup, error) {
@@ -216,6 +219,9 @@ func parseRunFlags(c *cli.Context) (*runSetup, error) {
 	}
 	if rs.rlimits, err = supervisor.EffectiveRlimits(configured); err != nil {
 		return nil, err
+	}
+	if rs.startSched, err = supervisor.NewStartSched(c.Int("start-nice"), c.String("start-cpus"), rs.rlimits); err != nil {
+		return nil, usageError{err}
 	}
 	rs.watch, rs.checkTO, rs.adopt = c.StringSlice("watch"), c.Duration("check-timeout"), c.Bool("adopt-listeners")
 	rs.noCgroup = c.Bool("no-cgroup")
@@ -395,6 +401,7 @@ func supervise(rs *runSetup, st *startState, upg *tableflip.Upgrader) error {
 		Lifecycle: rs.life, CheckTimeout: rs.checkTO, Check: rs.check, RunDir: st.ctl.Path + ".d", Env: os.Environ(),
 		WatchPaths: rs.watch, Control: st.ctl, InitPipe: st.initPipe, MetricsListener: st.metrics,
 		StateFile: st.ctl.Path + ".state", AdoptListeners: rs.adopt, ListenersFromConfig: rs.fromConfig, NoCgroup: rs.noCgroup,
+		StartSched: rs.startSched,
 	}, supervisor.Deps{
 		Log: rs.log, Starter: &supervisor.ExecStarter{Reaper: reaper, Own: own}, ProcFS: st.procfs,
 		Notify: sdNotify, Metrics: metrics, Upgrader: flipper{upg, reaper},
@@ -432,7 +439,7 @@ func supervise(rs *runSetup, st *startState, upg *tableflip.Upgrader) error {
 	stopSignals := forwardSignals(sup, rs.log)
 	defer stopSignals()
 	rs.log.Info("baton started", zap.Int("pid", os.Getpid()), zap.String("proxy", rs.driver.Name()),
-		zap.String("control", st.ctl.Path), zap.Strings("command", rs.cmd), zap.Stringers("rlimits", stringers(rs.rlimits)),
+		zap.String("control", st.ctl.Path), zap.Strings("command", rs.cmd), zap.Stringers("rlimits", stringers(rs.rlimits)), zap.String("start_sched", rs.startSched.String()),
 		zap.Bool("upgraded", st.conn != nil), zap.Bool("adopted", st.handover != nil))
 	readyDone := make(chan struct{})
 	go func() {
