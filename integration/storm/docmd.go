@@ -125,6 +125,7 @@ func findings(r *benchReport) []string {
 	if l := latencyFinding(r); l != "" {
 		out = append(out, l)
 	}
+	out = append(out, reloadFindings(r)...)
 	if sc := r.Scale.Reloads; sc != nil {
 		out = append(out, fmt.Sprintf("After %s reloads baton's RSS went from %s to %s kB (peak %s) and its fd count from %d to %d.",
 			num(sc.Reloads), num(sc.Start.RSSKB), num(sc.End.RSSKB), num(sc.PeakRSS), sc.Start.Fds, sc.End.Fds))
