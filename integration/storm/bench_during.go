@@ -171,7 +171,7 @@ func (b *bench) during(ctx context.Context, m Method, port int, reload bool, row
 	row.Latency = latencyOf(res)
 	row.Latency.Max = ms(res.Percentile(100))
 	row.P999 = ms(res.Percentile(99.9))
-	var acks, in []time.Duration
+	var acks []time.Duration
 	for _, r := range reloads {
 		if r.Err != nil {
 			row.ReloadErrors++
@@ -183,16 +183,23 @@ func (b *bench) during(ctx context.Context, m Method, port int, reload bool, row
 		row.Reloads++
 		acks = append(acks, r.End.Sub(r.Start))
 	}
-	for _, s := range res.Samples {
+	row.Reload, row.InReload = summarize(acks), summarize(inReloads(res.Samples, reloads))
+	if reload && row.Reloads == 0 {
+		return fmt.Errorf("no reload acked: %s", row.FirstError)
+	}
+	return nil
+}
+
+// inReloads are the latencies of the OK samples that were under way while
+// a reload ran (from its start to its end).
+func inReloads(samples []load.Sample, reloads []reloadRecord) []time.Duration {
+	var in []time.Duration
+	for _, s := range samples {
 		if s.Class == load.OK && slices.ContainsFunc(reloads, func(r reloadRecord) bool {
 			return s.Start.Before(r.End) && s.Start.Add(s.Latency).After(r.Start)
 		}) {
 			in = append(in, s.Latency)
 		}
 	}
-	row.Reload, row.InReload = summarize(acks), summarize(in)
-	if reload && row.Reloads == 0 {
-		return fmt.Errorf("no reload acked: %s", row.FirstError)
-	}
-	return nil
+	return in
 }

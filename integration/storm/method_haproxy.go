@@ -211,13 +211,11 @@ func (m *haproxyMW) reloadSync(ctx context.Context, version int) (reloadInfo, er
 	}
 	out, err := masterExchange(ctx, m.sock, "reload", false, 2*time.Minute)
 	ackAt := time.Now()
-	switch {
-	case err != nil:
+	if err != nil {
 		return reloadInfo{}, fmt.Errorf("master CLI reload: %w (answer %q)", err, out)
-	case strings.HasPrefix(out, "Success=0"):
-		return reloadInfo{}, fmt.Errorf("the master reports a failed reload: %s", strings.TrimSpace(out))
-	case !strings.HasPrefix(out, "Success=1"):
-		return reloadInfo{}, fmt.Errorf("master CLI reload: no Success= answer (the connection closed early?): %q", out)
+	}
+	if err := checkReloadAnswer(out); err != nil {
+		return reloadInfo{}, err
 	}
 	old := map[int]bool{}
 	for _, w := range m.workers {
@@ -234,6 +232,18 @@ func (m *haproxyMW) reloadSync(ctx context.Context, version int) (reloadInfo, er
 		return reloadInfo{}, fmt.Errorf("the master answered Success=1 but show proc lists no new worker (workers %v, before %v)", now.workers, slices.Sorted(maps.Keys(old)))
 	}
 	return reloadInfo{AckAt: ackAt}, nil
+}
+
+// checkReloadAnswer reads a 3.1+ master's answer to `reload`:
+// "Success=1\n--\n" and the startup logs, or "Success=0" and why.
+func checkReloadAnswer(out string) error {
+	switch {
+	case strings.HasPrefix(out, "Success=1\n"):
+		return nil
+	case strings.HasPrefix(out, "Success=0"):
+		return fmt.Errorf("the master reports a failed reload: %s", strings.TrimSpace(out))
+	}
+	return fmt.Errorf("master CLI reload: no Success= answer (the connection closed early?): %q", out)
 }
 
 // reloadListed sends `reload` and waits until `show proc` lists a worker

@@ -78,7 +78,7 @@ func fullPlan() plan {
 		ScaleReloads:   10000, ScaleSampleEvery: 500, ActivatedReloads: 1000,
 		Listeners: 1000, Draining: 64,
 		BigBackends: 10000, BigCerts: 1000, BigReloads: 6,
-		During: dur(12 * time.Second), DuringEvery: dur(2500 * time.Millisecond), DuringRate: 1000,
+		During: dur(10 * time.Second), DuringEvery: dur(2 * time.Second), DuringRate: 1000,
 	}
 }
 

@@ -50,12 +50,21 @@ func findProxy(ctx context.Context, name string) (proxyBin, error) {
 	if err != nil {
 		return proxyBin{}, err
 	}
-	out := commandOutput(ctx, path, "-v")
+	p, err := parseVersion(commandOutput(ctx, path, "-v"))
+	if err != nil {
+		return p, fmt.Errorf("%s -v: %w", path, err)
+	}
+	p.Path = path
+	return p, nil
+}
+
+// parseVersion reads the output of `haproxy -v` or `nginx -v`.
+func parseVersion(out string) (proxyBin, error) {
 	m := versionRe.FindStringSubmatch(out)
 	if m == nil {
-		return proxyBin{}, fmt.Errorf("%s -v: no version in %q", path, firstLine(out))
+		return proxyBin{}, fmt.Errorf("no version in %q", firstLine(out))
 	}
-	p := proxyBin{Path: path, Line: firstLine(out), Version: m[1] + "." + m[2]}
+	p := proxyBin{Line: firstLine(out), Version: m[1] + "." + m[2]}
 	if m[3] != "" {
 		p.Version += "." + m[3]
 	}
