@@ -93,7 +93,7 @@ func quickPlan() plan {
 		LatencyReloads: 5,
 		ScaleReloads:   300, ScaleSampleEvery: 50, ActivatedReloads: 50,
 		Listeners: 1000, Draining: 16,
-		BigBackends: 1000, BigCerts: 100, BigReloads: 3,
+		BigBackends: 0, BigCerts: 100, BigReloads: 3,
 	}
 }
 

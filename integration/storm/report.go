@@ -227,7 +227,7 @@ func killTable(r *benchReport) string {
 			msText(k.LongestGapMs), strings.Join(rec, ", "), state)
 	}
 	return fmt.Sprintf("### kill -9 of the serving proxy every %s (new connections, %s)\n\n", r.Plan.KillEvery.D(), r.Plan.Kill.D()) + t.String() +
-		"\nHAProxy: the worker is killed (HAProxy 2.6's master then exits: without a supervisor the service is gone). nginx: the master and its workers.\n"
+		"\nHAProxy: the worker is killed (the master then exits — 2.6 and 3.2 alike: without a supervisor the service is gone). nginx: the master and its workers.\n"
 }
 
 func steadyTable(r *benchReport) string {
