@@ -91,6 +91,12 @@ fuzz:
 # (integration/storm). The full run (under 15 minutes on 2 cores) writes
 # docs/BENCHMARKS.md, docs/bench.json and docs/bench-storm.svg; QUICK=1
 # (under 2 minutes) writes them to bin/bench-quick/ and leaves docs/ alone.
+# HAProxy is $BATON_HAPROXY or the one in PATH, nginx $BATON_NGINX or the
+# one in PATH; BENCH_HAPROXY lists more HAProxy binaries for the reload
+# latency per version (default: the 3.1+ builds scripts/proxies has already
+# made; nothing is built here). The big-config and during-reload scenarios
+# run on the first HAProxy of 3.1 or later.
+BENCH_HAPROXY ?= $(shell scripts/proxies manifest 2>/dev/null | awk '$$1=="haproxy" && $$2 ~ /^(3\.[1-9]|[4-9]\.)/ {print $$3}')
 ifeq ($(QUICK),)
 BENCH_OUT   ?= docs
 BENCH_FLAGS :=
@@ -102,6 +108,7 @@ endif
 bench: deps
 	@mkdir -p $(BENCH_OUT)
 	$(GO) run ./integration/storm bench $(BENCH_FLAGS) --json $(BENCH_OUT)/bench.json \
+		--haproxy "$${BATON_HAPROXY:-haproxy}" $(addprefix --haproxy ,$(BENCH_HAPROXY)) \
 		--markdown $(BENCH_OUT)/BENCHMARKS.md --svg $(BENCH_OUT)/bench-storm.svg
 
 # Runs baton in the foreground supervising HAProxy on 127.0.0.1:8080 with

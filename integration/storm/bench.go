@@ -26,6 +26,10 @@ type bench struct {
 	cpu0   cpuSnap
 	sleep  string // /bin/sleep, the scale run's child
 	modDir string
+	// crtList is the big configs' crt-list once written, certGen how long
+	// writing the certificates took.
+	crtList string
+	certGen time.Duration
 }
 
 // methodMaker makes a fresh method instance.
@@ -54,6 +58,9 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	only := fs.String("only", "", "run only the scenarios whose id matches `REGEXP` (ids: storm/100ms/newconn/baton-haproxy, kill/haproxy-mw, steady/nginx, latency/haproxy-sf, scale/reloads, ...)")
 	batonBin := fs.String("baton", os.Getenv("BATON_BINARY"), "baton binary to use (default: go build ./cmd/baton)")
 	keep := fs.Bool("keep", false, "keep the temporary directory (logs of every process)")
+	var haproxy proxyFlag
+	fs.Var(&haproxy, "haproxy", "HAProxy binary `PATH` (default: $BATON_HAPROXY, then haproxy in PATH); repeatable: the first runs every scenario, each further one adds the reload-latency comparison on its version (ids latency/baton-haproxy@VERSION, ...); the big-config and during-reload scenarios run on the first of 3.1 or later")
+	nginx := fs.String("nginx", "", "nginx binary `PATH` (default: $BATON_NGINX, then nginx in PATH)")
 	stormFor := fs.Duration("storm", 0, "run every reload storm for `DURATION` (default: the plan's 20 s at 100 ms and 10 s at 1 s; 60s is the issue's full length, about 35 minutes in all)")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -75,7 +82,7 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if *stormFor > 0 {
 		b.plan.StormFast, b.plan.StormSlow = dur(*stormFor), dur(*stormFor)
 	}
-	if err := b.setup(ctx, *batonBin); err != nil {
+	if err := b.setup(ctx, *batonBin, haproxy, *nginx); err != nil {
 		fmt.Fprintf(stderr, "storm bench: %v\n", err)
 		return 1
 	}
@@ -106,17 +113,19 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 
 // setup finds the proxies, builds baton and the example server into a
 // short temporary directory and describes the machine.
-func (b *bench) setup(ctx context.Context, batonBin string) error {
+func (b *bench) setup(ctx context.Context, batonBin string, haproxy []string, nginx string) error {
+	proxies, err := chooseProxies(ctx, haproxy, nginx)
+	if err != nil {
+		return err
+	}
+	if b.sleep, err = exec.LookPath("sleep"); err != nil {
+		return err
+	}
 	root, err := os.MkdirTemp("", "sb")
 	if err != nil {
 		return err
 	}
-	b.e = &env{root: root}
-	for name, dst := range map[string]*string{"haproxy": &b.e.haproxy, "nginx": &b.e.nginx, "sleep": &b.sleep} {
-		if *dst, err = exec.LookPath(name); err != nil {
-			return fmt.Errorf("%s not found (make bench installs haproxy and nginx): %w", name, err)
-		}
-	}
+	b.e = (&env{root: root, nginx: proxies.Nginx.Path, nginxBin: proxies.Nginx, seq: new(int)}).withHAProxy(proxies.HAProxy[0])
 	if b.modDir, err = moduleDir(); err != nil {
 		return err
 	}
@@ -132,7 +141,7 @@ func (b *bench) setup(ctx context.Context, batonBin string) error {
 	if err := goBuild(ctx, b.modDir, b.e.activated, "./examples/activated"); err != nil {
 		return err
 	}
-	b.rep = &benchReport{Quick: b.plan.Quick, Started: b.start, Plan: b.plan, Only: b.only.String()}
+	b.rep = &benchReport{Quick: b.plan.Quick, Started: b.start, Plan: b.plan, Only: b.only.String(), Proxies: proxies}
 	b.rep.BuildS = time.Since(built).Seconds()
 	b.rep.Machine = describeMachine(ctx, b.e)
 	b.logf("built baton and examples/activated in %.1f s; %s", b.rep.BuildS, b.rep.Machine.oneLine())
@@ -169,10 +178,12 @@ func goBuild(ctx context.Context, dir, out, pkg string) error {
 	return nil
 }
 
-// runAll runs every family: reload latency first (on an idle machine),
-// then the storms, kill -9, steady state and scale.
+// runAll runs every family: reload latency first (on an idle machine:
+// the bench's own config, then per HAProxy version, then big configs),
+// latency under load during reloads, then the storms, kill -9, steady
+// state and scale.
 func (b *bench) runAll(ctx context.Context) {
-	families := []func(context.Context){b.latencyFamily, b.stormFamily, b.killFamily, b.steadyFamily, b.scaleFamily}
+	families := []func(context.Context){b.latencyFamily, b.versionFamily, b.bigFamily, b.duringFamily, b.stormFamily, b.killFamily, b.steadyFamily, b.scaleFamily}
 	for _, f := range families {
 		if ctx.Err() != nil {
 			return
@@ -198,11 +209,18 @@ func (b *bench) logf(format string, args ...any) {
 // withMethod starts a fresh instance of mk on a free port, runs f and
 // stops it, recording any error under id.
 func (b *bench) withMethod(ctx context.Context, id string, mk func(*env) Method, f func(m Method, port int) error) {
-	m := mk(b.e)
 	port, err := freePort()
-	if err == nil {
-		err = m.Start(ctx, port)
+	if err != nil {
+		b.fail(id, err)
+		return
 	}
+	b.runMethod(ctx, id, mk(b.e), port, f)
+}
+
+// runMethod starts m on port, runs f and stops m, recording any error
+// under id.
+func (b *bench) runMethod(ctx context.Context, id string, m Method, port int, f func(m Method, port int) error) {
+	err := m.Start(ctx, port)
 	if err == nil {
 		err = f(m, port)
 	}

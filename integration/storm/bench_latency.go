@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -27,27 +28,24 @@ type latencyRow struct {
 	Server     durStats `json:"server"`
 	Errors     int      `json:"errors"`
 	FirstError string   `json:"first_error,omitempty"`
+	// Proxy is the proxy and version that ran ("HAProxy 3.2.0"), Binary
+	// its path; AckKind what the ack of a native method was.
+	Proxy   string `json:"proxy,omitempty"`
+	Binary  string `json:"binary,omitempty"`
+	AckKind string `json:"ack_kind,omitempty"`
+	// AckReady: the native ack comes once the new worker is ready.
+	AckReady bool `json:"ack_after_ready,omitempty"`
 }
 
 // latencyFamily measures reloads one at a time without load, then the
 // proxies' own check and start times for reference.
 func (b *bench) latencyFamily(ctx context.Context) {
 	for _, mm := range stormMethods {
-		id := "latency/" + mm.id
-		if !b.want(id) || ctx.Err() != nil {
-			continue
-		}
-		b.withMethod(ctx, id, mm.make, func(m Method, port int) error {
-			row := b.reloadLatency(ctx, m, port)
-			row.ID = id
-			b.rep.Latency = append(b.rep.Latency, row)
-			b.logf("%s: ack p50 %.1f p99 %.1f ms; new version answers after p50 %.1f p99 %.1f ms; %d errors %s", id, row.Ack.P50, row.Ack.P99, row.Switch.P50, row.Switch.P99, row.Errors, row.FirstError)
-			return nil
-		})
+		b.latencyOf(ctx, b.e, "latency/"+mm.id, mm.make)
 	}
 	refs := []struct {
 		id, what string
-		f        func(context.Context) ([]time.Duration, error)
+		f        func(context.Context, *env) ([]time.Duration, error)
 	}{
 		{"latency/ref-haproxy-check", "`haproxy -c` (config check)", b.haproxyCheckTimes},
 		{"latency/ref-haproxy-start", "HAProxy start to first answer (`haproxy -W -db`)", b.haproxyStartTimes},
@@ -55,31 +53,69 @@ func (b *bench) latencyFamily(ctx context.Context) {
 		{"latency/ref-nginx-start", "nginx start to first answer", b.nginxStartTimes},
 	}
 	for _, r := range refs {
-		if !b.want(r.id) || ctx.Err() != nil {
-			continue
-		}
-		ds, err := r.f(ctx)
-		if err != nil {
-			b.fail(r.id, err)
-			continue
-		}
-		row := latencyRow{ID: r.id, What: r.what, Ack: summarize(ds)}
-		b.rep.Latency = append(b.rep.Latency, row)
-		b.logf("%s: p50 %.1f p99 %.1f ms", r.id, row.Ack.P50, row.Ack.P99)
+		b.latencyRef(ctx, b.e, r.id, r.what, r.f)
 	}
+}
+
+// latencyOf measures the sequential reloads of one method as id.
+func (b *bench) latencyOf(ctx context.Context, e *env, id string, mk func(*env) Method) {
+	if !b.want(id) || ctx.Err() != nil {
+		return
+	}
+	b.withMethod(ctx, id, func(*env) Method { return mk(e) }, func(m Method, port int) error {
+		row := b.reloadLatency(ctx, m, port, b.plan.LatencyReloads)
+		row.ID = id
+		row.Proxy, row.Binary = e.proxyOf(m.ID())
+		if mw, ok := m.(*haproxyMW); ok {
+			row.AckKind, row.AckReady = mw.ackKind(), mw.e.haproxyBin.syncReload()
+		}
+		b.rep.Latency = append(b.rep.Latency, row)
+		b.logf("%s (%s): ack p50 %.1f p99 %.1f ms; new version answers after p50 %.1f p99 %.1f ms; %d errors %s", id, row.Proxy, row.Ack.P50, row.Ack.P99, row.Switch.P50, row.Switch.P99, row.Errors, row.FirstError)
+		return nil
+	})
+}
+
+// latencyRef times one of the proxy's own steps as id.
+func (b *bench) latencyRef(ctx context.Context, e *env, id, what string, f func(context.Context, *env) ([]time.Duration, error)) {
+	if !b.want(id) || ctx.Err() != nil {
+		return
+	}
+	ds, err := f(ctx, e)
+	if err != nil {
+		b.fail(id, err)
+		return
+	}
+	row := latencyRow{ID: id, What: what, Ack: summarize(ds)}
+	row.Proxy, row.Binary = e.proxyOf(id)
+	b.rep.Latency = append(b.rep.Latency, row)
+	b.logf("%s (%s): p50 %.1f p99 %.1f ms", id, row.Proxy, row.Ack.P50, row.Ack.P99)
+}
+
+// proxyOf names the proxy an id or method id runs, and its path.
+func (e *env) proxyOf(id string) (label, path string) {
+	switch {
+	case strings.Contains(id, "haproxy"):
+		return e.haproxyBin.label("HAProxy"), e.haproxy
+	case strings.Contains(id, "nginx"):
+		return e.nginxBin.label("nginx"), e.nginx
+	}
+	return "", ""
 }
 
 // reloadLatency runs the plan's sequential reloads, each with a poller
 // that finds the first new-connection answer from the new version.
-func (b *bench) reloadLatency(ctx context.Context, m Method, port int) latencyRow {
+func (b *bench) reloadLatency(ctx context.Context, m Method, port, n int) latencyRow {
 	row := latencyRow{What: m.Name()}
 	var acks, switches, server []time.Duration
-	for v := 2; v < 2+b.plan.LatencyReloads && ctx.Err() == nil; v++ {
+	for v := 2; v < 2+n && ctx.Err() == nil; v++ {
 		start := time.Now()
 		sw := make(chan time.Duration, 1)
 		go func() { sw <- firstAnswer(ctx, addr(port), v, start, 10*time.Second) }()
 		info, err := m.Reload(ctx, v)
 		took := time.Since(start)
+		if !info.AckAt.IsZero() {
+			took = info.AckAt.Sub(start)
+		}
 		first := <-sw
 		if err != nil {
 			row.Errors++
@@ -135,8 +171,8 @@ func timeRuns(ctx context.Context, n int, f func() error) ([]time.Duration, erro
 }
 
 // refConfig writes a config of kind for a fresh port into a new directory.
-func (b *bench) refConfig(kind configKind, name string) (dir, cfg string, port int, err error) {
-	if dir, err = b.e.dir("ref"); err != nil {
+func refConfig(e *env, kind configKind, name string) (dir, cfg string, port int, err error) {
+	if dir, err = e.dir("ref"); err != nil {
 		return
 	}
 	if port, err = freePort(); err != nil {
@@ -156,21 +192,21 @@ func runQuiet(ctx context.Context, argv ...string) error {
 	return nil
 }
 
-func (b *bench) haproxyCheckTimes(ctx context.Context) ([]time.Duration, error) {
-	_, cfg, _, err := b.refConfig(haproxyConfig, "haproxy.cfg")
+func (b *bench) haproxyCheckTimes(ctx context.Context, e *env) ([]time.Duration, error) {
+	_, cfg, _, err := refConfig(e, haproxyConfig, "haproxy.cfg")
 	if err != nil {
 		return nil, err
 	}
-	return timeRuns(ctx, b.plan.LatencyReloads, func() error { return runQuiet(ctx, b.e.haproxy, "-c", "-q", "-f", cfg) })
+	return timeRuns(ctx, b.plan.LatencyReloads, func() error { return runQuiet(ctx, e.haproxy, "-c", "-q", "-f", cfg) })
 }
 
-func (b *bench) nginxCheckTimes(ctx context.Context) ([]time.Duration, error) {
-	dir, cfg, _, err := b.refConfig(nginxConfig, "nginx.conf")
+func (b *bench) nginxCheckTimes(ctx context.Context, e *env) ([]time.Duration, error) {
+	dir, cfg, _, err := refConfig(e, nginxConfig, "nginx.conf")
 	if err != nil {
 		return nil, err
 	}
 	pid := "pid " + filepath.Join(dir, "nginx.pid") + ";"
-	return timeRuns(ctx, b.plan.LatencyReloads, func() error { return runQuiet(ctx, b.e.nginx, "-q", "-t", "-e", "stderr", "-c", cfg, "-g", pid) })
+	return timeRuns(ctx, b.plan.LatencyReloads, func() error { return runQuiet(ctx, e.nginx, "-q", "-t", "-e", "stderr", "-c", cfg, "-g", pid) })
 }
 
 // startToServe starts argv, waits for the first answer on port and stops
@@ -193,21 +229,21 @@ func (b *bench) startToServe(ctx context.Context, port int, log string, argv []s
 	})
 }
 
-func (b *bench) haproxyStartTimes(ctx context.Context) ([]time.Duration, error) {
-	dir, cfg, port, err := b.refConfig(haproxyConfig, "haproxy.cfg")
+func (b *bench) haproxyStartTimes(ctx context.Context, e *env) ([]time.Duration, error) {
+	dir, cfg, port, err := refConfig(e, haproxyConfig, "haproxy.cfg")
 	if err != nil {
 		return nil, err
 	}
-	return b.startToServe(ctx, port, filepath.Join(dir, "haproxy.log"), []string{b.e.haproxy, "-W", "-db", "-f", cfg})
+	return b.startToServe(ctx, port, filepath.Join(dir, "haproxy.log"), []string{e.haproxy, "-W", "-db", "-f", cfg})
 }
 
-func (b *bench) nginxStartTimes(ctx context.Context) ([]time.Duration, error) {
-	dir, cfg, port, err := b.refConfig(nginxConfig, "nginx.conf")
+func (b *bench) nginxStartTimes(ctx context.Context, e *env) ([]time.Duration, error) {
+	dir, cfg, port, err := refConfig(e, nginxConfig, "nginx.conf")
 	if err != nil {
 		return nil, err
 	}
 	pid := filepath.Join(dir, "nginx.pid")
 	defer os.Remove(pid)
 	return b.startToServe(ctx, port, filepath.Join(dir, "nginx.log"),
-		[]string{b.e.nginx, "-e", "stderr", "-c", cfg, "-g", "daemon off; pid " + pid + ";"})
+		[]string{e.nginx, "-e", "stderr", "-c", cfg, "-g", "daemon off; pid " + pid + ";"})
 }

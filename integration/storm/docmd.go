@@ -22,7 +22,8 @@ func renderDoc(r *benchReport, svgRel string) string {
 		fmt.Fprintf(&b, " Only the scenarios matching `%s` ran.", r.Only)
 	}
 	b.WriteString(" Rerun with `make bench` (full, under 15 minutes on 2 cores) or `make bench QUICK=1` (under 2 minutes); " +
-		"`go run ./integration/storm bench --only REGEXP` runs a subset (ids such as `storm/100ms/newconn/haproxy-sf`, `kill/baton-haproxy`, `steady/nginx`, `latency/`, `scale/draining`). " +
+		"`go run ./integration/storm bench --only REGEXP` runs a subset (ids such as `storm/100ms/newconn/haproxy-sf`, `kill/baton-haproxy`, `steady/nginx`, `latency/`, `latency/big-certs/`, `during/`, `scale/draining`), " +
+		"`--haproxy PATH` (repeatable) and `--nginx PATH` choose the binaries. " +
 		"Every number is also in `bench.json`.\n\n")
 	b.WriteString("## Findings\n\n")
 	for _, f := range findings(r) {
@@ -50,6 +51,15 @@ func machineTable(r *benchReport) string {
 	t.row("Go", m.Go)
 	t.row("HAProxy", m.HAProxy)
 	t.row("nginx", m.Nginx)
+	if p := r.Proxies; len(p.HAProxy) > 0 {
+		var bins []string
+		for _, h := range p.HAProxy {
+			bins = append(bins, fmt.Sprintf("%s `%s`", h.Version, h.Path))
+		}
+		t.row("HAProxy binaries (the first runs every scenario, each one the per-version latency)", strings.Join(bins, ", "))
+		t.row("HAProxy of the big-config and during-reload scenarios", fmt.Sprintf("%s `%s`", p.Big.Version, p.Big.Path))
+		t.row("nginx binary", fmt.Sprintf("%s `%s`", p.Nginx.Version, p.Nginx.Path))
+	}
 	t.row("baton", m.Baton)
 	t.row("NOFILE of the bench", m.Nofile)
 	t.row("load average at start / end", m.LoadStart+" / "+m.LoadEnd)
@@ -61,7 +71,7 @@ const methodsText = "Every method serves the same answer (HTTP 200 with an `X-Ge
 	"a reload first writes the config of the next version, then triggers the method's reload and waits for what the method calls done (its *ack*).\n\n" +
 	"| method | started as | reload, and its ack |\n| --- | --- | --- |\n" +
 	"| baton + HAProxy | `baton run -l tcp://127.0.0.1:PORT -- haproxy -f CFG` | `baton reload` (the CLI); returns once no older generation holds the socket |\n" +
-	"| HAProxy -W, master CLI `reload` | `haproxy -W -db -S master.sock -f CFG` | `reload` on the master CLI; done when `show proc` lists a new worker |\n" +
+	"| HAProxy -W, master CLI `reload` | `haproxy -W -db -S master.sock -f CFG` | `reload` on the master CLI. HAProxy 3.1 and later: done when the master answers `Success=1` — it answers once the new worker is ready (the bench keeps its side of the connection open and reads until the master closes it, then checks that `show proc` lists a new worker); before 3.1 (the master answers after parse and fork, or, on 2.6, not at all): done when `show proc` lists a new worker |\n" +
 	"| HAProxy -D -sf (init script) | `haproxy -f CFG -D -p PIDFILE` | `sh -c 'haproxy -f CFG -D -p PIDFILE -sf $(cat PIDFILE)'`; done when it returns. HAProxy's default `SO_REUSEPORT`, no `-dR` |\n" +
 	"| baton + nginx | `baton run -l ... -- nginx -c CFG` | `baton reload` |\n" +
 	"| nginx -s reload (SIGHUP) | `nginx -c CFG -g 'daemon off;'` | SIGHUP to the master, which is all `nginx -s reload` does; done when sent |\n" +
@@ -71,7 +81,7 @@ const methodsText = "Every method serves the same answer (HTTP 200 with an `X-Ge
 	"nginx configs (batontest.NginxConfig) run 2 workers with `keepalive_timeout 30s`.\n\n" +
 	"What each alternative risks: with `-sf` every reload binds a new `SO_REUSEPORT` socket beside the old one and the kernel spreads new connections over both; " +
 	"when the old process closes its socket, the connections waiting in that socket's accept queue are reset, and until it does it still answers with the old config. " +
-	"HAProxy's master-worker reload passes the same socket to the new worker (no reset from a second socket), but its ack (a new worker listed) comes before the old worker has stopped accepting. " +
+	"HAProxy's master-worker reload passes the same socket to the new worker (no reset from a second socket), but its ack (the new worker ready on 3.1+, listed before) comes before the old worker has stopped accepting. " +
 	"`nginx -s reload` returns before nginx has even read the new config: the old workers keep accepting until the master has started new ones, and close idle keep-alive connections at once. " +
 	"baton acknowledges only when no old generation holds the socket, so every connection made after the ack is served by the new config.\n"
 
@@ -91,6 +101,17 @@ func scenariosText(r *benchReport) string {
 		fmt.Fprintf(&b, "| reload storms: due every 100 ms, both modes, 6 methods | %s each (the 1 s storms are not run: %s would hold 2 reloads) | QUICK fits 2 minutes |\n", p.StormFast.D(), p.StormFast.D())
 	}
 	fmt.Fprintf(&b, "| reload latency | %d sequential reloads per method on an idle machine; `haproxy -c`, `nginx -t` and start-to-first-answer %d times each | |\n", p.LatencyReloads, p.LatencyReloads)
+	if len(r.Proxies.HAProxy) > 1 {
+		fmt.Fprintf(&b, "| reload latency per HAProxy version | the same %d reloads of `baton reload` and the master CLI `reload`, and HAProxy's start to first answer, on each further `--haproxy` binary (ids `latency/baton-haproxy@VERSION`, ...) | acceptance is per version: against the native reload where it answers once the new worker is ready (3.1+), else against HAProxy's own start |\n", p.LatencyReloads)
+	}
+	if p.BigBackends > 0 || p.BigCerts > 0 {
+		fmt.Fprintf(&b, "| big configs | %s backends; %s TLS certificates; %d idle reloads per method and %d `haproxy -c` runs each, on HAProxy %s | what a reload costs where parsing dominates (SNI hosting, ingress controllers) |\n",
+			num(p.BigBackends), num(p.BigCerts), p.BigReloads, p.BigReloads, r.Proxies.Big.Version)
+	}
+	if p.During > 0 {
+		fmt.Fprintf(&b, "| request latency during reloads | %s of keep-alive load at %s requests/s per variant on the %s-certificate config, a reload due every %s (back to back when slower) | each reload parses the config on the cores that serve: how much does the serving generation's p99 rise, natively and under baton |\n",
+			p.During.D(), num(int(p.DuringRate)), num(p.BigCerts), p.DuringEvery.D())
+	}
 	fmt.Fprintf(&b, "| kill -9 | %s of new-connection load, first kill at %s, then every %s | |\n", p.Kill.D(), p.KillFirst.D(), p.KillEvery.D())
 	fmt.Fprintf(&b, "| steady state | %s per run, bare and under baton alternating (bare-baton, baton-bare, ...), %d run(s) each, the median runs compared | both proxies run at once with the same config; alternating and comparing the median runs cancels most of the noise of a shared machine (single runs vary by ±5 %% here; baton is not in the data path) |\n", p.Steady.D(), p.SteadyRounds)
 	fmt.Fprintf(&b, "| many reloads | %s reloads of `sleep` under the generic driver (ready 1 ms after start), %s of examples/activated, through the control API | a reload of examples/activated costs two Go program start-ups (baton's exec shim and the server, about 60 ms here): 10,000 of them would take 10 minutes; `sleep` makes a reload cost what baton itself does |\n",
@@ -125,6 +146,7 @@ func findings(r *benchReport) []string {
 	if l := latencyFinding(r); l != "" {
 		out = append(out, l)
 	}
+	out = append(out, reloadFindings(r)...)
 	if sc := r.Scale.Reloads; sc != nil {
 		out = append(out, fmt.Sprintf("After %s reloads baton's RSS went from %s to %s kB (peak %s) and its fd count from %d to %d.",
 			num(sc.Reloads), num(sc.Start.RSSKB), num(sc.End.RSSKB), num(sc.PeakRSS), sc.Start.Fds, sc.End.Fds))

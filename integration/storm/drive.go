@@ -72,6 +72,9 @@ func driveStorm(ctx context.Context, spec stormSpec) (*stormOutcome, error) {
 			r := reloadRecord{Seq: seq, Start: time.Now()}
 			r.Version, r.Info, r.Err = spec.reload(ctx, seq)
 			r.End = time.Now()
+			if !r.Info.AckAt.IsZero() {
+				r.End = r.Info.AckAt
+			}
 			done <- r
 		}(seq)
 	}

@@ -6,13 +6,16 @@
 //	          [--rate N] [--version-header X-Gen] [--json]
 //	storm bench [--quick] [--json FILE] [--markdown FILE] [--svg FILE]
 //	            [--only REGEXP] [--baton BIN] [--keep]
+//	            [--haproxy PATH]... [--nginx PATH]
 //
 // `run` is for users: the load of integration/load (HTTP/1.1, no
 // retries, every failure classified) against their URL while their reload
 // command runs every interval, one at a time. `bench` is `make bench`: the
 // same load and reload storms against baton and against the reloads people
 // use today (HAProxy's master-worker reload, nginx's HUP, the init-script
-// `-sf` idiom), plus reload latency, kill -9, steady-state throughput and
+// `-sf` idiom), plus reload latency (per HAProxy version with several
+// --haproxy, and on big configs: 10,000 backends, 1,000 certificates),
+// request latency during reloads, kill -9, steady-state throughput and
 // scale scenarios, printed as Markdown tables and written to
 // docs/BENCHMARKS.md, a JSON file and an SVG plot.
 //
@@ -64,6 +67,7 @@ func usage(w io.Writer) {
   storm run --url URL --reload COMMAND [--interval 1s] [--duration 30s] [--mode newconn|keepalive]
             [--workers 16] [--rate N] [--version-header HEADER] [--json]
   storm bench [--quick] [--json FILE] [--markdown FILE] [--svg FILE] [--only REGEXP] [--baton BIN] [--keep]
+              [--haproxy PATH]... [--nginx PATH]
 Run "storm run -h" or "storm bench -h" for the flags.
 `)
 }

@@ -42,6 +42,9 @@ type reloadInfo struct {
 	// Server is the duration the supervisor itself reports (baton's
 	// duration_ms), 0 when the method has none.
 	Server time.Duration
+	// AckAt, when set, is when the method's ack came, if the method did
+	// more after it (a check of the ack) before returning.
+	AckAt time.Time
 }
 
 // env is what every method needs: binaries and a short root directory
@@ -50,16 +53,34 @@ type env struct {
 	root      string
 	baton     string
 	activated string
-	haproxy   string
+	haproxy   string // haproxyBin.Path
 	nginx     string
-	seq       int
+	// haproxyBin is the HAProxy this env's methods run, nginxBin the nginx.
+	haproxyBin, nginxBin proxyBin
+	// batonRun are more `baton run` flags for every baton method.
+	batonRun []string
+	seq      *int // shared by the copies of withHAProxy
 }
 
 // dir makes a new directory for one method instance below the root.
 func (e *env) dir(id string) (string, error) {
-	e.seq++
-	d := filepath.Join(e.root, strconv.Itoa(e.seq)+"-"+id)
+	*e.seq++
+	d := filepath.Join(e.root, strconv.Itoa(*e.seq)+"-"+id)
 	return d, os.Mkdir(d, 0o755)
+}
+
+// withHAProxy is a copy of e whose methods run the HAProxy p.
+func (e *env) withHAProxy(p proxyBin) *env {
+	c := *e
+	c.haproxy, c.haproxyBin = p.Path, p
+	return &c
+}
+
+// withBatonRun is a copy of e whose baton methods add flags to `baton run`.
+func (e *env) withBatonRun(flags ...string) *env {
+	c := *e
+	c.batonRun = append(append([]string{}, e.batonRun...), flags...)
+	return &c
 }
 
 // configKind says which config a method serves.

@@ -100,7 +100,7 @@ func (m *batonMethod) Start(ctx context.Context, port int) error {
 	for _, p := range listen {
 		args = append(args, "-l", "tcp://"+addr(p))
 	}
-	args = append(args, m.extra...)
+	args = append(append(args, m.extra...), m.e.batonRun...)
 	if m.kind == activatedConfig && !m.noCheck {
 		args = append(args, "--check-command", m.e.activated+" -check -config "+m.cfg)
 	}

@@ -6,31 +6,59 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/batonproxy/baton/batontest"
 )
 
 // haproxyMW is HAProxy's own master-worker mode: `haproxy -W -db -S SOCK
-// -f CFG`, reloaded with `reload` on the master CLI; the reload is done
-// when `show proc` lists a new worker.
+// -f CFG`, reloaded with `reload` on the master CLI. Its ack depends on
+// the version (ackKind): on 3.1 and later the master's synchronous answer
+// `Success=1`, which comes once the new worker is ready; before 3.1, when
+// `show proc` lists a new worker (2.7–3.0 answer after parse and fork,
+// 2.6 not at all).
 type haproxyMW struct {
 	e                   *env
 	dir, cfg, sock, log string
 	port                int
-	p                   *proc
-	seen                map[procID]bool
+	// render, when set, replaces the bench's config (a big config, its
+	// ports baked in).
+	render  func(version int) string
+	p       *proc
+	seen    map[procID]bool
+	workers []int // the current workers after the last reload
 }
 
 func newHAProxyMW(e *env) *haproxyMW { return &haproxyMW{e: e} }
 
 func (m *haproxyMW) ID() string   { return "haproxy-mw" }
 func (m *haproxyMW) Name() string { return "HAProxy -W, master CLI `reload`" }
+
+// ackKind says what the method's ack is on this HAProxy version.
+func (m *haproxyMW) ackKind() string { return mwAckKind(m.e.haproxyBin) }
+
+func mwAckKind(p proxyBin) string {
+	if p.syncReload() {
+		return "the master CLI's answer `Success=1`, once the new worker is ready"
+	}
+	return "`show proc` lists a new worker"
+}
+
+func (m *haproxyMW) writeConfig(version int) error {
+	if m.render != nil {
+		return batontest.WriteFileAtomic(m.cfg, []byte(m.render(version)))
+	}
+	return writeConfig(m.cfg, haproxyConfig, m.port, version)
+}
 
 func (m *haproxyMW) Start(ctx context.Context, port int) error {
 	var err error
@@ -41,19 +69,20 @@ func (m *haproxyMW) Start(ctx context.Context, port int) error {
 	m.cfg = filepath.Join(m.dir, "haproxy.cfg")
 	m.sock = filepath.Join(m.dir, "master.sock")
 	m.log = filepath.Join(m.dir, "haproxy.log")
-	if err := writeConfig(m.cfg, haproxyConfig, port, 1); err != nil {
+	if err := m.writeConfig(1); err != nil {
 		return err
 	}
 	argv := []string{m.e.haproxy, "-W", "-db", "-S", m.sock, "-f", m.cfg}
 	if m.p, err = startProc(argv, m.log, syscall.SIGTERM); err != nil {
 		return err
 	}
-	if err := waitServing(ctx, addr(port), 1, 30*time.Second, func() bool { return !m.p.Exited() }); err != nil {
+	if err := waitServing(ctx, addr(port), 1, 60*time.Second, func() bool { return !m.p.Exited() }); err != nil {
 		return fmt.Errorf("haproxy -W: %w\n%s", err, tail(m.log, 10))
 	}
 	// The worker serves before the master, re-executed into its wait
 	// mode, answers its CLI.
-	_, err = m.waitShowProc(ctx)
+	mp, err := m.waitShowProc(ctx)
+	m.workers = mp.workers
 	return err
 }
 
@@ -133,8 +162,15 @@ func parseShowProc(out string) (masterProcs, error) {
 // masterCommand sends one command to the master CLI and reads the answer
 // (the write side is shut, so the master closes after answering).
 func masterCommand(ctx context.Context, sock, command string) (string, error) {
+	return masterExchange(ctx, sock, command, true, 5*time.Second)
+}
+
+// masterExchange sends command and reads until the master closes the
+// connection, for at most timeout. halfClose shuts the write side after
+// the command.
+func masterExchange(ctx context.Context, sock, command string, halfClose bool, timeout time.Duration) (string, error) {
 	var d net.Dialer
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	c, err := d.DialContext(ctx, "unix", sock)
 	if err != nil {
@@ -147,19 +183,78 @@ func masterCommand(ctx context.Context, sock, command string) (string, error) {
 	if _, err := io.WriteString(c, command+"\n"); err != nil {
 		return "", err
 	}
-	_ = c.(*net.UnixConn).CloseWrite()
+	if halfClose {
+		_ = c.(*net.UnixConn).CloseWrite()
+	}
 	b, err := io.ReadAll(bufio.NewReader(c))
 	return string(b), err
 }
 
-// Reload sends `reload` and waits until `show proc` lists a worker that
-// was not there before (or counts one more failed reload).
+// Reload writes the config of version and reloads through the master
+// CLI; the ack is the version's (ackKind).
 func (m *haproxyMW) Reload(ctx context.Context, version int) (reloadInfo, error) {
+	if m.e.haproxyBin.syncReload() {
+		return m.reloadSync(ctx, version)
+	}
+	return m.reloadListed(ctx, version)
+}
+
+// reloadSync sends `reload` on a connection whose write side stays open
+// and reads until the master closes it: HAProxy 3.1+ hands the connection
+// to the re-executed master, which answers `Success=1` (or `Success=0`)
+// and the startup logs once no worker is still starting, re-checking
+// every 50 ms. The ack is that answer; afterwards `show proc` must list a
+// worker that was not there before.
+func (m *haproxyMW) reloadSync(ctx context.Context, version int) (reloadInfo, error) {
+	if err := m.writeConfig(version); err != nil {
+		return reloadInfo{}, err
+	}
+	out, err := masterExchange(ctx, m.sock, "reload", false, 2*time.Minute)
+	ackAt := time.Now()
+	if err != nil {
+		return reloadInfo{}, fmt.Errorf("master CLI reload: %w (answer %q)", err, out)
+	}
+	if err := checkReloadAnswer(out); err != nil {
+		return reloadInfo{}, err
+	}
+	old := map[int]bool{}
+	for _, w := range m.workers {
+		old[w] = true
+	}
+	now, err := m.waitShowProc(ctx)
+	if err != nil {
+		return reloadInfo{}, err
+	}
+	m.remember(now.workers)
+	fresh := slices.ContainsFunc(now.workers, func(w int) bool { return !old[w] })
+	m.workers = now.workers
+	if !fresh {
+		return reloadInfo{}, fmt.Errorf("the master answered Success=1 but show proc lists no new worker (workers %v, before %v)", now.workers, slices.Sorted(maps.Keys(old)))
+	}
+	return reloadInfo{AckAt: ackAt}, nil
+}
+
+// checkReloadAnswer reads a 3.1+ master's answer to `reload`:
+// "Success=1\n--\n" and the startup logs, or "Success=0" and why.
+func checkReloadAnswer(out string) error {
+	switch {
+	case strings.HasPrefix(out, "Success=1\n"):
+		return nil
+	case strings.HasPrefix(out, "Success=0"):
+		return fmt.Errorf("the master reports a failed reload: %s", strings.TrimSpace(out))
+	}
+	return fmt.Errorf("master CLI reload: no Success= answer (the connection closed early?): %q", out)
+}
+
+// reloadListed sends `reload` and waits until `show proc` lists a worker
+// that was not there before (or counts one more failed reload): HAProxy
+// before 3.1, whose answer, if any, comes before the new worker is ready.
+func (m *haproxyMW) reloadListed(ctx context.Context, version int) (reloadInfo, error) {
 	before, err := m.waitShowProc(ctx)
 	if err != nil {
 		return reloadInfo{}, err
 	}
-	if err := writeConfig(m.cfg, haproxyConfig, m.port, version); err != nil {
+	if err := m.writeConfig(version); err != nil {
 		return reloadInfo{}, err
 	}
 	if _, err := masterCommand(ctx, m.sock, "reload"); err != nil {
@@ -185,6 +280,7 @@ func (m *haproxyMW) Reload(ctx context.Context, version int) (reloadInfo, error)
 		for _, w := range now.workers {
 			if !old[w] {
 				m.remember(now.workers)
+				m.workers = now.workers
 				return true
 			}
 		}

@@ -53,6 +53,18 @@ type plan struct {
 	// Listeners handed to one generation; Draining generations held.
 	Listeners int `json:"listeners"`
 	Draining  int `json:"draining"`
+	// BigBackends and BigCerts size the big configs (0: not run);
+	// BigReloads is the number of idle reloads and `haproxy -c` runs on
+	// each.
+	BigBackends int `json:"big_backends"`
+	BigCerts    int `json:"big_certs"`
+	BigReloads  int `json:"big_reloads"`
+	// During is a keep-alive load run at DuringRate requests/s on the
+	// big-certificates config, with a reload due every DuringEvery (0:
+	// not run).
+	During      dur     `json:"during"`
+	DuringEvery dur     `json:"during_every"`
+	DuringRate  float64 `json:"during_rate"`
 }
 
 func fullPlan() plan {
@@ -65,6 +77,8 @@ func fullPlan() plan {
 		LatencyReloads: 20,
 		ScaleReloads:   10000, ScaleSampleEvery: 500, ActivatedReloads: 1000,
 		Listeners: 1000, Draining: 64,
+		BigBackends: 10000, BigCerts: 1000, BigReloads: 6,
+		During: dur(10 * time.Second), DuringEvery: dur(2 * time.Second), DuringRate: 1000,
 	}
 }
 
@@ -79,6 +93,7 @@ func quickPlan() plan {
 		LatencyReloads: 5,
 		ScaleReloads:   300, ScaleSampleEvery: 50, ActivatedReloads: 50,
 		Listeners: 1000, Draining: 16,
+		BigBackends: 0, BigCerts: 100, BigReloads: 3,
 	}
 }
 

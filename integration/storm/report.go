@@ -17,8 +17,11 @@ type benchReport struct {
 	WallS   float64      `json:"wall_s"`
 	BuildS  float64      `json:"build_s"`
 	Machine machine      `json:"machine"`
+	Proxies proxyChoice  `json:"proxies"`
 	Plan    plan         `json:"plan"`
 	Latency []latencyRow `json:"reload_latency"`
+	Big     []bigRow     `json:"big_configs"`
+	During  []duringRow  `json:"during_reloads"`
 	Storms  []stormRow   `json:"storms"`
 	Kills   []killRow    `json:"kill9"`
 	Steady  []steadyRow  `json:"steady_state"`
@@ -113,7 +116,7 @@ func modeName(m string) string {
 // renderTables is the "one table" per scenario family the bench prints.
 func renderTables(r *benchReport) string {
 	var b strings.Builder
-	sections := []func(*benchReport) string{headlineTable, stormTable, latencyTable, killTable, steadyTable, scaleTables}
+	sections := []func(*benchReport) string{headlineTable, stormTable, latencyTable, versionTable, bigTable, duringTable, killTable, steadyTable, scaleTables}
 	for _, f := range sections {
 		if s := f(r); s != "" {
 			b.WriteString(s + "\n")
@@ -195,6 +198,9 @@ func latencyTable(r *benchReport) string {
 	}
 	t := newTable("reload method, or the proxy's own step", "ack (or step) p50 / p99 ms", "first answer from the new version p50 / p99 ms", "baton's own account p50 / p99 ms", "errors")
 	for _, l := range r.Latency {
+		if baseID(l.ID) != l.ID {
+			continue // another --haproxy: in the per-version table
+		}
 		t.row(l.What, pp(l.Ack), pp(l.Switch), pp(l.Server), num(l.Errors))
 	}
 	return fmt.Sprintf("### Reload latency, idle machine (%d sequential reloads each)\n\n", r.Plan.LatencyReloads) + t.String()
@@ -221,7 +227,7 @@ func killTable(r *benchReport) string {
 			msText(k.LongestGapMs), strings.Join(rec, ", "), state)
 	}
 	return fmt.Sprintf("### kill -9 of the serving proxy every %s (new connections, %s)\n\n", r.Plan.KillEvery.D(), r.Plan.Kill.D()) + t.String() +
-		"\nHAProxy: the worker is killed (HAProxy 2.6's master then exits: without a supervisor the service is gone). nginx: the master and its workers.\n"
+		"\nHAProxy: the worker is killed (the master then exits — 2.6 and 3.2 alike: without a supervisor the service is gone). nginx: the master and its workers.\n"
 }
 
 func steadyTable(r *benchReport) string {
