@@ -321,8 +321,13 @@ func (s *haproxySession) Ready(ctx context.Context) error {
 	return nil
 }
 
+// closeGetsocks closes the handover server and the NOTIFY_SOCKET once the
+// generation is ready (or forgotten): neither has anything more to say, and
+// the serving generation then holds no descriptor of baton's beyond its
+// output.
 func (s *haproxySession) closeGetsocks() {
 	s.closeOnce.Do(func() {
+		_ = s.closeNotify()
 		s.gs.Close()
 		s.wg.Wait()
 		if n := s.refused - refusalsLogged; n > 0 {
@@ -333,7 +338,7 @@ func (s *haproxySession) closeGetsocks() {
 
 func (s *haproxySession) Close() error {
 	s.closeGetsocks()
-	return s.closeNotify()
+	return nil
 }
 
 func (s *haproxySession) closeNotify() error {
