@@ -1,7 +1,7 @@
 package supervisor
 
 import (
-	"errors"
+	"context"
 	"time"
 
 	"go.uber.org/zap"
@@ -25,7 +25,20 @@ func (s *Supervisor) awaitReadyEvent(rt *genRuntime) bool {
 	if ch == nil {
 		return true
 	}
-	rt.setProbeError(errors.New("waiting for the proxy's readiness notification (sd_notify READY=1)"))
+	select {
+	case <-ch:
+		return true
+	default:
+	}
+	// The session's own words for why it is not ready (no READY=1 yet),
+	// shown if the generation is not ready in time.
+	ctx, cancel := context.WithTimeout(rt.ctx, time.Second)
+	err := rt.session.Ready(ctx)
+	cancel()
+	rt.setProbeError(err)
+	if err == nil {
+		return true
+	}
 	t := s.clock.NewTimer(readyEventWait)
 	defer t.Stop()
 	select {
