@@ -133,11 +133,16 @@ func (s *probeSession) Ready(ctx context.Context) error {
 
 // notifySession listens on a per-generation NOTIFY_SOCKET for sd_notify
 // datagrams and is ready once READY=1 came from the generation's leader or
-// one of its descendants (SCM_CREDENTIALS tells the sender).
+// one of its descendants (SCM_CREDENTIALS tells the sender); with
+// leaderOnly, from the leader alone.
 type notifySession struct {
-	path string
-	conn *net.UnixConn
-	pid  int
+	path       string
+	conn       *net.UnixConn
+	pid        int
+	leaderOnly bool
+	// notified is closed at the first READY=1 (ReadyNotifier), after the
+	// STATUS= of the same datagram was recorded.
+	notified chan struct{}
 
 	mu     sync.Mutex
 	ready  bool
@@ -162,7 +167,7 @@ func newNotifySession(path string) (*notifySession, error) {
 		c.Close()
 		return nil, fmt.Errorf("notify socket: %w", err)
 	}
-	return &notifySession{path: path, conn: c}, nil
+	return &notifySession{path: path, conn: c, notified: make(chan struct{})}, nil
 }
 
 func (s *notifySession) Started(pid int) {
@@ -186,6 +191,7 @@ func (s *notifySession) read() {
 		}
 		sender := senderPid(oob[:oobn])
 		s.mu.Lock()
+		wasReady := s.ready
 		if s.fromGeneration(sender) {
 			for _, line := range strings.Split(string(buf[:n]), "\n") {
 				switch {
@@ -196,6 +202,9 @@ func (s *notifySession) read() {
 				}
 			}
 		}
+		if s.ready && !wasReady {
+			close(s.notified)
+		}
 		s.mu.Unlock()
 	}
 }
@@ -204,6 +213,9 @@ func (s *notifySession) read() {
 func (s *notifySession) fromGeneration(pid int) bool {
 	if pid == s.pid {
 		return true
+	}
+	if s.leaderOnly {
+		return false
 	}
 	for _, d := range proctree.Descendants(s.pid) {
 		if d == pid {
@@ -224,6 +236,16 @@ func senderPid(oob []byte) int {
 		}
 	}
 	return 0
+}
+
+// ReadyNotified implements ReadyNotifier.
+func (s *notifySession) ReadyNotified() <-chan struct{} { return s.notified }
+
+// state returns whether READY=1 came, and the last STATUS= text.
+func (s *notifySession) state() (bool, string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ready, s.status
 }
 
 func (s *notifySession) Ready(context.Context) error {

@@ -44,15 +44,27 @@ var haproxyForbidden = map[string]string{
 // runs with every listener enabled (the master CLI answers only after the
 // master re-executed itself into wait mode, tens of milliseconds later). It
 // never passes -sf/-st and never sends SIGTTOU.
+//
+// HAProxy 3.1+ masters send sd_notify READY=1 once their worker is ready:
+// a generation of a binary known to be 3.1+ runs with -Ws instead of -W and
+// a NOTIFY_SOCKET of its own, and its readiness is that event (then one
+// "show info" confirms it). The version is learned from the "show info" of
+// an earlier generation of the same binary file (same device, inode, size
+// and times): no extra process, and a binary replaced on disk is probed
+// again. Older masters send READY=1 before the worker is ready (and 2.6/2.8
+// accept -Ws only when built with systemd support): they keep the probe.
 type HAProxy struct {
 	bin  string
 	args []string
 	cfgs map[int]string // index in args of each -f value → absolute path
+
+	mu       sync.Mutex
+	notifies map[binaryID]bool // binary files whose master sends READY=1 once its worker is ready
 }
 
 // NewHAProxy validates cmd (argv[0] resolved) for use under baton.
 func NewHAProxy(cmd []string) (*HAProxy, error) {
-	h := &HAProxy{bin: cmd[0], args: cmd[1:], cfgs: map[int]string{}}
+	h := &HAProxy{bin: cmd[0], args: cmd[1:], cfgs: map[int]string{}, notifies: map[binaryID]bool{}}
 	dir, _ := os.Getwd()
 	for i, a := range h.args {
 		if why, bad := haproxyForbidden[a]; bad {
@@ -144,13 +156,29 @@ func (h *HAProxy) Prepare(g GenSpec) (Launch, Session, error) {
 		entries[i] = fdpass.GetsocksEntry{Fd: l.Fd}
 	}
 	s := &haproxySession{stats: filepath.Join(g.Dir, "stats.sock"), errs: make(chan error, 4), warn: g.warn}
+	bin, binErr := statBinary(h.bin)
+	if binErr == nil {
+		s.learn = func(version string) { h.learn(bin, version) }
+	}
+	mode := "-W"
+	var env []string
+	if binErr == nil && h.notifiesReady(bin) {
+		ns, err := newNotifySession(filepath.Join(g.Dir, "notify.sock"))
+		if err != nil {
+			return Launch{}, nil, fmt.Errorf("haproxy: %w", err)
+		}
+		ns.leaderOnly = true // the master sends it; nothing else may
+		s.notify, mode, env = ns, "-Ws", []string{"NOTIFY_SOCKET=" + ns.path}
+	}
 	extra := filepath.Join(g.Dir, "baton.cfg")
 	snippet := "# written by baton for generation " + strconv.Itoa(g.Gen) + "\nglobal\n    stats socket " + s.stats + " mode 600 level user\n"
 	if err := os.WriteFile(extra, []byte(snippet), 0o600); err != nil {
+		s.closeNotify()
 		return Launch{}, nil, fmt.Errorf("haproxy: %w", err)
 	}
 	gs, err := fdpass.NewGetsocksServer(filepath.Join(g.Dir, "getsocks.sock"), entries, s.noteError)
 	if err != nil {
+		s.closeNotify()
 		return Launch{}, nil, err
 	}
 	s.gs = gs
@@ -159,9 +187,9 @@ func (h *HAProxy) Prepare(g GenSpec) (Launch, Session, error) {
 		defer s.wg.Done()
 		gs.Serve()
 	}()
-	argv := append([]string{h.bin, "-W", "-db", "-S", filepath.Join(g.Dir, "master.sock"), "-x", gs.Path(), "-dR"}, h.userArgs(g)...)
+	argv := append([]string{h.bin, mode, "-db", "-S", filepath.Join(g.Dir, "master.sock"), "-x", gs.Path(), "-dR"}, h.userArgs(g)...)
 	argv = append(argv, "-f", extra)
-	return Launch{Argv: argv}, s, nil
+	return Launch{Argv: argv, Env: env}, s, nil
 }
 
 type haproxySession struct {
@@ -174,6 +202,12 @@ type haproxySession struct {
 	// refused counts the peers the getsocks server refused; written by its
 	// goroutine, read by closeGetsocks after that goroutine ended.
 	refused int
+	// notify is the generation's NOTIFY_SOCKET under -Ws (HAProxy 3.1+);
+	// nil: readiness is probed.
+	notify *notifySession
+	// learn records the version "show info" reports for the binary the
+	// generation runs; nil when its file could not be identified.
+	learn func(version string)
 
 	closeOnce sync.Once
 }
@@ -202,6 +236,18 @@ func (s *haproxySession) noteError(err error) {
 func (s *haproxySession) Started(pid int) {
 	s.pid = pid
 	s.gs.AllowPeer(generationPeer(pid))
+	if s.notify != nil {
+		s.notify.Started(pid)
+	}
+}
+
+// ReadyNotified implements ReadyNotifier: closed at the master's READY=1
+// under -Ws; nil (probe) otherwise.
+func (s *haproxySession) ReadyNotified() <-chan struct{} {
+	if s.notify == nil {
+		return nil
+	}
+	return s.notify.ReadyNotified()
 }
 
 // generationPeer lets the generation's own processes take the sockets: its
@@ -237,11 +283,24 @@ func generationPeer(master int) fdpass.PeerCheck {
 // Ready asks the generation's stats socket for "show info" and checks that
 // the answer comes from a worker forked by this generation's master. A reply
 // means the worker's event loop runs with every listener enabled.
+//
+// Under -Ws it first needs the master's READY=1; a READY=1 whose STATUS
+// says the load failed is not readiness (the master then exits, and the
+// exit ends the reload with HAProxy's words).
 func (s *haproxySession) Ready(ctx context.Context) error {
 	select {
 	case err := <-s.errs:
 		return err
 	default:
+	}
+	if s.notify != nil {
+		ready, status := s.notify.state()
+		if !ready {
+			return errors.New("no READY=1 from the haproxy master on its NOTIFY_SOCKET yet")
+		}
+		if strings.Contains(strings.ToLower(status), "fail") {
+			return fmt.Errorf("haproxy master: %s", status)
+		}
 	}
 	out, err := CLI(ctx, s.stats, "show info")
 	if err != nil {
@@ -255,12 +314,20 @@ func (s *haproxySession) Ready(ctx context.Context) error {
 	if ppid := parentOf(worker); ppid != s.pid {
 		return fmt.Errorf("show info answered by pid %d, whose parent is %d, not this generation's master %d", worker, ppid, s.pid)
 	}
+	if s.learn != nil {
+		s.learn(infoField(out, "Version"))
+	}
 	s.closeGetsocks()
 	return nil
 }
 
+// closeGetsocks closes the handover server and the NOTIFY_SOCKET once the
+// generation is ready (or forgotten): neither has anything more to say, and
+// the serving generation then holds no descriptor of baton's beyond its
+// output.
 func (s *haproxySession) closeGetsocks() {
 	s.closeOnce.Do(func() {
+		_ = s.closeNotify()
 		s.gs.Close()
 		s.wg.Wait()
 		if n := s.refused - refusalsLogged; n > 0 {
@@ -272,6 +339,13 @@ func (s *haproxySession) closeGetsocks() {
 func (s *haproxySession) Close() error {
 	s.closeGetsocks()
 	return nil
+}
+
+func (s *haproxySession) closeNotify() error {
+	if s.notify == nil {
+		return nil
+	}
+	return s.notify.Close()
 }
 
 // CLI sends one command to an HAProxy CLI socket (stats socket or master

@@ -465,17 +465,14 @@ func (s *Supervisor) watchRelease(gen lifecycle.Gen) {
 	}
 	inodes := s.cfg.Listeners.Inodes()
 	s.goEffect(func() {
-		// The cheap tree walk polls; a full scan of the group confirms,
-		// because acknowledging a reload on a miss breaks invariant 4. A
-		// cgroup's list is complete: one read does.
-		released := func() bool {
-			g := rt.procs()
-			if g.Cgroup != "" {
-				return !s.scanHoldsAny(g, inodes)
-			}
-			return !s.holdsAny(g, inodes) && !s.scanHoldsAny(g, inodes)
-		}
-		if s.pollUntil(rt.ctx, released) {
+		// Ticks read only the descriptors a full scan found on a
+		// listener; a full scan confirms (release_linux.go), because
+		// acknowledging a reload on a miss breaks invariant 4.
+		w := &releaseWatch{inodes: inodes, members: func() ([]int, error) { return s.procfs.ScanMembers(rt.procs()) }}
+		defer w.close()
+		start := s.clock.Now()
+		if s.pollEvery(rt.ctx, releaseTight, w.released) {
+			rt.log.Debug("released", zap.Duration("took", s.clock.Now().Sub(start)), zap.Int("ticks", w.ticks), zap.Int("scans", w.scans))
 			s.emit(lifecycle.Released{At: s.clock.Now(), Gen: gen})
 		}
 	})

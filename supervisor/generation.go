@@ -162,16 +162,17 @@ func waitOutput(p Proc) {
 	}
 }
 
-// watchExit reports Exited once the leader was reaped and no process of the
-// generation is left (a worker orphaned by its master, or a daemon that left
-// its process group, still holds the listeners).
+// watchExit reports Exited once the leader was reaped (the reaper's SIGCHLD,
+// or an adopted leader's pidfd) and no process of the generation is left
+// (a worker orphaned by its master, or a daemon that left its process
+// group, still holds the listeners): see waitGone.
 func (s *Supervisor) watchExit(rt *genRuntime) {
 	select {
 	case <-rt.proc.Done():
 	case <-s.loopCtx.Done():
 		return
 	}
-	if !s.pollUntil(s.loopCtx, func() bool { return !s.alive(rt) }) {
+	if !s.waitGone(rt) {
 		return
 	}
 	waitOutput(rt.proc)
@@ -186,7 +187,14 @@ func (s *Supervisor) watchExit(rt *genRuntime) {
 
 // probeReady polls the driver's readiness check and the generation's fd
 // tables until it holds every current listener and answers; then Ready.
+//
+// A session that learns of readiness by an event (proxyctl.ReadyNotifier)
+// is not probed before the event (or readyEventWait without it): the
+// probe then confirms it.
 func (s *Supervisor) probeReady(rt *genRuntime, inodes map[uint64]bool) {
+	if !s.awaitReadyEvent(rt) {
+		return
+	}
 	ready := s.pollUntil(rt.ctx, func() bool {
 		if !rt.probing() {
 			return false
@@ -214,6 +222,12 @@ func (s *Supervisor) probeReady(rt *genRuntime, inodes map[uint64]bool) {
 // every millisecond at first, backing off to every 4 ms during the first
 // second (reload latency) and to every 50 ms after it.
 func (s *Supervisor) pollUntil(ctx context.Context, cond func() bool) bool {
+	return s.pollEvery(ctx, 0, cond)
+}
+
+// pollEvery is pollUntil calling cond every millisecond during the first
+// tight, before it backs off.
+func (s *Supervisor) pollEvery(ctx context.Context, tight time.Duration, cond func() bool) bool {
 	wait, ceiling := time.Millisecond, 4*time.Millisecond
 	start := s.clock.Now()
 	for {
@@ -227,10 +241,15 @@ func (s *Supervisor) pollUntil(ctx context.Context, cond func() bool) bool {
 			return false
 		case <-t.C():
 		}
-		if s.clock.Now().Sub(start) > time.Second {
+		elapsed := s.clock.Now().Sub(start)
+		if elapsed > time.Second {
 			ceiling = 50 * time.Millisecond
 		}
-		wait = min(wait*2, ceiling)
+		if elapsed < tight {
+			wait = time.Millisecond
+		} else {
+			wait = min(wait*2, ceiling)
+		}
 	}
 }
 
@@ -264,25 +283,4 @@ func (s *Supervisor) missing(g GenProcs, want map[uint64]bool) int {
 
 func (s *Supervisor) holdsAny(g GenProcs, inodes map[uint64]bool) bool {
 	return s.missing(g, inodes) < len(inodes)
-}
-
-// scanHoldsAny is holdsAny over ScanMembers; a scan error counts as
-// holding (never acknowledge on doubt).
-func (s *Supervisor) scanHoldsAny(g GenProcs, inodes map[uint64]bool) bool {
-	pids, err := s.procfs.ScanMembers(g)
-	if err != nil {
-		return true
-	}
-	for _, pid := range pids {
-		in, err := s.procfs.SocketInodes(pid)
-		if err != nil {
-			continue // exited meanwhile
-		}
-		for k := range in {
-			if inodes[k] {
-				return true
-			}
-		}
-	}
-	return false
 }
