@@ -178,6 +178,15 @@ func (m CheckMode) String() string {
 	return "auto"
 }
 
+// GroupDrainer is implemented by drivers whose every process acts on the
+// drain signal by itself (nginx: master and workers each close their
+// listeners on SIGQUIT): baton sends it to the generation's whole process
+// group at once, so the workers let go of the listeners without waiting for
+// the master to relay it.
+type GroupDrainer interface {
+	DrainGroup() bool
+}
+
 // SignalKind is the intent of a signal.
 type SignalKind int
 

@@ -218,6 +218,11 @@ func (n *Nginx) Signal(kind SignalKind) unix.Signal {
 	return unix.SIGTERM
 }
 
+// DrainGroup implements GroupDrainer: an nginx worker handles SIGQUIT
+// itself exactly as the master's relay (graceful shutdown: close the
+// listeners, finish the requests), so the whole group gets it at once.
+func (n *Nginx) DrainGroup() bool { return true }
+
 // Prepare implements Driver.
 func (n *Nginx) Prepare(g GenSpec) (Launch, Session, error) {
 	fds := make([]int, len(g.Listeners))

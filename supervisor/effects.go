@@ -439,7 +439,12 @@ func (s *Supervisor) signal(gen lifecycle.Gen, kind lifecycle.SignalKind) {
 		sig = unix.SIGKILL
 	}
 	rt.log.Info("signal generation", zap.Stringer("kind", kind), zap.Stringer("signal", sig))
-	err := rt.proc.Signal(sig)
+	var err error
+	if gd, ok := s.cfg.Driver.(proxyctl.GroupDrainer); ok && kind == lifecycle.Drain && gd.DrainGroup() {
+		err = rt.proc.SignalGroup(sig)
+	} else {
+		err = rt.proc.Signal(sig)
+	}
 	switch {
 	case kind == lifecycle.Kill:
 		// SIGKILL goes to every process of the generation.
@@ -471,7 +476,7 @@ func (s *Supervisor) watchRelease(gen lifecycle.Gen) {
 		w := &releaseWatch{inodes: inodes, members: func() ([]int, error) { return s.procfs.ScanMembers(rt.procs()) }}
 		defer w.close()
 		start := s.clock.Now()
-		if s.pollEvery(rt.ctx, releaseTight, w.released) {
+		if s.pollEvery(rt.ctx, releaseTight, releaseFine, w.released) {
 			rt.log.Debug("released", zap.Duration("took", s.clock.Now().Sub(start)), zap.Int("ticks", w.ticks), zap.Int("scans", w.scans))
 			s.emit(lifecycle.Released{At: s.clock.Now(), Gen: gen})
 		}

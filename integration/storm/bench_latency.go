@@ -43,6 +43,8 @@ func (b *bench) latencyFamily(ctx context.Context) {
 	for _, mm := range stormMethods {
 		b.latencyOf(ctx, b.e, "latency/"+mm.id, mm.make)
 	}
+	b.latencyOf(ctx, b.e, "latency/baton-haproxy-api", func(e *env) Method { return viaAPI(newBatonHAProxy(e)) })
+	b.latencyOf(ctx, b.e, "latency/baton-nginx-api", func(e *env) Method { return viaAPI(newBatonNginx(e)) })
 	refs := []struct {
 		id, what string
 		f        func(context.Context, *env) ([]time.Duration, error)

@@ -187,6 +187,30 @@ func (m *batonMethod) Reload(ctx context.Context, version int) (reloadInfo, erro
 	return reloadInfo{Server: time.Duration(res.DurationMs * float64(time.Millisecond))}, nil
 }
 
+// apiMethod is a baton method whose reloads go through the control API
+// from the bench process instead of the `baton reload` CLI: the same
+// request without a program start.
+type apiMethod struct{ *batonMethod }
+
+func viaAPI(m *batonMethod) Method { return apiMethod{m} }
+
+func (m apiMethod) ID() string   { return m.batonMethod.ID() + "-api" }
+func (m apiMethod) Name() string { return m.batonMethod.Name() + ", control API" }
+
+// Reload writes the config and sends POST /v1/reload itself.
+func (m apiMethod) Reload(ctx context.Context, version int) (reloadInfo, error) {
+	if err := m.writeConfig(version); err != nil {
+		return reloadInfo{}, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	res, err := m.reloadAPI(ctx)
+	if err != nil {
+		return reloadInfo{}, fmt.Errorf("POST /v1/reload: %w", err)
+	}
+	return reloadInfo{Server: time.Duration(res.DurationMs * float64(time.Millisecond))}, nil
+}
+
 // reloadAPI reloads through the control API directly (no exec of the
 // CLI), for the scale runs.
 func (m *batonMethod) reloadAPI(ctx context.Context) (reloadResponse, error) {
