@@ -476,7 +476,7 @@ func (s *Supervisor) watchRelease(gen lifecycle.Gen) {
 		w := &releaseWatch{inodes: inodes, members: func() ([]int, error) { return s.procfs.ScanMembers(rt.procs()) }}
 		defer w.close()
 		start := s.clock.Now()
-		if s.pollEvery(rt.ctx, releaseTight, releaseFine, w.released) {
+		if s.pollEvery(rt.ctx, releaseTight, w.released) {
 			rt.log.Debug("released", zap.Duration("took", s.clock.Now().Sub(start)), zap.Int("ticks", w.ticks), zap.Int("scans", w.scans))
 			s.emit(lifecycle.Released{At: s.clock.Now(), Gen: gen})
 		}

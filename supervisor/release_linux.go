@@ -14,11 +14,6 @@ import (
 // for it.
 const releaseTight = 100 * time.Millisecond
 
-// releaseFine is the tick of a release watch's first 20 ms: a tick costs a
-// few microseconds (BenchmarkReleasePoll), and the reload's acknowledgement
-// waits for the first tick after the last listener closed.
-const releaseFine = 200 * time.Microsecond
-
 // releaseWatch tells when no process of an old generation holds a
 // listening socket any more. No kernel event says that a process closed a
 // descriptor, so it polls, as cheaply as it can: a full scan (every member,
