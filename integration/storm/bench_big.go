@@ -20,8 +20,13 @@ type bigRow struct {
 	Check  durStats   `json:"haproxy_check"`
 	Native latencyRow `json:"native"`
 	Baton  latencyRow `json:"baton"`
-	// Ratio is the baton ack p50 over the native ack p50.
-	Ratio float64 `json:"ratio_p50"`
+	// API is baton's reload through the control API from the bench
+	// process (no CLI start, as the native command is sent).
+	API latencyRow `json:"baton_api"`
+	// Ratio is the baton ack p50 over the native ack p50; RatioAPI the
+	// same for API.
+	Ratio    float64 `json:"ratio_p50"`
+	RatioAPI float64 `json:"ratio_api_p50"`
 	// CertGenS is how long generating the certificates took (once).
 	CertGenS float64 `json:"cert_gen_s,omitempty"`
 }
@@ -66,8 +71,8 @@ func (b *bench) certsFor(c *bigConfig) (time.Duration, error) {
 func (b *bench) bigFamily(ctx context.Context) {
 	e := b.e.withHAProxy(b.rep.Proxies.Big)
 	for _, c := range b.bigConfigs() {
-		ids := []string{"latency/" + c.Name + "/ref-check", "latency/" + c.Name + "/haproxy-mw", "latency/" + c.Name + "/baton-haproxy"}
-		if !b.want(ids[0]) && !b.want(ids[1]) && !b.want(ids[2]) || ctx.Err() != nil {
+		ids := []string{"latency/" + c.Name + "/ref-check", "latency/" + c.Name + "/haproxy-mw", "latency/" + c.Name + "/baton-haproxy", "latency/" + c.Name + "/baton-haproxy-api"}
+		if !b.want(ids[0]) && !b.want(ids[1]) && !b.want(ids[2]) && !b.want(ids[3]) || ctx.Err() != nil {
 			continue
 		}
 		gen, err := b.certsFor(&c)
@@ -100,7 +105,16 @@ func (b *bench) bigFamily(ctx context.Context) {
 				return m
 			})
 		}
+		if b.want(ids[3]) {
+			row.API = b.bigLatency(ctx, ids[3], e, c, func(ports []int) Method {
+				m := newBatonHAProxy(e)
+				m.ports = ports
+				m.render = func(v int) string { return c.render(ports, v) }
+				return viaAPI(m)
+			})
+		}
 		row.Ratio = ratio(row.Baton.Ack.P50, row.Native.Ack.P50)
+		row.RatioAPI = ratio(row.API.Ack.P50, row.Native.Ack.P50)
 		b.rep.Big = append(b.rep.Big, row)
 	}
 }

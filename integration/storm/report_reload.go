@@ -10,17 +10,24 @@ func bigTable(r *benchReport) string {
 	if len(r.Big) == 0 {
 		return ""
 	}
-	t := newTable("config", "proxy", "`haproxy -c` p50 / p99 ms", "native reload p50 / p99 ms (its ack)", "`baton reload` p50 / p99 ms", "baton's own account p50 ms", "ratio baton / native (p50)", "errors native / baton")
+	t := newTable("config", "proxy", "`haproxy -c` p50 / p99 ms", "native reload p50 / p99 ms (its ack)", "`baton reload` p50 / p99 ms", "control API p50 / p99 ms", "baton's own account p50 ms", "ratio baton / native (p50): CLI, API", "errors native / baton")
 	for _, g := range r.Big {
 		rat := "–"
 		if g.Ratio > 0 {
 			rat = fmt.Sprintf("**%.2f**", g.Ratio)
 		}
+		if g.RatioAPI > 0 {
+			rat += fmt.Sprintf(", **%.2f**", g.RatioAPI)
+		}
+		api := "–"
+		if g.API.Ack.N > 0 {
+			api = pp(g.API.Ack)
+		}
 		ack := ""
 		if g.Native.AckKind != "" {
 			ack = " (" + g.Native.AckKind + ")"
 		}
-		t.row(g.What, g.Proxy, pp(g.Check), pp(g.Native.Ack)+ack, pp(g.Baton.Ack), msTextOr(g.Baton.Server), rat,
+		t.row(g.What, g.Proxy, pp(g.Check), pp(g.Native.Ack)+ack, pp(g.Baton.Ack), api, msTextOr(g.Baton.Server), rat,
 			fmt.Sprintf("%d / %d", g.Native.Errors, g.Baton.Errors))
 	}
 	return fmt.Sprintf("### Idle reload latency, big configs (%d sequential reloads each, same binary and config)\n\n", r.Plan.BigReloads) + t.String() +
@@ -95,15 +102,23 @@ func reloadFindings(r *benchReport) []string {
 		if v.Against == "start" {
 			ref, what = v.Start, "its own start to first answer"
 		}
-		out = append(out, fmt.Sprintf("Idle reload, %s: `baton reload` p50 %s ms against %s p50 %s ms: **%.2f×**.",
-			v.Proxy, msText(v.Baton.P50), what, msText(ref.P50), v.Ratio))
+		api := ""
+		if v.RatioAPI > 0 {
+			api = fmt.Sprintf(" (through the control API, without the CLI's program start: %s ms, **%.2f×**)", msText(v.API.P50), v.RatioAPI)
+		}
+		out = append(out, fmt.Sprintf("Idle reload, %s: `baton reload` p50 %s ms against %s p50 %s ms: **%.2f×**%s.",
+			v.Proxy, msText(v.Baton.P50), what, msText(ref.P50), v.Ratio, api))
 	}
 	for _, g := range r.Big {
 		if g.Ratio == 0 {
 			continue
 		}
-		out = append(out, fmt.Sprintf("%s, %s: `baton reload` p50 %s ms against HAProxy's own reload %s ms (**%.2f×**); `haproxy -c` alone takes %s ms.",
-			capitalize(g.What), g.Proxy, msText(g.Baton.Ack.P50), msText(g.Native.Ack.P50), g.Ratio, msText(g.Check.P50)))
+		api := ""
+		if g.RatioAPI > 0 {
+			api = fmt.Sprintf(", through the control API %s ms (**%.2f×**)", msText(g.API.Ack.P50), g.RatioAPI)
+		}
+		out = append(out, fmt.Sprintf("%s, %s: `baton reload` p50 %s ms against HAProxy's own reload %s ms (**%.2f×**)%s; `haproxy -c` alone takes %s ms.",
+			capitalize(g.What), g.Proxy, msText(g.Baton.Ack.P50), msText(g.Native.Ack.P50), g.Ratio, api, msText(g.Check.P50)))
 	}
 	base := duringBase(r)
 	if base == nil {
