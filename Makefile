@@ -9,8 +9,9 @@ STATICCHECK_VERSION := v0.8.2
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS     := -X main.version=$(VERSION)
 # urfave/cli's man-page generator (and its markdown parser) is not used:
-# leaving it out saves every baton command, `baton reload` included, part of
-# its start-up.
+# leaving it out, and building without cgo (a static binary: no dynamic
+# loader, no libc), saves every baton command, `baton reload` included,
+# part of its start-up (about 4 ms of 20 here).
 TAGS        := urfave_cli_no_docs
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -22,7 +23,7 @@ DEMO_CONTROL := $(DEMO_DIR)/baton.sock
 all: build
 
 build:
-	$(GO) build -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o bin/baton ./cmd/baton
+	CGO_ENABLED=0 $(GO) build -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o bin/baton ./cmd/baton
 
 # haproxy and nginx from Debian, only when missing.
 deps:
