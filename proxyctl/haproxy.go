@@ -123,6 +123,9 @@ func (h *HAProxy) ConfigFiles() ([]string, error) {
 }
 
 func usesDefaultPath(cfg string) bool {
+	if !strings.Contains(cfg, "default-path") {
+		return false // most configs: no line to split
+	}
 	for _, line := range strings.Split(cfg, "\n") {
 		f := strings.Fields(line)
 		if len(f) >= 2 && f[0] == "default-path" && f[1] != "current" {

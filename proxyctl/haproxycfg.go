@@ -112,7 +112,13 @@ func parseHAProxyBinds(files []haproxyConfigFile, env map[string]string, v6only 
 	for _, f := range files {
 		section := ""
 		depth := 0 // inside .if blocks
-		for i, raw := range strings.Split(f.Text, "\n") {
+		text := f.Text
+		for i := 0; text != ""; i++ {
+			raw, rest, _ := strings.Cut(text, "\n")
+			text = rest
+			if irrelevantLine(raw) {
+				continue
+			}
 			words, unset := haproxyLine(raw, env)
 			if len(words) > 0 && strings.HasPrefix(words[0], ".") {
 				switch words[0] {
@@ -126,20 +132,20 @@ func parseHAProxyBinds(files []haproxyConfigFile, env map[string]string, v6only 
 			if len(words) == 0 {
 				continue
 			}
-			where := fmt.Sprintf("%s:%d", f.Path, i+1)
+			where := func() string { return f.Path + ":" + strconv.Itoa(i+1) }
 			switch {
 			case haproxySectionKeywords[words[0]]:
 				section = words[0]
 			case section == "global" && len(words) >= 3 && words[0] == "unix-bind" && words[1] == "prefix":
 				unixPrefix = words[2]
 			case haproxyBindSections[section] && words[0] == "dgram-bind":
-				errs = append(errs, fmt.Errorf("%w: %s: dgram-bind: UDP listeners are not supported yet", ErrListenerRefused, where))
+				errs = append(errs, fmt.Errorf("%w: %s: dgram-bind: UDP listeners are not supported yet", ErrListenerRefused, where()))
 			case haproxyBindSections[section] && words[0] == "bind":
 				if len(unset) > 0 {
-					errs = append(errs, fmt.Errorf("%w: %s: bind: environment variable %s is not set in baton's environment", ErrListenerRefused, where, strings.Join(unset, ", ")))
+					errs = append(errs, fmt.Errorf("%w: %s: bind: environment variable %s is not set in baton's environment", ErrListenerRefused, where(), strings.Join(unset, ", ")))
 					continue
 				}
-				cls, err := parseBindLine(words[1:], where, unixPrefix, v6only)
+				cls, err := parseBindLine(words[1:], where(), unixPrefix, v6only)
 				for i := range cls {
 					cls[i].Conditional = depth > 0
 				}
@@ -152,6 +158,30 @@ func parseHAProxyBinds(files []haproxyConfigFile, env map[string]string, v6only 
 	}
 	out, err := dedupe(out, true)
 	return out, errors.Join(append(errs, err)...)
+}
+
+// irrelevantLine reports whether a line certainly declares nothing the bind
+// parser reads: its first word, plain (no quote, escape, variable or
+// comment in it), is none of the keywords it looks at. Most lines of a big
+// config (servers, options) are skipped without being split into words:
+// a 10,000-backend config is read in a few milliseconds instead of 10–20.
+func irrelevantLine(line string) bool {
+	i := 0
+	for i < len(line) && (line[i] == ' ' || line[i] == '\t') {
+		i++
+	}
+	j := i
+	for j < len(line) && line[j] != ' ' && line[j] != '\t' && line[j] != '\r' {
+		if strings.IndexByte("\"'\\$#", line[j]) >= 0 {
+			return false
+		}
+		j++
+	}
+	if i == j {
+		return true // blank
+	}
+	w := line[i:j]
+	return w[0] != '.' && !haproxySectionKeywords[w] && w != "bind" && w != "dgram-bind" && w != "unix-bind"
 }
 
 // bindOptions are the bind-line options that shape baton's socket.
