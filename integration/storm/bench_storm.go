@@ -92,7 +92,10 @@ func (b *bench) stormFamily(ctx context.Context) {
 // settle lets old generations of a baton method finish before the next
 // storm (at most 10 s); other methods are left alone.
 func settle(ctx context.Context, m Method) {
-	if bm, ok := m.(*batonMethod); ok {
+	switch bm := m.(type) {
+	case *batonMethod:
+		bm.settle(ctx, 10*time.Second)
+	case apiMethod:
 		bm.settle(ctx, 10*time.Second)
 	}
 }
