@@ -100,53 +100,12 @@ func (s *Supervisor) runCheck(gen lifecycle.Gen) lifecycle.Event {
 		s.notify(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d\nSTATUS=reloading: checking generation %d", monotonicUsec(), gen))
 	}
 	spec := s.genSpec(rt, s.cfg.Listeners.Current())
-	argv := s.cfg.Driver.CheckArgv(spec)
-	src, _ := s.cfg.Driver.(proxyctl.ListenerSource)
-	sc, startChecks := s.cfg.Driver.(proxyctl.StartChecks)
-	startChecks = startChecks && s.cfg.Check == proxyctl.CheckAuto
-	if len(argv) == 0 && src == nil {
+	plan := s.planCheck(spec, s.cfg.Check)
+	if plan.none() {
 		return lifecycle.CheckDone{At: s.clock.Now(), Gen: gen}
 	}
 	s.goEffect(func() {
-		start := s.clock.Now()
-		// --check-timeout covers the whole check: the command and the
-		// reading of its output (the nginx -T dump).
-		ctx, cancel := context.WithTimeout(rt.ctx, s.cfg.CheckTimeout)
-		defer cancel()
-		var err error
-		if src != nil && !src.ListenersFromCheck() {
-			err = s.configListeners(rt, src, spec, "")
-		}
-		var out string
-		ran := false
-		if err == nil {
-			// The start checks the config: what baton's own checks read
-			// is read by baton, unless it cannot (then the command runs).
-			read := false
-			if startChecks {
-				dump, derr := sc.ConfigDump(spec)
-				if read = derr == nil; read {
-					out = rt.userPaths(dump)
-				} else {
-					rt.log.Debug("config read by the check command", zap.Error(derr))
-				}
-			}
-			if !read && len(argv) > 0 {
-				rt.log.Debug("check config", zap.Strings("argv", argv))
-				out, err = s.runCommand(ctx, rt, argv)
-				ran = true
-			}
-		}
-		if src != nil && src.ListenersFromCheck() && err == nil {
-			err = s.configListeners(rt, src, spec, out)
-		}
-		if oc, ok := s.cfg.Driver.(proxyctl.OutputChecker); ok && err == nil {
-			err = oc.CheckOutput(s.checkSpec(rt, spec), out)
-		}
-		if err == nil && ctx.Err() != nil {
-			err = fmt.Errorf("config check not done within --check-timeout (%v), reading its output included: %w", s.cfg.CheckTimeout, context.Cause(ctx))
-		}
-		rt.log.Debug("check done", zap.Bool("command", ran), zap.Duration("took", s.clock.Now().Sub(start)), zap.Int("output_bytes", len(out)), zap.Error(err))
+		_, err := s.checkConfig(rt, spec, plan)
 		s.emit(lifecycle.CheckDone{At: s.clock.Now(), Gen: gen, Err: err})
 	})
 	return nil

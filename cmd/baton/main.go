@@ -97,7 +97,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		OnUsageError:   onUsage,
 		ExitErrHandler: func(*cli.Context, error) {}, // exit codes are ours
 		Commands: []*cli.Command{
-			runCommand(), reloadCommand(), statusCommand(), stopCommand(), upgradeCommand(), doctorCommand(), versionCommand(),
+			runCommand(), checkCommand(), reloadCommand(), statusCommand(), stopCommand(), upgradeCommand(), doctorCommand(), versionCommand(),
 		},
 	}
 	for _, c := range app.Commands {

@@ -38,11 +38,12 @@ func controlFlag() cli.Flag {
 	}
 }
 
-func runCommand() *cli.Command {
+// runFlags are `baton run`'s options; `baton check` takes the same ones.
+// Every flag can also come from --config FILE (YAML, the same keys); the
+// command line wins.
+func runFlags() []cli.Flag {
 	def := lifecycle.DefaultConfig()
-	// Every flag can also come from --config FILE (YAML, the same keys);
-	// the command line wins.
-	flags := []cli.Flag{
+	return []cli.Flag{
 		&cli.StringFlag{Name: "config", Usage: "read options from this YAML `FILE` (keys are the flag names; `command: [haproxy, -f, ...]` gives the command); flags override it"},
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "listen", Aliases: []string{"l"}, Usage: "listening socket `SPEC` (repeatable; without any, baton binds the addresses of HAProxy's bind lines or nginx's listen directives itself): [NAME=]tcp://HOST:PORT, tcp4://, tcp6://, udp://, unix:///PATH, options after '?': backlog=N, mode=0660, v6only=1, freebind=1, defer_accept=S; a config address --listen does not cover is refused at the config check"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "control", Aliases: []string{"c"}, Value: defaultControl, EnvVars: []string{"BATON_CONTROL"}, Usage: "control socket `PATH`"}),
@@ -71,6 +72,10 @@ func runCommand() *cli.Command {
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug|info|warn|error"}),
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "command", Hidden: true, Usage: "the proxy command, for --config files"}),
 	}
+}
+
+func runCommand() *cli.Command {
+	flags := runFlags()
 	return &cli.Command{
 		Name:      "run",
 		Usage:     "supervise COMMAND (haproxy, nginx or a socket-activated server) in the foreground",
@@ -155,12 +160,13 @@ type runSetup struct {
 
 func parseRunFlags(c *cli.Context) (*runSetup, error) {
 	rs := &runSetup{group: -1, life: lifecycle.DefaultConfig()}
+	verb := c.Command.Name // run, or check
 	rs.cmd = c.Args().Slice()
 	if len(rs.cmd) == 0 {
 		rs.cmd = c.StringSlice("command")
 	}
 	if len(rs.cmd) == 0 {
-		return nil, usagef("run: no proxy command; usage: baton run [--listen SPEC...] -- COMMAND [ARG...]")
+		return nil, usagef("%s: no proxy command; usage: baton %s [--listen SPEC...] -- COMMAND [ARG...]", verb, verb)
 	}
 	keys, names := map[string]bool{}, map[string]bool{}
 	for _, s := range c.StringSlice("listen") {
@@ -170,9 +176,9 @@ func parseRunFlags(c *cli.Context) (*runSetup, error) {
 		}
 		switch {
 		case keys[sp.Key()]:
-			return nil, usagef("run: --listen %s: listener %s given twice", s, sp.Addr)
+			return nil, usagef("%s: --listen %s: listener %s given twice", verb, s, sp.Addr)
 		case sp.Name != "" && names[sp.Name]:
-			return nil, usagef("run: --listen %s: listener name %q given twice", s, sp.Name)
+			return nil, usagef("%s: --listen %s: listener name %q given twice", verb, s, sp.Name)
 		}
 		keys[sp.Key()], names[sp.Name] = true, true
 		rs.specs = append(rs.specs, sp)
@@ -188,7 +194,7 @@ func parseRunFlags(c *cli.Context) (*runSetup, error) {
 	rs.life.DrainTimeout, rs.life.KillGrace = c.Duration("drain-timeout"), c.Duration("kill-grace")
 	rs.life.ReadyTimeout, rs.life.MaxGenerations = c.Duration("ready-timeout"), c.Int("max-generations")
 	if rs.life.MaxGenerations < 1 || rs.life.DrainTimeout <= 0 || rs.life.KillGrace <= 0 || rs.life.ReadyTimeout <= 0 {
-		return nil, usagef("run: --max-generations must be at least 1 and every timeout positive")
+		return nil, usagef("%s: --max-generations must be at least 1 and every timeout positive", verb)
 	}
 	var err error
 	if rs.log, err = newLogger(c.String("log-format"), c.String("log-level")); err != nil {
@@ -213,7 +219,7 @@ func parseRunFlags(c *cli.Context) (*runSetup, error) {
 	}
 	if len(rs.specs) == 0 {
 		if _, ok := rs.driver.(proxyctl.ListenerSource); !ok {
-			return nil, usagef("run: the %s driver needs --listen: baton reads listening addresses only from HAProxy and nginx configurations", rs.driver.Name())
+			return nil, usagef("%s: the %s driver needs --listen: baton reads listening addresses only from HAProxy and nginx configurations", verb, rs.driver.Name())
 		}
 		rs.fromConfig = true
 	}
@@ -226,10 +232,10 @@ func parseRunFlags(c *cli.Context) (*runSetup, error) {
 	rs.watch, rs.checkTO, rs.adopt = c.StringSlice("watch"), c.Duration("check-timeout"), c.Bool("adopt-listeners")
 	rs.noCgroup = c.Bool("no-cgroup")
 	if rs.check, err = proxyctl.ParseCheckMode(c.String("check")); err != nil {
-		return nil, usagef("run: %v", err)
+		return nil, usagef("%s: %v", verb, err)
 	}
 	if rs.checkTO <= 0 {
-		return nil, usagef("run: --check-timeout must be positive")
+		return nil, usagef("%s: --check-timeout must be positive", verb)
 	}
 	return rs, nil
 }
