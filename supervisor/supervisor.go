@@ -183,6 +183,11 @@ func New(cfg Config, deps Deps) (*Supervisor, error) {
 		if err != nil {
 			return nil, err
 		}
+		if snap, ok := cfg.Driver.(proxyctl.ConfigSnapshotter); ok {
+			if files, err := snap.ConfigFiles(); err == nil {
+				w.require(files)
+			}
+		}
 		s.watch = w
 	}
 	// Last: an error above leaves no run directory behind.

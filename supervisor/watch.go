@@ -47,8 +47,17 @@ type watcher struct {
 	reload func(context.Context) (ReloadResult, error)
 	log    *zap.Logger
 
+	// required are files the proxy reads (the driver's config files) that
+	// lie in a watched directory: one missing is like a missing watched
+	// file (a ConfigMap key removed), not a change to reload for.
+	required []string
+	filter   *watchFilter // owned by run
+
 	mu sync.Mutex
 	st WatchStatus
+	// missingWarned is the missing path last logged at WARN ("" when
+	// nothing is missing): once per absence.
+	missingWarned string
 }
 
 func newWatcher(paths []string, reload func(context.Context) (ReloadResult, error), log *zap.Logger) (*watcher, error) {
@@ -64,7 +73,7 @@ func newWatcher(paths []string, reload func(context.Context) (ReloadResult, erro
 		w.paths = append(w.paths, abs)
 	}
 	w.st.Paths = w.paths
-	d, _, err := digestFiles(w.paths)
+	d, _, err := digestFiles(w.paths, nil)
 	if err != nil {
 		return nil, fmt.Errorf("--watch: %w", err)
 	}
@@ -81,9 +90,24 @@ func (w *watcher) Status() WatchStatus {
 	return st
 }
 
+// require adds the files the proxy reads that lie in a watched directory
+// to the files whose absence holds reloads back (a directory watch on a
+// ConfigMap volume whose key holding the proxy's config was removed).
+// Called before run.
+func (w *watcher) require(files []string) {
+	for _, f := range files {
+		for _, p := range w.paths {
+			if strings.HasPrefix(f, p+"/") {
+				w.required = append(w.required, f)
+				break
+			}
+		}
+	}
+}
+
 // digest is the digest of the watched files now ("" if one is missing).
 func (w *watcher) digest() string {
-	d, _, err := digestFiles(w.paths)
+	d, _, err := digestFiles(w.paths, w.required)
 	if err != nil {
 		return ""
 	}
@@ -131,6 +155,9 @@ func (w *watcher) run(ctx context.Context) error {
 			if !ok {
 				return nil
 			}
+			if !w.filter.counts(ev.Name) {
+				continue // another file in a watched file's directory
+			}
 			w.noteEvent(ev)
 			now := time.Now()
 			if timerC == nil {
@@ -159,9 +186,10 @@ func (w *watcher) run(ctx context.Context) error {
 // watchMore adds inotify watches for every directory the digest reads from:
 // a watched directory and its visible subdirectories, and the directories
 // symlinks lead to (an edit of a ConfigMap's file behind ..data, or of a
-// file a watched link points to). Watches on removed directories go away by
-// themselves.
+// file a watched link points to), and rebuilds the event filter from the
+// same reading. Watches on removed directories go away by themselves.
 func (w *watcher) watchMore(fsw *fsnotify.Watcher, watched map[string]bool) {
+	w.filter = newWatchFilter(w.paths)
 	var want []string
 	for _, p := range w.paths {
 		files := []string{p}
@@ -231,21 +259,32 @@ func (w *watcher) noteEvent(ev fsnotify.Event) {
 // check reloads when the watched files differ from both the applied and the
 // last attempted content.
 func (w *watcher) check(ctx context.Context) {
-	d, missing, err := digestFiles(w.paths)
+	d, missing, err := digestFiles(w.paths, w.required)
 	w.mu.Lock()
+	if err == nil && missing == "" && w.missingWarned != "" {
+		w.log.Info("watched file back", zap.String("path", w.missingWarned))
+		w.missingWarned = ""
+	}
 	switch {
 	case err != nil:
 		w.st.Waiting = "cannot read the watched files: " + err.Error()
+		w.log.Info("change not applied", zap.String("why", w.st.Waiting))
+		w.mu.Unlock()
+		return
 	case missing != "":
+		// A ConfigMap key removed, or a file between an editor's remove
+		// and its re-creation: no reload; once it is back it is compared
+		// as usual.
 		w.st.Waiting = missing + " is missing; waiting for it to come back"
+		if missing != w.missingWarned {
+			w.missingWarned = missing
+			w.log.Warn("watched file missing: no reload until it is back", zap.String("path", missing))
+		}
+		w.mu.Unlock()
+		return
 	case d == w.st.Applied || d == w.st.Attempted:
 		w.st.Unchanged++
 		w.st.Waiting = ""
-		w.mu.Unlock()
-		return
-	}
-	if err != nil || missing != "" {
-		w.log.Info("change not applied", zap.String("why", w.st.Waiting))
 		w.mu.Unlock()
 		return
 	}
@@ -272,8 +311,14 @@ func (w *watcher) check(ctx context.Context) {
 // symlinks), or every visible file below a directory (hidden entries, such
 // as a ConfigMap's ..data, are reached through the symlinks that point into
 // them; editors' temporary files are skipped). missing names a watched path
-// that does not exist.
-func digestFiles(paths []string) (digest, missing string, err error) {
+// that does not exist, or one of required (files the proxy reads in a
+// watched directory) that does not.
+func digestFiles(paths, required []string) (digest, missing string, err error) {
+	for _, r := range required {
+		if _, err := os.Stat(r); errors.Is(err, fs.ErrNotExist) {
+			return "", r, nil
+		}
+	}
 	h := sha256.New()
 	for _, p := range paths {
 		st, err := os.Stat(p)

@@ -20,7 +20,7 @@ import (
 // watchDigest is digestFiles(paths) for a test that expects every path.
 func watchDigest(t *testing.T, paths ...string) string {
 	t.Helper()
-	d, missing, err := digestFiles(paths)
+	d, missing, err := digestFiles(paths, nil)
 	if err != nil || missing != "" || d == "" {
 		t.Fatalf("digestFiles(%v) = %q, missing %q, %v", paths, d, missing, err)
 	}
@@ -158,7 +158,7 @@ func TestDigestFiles(t *testing.T) {
 		watchWrite(t, cfg, "v1\n")
 		gone := filepath.Join(dir, "gone.cfg")
 		for _, paths := range [][]string{{gone}, {cfg, gone}} {
-			d, missing, err := digestFiles(paths)
+			d, missing, err := digestFiles(paths, nil)
 			if d != "" || missing != gone || err != nil {
 				t.Errorf("digestFiles(%v) = %q, missing %q, %v; want missing %s", paths, d, missing, err, gone)
 			}
@@ -167,7 +167,7 @@ func TestDigestFiles(t *testing.T) {
 		if err := os.Symlink("gone.cfg", link); err != nil {
 			t.Fatal(err)
 		}
-		if d, missing, err := digestFiles([]string{link}); d != "" || missing != link || err != nil {
+		if d, missing, err := digestFiles([]string{link}, nil); d != "" || missing != link || err != nil {
 			t.Errorf("dangling watched link: %q, missing %q, %v; want missing %s", d, missing, err, link)
 		}
 	})
