@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -25,7 +27,8 @@ import (
 // rewrite, rename-over, swap and probe files, a backup file, a re-created
 // visible link). Every version must be served, the watch must reload once
 // per version and never for an unchanged digest, without a failed or stale
-// request and with one LISTEN socket throughout.
+// request and with one LISTEN socket throughout. Then the key is removed:
+// no reload until it is back.
 func TestWatchConfigMapUpdates(t *testing.T) {
 	batontest.RequireBinary(t, "haproxy")
 	port := batontest.FreePort(t)
@@ -127,6 +130,9 @@ func TestWatchConfigMapUpdates(t *testing.T) {
 	if len(bad) > 0 {
 		t.Errorf("%d of %d samples without exactly baton's one LISTEN socket, first: %s", len(bad), samples, bad[0])
 	}
+	// The volume is watched as a whole: the key holding haproxy's -f file
+	// removed is a missing file, not an empty configuration to reload.
+	removeKeyNoReload(t, p, cm, files(updates+2), updates+2)
 }
 
 // editorWrites rewrites the current config with its own bytes in every way
@@ -206,7 +212,10 @@ func editorWrites(t *testing.T, p *watchProxy, cm *batontest.ConfigMapDir, prev 
 // TestWatchConfigMapFileLink: `--watch DIR/haproxy.cfg` on a ConfigMap
 // volume watches a visible link whose target is swapped with ..data; the
 // watch must follow it (the file's directory is watched, the digest reads
-// through the links).
+// through the links). A log file beside it, written every millisecond, must
+// not matter: its events are not counted and start no check, so an update
+// applies as fast as when idle (both figures logged; asserted: one reload
+// per update and no extra check). Removing the key reloads nothing.
 func TestWatchConfigMapFileLink(t *testing.T) {
 	batontest.RequireBinary(t, "haproxy")
 	port := batontest.FreePort(t)
@@ -221,15 +230,141 @@ func TestWatchConfigMapFileLink(t *testing.T) {
 	cfg := filepath.Join(dir, "haproxy.cfg")
 	p := startWatchProxy(t, port, cfg, cfg)
 	const updates = 5
-	for v := 2; v <= updates+1; v++ {
-		if err := cm.Update(files(v)); err != nil {
-			t.Fatal(err)
+	v := 1
+	phase := func() (times []time.Duration, events, unchanged int) {
+		before := p.status(t).Watch
+		for range updates {
+			v++
+			times = append(times, applyUpdate(t, p, cm, files(v), v))
 		}
-		p.waitServed(t, 15*time.Second, v)
+		after := p.status(t).Watch
+		sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
+		return times, after.Events - before.Events, after.Unchanged - before.Unchanged
 	}
+	idle, idleEvents, idleUnchanged := phase()
+	stopWriter := busyLog(t, filepath.Join(dir, "access.log"))
+	busy, busyEvents, busyUnchanged := phase()
+	written := stopWriter()
 	w := p.status(t).Watch
-	t.Logf("%d updates of the link's target: watch events %d, unchanged %d, reloads %d, failed %d", updates, w.Events, w.Unchanged, w.Reloads, w.Failed)
-	if w.Reloads != updates || w.Failed != 0 {
-		t.Errorf("watch reloads %d (failed %d) for %d updates, want one each", w.Reloads, w.Failed, updates)
+	t.Logf("update to applied, idle: median %.1f ms, max %.1f ms; with a log line every ms beside the file (%d lines): median %.1f ms, max %.1f ms",
+		ms(idle[updates/2]), ms(idle[updates-1]), written, ms(busy[updates/2]), ms(busy[updates-1]))
+	t.Logf("events counted idle %d, busy %d; unchanged checks idle %d, busy %d; watch reloads %d, failed %d", idleEvents, busyEvents, idleUnchanged, busyUnchanged, w.Reloads, w.Failed)
+	if w.Reloads != 2*updates || w.Failed != 0 {
+		t.Errorf("watch reloads %d (failed %d) for %d updates, want one each", w.Reloads, w.Failed, 2*updates)
 	}
+	if busyUnchanged > idleUnchanged || busyEvents > idleEvents+updates {
+		t.Errorf("with the log file written: %d events counted and %d unchanged checks, idle %d and %d: the log file's events were counted", busyEvents, busyUnchanged, idleEvents, idleUnchanged)
+	}
+	if written < 100 {
+		t.Errorf("the log writer wrote %d lines: the busy phase was not busy", written)
+	}
+	removeKeyNoReload(t, p, cm, files(v+1), v+1)
+}
+
+// applyUpdate switches the volume to files, version v, and waits until the
+// watch applied it and a new connection gets v; it returns the time from
+// the update to the watch's applied digest.
+func applyUpdate(t *testing.T, p *watchProxy, cm *batontest.ConfigMapDir, files map[string][]byte, v int) time.Duration {
+	t.Helper()
+	before := p.status(t).Watch
+	at := time.Now()
+	if err := cm.Update(files); err != nil {
+		t.Fatal(err)
+	}
+	p.waitWatch(t, 15*time.Second, func(s batontest.WatchedStatus) error {
+		if s.Watch.Failed > 0 {
+			return fmt.Errorf("watch reload failed: %s", s.Watch.LastError)
+		}
+		if s.Watch.Applied == before.Applied {
+			return fmt.Errorf("version %d not applied yet (watch %+v)", v, *s.Watch)
+		}
+		return nil
+	})
+	took := time.Since(at)
+	p.waitServed(t, 15*time.Second, v)
+	return took
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// busyLog appends a line to path about every millisecond (at most 30,000
+// lines, 60 s) from the moment it returns until the returned stop is
+// called, which returns the number of lines written.
+func busyLog(t *testing.T, path string) (stop func() int) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done, result := make(chan struct{}), make(chan int, 1)
+	first := make(chan struct{})
+	go func() {
+		defer f.Close()
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		end := time.Now().Add(60 * time.Second)
+		n := 0
+		for n < 30000 && time.Now().Before(end) {
+			select {
+			case <-done:
+				result <- n
+				return
+			case <-tick.C:
+			}
+			fmt.Fprintf(f, "127.0.0.1 GET / 200 line %d\n", n)
+			if n++; n == 1 {
+				close(first)
+			}
+		}
+		<-done
+		result <- n
+	}()
+	<-first
+	var once sync.Once
+	n := 0
+	stop = func() int {
+		once.Do(func() {
+			close(done)
+			n = <-result
+		})
+		return n
+	}
+	t.Cleanup(func() { stop() })
+	return stop
+}
+
+// removeKeyNoReload removes haproxy.cfg from the volume the way kubelet does
+// (a ..data swap to a directory without it, then its visible link removed):
+// the watch must see it missing, say so once at WARN and not reload (the
+// active generation stays); the key back with version v applies as usual.
+func removeKeyNoReload(t *testing.T, p *watchProxy, cm *batontest.ConfigMapDir, back map[string][]byte, v int) {
+	t.Helper()
+	before := p.status(t)
+	gen, _ := before.Active()
+	if err := cm.Update(map[string][]byte{"other.cfg": []byte("# another key\n")}); err != nil {
+		t.Fatal(err)
+	}
+	p.waitWatch(t, 10*time.Second, func(s batontest.WatchedStatus) error {
+		if !strings.Contains(s.Watch.Waiting, "haproxy.cfg is missing") {
+			return fmt.Errorf("the watch does not report the key missing yet (watch %+v)", *s.Watch)
+		}
+		return nil
+	})
+	accWait(time.Second) // room for a reload that should not come
+	after := p.status(t)
+	agen, _ := after.Active()
+	warned := strings.Count(p.b.Log(), "watched file missing: no reload until it is back")
+	t.Logf("key removed: active generation %d -> %d, watch reloads %d -> %d, reloads_ok %d -> %d, failed %d -> %d; WARN lines %d; waiting %q",
+		gen, agen, before.Watch.Reloads, after.Watch.Reloads, before.Counters["reloads_ok"], after.Counters["reloads_ok"],
+		before.Counters["reloads_failed"], after.Counters["reloads_failed"], warned, after.Watch.Waiting)
+	if agen != gen || after.Watch.Reloads != before.Watch.Reloads || after.Counters["reloads_ok"] != before.Counters["reloads_ok"] || after.Counters["reloads_failed"] != before.Counters["reloads_failed"] {
+		t.Errorf("removing the key reloaded: generation %d -> %d", gen, agen)
+	}
+	if warned != 1 {
+		t.Errorf("%d WARN lines about the missing key, want 1", warned)
+	}
+	if got := p.getGen(t); got != fmt.Sprint(v-1) {
+		t.Errorf("after the key was removed a new connection got X-Gen %q, want %d", got, v-1)
+	}
+	applyUpdate(t, p, cm, back, v)
 }
