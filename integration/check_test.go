@@ -205,3 +205,111 @@ func listenOn(t *testing.T, ports ...int) []uint64 {
 	}
 	return out
 }
+
+// TestCheckAgreesWithReload guards that `baton check` and a reload share
+// their check: against a running baton (--listen for one address), each
+// broken config is refused by both, naming the same file:line, the reload
+// leaving the generation that serves; `baton check` meanwhile leaves
+// baton's one LISTEN socket the only one (nginx -T skips an address in
+// use).
+func TestCheckAgreesWithReload(t *testing.T) {
+	haproxy := batontest.RequireBinary(t, "haproxy")
+	nginx := batontest.RequireBinary(t, "nginx")
+	t.Run("haproxy", func(t *testing.T) {
+		p1, p2 := batontest.FreePort(t), batontest.FreePort(t)
+		good := batontest.HAProxyConfig(p1, 1, nil, nil)
+		uncovered := good + fmt.Sprintf("\nfrontend fe2\n    bind 127.0.0.1:%d\n    http-request return status 200\n", p2)
+		syntax := good + "\nfrontend fe2\n    http-request retrun status 200\n"
+		agree(t, p1, "h.cfg", good, func(dir string) []string { return []string{haproxy, "-f", filepath.Join(dir, "h.cfg")} }, []agreeCase{
+			{"uncovered bind", map[string]string{"h.cfg": uncovered}, "h.cfg:" + strconv.Itoa(lineOfText(uncovered, fmt.Sprintf(":%d", p2)))},
+			{"syntax error", map[string]string{"h.cfg": syntax}, "h.cfg:" + strconv.Itoa(lineOfText(syntax, "retrun"))},
+		})
+	})
+	t.Run("nginx", func(t *testing.T) {
+		p1, p2 := batontest.FreePort(t), batontest.FreePort(t)
+		good := nginxConfText(p1, "")
+		agree(t, p1, "n.conf", good, func(dir string) []string { return []string{nginx, "-e", "stderr", "-c", filepath.Join(dir, "n.conf")} }, []agreeCase{
+			{"uncovered listen", map[string]string{"conf.d/a.conf": nginxServer(p2, "")}, "conf.d/a.conf:1"},
+			{"pid in an include", map[string]string{"n.conf": nginxConfText(p1, "include conf.d/p.main;"), "conf.d/p.main": "pid /tmp/baton-check-test.pid;\n"}, "conf.d/p.main:1"},
+			{"reuseport", map[string]string{"n.conf": strings.Replace(good, fmt.Sprintf("%d;", p1), fmt.Sprintf("%d reuseport;", p1), 1)}, "n.conf:" + strconv.Itoa(lineOfText(good, fmt.Sprintf(":%d", p1)))},
+			{"syntax error", map[string]string{"conf.d/a.conf": "server { listne 127.0.0.1:1; }\n"}, "conf.d/a.conf:1"},
+		})
+	})
+}
+
+// agreeCase is a broken config: files written over the good one, and the
+// file:line (relative to the directory) both answers must name.
+type agreeCase struct {
+	name  string
+	files map[string]string
+	where string
+}
+
+// agree starts baton on the good config (main file name) with --listen for
+// port, then for each case writes its files, runs `baton check` with the
+// same options and `baton reload`, and restores the good config.
+func agree(t *testing.T, port int, main, good string, cmd func(dir string) []string, cases []agreeCase) {
+	bin := batontest.BatonBinary(t)
+	dir := batontest.ShortTempDir(t)
+	if err := os.Mkdir(filepath.Join(dir, "conf.d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write := func(files map[string]string) {
+		t.Helper()
+		for name, text := range files {
+			if err := batontest.WriteFileAtomic(filepath.Join(dir, name), []byte(text)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	restore := func(files map[string]string) {
+		t.Helper()
+		for name := range files {
+			if name != main {
+				if err := os.Remove(filepath.Join(dir, name)); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		write(map[string]string{main: good})
+	}
+	write(map[string]string{main: good})
+	listen := fmt.Sprintf("tcp://127.0.0.1:%d", port)
+	b := batontest.StartBaton(t, append([]string{"-l", listen, "--"}, cmd(dir)...), batontest.StartOptions{})
+	for _, c := range cases {
+		st, err := b.Status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		gen, _ := st.Active()
+		write(c.files)
+		sockets := listenOn(t, port)
+		check := batontest.RunCLIWith(batontest.RunOpts{}, bin, append([]string{"check", "--log-format", "console", "-l", listen, "--"}, cmd(dir)...)...)
+		after := listenOn(t, port)
+		reload := b.CLI("reload")
+		st, err = b.Status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		agen, _ := st.Active()
+		want := filepath.Join(dir, c.where)
+		t.Logf("%s: baton check exit %d in %.1f ms, baton reload exit %d in %.1f ms; LISTEN sockets on the port before/after the check %d/%d; active generation %d -> %d",
+			c.name, check.Code, ms(check.Took), reload.Code, ms(reload.Took), len(sockets), len(after), gen, agen)
+		if check.Code != 1 || !strings.Contains(check.Stderr, want) {
+			t.Errorf("%s: baton check exit %d, want 1 naming %s:\n%s%s", c.name, check.Code, want, check.Stdout, check.Stderr)
+		}
+		if reload.Code != 1 || !strings.Contains(reload.Stderr, want) {
+			t.Errorf("%s: baton reload exit %d, want 1 naming %s:\n%s%s", c.name, reload.Code, want, reload.Stdout, reload.Stderr)
+		}
+		if agen != gen {
+			t.Errorf("%s: the refused reload changed the active generation %d -> %d", c.name, gen, agen)
+		}
+		if len(sockets) != 1 || !slices.Equal(sockets, after) {
+			t.Errorf("%s: LISTEN sockets on port %d before the check %v, after %v: want baton's one, unchanged", c.name, port, sockets, after)
+		}
+		restore(c.files)
+	}
+	if res := b.CLI("reload"); res.Code != 0 {
+		t.Errorf("reload of the good config after the cases: exit %d: %s", res.Code, res.Stderr)
+	}
+}
