@@ -69,6 +69,8 @@ func TestRunExitStatuses(t *testing.T) {
 		{args: []string{"version"}, code: 0, out: "baton " + version},
 		{args: []string{"frobnicate"}, code: exitUsage, errIn: `unknown command "frobnicate"`},
 		{args: []string{"status", "-c", sock}, code: exitNoBaton, errIn: "no baton answering on " + sock},
+		{args: []string{"status", "-c", sock, "--reloads", "33"}, code: exitUsage, errIn: "status: --reloads 33: want 0-32"},
+		{args: []string{"status", "-c", sock, "--reloads", "-1"}, code: exitUsage, errIn: "--reloads -1"},
 		{args: []string{"reload", "-c", sock, "--timeout", "2s"}, code: exitNoBaton, errIn: "no baton answering"},
 		{args: []string{"reload", "extra"}, code: exitUsage, errIn: `unexpected argument "extra"`},
 		{args: []string{"run", "--bogus"}, code: exitUsage, errIn: "bogus"},
