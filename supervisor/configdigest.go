@@ -7,7 +7,6 @@ import (
 	"hash"
 	"os"
 	"slices"
-	"syscall"
 	"time"
 
 	"github.com/batonproxy/baton/supervisor/lifecycle"
@@ -41,20 +40,9 @@ func (c configHash) add(path string, data []byte) {
 
 func (c configHash) sum() string { return hex.EncodeToString(c.h.Sum(nil)) }
 
-// fileStamp is what says a file was not rewritten since it was read.
-type fileStamp struct {
-	dev, ino     uint64
-	size         int64
-	mtime, ctime time.Time
-}
-
-func stampOf(fi os.FileInfo) fileStamp {
-	st, _ := fi.Sys().(*syscall.Stat_t)
-	if st == nil {
-		return fileStamp{size: fi.Size(), mtime: fi.ModTime()}
-	}
-	return fileStamp{dev: st.Dev, ino: st.Ino, size: st.Size, mtime: fi.ModTime(), ctime: time.Unix(st.Ctim.Sec, st.Ctim.Nsec)}
-}
+// racyWindow: a file changed less than this long ago is read again at the
+// next status request or scrape.
+const racyWindow = 2 * time.Second
 
 // diskDigestCache keeps the last digest of the config files on disk with
 // the files' stamps: a status request or scrape reads a file again only
@@ -84,9 +72,12 @@ func (c *diskDigestCache) digest(files []string) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		// A write between the stat and the read leaves a stamp that
-		// differs next time: this digest is not cached then.
-		if fi, err := os.Stat(f); err != nil || stampOf(fi) != stamps[i] {
+		// Not cached (a zero stamp never matches): a file written between
+		// the stat and the read, and a file written lately, whose next
+		// write may leave the same size and times (file times are as coarse
+		// as the kernel's tick): the "racy" case of git's index.
+		fi, err := os.Stat(f)
+		if err != nil || stampOf(fi) != stamps[i] || time.Since(stamps[i].mtime) < racyWindow || time.Since(stamps[i].ctime) < racyWindow {
 			stamps[i] = fileStamp{}
 		}
 		h.add(f, data)
