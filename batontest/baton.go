@@ -44,10 +44,11 @@ type Status struct {
 		Deadline       *time.Time `json:"deadline"`
 		DeadlineAction string     `json:"deadline_action"`
 		Processes      []struct {
-			Pid    int `json:"pid"`
+			Pid    int    `json:"pid"`
+			Role   string `json:"role"`
 			Nofile struct {
-				Soft uint64 `json:"Soft"`
-				Hard uint64 `json:"Hard"`
+				Soft uint64 `json:"soft"`
+				Hard uint64 `json:"hard"`
 			} `json:"nofile"`
 		} `json:"processes"`
 	} `json:"generations"`
@@ -55,11 +56,32 @@ type Status struct {
 		Addr  string `json:"addr"`
 		Inode uint64 `json:"inode"`
 	} `json:"listeners"`
-	LastReload *struct {
-		Gen   int    `json:"generation"`
-		Error string `json:"error"`
-	} `json:"last_reload"`
-	Counters map[string]int `json:"counters"`
+	LastReload *Reload        `json:"last_reload"`
+	Reloads    []Reload       `json:"reloads"`
+	Config     *ConfigView    `json:"config"`
+	Counters   map[string]int `json:"counters"`
+}
+
+// Reload is one record of the reload history (and last_reload).
+type Reload struct {
+	Gen          int       `json:"generation"`
+	At           time.Time `json:"at"`
+	Trigger      string    `json:"trigger"`
+	Requests     int       `json:"requests"`
+	Outcome      string    `json:"outcome"`
+	DurationMs   float64   `json:"duration_ms"`
+	ConfigDigest string    `json:"config_digest"`
+	Error        string    `json:"error"`
+}
+
+// ConfigView is the status's applied config and the files on disk.
+type ConfigView struct {
+	Files         []string `json:"files"`
+	Gen           int      `json:"applied_generation"`
+	AppliedDigest string   `json:"applied_digest"`
+	OnDiskDigest  string   `json:"on_disk_digest"`
+	OnDiskDiffers bool     `json:"on_disk_differs"`
+	OnDiskError   string   `json:"on_disk_error"`
 }
 
 // Active returns the active generation's number and leader pid (0, 0 if none).

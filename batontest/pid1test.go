@@ -68,7 +68,12 @@ func (b *Baton) launch() {
 // RawStatus returns the control API's status as JSON, every field included
 // (Status keeps only what most tests look at).
 func (b *Baton) RawStatus() ([]byte, error) {
-	resp, err := b.httpClient().Get("http://baton/v1/status")
+	return b.Get("/v1/status")
+}
+
+// Get returns the control API's answer to GET path (200 only).
+func (b *Baton) Get(path string) ([]byte, error) {
+	resp, err := b.httpClient().Get("http://baton" + path)
 	if err != nil {
 		return nil, err
 	}
@@ -78,7 +83,7 @@ func (b *Baton) RawStatus() ([]byte, error) {
 		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("status: %s: %s", resp.Status, body)
+		return nil, fmt.Errorf("GET %s: %s: %s", path, resp.Status, body)
 	}
 	return body, nil
 }

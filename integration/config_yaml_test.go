@@ -65,8 +65,8 @@ type configStatus struct {
 		Processes []struct {
 			Pid    int `json:"pid"`
 			Nofile struct {
-				Soft uint64 `json:"Soft"`
-				Hard uint64 `json:"Hard"`
+				Soft uint64 `json:"soft"`
+				Hard uint64 `json:"hard"`
 			} `json:"nofile"`
 		} `json:"processes"`
 	} `json:"generations"`

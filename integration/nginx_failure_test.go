@@ -55,6 +55,17 @@ func TestNginxBrokenConfigReload(t *testing.T) {
 	if n := after.Counters["reloads_failed"]; n != 1 {
 		t.Errorf("counters.reloads_failed = %d, want 1", n)
 	}
+	// The processes are labelled: the master baton started, its workers.
+	roles := map[string]int{}
+	for _, pr := range after.Generations[0].Processes {
+		roles[pr.Role]++
+		if pr.Role == "master" && pr.Pid != pid1 {
+			t.Errorf("process %d labelled master, want the leader %d", pr.Pid, pid1)
+		}
+	}
+	if roles["master"] != 1 || roles["worker"] < 1 || len(roles) != 2 {
+		t.Errorf("nginx roles %v, want one master and its workers", roles)
+	}
 	if g := p.get(t); g != "1" {
 		t.Errorf("after the failed reload answers come from config version %q, want 1", g)
 	}

@@ -3,6 +3,7 @@ package integration
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -28,7 +29,7 @@ type visibility struct {
 		Processes   []struct {
 			Pid    int `json:"pid"`
 			Nofile struct {
-				Soft uint64 `json:"Soft"`
+				Soft uint64 `json:"soft"`
 			} `json:"nofile"`
 		} `json:"processes"`
 	} `json:"generations"`
@@ -63,7 +64,8 @@ func (v visibility) gen(n int) (conns int, state string, ok bool) {
 func TestStatusShowsDrainAndAcceptQueue(t *testing.T) {
 	// idle-close-on-response keeps the old generation's idle keep-alive
 	// connections open during its drain, so the clients decide when they go.
-	p := startAccProxy(t, batontest.HAProxyOpts{}, nil, batontest.StartOptions{})
+	maddr := fmt.Sprintf("127.0.0.1:%d", batontest.FreePort(t))
+	p := startAccProxy(t, batontest.HAProxyOpts{}, []string{"--metrics", maddr}, batontest.StartOptions{})
 	p.write(t, 2, "option idle-close-on-response")
 	old, _ := p.reload(t)
 	const clients = 5
@@ -95,8 +97,10 @@ func TestStatusShowsDrainAndAcceptQueue(t *testing.T) {
 	var seen []int
 	for left := clients; left >= 0; left-- {
 		want := left
+		var draining bool
 		took, ok := batontest.PollUntil(10*time.Second, 20*time.Millisecond, func() bool {
 			n, state, found := statusJSON(t, p).gen(old)
+			draining = found
 			if found && (len(seen) == 0 || seen[len(seen)-1] != n) {
 				seen = append(seen, n)
 			}
@@ -105,7 +109,21 @@ func TestStatusShowsDrainAndAcceptQueue(t *testing.T) {
 		if !ok {
 			t.Fatalf("generation %d never showed %d connections while draining (seen %v)", old, want, seen)
 		}
-		t.Logf("%d keep-alive clients left: status showed generation %d draining with %d connections after %s", left, old, want, took.Round(time.Millisecond))
+		// The metrics say the same: one draining generation (none once it
+		// is gone) with the connections its clients still hold.
+		fams := scrapeMetrics(t, maddr)
+		gens, _ := metricValue(fams, "baton_draining_generations", nil)
+		dconns, _ := metricValue(fams, "baton_draining_connections", nil)
+		age, _ := metricValue(fams, "baton_draining_oldest_seconds", nil)
+		t.Logf("%d keep-alive clients left: status showed generation %d draining with %d connections after %s; metrics: draining generations %v, connections %v, oldest %.3f s",
+			left, old, want, took.Round(time.Millisecond), gens, dconns, age)
+		wantGens := 0
+		if draining {
+			wantGens = 1
+		}
+		if int(gens) != wantGens && want > 0 || int(dconns) != want || (want > 0 && age <= 0) {
+			t.Errorf("metrics: baton_draining_generations %v, baton_draining_connections %v, baton_draining_oldest_seconds %v; want %d, %d, positive while draining", gens, dconns, age, wantGens, want)
+		}
 		if left > 0 {
 			conns[left-1].Close()
 		}

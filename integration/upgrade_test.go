@@ -80,6 +80,13 @@ func upgradeStorm(t *testing.T, r *upgradeRig, mode load.Mode, upgrades int) {
 	if st.Listeners[0].Inode != inode {
 		t.Errorf("socket inode %d after the upgrades, %d before", st.Listeners[0].Inode, inode)
 	}
+	// Each new baton carries the reload history over: the start and every
+	// reload, whichever baton ran it.
+	active, _ := st.Active()
+	want := min(1+len(acks), historyLen)
+	if n := len(st.Reloads); n != want || n < historyLen && st.Reloads[0].Trigger != "start" || st.Reloads[n-1].Gen != active {
+		t.Errorf("reload history after %d upgrades and %d reloads: %+v; want %d records, the start and every reload up to generation %d", upgrades, len(acks), st.Reloads, want, active)
+	}
 }
 
 // TestUpgradeUnderLoad guards baton's own upgrade under load: 20 `baton

@@ -60,6 +60,13 @@ func (g GenSpec) ConfigPath(orig string) string {
 	return orig
 }
 
+// ProcessRoles is implemented by drivers that name the processes of a
+// generation in `baton status`: the leader (the process baton started) and
+// the others, from their command line. Without it: "leader" and "child".
+type ProcessRoles interface {
+	ProcessRole(leader bool, cmdline string) string
+}
+
 // ConfigSnapshotter is implemented by drivers whose configuration files can
 // be read from a copy: baton copies them for each generation before the
 // check, so the generation runs exactly what was checked (not a file edited

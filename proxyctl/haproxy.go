@@ -138,6 +138,15 @@ func usesDefaultPath(cfg string) bool {
 // Name implements Driver.
 func (h *HAProxy) Name() string { return "haproxy" }
 
+// ProcessRole implements ProcessRoles: the master baton started, and the
+// workers it forked.
+func (h *HAProxy) ProcessRole(leader bool, _ string) string {
+	if leader {
+		return "master"
+	}
+	return "worker"
+}
+
 // CheckArgv implements Driver: haproxy -c with the user's arguments.
 func (h *HAProxy) CheckArgv(g GenSpec) []string {
 	return append([]string{h.bin, "-c"}, h.userArgs(g)...)

@@ -94,6 +94,21 @@ func NewNginx(cmd []string) (*Nginx, error) {
 // Name implements Driver.
 func (n *Nginx) Name() string { return "nginx" }
 
+// ProcessRole implements ProcessRoles: the master baton started; the
+// others by the title nginx gives them ("nginx: cache manager process":
+// cache manager), worker when it says nothing else.
+func (n *Nginx) ProcessRole(leader bool, cmdline string) string {
+	if leader {
+		return "master"
+	}
+	if title, ok := strings.CutPrefix(cmdline, "nginx: "); ok {
+		if role, ok := strings.CutSuffix(title, " process"); ok && role != "" && !strings.Contains(role, "master") {
+			return role
+		}
+	}
+	return "worker"
+}
+
 // genPid is the pid file of generation g.
 func genPid(g GenSpec) string { return filepath.Join(g.Dir, "nginx.pid") }
 

@@ -163,6 +163,7 @@ func NewControlServer(sup *Supervisor, log *zap.Logger, allowGID int) *ControlSe
 		refusing: make(chan struct{}, maxRefusalsAnswered), refused: newLogEvery(capLogEvery)}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", c.status)
+	mux.HandleFunc("GET /v1/reloads", c.reloads)
 	mux.HandleFunc("POST /v1/reload", c.reload)
 	mux.HandleFunc("POST /v1/stop", c.stop)
 	mux.HandleFunc("POST /v1/upgrade", c.upgrade)
@@ -212,6 +213,22 @@ func (c *ControlServer) status(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, st)
+}
+
+// ReloadsResponse is the body of GET /v1/reloads: the last
+// ReloadHistoryLen finished reloads, first start and crash replacements,
+// oldest first.
+type ReloadsResponse struct {
+	Reloads []ReloadRecord `json:"reloads"`
+}
+
+func (c *ControlServer) reloads(w http.ResponseWriter, r *http.Request) {
+	recs, err := c.sup.Reloads(r.Context())
+	if err != nil {
+		c.notRunning(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, ReloadsResponse{Reloads: recs})
 }
 
 // ReloadResponse is the body of a successful POST /v1/reload.

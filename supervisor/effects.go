@@ -282,11 +282,11 @@ func (s *Supervisor) snapshotConfig(rt *genRuntime, from map[string]string) erro
 			from[f] = f
 		}
 	}
-	config, err := copyConfig(from, filepath.Join(rt.dir, "config"))
+	config, digest, err := copyConfig(from, filepath.Join(rt.dir, "config"))
 	if err != nil {
 		return fmt.Errorf("copy config: %w", err)
 	}
-	rt.config = config
+	rt.config, rt.configDigest = config, digest
 	var pairs []string
 	for orig, c := range config {
 		pairs = append(pairs, c, orig)
@@ -321,7 +321,7 @@ func (s *Supervisor) keepLastGood(rt *genRuntime) {
 	if rt.config == nil {
 		return
 	}
-	good, err := copyConfig(rt.config, filepath.Join(s.cfg.RunDir, "last-good"))
+	good, _, err := copyConfig(rt.config, filepath.Join(s.cfg.RunDir, "last-good"))
 	if err != nil {
 		rt.log.Warn("last good config not kept: a crash replacement runs the one before", zap.Error(err))
 		return
@@ -330,15 +330,17 @@ func (s *Supervisor) keepLastGood(rt *genRuntime) {
 }
 
 // copyConfig copies each source of files (original path → where to read
-// it) into dir, replacing dir; it returns original path → copy.
-func copyConfig(files map[string]string, dir string) (map[string]string, error) {
+// it) into dir, replacing dir; it returns original path → copy, and the
+// digest of what it copied under the original paths (configdigest.go).
+func copyConfig(files map[string]string, dir string) (map[string]string, string, error) {
 	tmp := dir + ".new"
 	if err := os.RemoveAll(tmp); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if err := os.MkdirAll(tmp, 0o700); err != nil {
-		return nil, err
+		return nil, "", err
 	}
+	h := newConfigHash()
 	out := map[string]string{}
 	origs := make([]string, 0, len(files))
 	for orig := range files {
@@ -348,18 +350,19 @@ func copyConfig(files map[string]string, dir string) (map[string]string, error) 
 	for i, orig := range origs {
 		data, err := os.ReadFile(files[orig])
 		if err != nil {
-			return nil, err
+			return nil, "", err
 		}
+		h.add(orig, data)
 		name := fmt.Sprintf("%d-%s", i, filepath.Base(orig))
 		if err := os.WriteFile(filepath.Join(tmp, name), data, 0o600); err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		out[orig] = filepath.Join(dir, name)
 	}
 	if err := os.RemoveAll(dir); err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	return out, os.Rename(tmp, dir)
+	return out, h.sum(), os.Rename(tmp, dir)
 }
 
 // served reports whether a generation has served yet.

@@ -33,7 +33,9 @@ type genRuntime struct {
 	config  map[string]string
 	rewrite *strings.Replacer
 	digest  string // of the watched files when its check began
-	foreign []ForeignListener
+	// configDigest is the digest of its config copy (configdigest.go).
+	configDigest string
+	foreign      []ForeignListener
 	// wanted are the listeners its configuration declares (listeners from
 	// the config): written by the check goroutine before it reports
 	// CheckDone, read by the loop after that.

@@ -36,6 +36,10 @@ type Handover struct {
 	MetricsFd int                    `json:"metrics_fd"`
 	NumFds    int                    `json:"num_fds"`
 	Tracking  *TrackingHandover      `json:"tracking,omitempty"`
+	// Reloads is the reload history, LastReload the last reload or first
+	// start: carried over at an upgrade, not kept in the state file.
+	Reloads    []ReloadRecord `json:"reloads,omitempty"`
+	LastReload *ReloadRecord  `json:"last_reload,omitempty"`
 
 	// procs is how Recover found each generation's processes (never sent
 	// or saved): RecoverListeners takes sockets back from all of them.

@@ -29,7 +29,7 @@ func NewMetrics(version string) *Metrics {
 		version:  version,
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "baton_reload_duration_seconds",
-			Help:    "Time from a reload request to its answer (switched, or failed).",
+			Help:    "Time from the start of a reload to its answer (switched, or failed); the first start and crash replacements are not reloads.",
 			Buckets: prometheus.ExponentialBuckets(0.01, 2, 12),
 		}),
 		signals: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -59,11 +59,19 @@ var (
 	descQueue       = prometheus.NewDesc("baton_listener_accept_queue", "Connections waiting in a listener's accept queue.", []string{"listener", "addr"}, nil)
 	descBacklog     = prometheus.NewDesc("baton_listener_backlog", "A listener's accept queue limit.", []string{"listener", "addr"}, nil)
 	descWatch       = prometheus.NewDesc("baton_watch_events_total", "Config watch outcomes: events seen, checks skipped because the digest did not change, reloads asked for, reloads that failed.", []string{"outcome"}, nil)
+	descLastOK      = prometheus.NewDesc("baton_last_reload_success", "1 if the last reload (or the first start) succeeded, 0 if it failed; crash replacements are not reloads.", nil, nil)
+	descLastAt      = prometheus.NewDesc("baton_last_reload_timestamp_seconds", "When the last reload (or the first start) finished, in seconds since the epoch.", nil, nil)
+	descApplied     = prometheus.NewDesc("baton_config_applied_info", "1, labelled with the SHA-256 digest of the config the active generation runs (its copy).", []string{"digest"}, nil)
+	descDiffers     = prometheus.NewDesc("baton_config_on_disk_differs", "1 if the config files on disk differ from the applied config (or cannot be read), 0 if they are the same.", nil, nil)
+	descDraining    = prometheus.NewDesc("baton_draining_generations", "Generations told to drain and not gone yet (draining, or hard stopped or killed after their drain).", nil, nil)
+	descDrainConns  = prometheus.NewDesc("baton_draining_connections", "ESTABLISHED TCP sockets held by the processes of the generations baton_draining_generations counts.", nil, nil)
+	descDrainAge    = prometheus.NewDesc("baton_draining_oldest_seconds", "Time since the oldest generation baton_draining_generations counts was told to drain; 0 when none.", nil, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descBuild, descReloads, descCrashes, descConsecutive, descBackoff, descGens, descConns, descFds, descNofile, descQueue, descBacklog, descWatch} {
+	for _, d := range []*prometheus.Desc{descBuild, descReloads, descCrashes, descConsecutive, descBackoff, descGens, descConns, descFds, descNofile, descQueue, descBacklog, descWatch,
+		descLastOK, descLastAt, descApplied, descDiffers, descDraining, descDrainConns, descDrainAge} {
 		ch <- d
 	}
 }
@@ -103,6 +111,8 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	for state, n := range states {
 		ch <- prometheus.MustNewConstMetric(descGens, prometheus.GaugeValue, float64(n), state)
 	}
+	collectReloadState(ch, st)
+	collectDraining(ch, st)
 	for _, l := range st.Listeners {
 		ch <- prometheus.MustNewConstMetric(descQueue, prometheus.GaugeValue, float64(l.Queue), l.Name, l.Addr)
 		ch <- prometheus.MustNewConstMetric(descBacklog, prometheus.GaugeValue, float64(l.Backlog), l.Name, l.Addr)
@@ -112,6 +122,51 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descWatch, prometheus.CounterValue, float64(n), outcome)
 		}
 	}
+}
+
+// collectReloadState: the last reload's outcome and time, and the applied
+// config, the gauges an alert on "the config is not applied" needs.
+func collectReloadState(ch chan<- prometheus.Metric, st Status) {
+	if r := st.LastReload; r != nil {
+		ok := 0.0
+		if r.Outcome == OutcomeOK {
+			ok = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descLastOK, prometheus.GaugeValue, ok)
+		ch <- prometheus.MustNewConstMetric(descLastAt, prometheus.GaugeValue, float64(r.At.UnixNano())/1e9)
+	}
+	if c := st.Config; c != nil {
+		ch <- prometheus.MustNewConstMetric(descApplied, prometheus.GaugeValue, 1, c.AppliedDigest)
+		differs := 0.0
+		if c.OnDiskDiffers {
+			differs = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descDiffers, prometheus.GaugeValue, differs)
+	}
+}
+
+// collectDraining: the generations told to drain that are still alive, and
+// their connections.
+func collectDraining(ch chan<- prometheus.Metric, st Status) {
+	n, conns := 0, 0
+	var oldest time.Time
+	for _, g := range st.Generations {
+		if g.DrainedAt == nil { // never told to drain: starting, active, or killed before it served
+			continue
+		}
+		n++
+		conns += g.Connections
+		if oldest.IsZero() || g.DrainedAt.Before(oldest) {
+			oldest = *g.DrainedAt
+		}
+	}
+	age := 0.0
+	if !oldest.IsZero() {
+		age = max(time.Since(oldest).Seconds(), 0)
+	}
+	ch <- prometheus.MustNewConstMetric(descDraining, prometheus.GaugeValue, float64(n))
+	ch <- prometheus.MustNewConstMetric(descDrainConns, prometheus.GaugeValue, float64(conns))
+	ch <- prometheus.MustNewConstMetric(descDrainAge, prometheus.GaugeValue, age)
 }
 
 func (m *Metrics) signal(kind, reason string) {

@@ -36,11 +36,15 @@ type ProcFS interface {
 	CPUTicks(pid int) (uint64, error)
 	// FdCount is the number of descriptors pid has open.
 	FdCount(pid int) (int, error)
+	// Cmdline is pid's command line, its arguments joined by spaces (the
+	// title a proxy gives its processes, "nginx: worker process").
+	Cmdline(pid int) (string, error)
 }
 
 // Limit is one row of /proc/PID/limits; Unlimited for "unlimited".
 type Limit struct {
-	Soft, Hard uint64
+	Soft uint64 `json:"soft"`
+	Hard uint64 `json:"hard"`
 }
 
 // NewProcFS returns a ProcFS over the real /proc.
@@ -294,6 +298,15 @@ func (r *realProcFS) FdCount(pid int) (int, error) {
 		return 0, err
 	}
 	return p.FileDescriptorsLen()
+}
+
+func (r *realProcFS) Cmdline(pid int) (string, error) {
+	p, err := r.fs.Proc(pid)
+	if err != nil {
+		return "", err
+	}
+	args, err := p.CmdLine()
+	return strings.Join(args, " "), err
 }
 
 func (r *realProcFS) CPUTicks(pid int) (uint64, error) {

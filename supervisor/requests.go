@@ -18,27 +18,31 @@ const (
 	reqStop
 	reqStatus
 	reqUpgrade
+	reqHistory
 )
 
 // request goes from an API caller to the loop; the loop answers on reply.
 type request struct {
-	kind  reqKind
-	fast  bool
-	reply chan response
+	kind    reqKind
+	fast    bool
+	trigger Trigger // of a reload
+	reply   chan response
 }
 
 type response struct {
 	reload  ReloadResult
 	status  Status
+	history []ReloadRecord
 	upgrade UpgradeResult
 	err     error
 }
 
 // pendingReq is a request the machine has not answered yet.
 type pendingReq struct {
-	kind  reqKind
-	at    time.Time
-	reply chan response
+	kind    reqKind
+	at      time.Time
+	trigger Trigger // of a reload
+	reply   chan response
 }
 
 // ReloadResult is what a successful reload reports.
@@ -50,10 +54,23 @@ type ReloadResult struct {
 
 // Reload asks for a reload and waits until it is acknowledged: the new
 // generation serves and no older generation holds a listener. Cancelling
-// ctx stops the waiting, not the reload.
+// ctx stops the waiting, not the reload. The history records it as asked
+// for through the control API.
 func (s *Supervisor) Reload(ctx context.Context) (ReloadResult, error) {
-	r, err := s.call(ctx, request{kind: reqReload})
+	return s.ReloadBy(ctx, TriggerAPI)
+}
+
+// ReloadBy is Reload, recorded in the history with trigger t.
+func (s *Supervisor) ReloadBy(ctx context.Context, t Trigger) (ReloadResult, error) {
+	r, err := s.call(ctx, request{kind: reqReload, trigger: t})
 	return r.reload, err
+}
+
+// Reloads returns the reload history: the last ReloadHistoryLen finished
+// reloads, first start and crash replacements, oldest first.
+func (s *Supervisor) Reloads(ctx context.Context) ([]ReloadRecord, error) {
+	r, err := s.call(ctx, request{kind: reqHistory})
+	return r.history, err
 }
 
 // Stop asks every generation to drain (or, fast, to stop now) and waits
@@ -116,6 +133,9 @@ func (s *Supervisor) handle(r request) {
 	case reqStatus:
 		r.reply <- response{status: s.status()}
 		return
+	case reqHistory:
+		r.reply <- response{history: s.history.list()}
+		return
 	case reqUpgrade:
 		if s.stopping {
 			r.reply <- response{err: fmt.Errorf("upgrade: %w", lifecycle.ErrStopping)}
@@ -129,7 +149,7 @@ func (s *Supervisor) handle(r request) {
 		return
 	case reqReload:
 		s.nextReq++
-		s.pending[s.nextReq] = pendingReq{kind: reqReload, at: now, reply: r.reply}
+		s.pending[s.nextReq] = pendingReq{kind: reqReload, at: now, trigger: r.trigger, reply: r.reply}
 		s.step(lifecycle.ReloadRequested{At: now, Req: s.nextReq})
 	case reqStop:
 		if !s.stopping {
@@ -145,7 +165,10 @@ func (s *Supervisor) handle(r request) {
 // reply answers the machine's Reply action.
 func (s *Supervisor) reply(a lifecycle.Reply) {
 	now := s.clock.Now()
-	err := s.explain(a)
+	err := a.Err
+	if a.Gen != 0 {
+		err = s.explain(a.Gen, a.Err)
+	}
 	pid := 0
 	rt := s.gens[a.Gen]
 	if rt != nil && rt.proc != nil {
@@ -174,27 +197,24 @@ func (s *Supervisor) reply(a lifecycle.Reply) {
 	s.logReload(a, err)
 }
 
-// explain adds what baton saw to a failed reload: the generation, and for a
-// readiness timeout the last probe error.
-func (s *Supervisor) explain(a lifecycle.Reply) error {
-	if a.Err == nil || a.Gen == 0 {
-		return a.Err
+// explain adds what baton saw to the failure err of a reload to gen: the
+// generation, and for a readiness timeout the last probe error.
+func (s *Supervisor) explain(gen lifecycle.Gen, err error) error {
+	if err == nil {
+		return nil
 	}
-	if errors.Is(a.Err, lifecycle.ErrNotReady) {
-		if rt := s.gens[a.Gen]; rt != nil {
+	if errors.Is(err, lifecycle.ErrNotReady) {
+		if rt := s.gens[gen]; rt != nil {
 			if probe := rt.lastProbeError(); probe != nil {
-				return fmt.Errorf("generation %d: %w (last check: %w)", a.Gen, a.Err, probe)
+				return fmt.Errorf("generation %d: %w (last check: %w)", gen, err, probe)
 			}
 		}
 	}
-	return fmt.Errorf("generation %d: %w", a.Gen, a.Err)
+	return fmt.Errorf("generation %d: %w", gen, err)
 }
 
 // reloadDone tells the service manager, the metrics and the watch.
 func (s *Supervisor) reloadDone(a lifecycle.Reply, rt *genRuntime, pid int, err error) {
-	if s.served() { // not the first start
-		s.metrics.reloadTook(s.m.LastReload().Duration)
-	}
 	if err == nil {
 		if s.watch != nil && rt != nil {
 			s.watch.applied(rt.digest)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/batonproxy/baton/fdpass"
+	"github.com/batonproxy/baton/proxyctl"
 	"github.com/batonproxy/baton/supervisor/lifecycle"
 )
 
@@ -20,8 +21,16 @@ type Status struct {
 	Rlimits     []string         `json:"rlimits"`
 	Listeners   []ListenerStatus `json:"listeners"`
 	Generations []GenStatus      `json:"generations"`
-	LastReload  *ReloadStatus    `json:"last_reload,omitempty"`
-	Counters    Counters         `json:"counters"`
+	// LastReload is the last reload or the first start (trigger "start"),
+	// crash replacements left out; Reloads the history, oldest first
+	// (reloadhistory.go).
+	LastReload *ReloadRecord  `json:"last_reload,omitempty"`
+	Reloads    []ReloadRecord `json:"reloads"`
+	// Config is the applied config and whether the files on disk differ;
+	// nil when the active generation has no config copy (the generic
+	// driver) or none is active.
+	Config   *ConfigStatus `json:"config,omitempty"`
+	Counters Counters      `json:"counters"`
 	// ConsecutiveCrashes counts crashes of the active generation in a row;
 	// RestartAt is set while a replacement waits out its backoff.
 	ConsecutiveCrashes int        `json:"consecutive_crashes"`
@@ -34,7 +43,8 @@ type Status struct {
 	procs []GenProcs
 }
 
-// Counters are totals since baton started.
+// Counters are totals since baton started. The first start and crash
+// replacements are not reloads.
 type Counters struct {
 	ReloadsOK     int `json:"reloads_ok"`
 	ReloadsFailed int `json:"reloads_failed"`
@@ -82,20 +92,15 @@ type GenStatus struct {
 }
 
 // ProcStatus is one process of a generation, with limits read back from
-// /proc/PID/limits.
+// /proc/PID/limits. Role is what the driver calls it: master or worker
+// (HAProxy, nginx; nginx's other processes by their title, "cache
+// manager"), leader or child (generic).
 type ProcStatus struct {
-	Pid         int   `json:"pid"`
-	Nofile      Limit `json:"nofile"`
-	OpenFds     int   `json:"open_fds"`
-	Connections int   `json:"connections"`
-}
-
-// ReloadStatus is the last finished reload.
-type ReloadStatus struct {
-	Gen        int       `json:"generation"`
-	At         time.Time `json:"at"`
-	Error      string    `json:"error,omitempty"`
-	DurationMs float64   `json:"duration_ms"`
+	Pid         int    `json:"pid"`
+	Role        string `json:"role"`
+	Nofile      Limit  `json:"nofile"`
+	OpenFds     int    `json:"open_fds"`
+	Connections int    `json:"connections"`
 }
 
 var deadlineActions = map[lifecycle.State]string{
@@ -127,13 +132,12 @@ func (s *Supervisor) status() Status {
 		st.Generations = append(st.Generations, s.genStatus(g))
 		st.procs = append(st.procs, s.genProcs(g))
 	}
-	if last := s.m.LastReload(); last.Gen != 0 {
-		rs := &ReloadStatus{Gen: int(last.Gen), At: last.At, DurationMs: float64(last.Duration.Microseconds()) / 1000}
-		if last.Err != nil {
-			rs.Error = last.Err.Error()
-		}
-		st.LastReload = rs
+	if s.lastReload != nil {
+		last := *s.lastReload
+		st.LastReload = &last
 	}
+	st.Reloads = s.history.list()
+	st.Config = s.configStatus()
 	var restart time.Time
 	st.ConsecutiveCrashes, restart = s.m.Backoff()
 	st.RestartAt = timePtr(restart)
@@ -181,6 +185,7 @@ func (s *Supervisor) gatherProcs(ctx context.Context, st *Status) error {
 		return fmt.Errorf("read process data: %w", ctx.Err())
 	}
 	defer func() { <-s.gathering }()
+	s.gatherConfig(st.Config)
 	queues, established := tcpState()
 	for i := range st.Listeners {
 		if q, ok := queues[st.Listeners[i].Inode]; ok {
@@ -219,8 +224,16 @@ func (s *Supervisor) gatherGen(gs *GenStatus, procs GenProcs, established map[ui
 		return
 	}
 	pids, _ := s.procfs.Members(procs)
+	roles, _ := s.cfg.Driver.(proxyctl.ProcessRoles)
 	for _, pid := range pids {
-		ps := ProcStatus{Pid: pid}
+		ps := ProcStatus{Pid: pid, Role: "child"}
+		switch {
+		case roles != nil:
+			cmdline, _ := s.procfs.Cmdline(pid)
+			ps.Role = roles.ProcessRole(pid == gs.Pid, cmdline)
+		case pid == gs.Pid:
+			ps.Role = "leader"
+		}
 		if lim, err := s.procfs.Limits(pid); err == nil {
 			ps.Nofile = lim["nofile"]
 		}

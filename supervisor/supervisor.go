@@ -129,6 +129,15 @@ type Supervisor struct {
 	// (settleActive).
 	unsettled lifecycle.Gen
 
+	// history is the last finished reloads; finishedSeq the machine's
+	// LastFinished().Seq it last recorded.
+	history     reloadHistory
+	finishedSeq int
+	lastReload  *ReloadRecord // the last reload or first start (no crash replacement)
+	// diskDigest caches the digest of the applied config's files on disk
+	// (configdigest.go); used only while gathering is held.
+	diskDigest diskDigestCache
+
 	// gathering is held while a status request reads /proc and sock_diag
 	// (on the caller's goroutine, see gatherProcs).
 	gathering chan struct{}
@@ -179,7 +188,8 @@ func New(cfg Config, deps Deps) (*Supervisor, error) {
 	}
 	s.cgroups = newCgroupTree(s.trackID, cfg.NoCgroup)
 	if len(cfg.WatchPaths) > 0 {
-		w, err := newWatcher(cfg.WatchPaths, s.Reload, s.log)
+		reload := func(ctx context.Context) (ReloadResult, error) { return s.ReloadBy(ctx, TriggerWatch) }
+		w, err := newWatcher(cfg.WatchPaths, reload, s.log)
 		if err != nil {
 			return nil, err
 		}
@@ -256,7 +266,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		s.step(lifecycle.Tick{At: s.startedAt}) // deadlines, and a replacement if none is active
 	} else {
 		s.nextReq++
-		s.pending[s.nextReq] = pendingReq{kind: reqReload, at: s.startedAt}
+		s.pending[s.nextReq] = pendingReq{kind: reqReload, at: s.startedAt, trigger: TriggerStart}
 		s.step(lifecycle.ReloadRequested{At: s.startedAt, Req: s.nextReq})
 	}
 	ctxDone := ctx.Done()
@@ -353,7 +363,8 @@ func (s *Supervisor) step(ev lifecycle.Event) {
 	for len(queue) > 0 {
 		ev, queue = queue[0], queue[1:]
 		actions := s.m.Step(ev)
-		s.followActive() // before the actions: a reload's reply acknowledges all of it
+		s.recordFinished() // before the actions: its requests are still pending
+		s.followActive()   // before the actions: a reload's reply acknowledges all of it
 		for _, a := range actions {
 			if _, ok := a.(lifecycle.Reply); ok {
 				s.settleActive()

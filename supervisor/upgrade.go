@@ -124,6 +124,9 @@ func (s *Supervisor) collectHandover(withFds bool) (Handover, []int, error) {
 	}
 	h := Handover{BatonPid: os.Getpid(), Machine: snap, LastGood: s.lastGood, PidFile: s.pidFile, ControlFd: -1, LockFd: -1, InitFd: -1, MetricsFd: -1,
 		Tracking: &TrackingHandover{ID: s.trackID, Cgroup: s.cgroups.dir}}
+	if withFds { // an upgrade: the next baton shows the same history
+		h.Reloads, h.LastReload = s.history.list(), s.lastReload
+	}
 	var fds []int
 	ok := false
 	defer func() {
@@ -285,6 +288,10 @@ func (s *Supervisor) Adopt(h Handover, fds []int) error {
 	s.m = m
 	s.lastGood = h.LastGood
 	s.pidFile = h.PidFile
+	for _, r := range h.Reloads {
+		s.history.add(r)
+	}
+	s.lastReload = h.LastReload
 	if s.watch != nil && h.Watch != nil {
 		s.watch.restore(*h.Watch)
 	}
@@ -333,6 +340,7 @@ func (s *Supervisor) adoptGen(gh GenHandover, fds []int, prevID string) (*genRun
 		log: s.log.With(zap.Int("gen", int(gh.Gen)), zap.Int("pid", gh.Pid))}
 	rt.outLog.Store(rt.log)
 	if len(rt.config) > 0 {
+		rt.configDigest = digestCopies(rt.config)
 		var pairs []string
 		for orig, c := range rt.config {
 			pairs = append(pairs, c, orig)

@@ -69,6 +69,8 @@ func TestRunExitStatuses(t *testing.T) {
 		{args: []string{"version"}, code: 0, out: "baton " + version},
 		{args: []string{"frobnicate"}, code: exitUsage, errIn: `unknown command "frobnicate"`},
 		{args: []string{"status", "-c", sock}, code: exitNoBaton, errIn: "no baton answering on " + sock},
+		{args: []string{"status", "-c", sock, "--reloads", "33"}, code: exitUsage, errIn: "status: --reloads 33: want 0-32"},
+		{args: []string{"status", "-c", sock, "--reloads", "-1"}, code: exitUsage, errIn: "--reloads -1"},
 		{args: []string{"reload", "-c", sock, "--timeout", "2s"}, code: exitNoBaton, errIn: "no baton answering"},
 		{args: []string{"reload", "extra"}, code: exitUsage, errIn: `unexpected argument "extra"`},
 		{args: []string{"run", "--bogus"}, code: exitUsage, errIn: "bogus"},
@@ -268,6 +270,9 @@ func TestPrintStatus(t *testing.T) {
 	at := func(d time.Duration) *time.Time { v := now.Add(d); return &v }
 	restart := now.Add(2 * time.Second)
 	lastEvent := now.Add(-3 * time.Second)
+	const digestA, digestB = "aaaaaaaaaaaa1111111111111111111111111111111111111111111111111111", "bbbbbbbbbbbb2222222222222222222222222222222222222222222222222222"
+	failed := supervisor.ReloadRecord{Gen: 7, At: now.Add(-1500 * time.Millisecond), Trigger: supervisor.TriggerAPI, Requests: 1, Outcome: supervisor.OutcomeFailed, DurationMs: 35.5, ConfigDigest: digestB,
+		Error: "generation 7: exited before it was ready (exit status 1): [NOTICE]   (13693) : haproxy version is 2.6.12\n[ALERT]    (13693) : config : parsing [/etc/haproxy/haproxy.cfg:15] : unknown keyword 'bogus'\n[ALERT]    (13693) : config : Fatal errors found in configuration."}
 	st := supervisor.Status{
 		Pid: 4242, Proxy: "haproxy", Command: []string{"/usr/sbin/haproxy", "-f", "/etc/haproxy/haproxy.cfg"},
 		StartedAt: now.Add(-90 * time.Minute), Rlimits: []string{"nofile=1048576:1048576"},
@@ -275,14 +280,21 @@ func TestPrintStatus(t *testing.T) {
 		Generations: []supervisor.GenStatus{
 			{Gen: 6, State: "draining", Pid: 100, StartedAt: at(-time.Hour), ReadyAt: at(-time.Hour), DrainedAt: at(-time.Minute),
 				Deadline: at(4 * time.Minute), DeadlineAction: "hard stop", Connections: 12, OpenFds: 40,
-				Processes: []supervisor.ProcStatus{{Pid: 100, Nofile: supervisor.Limit{Soft: 1048576, Hard: 1048576}}, {Pid: 101, Nofile: supervisor.Limit{Soft: supervisor.Unlimited, Hard: supervisor.Unlimited}}}},
+				Processes: []supervisor.ProcStatus{{Pid: 100, Role: "master", Nofile: supervisor.Limit{Soft: 1048576, Hard: 1048576}}, {Pid: 101, Role: "worker", Nofile: supervisor.Limit{Soft: supervisor.Unlimited, Hard: supervisor.Unlimited}}}},
 			{Gen: 7, State: "starting", Pid: 0, Deadline: at(30 * time.Second), DeadlineAction: "kill (not ready)"},
 		},
-		LastReload:         &supervisor.ReloadStatus{Gen: 7, At: now.Add(-1500 * time.Millisecond), Error: "config check failed: haproxy -c: exit status 1", DurationMs: 35.5},
+		LastReload: &failed,
+		Reloads: []supervisor.ReloadRecord{
+			{Gen: 1, At: now.Add(-90 * time.Minute), Trigger: supervisor.TriggerStart, Requests: 1, Outcome: supervisor.OutcomeOK, DurationMs: 61.2, ConfigDigest: digestA},
+			{Gen: 4, At: now.Add(-time.Hour), Trigger: supervisor.TriggerWatch, Requests: 1, Outcome: supervisor.OutcomeFailed, DurationMs: 40, ConfigDigest: digestB, Error: "generation 4: exited before it was ready (exit status 1): [NOTICE] x\n[ALERT] old alert"},
+			{Gen: 6, At: now.Add(-time.Hour), Trigger: "api+sighup", Requests: 2, Outcome: supervisor.OutcomeOK, DurationMs: 80.5, ConfigDigest: digestA},
+			failed,
+		},
+		Config:             &supervisor.ConfigStatus{Files: []string{"/etc/haproxy/haproxy.cfg"}, Gen: 6, AppliedDigest: digestA, OnDiskDigest: digestB, OnDiskDiffers: true},
 		Counters:           supervisor.Counters{ReloadsOK: 5, ReloadsFailed: 1, Crashes: 3, HardStops: 2, Kills: 1},
 		ConsecutiveCrashes: 3, RestartAt: &restart,
 		Watch: &supervisor.WatchStatus{Paths: []string{"/etc/haproxy"}, Events: 17, Unchanged: 9, Reloads: 4, Failed: 1,
-			LastEventAt: &lastEvent, LastError: "config check failed", Waiting: "a watched file is missing"},
+			LastEventAt: &lastEvent, LastError: failed.Error, Waiting: "a watched file is missing"},
 	}
 	var b bytes.Buffer
 	if err := printStatus(&b, st, now); err != nil {
@@ -292,18 +304,28 @@ func TestPrintStatus(t *testing.T) {
 	t.Logf("printStatus:\n%s", out)
 	for _, want := range []string{
 		"baton pid 4242, running, up for 1h30m0s, proxy haproxy: /usr/sbin/haproxy -f /etc/haproxy/haproxy.cfg",
-		"reloads ok 5, failed 1; crashes 3; hard stops 2; kills 1; child limits nofile=1048576:1048576",
+		"reloads ok 5, failed 1 (the first start not counted); crashes 3; hard stops 2; kills 1; child limits nofile=1048576:1048576",
+		"config: generation 6 runs aaaaaaaaaaaa of /etc/haproxy/haproxy.cfg; on disk: bbbbbbbbbbbb, DIFFERS: not applied",
+		"RELOADS (last 4 of 4 kept, oldest first)",
+		"1h30m0s  1    start",
+		"api+sighup  ok",
+		"[ALERT] old alert\n",
+		"2s       7    api         FAILED  35.5 ms   bbbbbbbbbbbb  [ALERT] (13693) : config : parsing [/etc/haproxy/haproxy.cfg:15] : unknown keyword 'bogus' (in full below)",
+		"\nreload to generation 7 failed 2s ago (api):\n  generation 7: exited before it was ready (exit status 1): [NOTICE]   (13693) : haproxy version is 2.6.12\n  [ALERT]    (13693) : config : parsing",
 		"replacement after 3 crashes in a row starts in 2s",
 		"0.0.0.0:80", "123456", "3/4096",
 		"hard stop in 4m0s (2026-05-01T12:04:00Z)",
-		"100 1048576/1048576, 101 unlimited/unlimited",
+		"100 master 1048576/1048576, 101 worker unlimited/unlimited",
 		"kill (not ready) in 30s",
-		"last reload: generation 7, 35.5 ms, 2s ago, FAILED: config check failed: haproxy -c: exit status 1",
-		"watch /etc/haproxy: events 17, unchanged 9, reloads 4, failed 1; waiting: a watched file is missing; last error: config check failed",
+		"watch /etc/haproxy: events 17, unchanged 9, reloads 4, failed 1; waiting: a watched file is missing; last error: [ALERT] (13693) : config : parsing [/etc/haproxy/haproxy.cfg:15] : unknown keyword 'bogus'\n",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q", want)
 		}
+	}
+	// The multi-line error is printed in full once.
+	if n := strings.Count(out, "Fatal errors found"); n != 1 {
+		t.Errorf("the multi-line error appears %d times, want once", n)
 	}
 	lines := strings.Split(out, "\n")
 	for i, l := range lines {
@@ -317,7 +339,7 @@ func TestPrintStatus(t *testing.T) {
 	if err := printStatus(&b, supervisor.Status{Stopping: true}, now); err != nil {
 		t.Fatal(err)
 	}
-	if out := b.String(); !strings.Contains(out, "stopping") || strings.Contains(out, "replacement after") || strings.Contains(out, "watch ") || strings.Contains(out, "last reload") {
+	if out := b.String(); !strings.Contains(out, "stopping") || strings.Contains(out, "replacement after") || strings.Contains(out, "watch ") || strings.Contains(out, "RELOADS") || strings.Contains(out, "config:") {
 		t.Errorf("empty status:\n%s", out)
 	}
 }

@@ -126,11 +126,16 @@ func reloadCommand() *cli.Command {
 func statusCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "status",
-		Usage: "show the generations, listeners and limits of a running baton",
-		Flags: []cli.Flag{controlFlag(), jsonFlag()},
+		Usage: "show the generations, listeners, limits, applied config and last reloads of a running baton",
+		Flags: []cli.Flag{controlFlag(), jsonFlag(),
+			&cli.IntFlag{Name: "reloads", Value: statusReloads, Usage: fmt.Sprintf("show the last `N` reloads (0-%d; --json has all that are kept)", supervisor.ReloadHistoryLen)}},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
 				return usagef("status: unexpected argument %q", c.Args().First())
+			}
+			n := c.Int("reloads")
+			if n < 0 || n > supervisor.ReloadHistoryLen {
+				return usagef("status: --reloads %d: want 0-%d", n, supervisor.ReloadHistoryLen)
 			}
 			ctx, cancel := context.WithTimeout(c.Context, 30*time.Second)
 			defer cancel()
@@ -141,7 +146,7 @@ func statusCommand() *cli.Command {
 			if c.Bool("json") {
 				return printJSON(c.App.Writer, st)
 			}
-			return printStatus(c.App.Writer, st, time.Now())
+			return printStatusN(c.App.Writer, st, time.Now(), n)
 		},
 	}
 }

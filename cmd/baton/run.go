@@ -558,7 +558,7 @@ func signalAction(sup *supervisor.Supervisor, log *zap.Logger, sig os.Signal) fu
 	switch sig {
 	case unix.SIGHUP:
 		return func() {
-			if res, err := sup.Reload(ctx); err != nil {
+			if res, err := sup.ReloadBy(ctx, supervisor.TriggerSignal); err != nil {
 				log.Error("reload on SIGHUP failed", zap.Error(err))
 			} else {
 				log.Info("reload on SIGHUP done", zap.Int("gen", res.Gen))

@@ -486,6 +486,7 @@ func (h *harness) step(ev Event) []Action {
 		h.now = ev.at()
 	}
 	h.w.before(ev)
+	seq := h.m.LastFinished().Seq
 	acts := h.m.Step(ev)
 	h.trace = append(h.trace, fmtEvent(ev))
 	for _, a := range acts {
@@ -519,6 +520,9 @@ func (h *harness) step(ev Event) []Action {
 				errs = append(errs, "exit emitted twice")
 			}
 		}
+	}
+	if f := h.m.LastFinished(); f.Seq != seq && f.Seq != seq+1 {
+		errs = append(errs, fmt.Sprintf("finished reloads went from %d to %d in one step: the executor sees only the last", seq, f.Seq))
 	}
 	h.dump = true // stays set if one of these checks ends the test
 	if len(errs) > 0 {

@@ -31,9 +31,10 @@ type Machine struct {
 	stopReqs   []RequestID
 	exited     bool
 	everActive bool
-	crashes    int       // consecutive crashes, for backoff
-	restartAt  time.Time // earliest start of a crash replacement
-	last       ReloadResult
+	crashes    int          // consecutive crashes, for backoff
+	restartAt  time.Time    // earliest start of a crash replacement
+	last       ReloadResult // the last reload or first start
+	finished   ReloadResult // the last reload, first start or crash replacement
 	counters   Counters
 	out        []Action
 }
@@ -368,8 +369,17 @@ func (m *Machine) finish(err error) {
 	if len(r.reqs) > 0 {
 		m.emit(Reply{Reqs: r.reqs, Gen: r.gen, Err: err})
 	}
+	kind := KindReload
+	switch {
+	case r.replacement:
+		kind = KindReplacement
+	case r.initial:
+		kind = KindStart
+	}
+	m.finished = ReloadResult{Gen: r.gen, At: m.now, Err: err, Duration: m.now.Sub(r.started), Coalesced: len(r.reqs),
+		Kind: kind, Reqs: r.reqs, Seq: m.finished.Seq + 1}
 	if !r.replacement { // a crash replacement is not a reload
-		m.last = ReloadResult{Gen: r.gen, At: m.now, Err: err, Duration: m.now.Sub(r.started), Coalesced: len(r.reqs)}
+		m.last = m.finished
 	}
 	switch {
 	case r.replacement, r.initial: // a crash replacement or the first start: not reloads
@@ -477,6 +487,11 @@ func (m *Machine) Generations() []GenInfo {
 
 // LastReload is the outcome of the last finished reload (zero before one).
 func (m *Machine) LastReload() ReloadResult { return m.last }
+
+// LastFinished is the last finished reload, first start or crash
+// replacement (zero before one). Its Seq grows by one with each: at most
+// one finishes per Step.
+func (m *Machine) LastFinished() ReloadResult { return m.finished }
 
 // Counters returns the totals so far.
 func (m *Machine) Counters() Counters { return m.counters }

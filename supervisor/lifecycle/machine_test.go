@@ -200,7 +200,7 @@ func TestMachine(t *testing.T) {
 				on(Ready{At: at(60 * ms), Gen: 1}, "reply [1] g1 ok").then(func(t *testing.T, m *Machine, _ []Action) {
 					wantTable(t, m, "g1 active pid=100")
 					wantNext(t, m, time.Time{})
-					if got, want := m.LastReload(), (ReloadResult{Gen: 1, At: at(60 * ms), Duration: 60 * ms, Coalesced: 1}); got != want {
+					if got, want := m.LastReload(), (ReloadResult{Gen: 1, At: at(60 * ms), Duration: 60 * ms, Coalesced: 1, Kind: KindStart, Reqs: []RequestID{1}, Seq: 1}); fmt.Sprint(got) != fmt.Sprint(want) {
 						t.Errorf("LastReload() = %+v, want %+v", got, want)
 					}
 					wantCounters(t, m, Counters{}) // the first start is not a reload
@@ -856,4 +856,43 @@ func TestCrashStreakEndsWhenStable(t *testing.T) {
 	if m.LastReload().Gen != 1 {
 		t.Errorf("last reload is generation %d: a crash replacement is not a reload", m.LastReload().Gen)
 	}
+}
+
+// TestLastFinished: every finished reload, the first start and crash
+// replacements included, is numbered and says what it was and whom it
+// answered; LastReload leaves the replacements out.
+func TestLastFinished(t *testing.T) {
+	wantFinished := func(seq int, kind ReloadKind, gen Gen, reqs []RequestID, failed bool) func(*testing.T, *Machine, []Action) {
+		return func(t *testing.T, m *Machine, _ []Action) {
+			t.Helper()
+			f := m.LastFinished()
+			if f.Seq != seq || f.Kind != kind || f.Gen != gen || fmt.Sprint(f.Reqs) != fmt.Sprint(reqs) || (f.Err != nil) != failed {
+				t.Fatalf("LastFinished = seq %d %s g%d reqs %v err %v; want seq %d %s g%d reqs %v failed %v",
+					f.Seq, f.Kind, f.Gen, f.Reqs, f.Err, seq, kind, gen, reqs, failed)
+			}
+		}
+	}
+	runScenario(t, scenario{steps: seq(
+		up1[:3],
+		[]step{
+			on(Ready{At: at(60 * ms), Gen: 1}, "reply [1] g1 ok").then(wantFinished(1, KindStart, 1, []RequestID{1}, false)),
+			on(ReloadRequested{At: at(time.Second), Req: 2}, "check g2"),
+			on(ReloadRequested{At: at(time.Second), Req: 3}),
+			on(CheckDone{At: at(1020 * ms), Gen: 2, Err: errors.New("bad")}, "forget g2", "reply [2] g2 err=config check failed: ...", "check g3").
+				then(wantFinished(2, KindReload, 2, []RequestID{2}, true)),
+			on(CheckDone{At: at(1040 * ms), Gen: 3}, "start g3"),
+			on(Started{At: at(1045 * ms), Gen: 3, Pid: 300}),
+			on(Ready{At: at(1100 * ms), Gen: 3}, "signal g1 drain", "watch-release g1"),
+			on(Released{At: at(1200 * ms), Gen: 1}, "reply [3] g3 ok").then(wantFinished(3, KindReload, 3, []RequestID{3}, false)),
+			on(Exited{At: at(1300 * ms), Gen: 1}, "forget g1"),
+			on(Exited{At: at(time.Minute), Gen: 3, Status: 137}, "forget g3", "start g4 replacement"),
+			on(Started{At: at(time.Minute + 5*ms), Gen: 4, Pid: 400}),
+			on(Ready{At: at(time.Minute + 50*ms), Gen: 4}).then(func(t *testing.T, m *Machine, acts []Action) {
+				wantFinished(4, KindReplacement, 4, nil, false)(t, m, acts)
+				if last := m.LastReload(); last.Gen != 3 {
+					t.Fatalf("LastReload = g%d, want g3: a crash replacement is not a reload", last.Gen)
+				}
+			}),
+		},
+	)})
 }

@@ -243,13 +243,41 @@ type GenInfo struct {
 	Released    bool
 }
 
-// ReloadResult is the outcome of the last finished reload.
+// ReloadResult is the outcome of a finished reload.
 type ReloadResult struct {
 	Gen       Gen
 	At        time.Time // when it finished
 	Err       error
 	Duration  time.Duration
 	Coalesced int // requests answered by it
+	// Kind says whether it was a reload, the first start or a crash
+	// replacement; Reqs are the requests it answered (none for a crash
+	// replacement); Seq numbers the finished ones from 1, in order.
+	Kind ReloadKind
+	Reqs []RequestID
+	Seq  int
+}
+
+// ReloadKind is what a finished reload was.
+type ReloadKind int
+
+// Reload kinds.
+const (
+	KindReload      ReloadKind = iota + 1 // asked for while a generation served
+	KindStart                             // the first generation
+	KindReplacement                       // a crash replacement (no check, no requester)
+)
+
+func (k ReloadKind) String() string {
+	switch k {
+	case KindReload:
+		return "reload"
+	case KindStart:
+		return "start"
+	case KindReplacement:
+		return "replacement"
+	}
+	return "unknown"
 }
 
 // Counters are monotonic totals since the machine was created.
