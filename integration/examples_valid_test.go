@@ -242,7 +242,10 @@ func exampleUnitFlags(t *testing.T, bin, unit string) {
 }
 
 // exampleInitScript runs examples/init/baton-haproxy for real, its settings
-// (normally /etc/default/baton-haproxy) pointing into a scratch directory.
+// (normally /etc/default/baton-haproxy) pointing into a scratch directory:
+// every action, with the exit codes the LSB gives them, the pid file
+// following `upgrade`, and a crash of baton (kill -9) that `status` reports
+// and `start` recovers from.
 func exampleInitScript(t *testing.T, bin string) {
 	script := examplePath("init/baton-haproxy")
 	if out, err := exampleRun(t, "sh", "-n", script); err != nil {
@@ -281,14 +284,20 @@ func exampleInitScript(t *testing.T, bin string) {
 	}
 	local := filepath.Join(dir, "baton-haproxy")
 	writeConf(t, local, strings.Replace(string(text), source, ". "+shq(filepath.Join(dir, "defaults")), 1))
-	t.Cleanup(func() {
-		// Whatever the script started and left: baton (its pid file) and
-		// its children, by pid.
+	readPid := func() int {
 		data, _ := os.ReadFile(pidfile)
 		pid, _ := strconv.Atoi(strings.TrimSpace(string(data)))
-		if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); pid > 1 && exe == bin {
-			desc := batontest.Descendants(pid)
-			_ = batontest.SignalPids(append([]int{pid}, desc...), syscall.SIGKILL)
+		return pid
+	}
+	var started []int // every baton and HAProxy pid seen, for the cleanup
+	t.Cleanup(func() {
+		// Whatever the script started and left, by pid: batons (and their
+		// children) and HAProxy processes a killed baton left.
+		for _, pid := range append([]int{readPid()}, started...) {
+			exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+			if pid > 1 && (exe == bin || filepath.Base(exe) == filepath.Base(haproxy)) {
+				_ = batontest.SignalPids(append([]int{pid}, batontest.Descendants(pid)...), syscall.SIGKILL)
+			}
 		}
 	})
 	initCmd := func(action string) (int, string) {
@@ -303,11 +312,26 @@ func exampleInitScript(t *testing.T, bin string) {
 		t.Logf("baton-haproxy %s → exit %d: %s", action, code, strings.TrimSpace(out))
 		return code, out
 	}
+	want := func(action string, code int, why string) string {
+		t.Helper()
+		got, out := initCmd(action)
+		if got != code {
+			t.Errorf("%s: exit %d, want %d (%s)", action, got, code, why)
+		}
+		return out
+	}
 	status := func() batontest.Status {
+		t.Helper()
 		res := batontest.RunCLI(bin, "status", "--json", "-c", control)
 		var st batontest.Status
 		if res.Code != 0 || exampleJSON(res.Stdout, &st) != nil {
 			t.Fatalf("baton status: exit %d: %s %s", res.Code, res.Stdout, res.Stderr)
+		}
+		started = append(started, st.Pid)
+		for _, g := range st.Generations {
+			for _, p := range g.Processes {
+				started = append(started, p.Pid)
+			}
 		}
 		return st
 	}
@@ -322,39 +346,96 @@ func exampleInitScript(t *testing.T, bin string) {
 	if len(st.Generations) != 1 || st.Generations[0].State != "active" {
 		t.Errorf("start returned %s after it began, before the first generation served: generations %+v", time.Since(startAt).Round(time.Millisecond), st.Generations)
 	}
+	if pid := readPid(); pid != st.Pid {
+		t.Errorf("pid file %s holds %d after start; baton is %d", pidfile, pid, st.Pid)
+	}
 	if r := batontest.HTTPGet(addr, "/", 5*time.Second); r.Err != nil || r.Status != 200 {
 		t.Errorf("GET after start: %d %v", r.Status, r.Err)
 	}
-	if code, _ := initCmd("start"); code != 0 {
-		t.Errorf("a second start must say \"already running\" and exit 0")
+	want("start", 0, "LSB: start on a running service succeeds")
+	if out := want("status", 0, "LSB: running"); !strings.Contains(out, "active") {
+		t.Errorf("status does not show the active generation: %q", out)
 	}
 	writeConf(t, cfg, batontest.HAProxyConfig(port, 2, nil, nil))
-	if code, _ := initCmd("reload"); code != 0 {
-		t.Errorf("reload failed")
-	}
+	want("reload", 0, "a good config")
 	if r := batontest.HTTPGet(addr, "/", 5*time.Second); r.Gen != "2" {
 		t.Errorf("after reload: X-Gen %q, want 2", r.Gen)
 	}
 	writeConf(t, cfg, batontest.HAProxyConfig(port, 3, []string{"bogus_keyword on"}, nil))
-	if code, _ := initCmd("reload"); code != 1 {
-		t.Errorf("reload with a broken config: want exit 1")
-	}
+	want("reload", 1, "a config HAProxy refuses")
 	if r := batontest.HTTPGet(addr, "/", 5*time.Second); r.Gen != "2" {
 		t.Errorf("after a refused reload: X-Gen %q, want 2 (the old generation keeps serving)", r.Gen)
 	}
-	if code, out := initCmd("status"); code != 0 || !strings.Contains(out, "active") {
-		t.Errorf("status: want exit 0 and the active generation")
+	writeConf(t, cfg, batontest.HAProxyConfig(port, 2, nil, nil))
+
+	// upgrade: a new baton pid, in the pid file; the same HAProxy and socket.
+	before := status()
+	_, hapPid := before.Active()
+	want("upgrade", 0, "baton upgrade")
+	after := status()
+	_, hapAfter := after.Active()
+	t.Logf("upgrade: baton pid %d → %d, pid file %d; serving HAProxy %d → %d; listener inode %d → %d",
+		before.Pid, after.Pid, readPid(), hapPid, hapAfter, before.Listeners[0].Inode, after.Listeners[0].Inode)
+	if after.Pid == before.Pid || readPid() != after.Pid {
+		t.Errorf("after upgrade: baton pid %d (was %d), pid file %d: the pid file must name the new baton", after.Pid, before.Pid, readPid())
 	}
-	data, _ := os.ReadFile(pidfile)
-	pid, _ := strconv.Atoi(strings.TrimSpace(string(data)))
-	if code, _ := initCmd("stop"); code != 0 {
-		t.Errorf("stop failed")
+	if hapAfter != hapPid || after.Listeners[0].Inode != before.Listeners[0].Inode {
+		t.Errorf("after upgrade: HAProxy %d (was %d), inode %d (was %d): want both unchanged", hapAfter, hapPid, after.Listeners[0].Inode, before.Listeners[0].Inode)
 	}
+	writeConf(t, cfg, batontest.HAProxyConfig(port, 4, nil, nil))
+	want("reload", 0, "a reload through the upgraded baton")
+	if r := batontest.HTTPGet(addr, "/", 5*time.Second); r.Gen != "4" {
+		t.Errorf("after the upgraded baton's reload: X-Gen %q, want 4", r.Gen)
+	}
+
+	pid := readPid()
+	want("stop", 0, "stop drains and waits")
 	if _, gone := batontest.PollUntil(5*time.Second, 10*time.Millisecond, func() bool { return !batontest.Alive(pid) }); pid <= 1 || !gone {
-		t.Errorf("baton (pid file: %q) still alive 5 s after stop", data)
+		t.Errorf("baton (pid file: %d) still alive 5 s after stop", pid)
 	}
-	if code, _ := initCmd("stop"); code != 0 {
-		t.Errorf("stop when not running: want exit 0")
+	if _, err := os.Stat(pidfile); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("pid file after stop: %v, want it removed", err)
+	}
+	want("status", 3, "LSB: program is not running")
+	want("stop", 0, "LSB: stop on a stopped service succeeds")
+	want("reload", 7, "LSB: program is not running")
+	want("upgrade", 7, "LSB: program is not running")
+	want("try-restart", 0, "LSB: try-restart on a stopped service succeeds, and starts nothing")
+	if res := batontest.RunCLI(bin, "status", "-c", control); res.Code != 3 {
+		t.Errorf("try-restart on a stopped service started baton (status exit %d)", res.Code)
+	}
+	want("bogus", 2, "LSB: invalid argument")
+
+	// A crash of baton: status says so (1: dead, pid file left); the
+	// HAProxy it started serves on; start adopts it; stop ends both.
+	want("restart", 0, "LSB: restart on a stopped service starts it")
+	crashed := status()
+	_, hapPid = crashed.Active()
+	if err := syscall.Kill(crashed.Pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	// Gone, not only dead: a new baton takes a zombie that still has the
+	// state file's pid and start time for the baton that wrote it (the
+	// init reaps orphans; this machine's takes about a second).
+	reaped := func() bool { _, err := os.Stat(fmt.Sprintf("/proc/%d", crashed.Pid)); return err != nil }
+	if took, ok := batontest.PollUntil(10*time.Second, 10*time.Millisecond, reaped); !ok {
+		t.Fatalf("baton %d not reaped 10 s after SIGKILL", crashed.Pid)
+	} else {
+		t.Logf("the killed baton %d was reaped after %s", crashed.Pid, took.Round(time.Millisecond))
+	}
+	want("status", 1, "LSB: program is dead and the pid file exists")
+	if r := batontest.HTTPGet(addr, "/", 5*time.Second); r.Err != nil || r.Status != 200 {
+		t.Errorf("GET while baton is dead: %d %v (its HAProxy should serve on)", r.Status, r.Err)
+	}
+	want("start", 0, "a new baton adopts the running HAProxy")
+	adopted := status()
+	if _, p := adopted.Active(); p != hapPid || readPid() != adopted.Pid {
+		t.Errorf("after start: serving HAProxy %d (want the adopted %d), pid file %d (baton %d)", p, hapPid, readPid(), adopted.Pid)
+	}
+	want("stop", 0, "stop")
+	want("status", 3, "LSB: program is not running")
+	if batontest.Alive(hapPid) {
+		t.Errorf("HAProxy %d alive after stop", hapPid)
 	}
 	log := exampleReadFile(logfile)
 	t.Logf("LOGFILE has %d lines of baton's log", strings.Count(log, "\n"))
