@@ -192,7 +192,11 @@ func TestExamplesAreValid(t *testing.T) {
 
 // exampleUnitFlags checks the unit's ExecStart against `baton run`: every
 // option exists, every --listen parses, ExecReload uses the same control
-// socket, and TimeoutStopSec covers --drain-timeout plus --kill-grace.
+// socket, and TimeoutStopSec covers --drain-timeout plus --kill-grace; and
+// the settings crash survival needs: the proxies outlive baton's process
+// (KillMode=process), the run directory with the state file outlives an
+// automatic restart (RuntimeDirectoryPreserve=restart), and a crash is
+// restarted (Restart=on-failure).
 func exampleUnitFlags(t *testing.T, bin, unit string) {
 	t.Helper()
 	joined := strings.ReplaceAll(unit, "\\\n", " ")
@@ -236,8 +240,18 @@ func exampleUnitFlags(t *testing.T, bin, unit string) {
 	if err := errors.Join(err1, err2, err3); err != nil || time.Duration(stopSec)*time.Second <= drain+grace {
 		t.Errorf("TimeoutStopSec %q must exceed --drain-timeout %q + --kill-grace %q (%v)", settings["TimeoutStopSec"], opts["drain-timeout"], opts["kill-grace"], err)
 	}
-	if settings["KillMode"] != "mixed" || settings["Type"] != "notify" {
-		t.Errorf("KillMode %q, Type %q: README documents mixed and notify", settings["KillMode"], settings["Type"])
+	t.Logf("unit: RuntimeDirectory %s, RuntimeDirectoryPreserve %s, Restart %s, OOMPolicy %s",
+		settings["RuntimeDirectory"], settings["RuntimeDirectoryPreserve"], settings["Restart"], settings["OOMPolicy"])
+	for k, want := range map[string]string{
+		"Type": "notify", "KillMode": "process", "RuntimeDirectoryPreserve": "restart", "Restart": "on-failure",
+		"OOMPolicy": "continue", "Delegate": "yes",
+	} {
+		if settings[k] != want {
+			t.Errorf("%s=%q, want %s (README, \"Running it in production\")", k, settings[k], want)
+		}
+	}
+	if dir := filepath.Dir(opts["control"]); dir != "/run/"+settings["RuntimeDirectory"] {
+		t.Errorf("--control %s is not in RuntimeDirectory=%s (/run/%[2]s): the state file would not be preserved", opts["control"], settings["RuntimeDirectory"])
 	}
 }
 
