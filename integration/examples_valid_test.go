@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +16,10 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	k8syaml "sigs.k8s.io/yaml"
 
 	"github.com/batonproxy/baton/batontest"
 	"github.com/batonproxy/baton/fdpass"
@@ -188,6 +191,20 @@ func TestExamplesAreValid(t *testing.T) {
 	t.Run("container", func(t *testing.T) { exampleContainer(t, bin) })
 
 	t.Run("kubernetes", func(t *testing.T) { exampleKubernetes(t) })
+
+	// k8s.io/api and sigs.k8s.io/yaml decode the manifest in this test
+	// only: none of it may link into baton.
+	t.Run("kubernetes-test-only", func(t *testing.T) {
+		out, err := exampleRun(t, "go", "version", "-m", bin)
+		if err != nil {
+			t.Fatalf("go version -m %s: %v: %s", bin, err, out)
+		}
+		deps := strings.Count(out, "\tdep\t")
+		t.Logf("go version -m: the baton binary links %d modules", deps)
+		if deps == 0 || strings.Contains(out, "k8s.io") {
+			t.Errorf("the baton binary links a Kubernetes module (or none at all):\n%s", out)
+		}
+	})
 }
 
 // exampleUnitFlags checks the unit's ExecStart against `baton run`: every
@@ -568,76 +585,56 @@ func exampleContainer(t *testing.T, bin string) {
 	}
 }
 
-// exampleK8sDoc is the part of the Kubernetes manifest's documents checked here.
-type exampleK8sDoc struct {
-	Kind     string `yaml:"kind"`
-	Metadata struct {
-		Name string `yaml:"name"`
-	} `yaml:"metadata"`
-	Data map[string]string `yaml:"data"`
-	Spec struct {
-		Template struct {
-			Spec struct {
-				Grace      int `yaml:"terminationGracePeriodSeconds"`
-				Containers []struct {
-					Ports []struct {
-						Name string `yaml:"name"`
-						Port int    `yaml:"containerPort"`
-					} `yaml:"ports"`
-					VolumeMounts []struct {
-						Name      string `yaml:"name"`
-						MountPath string `yaml:"mountPath"`
-					} `yaml:"volumeMounts"`
-					LivenessProbe struct {
-						Exec struct {
-							Command []string `yaml:"command"`
-						} `yaml:"exec"`
-					} `yaml:"livenessProbe"`
-					Lifecycle struct {
-						PreStop struct {
-							Exec struct {
-								Command []string `yaml:"command"`
-							} `yaml:"exec"`
-						} `yaml:"preStop"`
-					} `yaml:"lifecycle"`
-				} `yaml:"containers"`
-				Volumes []struct {
-					Name      string `yaml:"name"`
-					ConfigMap struct {
-						Name string `yaml:"name"`
-					} `yaml:"configMap"`
-				} `yaml:"volumes"`
-			} `yaml:"spec"`
-		} `yaml:"template"`
-	} `yaml:"spec"`
-}
-
-// exampleKubernetes parses the manifest (a ConfigMap and a Deployment),
-// checks the ConfigMap's HAProxy config with haproxy -c and the
-// Deployment against the image's baton.yaml.
-func exampleKubernetes(t *testing.T) {
-	f, err := os.Open(examplePath("kubernetes/baton-haproxy.yaml"))
+// exampleK8sManifest decodes the Kubernetes manifest strictly into the
+// API's own types (sigs.k8s.io/yaml's UnmarshalStrict: a misspelt or
+// misplaced field, or one given twice, is an error; no schema is
+// downloaded): a ConfigMap, then a Deployment.
+func exampleK8sManifest(t *testing.T) (*corev1.ConfigMap, *appsv1.Deployment) {
+	t.Helper()
+	data, err := os.ReadFile(examplePath("kubernetes/baton-haproxy.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	dec := yaml.NewDecoder(f)
-	var docs []exampleK8sDoc
-	for i := 0; i < 10; i++ {
-		var d exampleK8sDoc
-		err := dec.Decode(&d)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
+	var cm *corev1.ConfigMap
+	var dep *appsv1.Deployment
+	docs := regexp.MustCompile(`(?m)^---[ \t]*$`).Split(string(data), -1)
+	for i, doc := range docs {
+		var tm metav1.TypeMeta
+		if err := k8syaml.Unmarshal([]byte(doc), &tm); err != nil {
 			t.Fatalf("document %d: %v", i+1, err)
 		}
-		docs = append(docs, d)
+		var obj any
+		switch tm.APIVersion + " " + tm.Kind {
+		case "v1 ConfigMap":
+			cm = &corev1.ConfigMap{}
+			obj = cm
+		case "apps/v1 Deployment":
+			dep = &appsv1.Deployment{}
+			obj = dep
+		default:
+			t.Fatalf("document %d is a %s %s, want a v1 ConfigMap and an apps/v1 Deployment", i+1, tm.APIVersion, tm.Kind)
+		}
+		if err := k8syaml.UnmarshalStrict([]byte(doc), obj); err != nil {
+			t.Fatalf("document %d (%s) does not decode strictly into the Kubernetes API type: %v", i+1, tm.Kind, err)
+		}
 	}
-	if len(docs) != 2 || docs[0].Kind != "ConfigMap" || docs[1].Kind != "Deployment" {
-		t.Fatalf("%d documents, want a ConfigMap and a Deployment: %+v", len(docs), docs)
+	if len(docs) != 2 || cm == nil || dep == nil {
+		t.Fatalf("%d documents, want a ConfigMap and a Deployment", len(docs))
 	}
-	cm, dep := docs[0], docs[1].Spec.Template.Spec
+	return cm, dep
+}
+
+// exampleKubernetes checks the manifest (a ConfigMap and a Deployment): it
+// decodes strictly into the API types; the ConfigMap's HAProxy config
+// passes haproxy -c; the Deployment agrees with the image's baton.yaml
+// (ports, config mount and watch, control socket, grace period), pins its
+// image, and runs without root, privilege escalation or capabilities
+// (NET_BIND_SERVICE only for a port below 1024), on a read-only root with
+// an emptyDir for baton's control directory that an init container makes
+// baton's and 0755 first.
+func exampleKubernetes(t *testing.T) {
+	cm, deployment := exampleK8sManifest(t)
+	dep := deployment.Spec.Template.Spec
 	y, _ := exampleContainerYAML(t)
 	haCfg, ok := cm.Data[filepath.Base(y.Command[2])]
 	if !ok {
@@ -659,39 +656,108 @@ func exampleKubernetes(t *testing.T) {
 		t.Fatalf("want one container: %+v", dep.Containers)
 	}
 	c := dep.Containers[0]
-	ports := map[string]int{}
+	ports := map[string]int32{}
+	low := false
 	for _, p := range c.Ports {
-		ports[p.Name] = p.Port
+		ports[p.Name] = p.ContainerPort
+		low = low || p.ContainerPort < 1024
 	}
 	_, lport, _ := strings.Cut(exampleListenAddr(t, y.Listen[0]), ":")
 	_, mport, _ := strings.Cut(y.Metrics, ":")
 	if fmt.Sprint(ports["http"]) != lport || fmt.Sprint(ports["metrics"]) != mport {
 		t.Errorf("containerPorts %v; baton.yaml listens on %s, metrics on %s", ports, lport, mport)
 	}
-	mounted := false
-	for _, m := range c.VolumeMounts {
-		for _, v := range dep.Volumes {
-			if m.Name == v.Name && v.ConfigMap.Name == cm.Metadata.Name && slices.Contains(y.Watch, m.MountPath) && m.MountPath == filepath.Dir(y.Command[2]) {
-				mounted = true
+	volumes := map[string]corev1.Volume{}
+	for _, v := range dep.Volumes {
+		volumes[v.Name] = v
+	}
+	mountAt := func(c corev1.Container, path string) (corev1.Volume, bool) {
+		for _, m := range c.VolumeMounts {
+			if m.MountPath == path {
+				v, ok := volumes[m.Name]
+				return v, ok
 			}
 		}
+		return corev1.Volume{}, false
 	}
-	if !mounted {
-		t.Errorf("the ConfigMap %q is not mounted where baton.yaml runs and watches the config (%s, watch %v)", cm.Metadata.Name, y.Command[2], y.Watch)
+	cfgDir := filepath.Dir(y.Command[2])
+	if v, ok := mountAt(c, cfgDir); !ok || v.ConfigMap == nil || v.ConfigMap.Name != cm.Name || !slices.Contains(y.Watch, cfgDir) {
+		t.Errorf("the ConfigMap %q is not mounted where baton.yaml runs and watches the config (%s, watch %v)", cm.Name, y.Command[2], y.Watch)
 	}
-	if probe := c.LivenessProbe.Exec.Command; !slices.Contains(probe, y.Control) {
-		t.Errorf("livenessProbe %v does not ask baton's control socket %s", probe, y.Control)
+	if probe := c.LivenessProbe; probe == nil || probe.Exec == nil || !slices.Contains(probe.Exec.Command, y.Control) {
+		t.Errorf("livenessProbe %+v does not ask baton's control socket %s", probe, y.Control)
 	}
 	drain, err1 := time.ParseDuration(y.DrainTimeout)
 	grace, err2 := time.ParseDuration(y.KillGrace)
 	var pause time.Duration
-	if pre := c.Lifecycle.PreStop.Exec.Command; len(pre) == 2 && strings.HasSuffix(pre[0], "sleep") {
-		s, _ := strconv.Atoi(pre[1])
-		pause = time.Duration(s) * time.Second
+	if c.Lifecycle != nil && c.Lifecycle.PreStop != nil && c.Lifecycle.PreStop.Exec != nil {
+		if pre := c.Lifecycle.PreStop.Exec.Command; len(pre) == 2 && strings.HasSuffix(pre[0], "sleep") {
+			s, _ := strconv.Atoi(pre[1])
+			pause = time.Duration(s) * time.Second
+		}
 	}
-	total := time.Duration(dep.Grace) * time.Second
+	var total time.Duration
+	if dep.TerminationGracePeriodSeconds != nil {
+		total = time.Duration(*dep.TerminationGracePeriodSeconds) * time.Second
+	}
 	t.Logf("terminationGracePeriodSeconds %s vs preStop %s + drain-timeout %s + kill-grace %s", total, pause, drain, grace)
 	if err1 != nil || err2 != nil || total <= pause+drain+grace {
 		t.Errorf("terminationGracePeriodSeconds %s must exceed preStop %s + drain-timeout %s + kill-grace %s", total, pause, drain, grace)
+	}
+
+	// Images: pinned, pulled by a stated policy.
+	for _, ic := range append(slices.Clone(dep.InitContainers), dep.Containers...) {
+		name, tag, _ := strings.Cut(ic.Image[strings.LastIndex(ic.Image, "/")+1:], ":")
+		t.Logf("container %s: image %s, imagePullPolicy %s", ic.Name, ic.Image, ic.ImagePullPolicy)
+		if tag == "" || tag == "latest" || name == "" {
+			t.Errorf("container %s: image %q: pin a tag (not latest)", ic.Name, ic.Image)
+		}
+		if ic.ImagePullPolicy == "" {
+			t.Errorf("container %s: no imagePullPolicy", ic.Name)
+		}
+	}
+	// Security: the pod runs as the image's non-root user; baton's container
+	// escalates nothing, holds no capability it does not need, and writes
+	// only to the emptyDir at its control directory.
+	psc := dep.SecurityContext
+	if psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot || psc.RunAsUser == nil || *psc.RunAsUser != 10001 {
+		t.Fatalf("pod securityContext %+v: want runAsNonRoot and runAsUser 10001 (the image's user)", psc)
+	}
+	sc := c.SecurityContext
+	if sc == nil || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation ||
+		sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem || sc.Capabilities == nil ||
+		!slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) {
+		t.Fatalf("container %s securityContext %+v: want allowPrivilegeEscalation false, readOnlyRootFilesystem, capabilities drop [ALL]", c.Name, sc)
+	}
+	wantAdd := []corev1.Capability(nil)
+	if low {
+		wantAdd = []corev1.Capability{"NET_BIND_SERVICE"}
+	}
+	if !slices.Equal(sc.Capabilities.Add, wantAdd) {
+		t.Errorf("container %s adds capabilities %v, want %v (a port below 1024: %v)", c.Name, sc.Capabilities.Add, wantAdd, low)
+	}
+	controlDir := filepath.Dir(y.Control)
+	v, ok := mountAt(c, controlDir)
+	if !ok || v.EmptyDir == nil {
+		t.Fatalf("container %s: no emptyDir at the control directory %s (the root filesystem is read-only)", c.Name, controlDir)
+	}
+	fixed := false
+	for _, ic := range dep.InitContainers {
+		iv, ok := mountAt(ic, controlDir)
+		script := strings.Join(append(slices.Clone(ic.Command), ic.Args...), " ")
+		if ok && iv.Name == v.Name && strings.Contains(script, "chmod 0755 "+controlDir) &&
+			strings.Contains(script, fmt.Sprintf("chown %d", *psc.RunAsUser)) {
+			fixed = true
+			t.Logf("init container %s: %q, securityContext %+v", ic.Name, script, ic.SecurityContext)
+			if isc := ic.SecurityContext; isc == nil || isc.Capabilities == nil ||
+				!slices.Equal(isc.Capabilities.Drop, []corev1.Capability{"ALL"}) ||
+				!slices.Equal(isc.Capabilities.Add, []corev1.Capability{"CHOWN"}) ||
+				isc.AllowPrivilegeEscalation == nil || *isc.AllowPrivilegeEscalation {
+				t.Errorf("init container %s: securityContext %+v: want capabilities drop [ALL] add [CHOWN] only, no privilege escalation", ic.Name, isc)
+			}
+		}
+	}
+	if !fixed {
+		t.Errorf("no init container makes the emptyDir %s 0755 and uid %d's before baton starts (baton refuses kubelet's 0777)", controlDir, *psc.RunAsUser)
 	}
 }
