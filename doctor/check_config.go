@@ -123,9 +123,9 @@ func checkNginxShutdown(f *Facts, _ Options) []Finding {
 		if _, _, ok := nginxSetting(c, "worker_shutdown_timeout"); ok {
 			continue
 		}
-		fix := "add `worker_shutdown_timeout 4m;` (for example) to the main context (the top level of nginx.conf)"
+		fix := "add `worker_shutdown_timeout 4m;` (for example) at the top level of nginx.conf (the main context)"
 		if c.Baton != "" {
-			fix += ", below baton's --drain-timeout"
+			fix += ", a little below baton's --drain-timeout, so that nginx ends its own drain before baton's hard stop"
 		}
 		var files []string
 		for _, cf := range c.Files {

@@ -32,7 +32,7 @@ func checkNginxKeepAlive(f *Facts, _ Options) []Finding {
 		if versionAtLeast(c.Version, 1, 27, 4) {
 			fin.Severity = Warning
 			fin.Fix = "add `keepalive_min_timeout 10s;` (for example) to the http context: the old worker keeps idle " +
-				"connections that long and answers a request on them (0 lost in baton's keep-alive reload storm), at " +
+				"connections that long and answers a request on them (none lost, even at several reloads a second), at " +
 				"the price of old workers lingering that long"
 		} else {
 			fin.Severity = Info
