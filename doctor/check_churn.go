@@ -12,6 +12,8 @@ import (
 // checkListenerChurn: an address whose socket baton re-created (a new inode
 // in CONTROL.listeners) within ChurnWindow. Older re-creations are history:
 // a reboot or a planned restart months ago must not fail doctor forever.
+// Only a socket that served counts as closed: a failed first start (its
+// records still pending) closed a socket no generation ever accepted on.
 func checkListenerChurn(f *Facts, o Options) []Finding {
 	var out []Finding
 	for _, b := range f.Batons {
@@ -33,7 +35,8 @@ func checkListenerChurn(f *Facts, o Options) []Finding {
 }
 
 // churn reports the re-creations among one address's records (each record
-// after the first is one: the history only grows when the inode changes).
+// after the first is one: the history only grows when the inode changes),
+// leaving out those that replaced a socket that never served.
 func churn(f *Facts, o Options, b Baton, recs []supervisor.ListenerRecord) (Finding, bool) {
 	var steps []string
 	var pids []int
@@ -41,7 +44,7 @@ func churn(f *Facts, o Options, b Baton, recs []supervisor.ListenerRecord) (Find
 	n := 0
 	for i := 1; i < len(recs); i++ {
 		prev, r := recs[i-1], recs[i]
-		if r.Inode == prev.Inode || f.Now.Sub(r.At) > o.ChurnWindow {
+		if r.Inode == prev.Inode || prev.Pending || f.Now.Sub(r.At) > o.ChurnWindow {
 			continue
 		}
 		n++
@@ -64,12 +67,14 @@ func churn(f *Facts, o Options, b Baton, recs []supervisor.ListenerRecord) (Find
 	if n > 1 {
 		sev = Critical
 	}
-	fix := "use `baton reload` for configuration changes and `baton upgrade` for a new baton binary: both keep every " +
-		"socket; after a crash start baton again with the same --control, it takes the sockets back from the running " +
-		"generations; do not stop and start baton (or restart its unit) to apply a change"
+	fix := fmt.Sprintf("apply configuration changes with `baton reload -c %[1]s` and install a new baton binary with "+
+		"`baton upgrade -c %[1]s`: both keep every socket; after a crash start baton again with the same `--control %[1]s`: "+
+		"it takes the sockets back from the running proxies; do not stop and start baton (or `systemctl restart` its "+
+		"unit) to apply a change", b.Control)
 	if !restarted {
-		fix = "one baton process re-created a socket for an unchanged address: that is a bug in baton's listener diff, " +
-			"please report it with `baton status --json` and " + b.Control + ".listeners"
+		fix = fmt.Sprintf("one baton process closed and re-created the socket of an address that stayed in the "+
+			"configuration, which it must never do: report it as a bug in baton, with the output of "+
+			"`baton status --json -c %[1]s` and the file %[1]s.listeners", b.Control)
 	}
 	var ports []int
 	if ap, err := netip.ParseAddrPort(last.Addr); err == nil {
@@ -79,9 +84,8 @@ func churn(f *Facts, o Options, b Baton, recs []supervisor.ListenerRecord) (Find
 		Check: "listener-churn", Severity: sev, Subject: fmt.Sprintf("%s (baton %s)", last.Addr, b.Control),
 		Saw: fmt.Sprintf("the listening socket for %s was closed and re-created %d time(s) in the last %s: %s",
 			last.Addr, n, human(o.ChurnWindow), strings.Join(steps, "; ")),
-		Why: "closing a listening socket resets the connections queued on it and refuses new ones until another listens; " +
-			"an address that stayed in the configuration must keep its socket (a control plane that removed and re-added " +
-			"what it should have left alone broke long-lived connections: the wrong-diff incident)",
+		Why: "closing a listening socket resets the connections waiting on it and refuses new ones until a new socket " +
+			"listens, so an address that stays in the configuration must keep its socket",
 		Fix:   fix,
 		Ports: ports, Pids: pids,
 		Data: map[string]any{"control": b.Control, "address": last.Addr, "key": last.Key, "recreated": n,

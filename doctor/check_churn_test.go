@@ -9,10 +9,16 @@ import (
 	"github.com/batonproxy/baton/supervisor"
 )
 
-// The wrong-diff incident: a socket re-created for an unchanged address.
+// A socket re-created for an unchanged address resets what waited on it.
 func TestListenerChurn(t *testing.T) {
 	rec := func(ago time.Duration, pid int, addr string, inode uint64) supervisor.ListenerRecord {
 		return supervisor.ListenerRecord{At: t0.Add(-ago), BatonPid: pid, Addr: addr, Key: "stream:" + addr, Inode: inode}
+	}
+	// never is a record whose baton exited before its first generation
+	// served (a failed first start): the history still says pending.
+	never := func(r supervisor.ListenerRecord) supervisor.ListenerRecord {
+		r.Pending = true
+		return r
 	}
 	tests := []struct {
 		name    string
@@ -33,6 +39,21 @@ func TestListenerChurn(t *testing.T) {
 		{"one baton re-created it", []supervisor.ListenerRecord{
 			rec(time.Hour, 5, "127.0.0.1:80", 1), rec(time.Minute, 5, "127.0.0.1:80", 3),
 		}, []string{"warning listener-churn 127.0.0.1:80 (baton /b.sock)"}, "bug"},
+		{"failed first start, then a start that serves", []supervisor.ListenerRecord{
+			never(rec(time.Hour, 5, "127.0.0.1:80", 1)), never(rec(time.Hour, 5, "127.0.0.1:81", 2)),
+			rec(time.Minute, 9, "127.0.0.1:80", 3), rec(time.Minute, 9, "127.0.0.1:81", 4),
+		}, []string{}, ""},
+		{"two failed starts, then one that serves", []supervisor.ListenerRecord{
+			never(rec(time.Hour, 5, "127.0.0.1:80", 1)), never(rec(30*time.Minute, 6, "127.0.0.1:80", 2)),
+			rec(time.Minute, 9, "127.0.0.1:80", 3),
+		}, []string{}, ""},
+		{"a failed start between two that served", []supervisor.ListenerRecord{
+			rec(3*time.Hour, 5, "127.0.0.1:80", 1), never(rec(2*time.Hour, 6, "127.0.0.1:80", 2)),
+			rec(time.Hour, 7, "127.0.0.1:80", 3),
+		}, []string{"warning listener-churn 127.0.0.1:80 (baton /b.sock)"}, "baton reload"},
+		{"a start still waiting for its first generation", []supervisor.ListenerRecord{
+			never(rec(time.Minute, 5, "127.0.0.1:80", 1)),
+		}, []string{}, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -66,28 +66,28 @@ func checkHAProxyKeepAlive(f *Facts, _ Options) []Finding {
 func keepAliveWhy(missing, spread bool) string {
 	var why []string
 	if missing {
-		why = append(why, "at a reload HAProxy's soft stop closes idle keep-alive connections at once: a client that "+
-			"sends its next request on one at that moment loses it (about 4 % of keep-alive requests at 10 reloads/s in "+
-			"baton's tests)")
+		why = append(why, "at a reload the old HAProxy process closes its idle keep-alive connections at once, so a "+
+			"client that sends its next request on one at that moment loses it (about 4 % of keep-alive requests at "+
+			"10 reloads a second)")
 	}
 	if spread {
-		why = append(why, "close-spread-time lets old processes go on answering active connections without "+
-			"`Connection: close` for that window, with the old configuration")
+		why = append(why, "close-spread-time lets old processes go on answering active connections with the old "+
+			"configuration for that window")
 	}
-	return strings.Join(why, "; ")
+	return strings.Join(why, ", and ")
 }
 
 func keepAliveFix(missing, spread bool) string {
 	var fix []string
 	if missing {
 		fix = append(fix, "add `option idle-close-on-response` to the defaults section (the old process then answers "+
-			"the next request on each idle connection with `Connection: close`: 0 lost) and keep `timeout "+
-			"http-keep-alive` short")
+			"the next request on each idle connection, with `Connection: close`: none lost) and keep keep-alive "+
+			"short: `timeout http-keep-alive 10s`")
 	}
 	if spread {
-		fix = append(fix, "remove close-spread-time")
+		fix = append(fix, "remove the `close-spread-time` line from the global section")
 	}
-	return strings.Join(fix, "; ") + "; see examples/haproxy/haproxy.cfg"
+	return strings.Join(fix, "; ")
 }
 
 // checkHAProxyHardStop: no global `hard-stop-after`, so an old process's
@@ -105,10 +105,9 @@ func checkHAProxyHardStop(f *Facts, _ Options) []Finding {
 		out = append(out, Finding{
 			Check: "haproxy-hard-stop", Severity: Warning, Subject: c.Main(),
 			Saw: "no `hard-stop-after` in the global section; run by " + runBy(c),
-			Why: "an old HAProxy process drains until its last connection closes: one long-lived client (websocket, stream, " +
-				"idle keep-alive) keeps it and its old configuration alive for hours, and old processes pile up: drains " +
-				"that never end",
-			Fix:  fix + "; see examples/haproxy/haproxy.cfg",
+			Why: "without it an old HAProxy process drains until its last connection closes, so one long-lived client " +
+				"(websocket, stream, idle keep-alive) keeps it and its old configuration alive for hours and old processes pile up",
+			Fix:  fix,
 			Pids: c.Pids, Ports: c.Ports,
 			Data: map[string]any{"config": c.Main()},
 		})
@@ -124,9 +123,9 @@ func checkNginxShutdown(f *Facts, _ Options) []Finding {
 		if _, _, ok := nginxSetting(c, "worker_shutdown_timeout"); ok {
 			continue
 		}
-		fix := "add `worker_shutdown_timeout 4m;` (for example) to the main context"
+		fix := "add `worker_shutdown_timeout 4m;` (for example) at the top level of nginx.conf (the main context)"
 		if c.Baton != "" {
-			fix += ", below baton's --drain-timeout"
+			fix += ", a little below baton's --drain-timeout, so that nginx ends its own drain before baton's hard stop"
 		}
 		var files []string
 		for _, cf := range c.Files {
@@ -136,8 +135,8 @@ func checkNginxShutdown(f *Facts, _ Options) []Finding {
 			Check: "nginx-shutdown-timeout", Severity: Warning, Subject: c.Main(),
 			Saw: fmt.Sprintf("no `worker_shutdown_timeout` in %s; run by %s", strings.Join(files, ", "), runBy(c)),
 			Why: "after a reload an old nginx worker waits for its last connection (websocket, proxied stream, slow " +
-				"download) to end: without a timeout the drain never ends and old workers with the old configuration pile up",
-			Fix:  fix + "; see examples/nginx/nginx.conf",
+				"download) to end, so without a timeout old workers with the old configuration pile up",
+			Fix:  fix,
 			Pids: c.Pids, Ports: c.Ports,
 			Data: map[string]any{"config": c.Main(), "files": files},
 		})

@@ -77,11 +77,12 @@ func oldGeneration(f *Facts, b Baton, g supervisor.GenStatus, start time.Time) F
 		Check: "old-generation", Severity: sev,
 		Subject: fmt.Sprintf("baton %s generation %d (pid %d)", b.Control, g.Gen, g.Pid),
 		Saw:     saw,
-		Why: "an old generation that does not finish its drain keeps clients on the old configuration (long-lived and idle " +
-			"keep-alive connections) and its memory and descriptors; a drain needs a deadline and visibility, or it never ends",
-		Fix: "see what holds it (`baton status`: connections per generation); bound the drain below baton's --drain-timeout: " +
-			"HAProxy `hard-stop-after` and a short `timeout http-keep-alive`, nginx `worker_shutdown_timeout`; lower " +
-			"--drain-timeout if the deadline is too far away",
+		Why: "a generation that does not finish its drain keeps its clients (long-lived and idle keep-alive connections) " +
+			"on the old configuration and holds its memory and descriptors",
+		Fix: fmt.Sprintf("`baton status -c %s` shows its connections; give the proxy a drain limit of its own, below "+
+			"baton's --drain-timeout: `hard-stop-after 4m` in HAProxy's global section (and `timeout http-keep-alive 10s` "+
+			"in defaults), or `worker_shutdown_timeout 4m;` in nginx's main context; or start baton with a shorter "+
+			"`--drain-timeout`", b.Control),
 		Ports: batonPorts(b.Status), Pids: pids,
 		Data: map[string]any{"control": b.Control, "generation": g.Gen, "pid": g.Pid, "state": g.State,
 			"since": start, "connections": g.Connections, "deadline": g.Deadline},
@@ -99,9 +100,11 @@ func checkOrphans(f *Facts, _ Options) []Finding {
 				Subject: fmt.Sprintf("baton %s generation %d (pid %d)", b.Control, g.Gen, g.Pid),
 				Saw: fmt.Sprintf("no baton answers on %s (%s), but generation %d (pid %d, started %s) it recorded in %s.state still runs",
 					b.Control, b.Err, g.Gen, g.Pid, clock(g.Start), b.Control),
-				Why: "nobody supervises it: a reload cannot replace it, its drain has no deadline, its crash is not replaced",
-				Fix: "start `baton run` again with the same --control and --listen: it adopts the generations listed in the " +
-					"state file and takes their listening sockets back (the same sockets)",
+				Why: "nothing supervises it: a reload cannot replace it, its drain has no deadline, and if it crashes " +
+					"nothing starts a replacement",
+				Fix: fmt.Sprintf("start baton again with the same control socket (the same `baton run --control %s ...` "+
+					"command, or `systemctl start` of its unit): it adopts the running generations and takes their "+
+					"listening sockets back without closing them", b.Control),
 				Pids: []int{g.Pid}, Ports: g.Ports,
 				Data: map[string]any{"control": b.Control, "generation": g.Gen, "pid": g.Pid},
 			})

@@ -26,12 +26,13 @@ func checkTimeWait(f *Facts, o Options) []Finding {
 	return []Finding{{
 		Check: "time-wait", Severity: sev, Subject: "host",
 		Saw: fmt.Sprintf("%d sockets in TIME_WAIT, %.0f %% of net.ipv4.tcp_max_tw_buckets (%d)", f.TimeWait, 100*ratio, max),
-		Why: "past the limit the kernel closes connections without TIME_WAIT (\"time wait bucket table overflow\"), so late " +
-			"segments can corrupt a new connection on the same ports; so many TIME_WAIT sockets also hold the local ports " +
-			"of outgoing connections, and connect() to upstreams starts failing (EADDRNOTAVAIL): connections dropped by a " +
-			"kernel limit nobody sees",
-		Fix: "reuse connections to upstreams (HAProxy `http-reuse`, nginx upstream `keepalive`), set net.ipv4.tcp_tw_reuse=1 " +
-			"for outgoing connections, widen net.ipv4.ip_local_port_range, or raise net.ipv4.tcp_max_tw_buckets",
+		Why: "past the limit the kernel skips TIME_WAIT (\"time wait bucket table overflow\" in the kernel log), so late " +
+			"packets can corrupt a new connection, and the TIME_WAIT sockets also hold local ports, so connections to " +
+			"upstreams start failing with EADDRNOTAVAIL",
+		Fix: "reuse connections to upstreams (HAProxy `http-reuse safe` in the backend, nginx `keepalive 32;` in the " +
+			"upstream block with `proxy_http_version 1.1;`), then `sysctl -w net.ipv4.tcp_tw_reuse=1`, a wider " +
+			"`sysctl -w net.ipv4.ip_local_port_range=\"1024 65000\"`, or a higher " +
+			"`sysctl -w net.ipv4.tcp_max_tw_buckets=N`; put the same settings in /etc/sysctl.d/ to keep them",
 		Data: map[string]any{"time_wait": f.TimeWait, "tcp_max_tw_buckets": max, "ratio": ratio},
 	}}
 }
@@ -60,9 +61,11 @@ func checkBacklog(f *Facts, _ Options) []Finding {
 				Check: "backlog-capped", Severity: Warning, Subject: l.Addr,
 				Saw: fmt.Sprintf("baton's listener %s asks for backlog=%d; net.core.somaxconn is %d, so its accept queue holds %d",
 					l.Spec, sp.Backlog, f.Sys.Somaxconn, l.Backlog),
-				Why: "listen() silently caps the backlog at somaxconn: bursts overflow a shorter accept queue than planned, and " +
-					"the kernel drops the connections (the dropped-connections incident)",
-				Fix:   fmt.Sprintf("sysctl -w net.core.somaxconn=%d (and in /etc/sysctl.d/), then restart baton so that the socket is listened again", sp.Backlog),
+				Why: "the kernel silently caps a listen backlog at net.core.somaxconn, so the accept queue is shorter than " +
+					"configured and connection bursts are dropped",
+				Fix: fmt.Sprintf("`sysctl -w net.core.somaxconn=%d`, and `net.core.somaxconn = %d` in a file in "+
+					"/etc/sysctl.d/ to keep it; the socket keeps its short queue until it is created again: stop and "+
+					"start baton once at a quiet time (a reload or `baton upgrade` keeps the socket as it is)", sp.Backlog, sp.Backlog),
 				Ports: ports, Pids: []int{b.Status.Pid},
 				Data: map[string]any{"spec": l.Spec, "requested": sp.Backlog, "somaxconn": f.Sys.Somaxconn, "backlog": l.Backlog},
 			})
@@ -85,9 +88,10 @@ func checkBacklog(f *Facts, _ Options) []Finding {
 			Check: "backlog-capped", Severity: Warning, Subject: "host",
 			Saw: fmt.Sprintf("net.ipv4.tcp_syncookies is 0 and net.ipv4.tcp_max_syn_backlog (%d) is below the backlog of %s",
 				f.Sys.MaxSynBacklog, strings.Join(over, ", ")),
-			Why: "without SYN cookies the kernel drops new SYNs once the half-open queue nears tcp_max_syn_backlog, before " +
-				"the accept queue is full: connection bursts are dropped",
-			Fix:   "sysctl -w net.ipv4.tcp_syncookies=1, or raise net.ipv4.tcp_max_syn_backlog to the largest backlog",
+			Why: "with SYN cookies off the kernel drops new connection attempts once the half-open queue nears " +
+				"tcp_max_syn_backlog, before the accept queue is full, so connection bursts are dropped",
+			Fix: fmt.Sprintf("`sysctl -w net.ipv4.tcp_syncookies=1` (the kernel's default), or "+
+				"`sysctl -w net.ipv4.tcp_max_syn_backlog=%d`; put the setting in /etc/sysctl.d/ to keep it", maxBacklog(f)),
 			Ports: ports,
 			Data:  map[string]any{"tcp_max_syn_backlog": f.Sys.MaxSynBacklog, "listeners": over},
 		})
@@ -123,9 +127,11 @@ func nginxBacklogs(f *Facts) []Finding {
 						Check: "backlog-capped", Severity: Warning, Subject: where,
 						Saw: fmt.Sprintf("nginx `listen %s backlog=%d` (%s) is above net.core.somaxconn (%d); run by %s",
 							d.Args[0], n, where, f.Sys.Somaxconn, runBy(c)),
-						Why: "listen() silently caps the backlog at somaxconn: bursts overflow a shorter accept queue than " +
-							"planned, and the kernel drops the connections (the dropped-connections incident)",
-						Fix:   fmt.Sprintf("sysctl -w net.core.somaxconn=%d (and in /etc/sysctl.d/), then restart nginx, or lower the backlog", n),
+						Why: "the kernel silently caps a listen backlog at net.core.somaxconn, so the accept queue is " +
+							"shorter than configured and connection bursts are dropped",
+						Fix: fmt.Sprintf("`sysctl -w net.core.somaxconn=%d`, and `net.core.somaxconn = %d` in a file in "+
+							"/etc/sysctl.d/ to keep it, then restart nginx; or lower it to `backlog=%d` on that listen line",
+							n, n, f.Sys.Somaxconn),
 						Pids:  c.Pids,
 						Ports: c.Ports,
 						Data:  map[string]any{"config": where, "requested": n, "somaxconn": f.Sys.Somaxconn},
@@ -155,10 +161,12 @@ func checkAcceptQueue(f *Facts, o Options) []Finding {
 			Check: "accept-queue", Severity: sev, Subject: l.Addr.String(),
 			Saw: fmt.Sprintf("%d connections wait to be accepted on %s (inode %d), backlog %d; %s",
 				l.Queue, l.Addr, l.Inode, l.Backlog, describeHolders(hs)),
-			Why: "these connections are established but no process accepts them: once the queue is full the kernel drops " +
-				"new ones and clients time out (the dropped-connections incident)",
-			Fix: "find why the holders do not accept (stopped, overloaded, out of descriptors, a generation that never " +
-				"became ready: `baton status`); raise the backlog (and net.core.somaxconn) only for bursts",
+			Why: "these connections are established but no process accepts them, and once the queue is full the kernel " +
+				"drops new ones and clients time out",
+			Fix: fmt.Sprintf("find why the holders do not accept: stopped (`ps -o stat,pid,args -p %s` shows T), "+
+				"overloaded, or out of file descriptors; under baton, `baton status` shows a generation that never "+
+				"became ready; raise the backlog (`backlog=` on the listener and net.core.somaxconn) only to absorb bursts",
+				pidList(pidsOf(hs))),
 			Ports: []int{portOf(l.Addr)}, Pids: pidsOf(hs),
 			Data: map[string]any{"address": l.Addr.String(), "inode": l.Inode, "queue": l.Queue, "backlog": l.Backlog},
 		})
@@ -179,10 +187,11 @@ func checkListenDrops(f *Facts, o Options) []Finding {
 	grewO, grewD := growth(d.Overflows), growth(d.Drops)
 	data := map[string]any{"listen_overflows": d.Overflows[1], "listen_drops": d.Drops[1],
 		"overflows_growth": grewO, "drops_growth": grewD, "interval_ms": d.Interval.Milliseconds()}
-	why := "a full accept queue (ListenOverflows) or a failure to set up an accepted connection (ListenDrops) drops the " +
-		"SYN or the final ACK: the client retransmits after 1 s, 3 s, 7 s... or gives up (the dropped-connections incident)"
-	fix := "find the listener whose queue overflows (accept-queue findings, `ss -ltn`: Recv-Q against Send-Q); make its " +
-		"proxy accept faster (CPU, NOFILE, workers) and raise its backlog with net.core.somaxconn"
+	why := "a full accept queue (ListenOverflows) or a failure to set up an accepted connection (ListenDrops) drops a " +
+		"connection attempt, and the client retries after 1 s, 3 s, 7 s or gives up"
+	fix := "find the listener whose queue overflows: `ss -ltn` (Recv-Q close to Send-Q) or the accept-queue findings; " +
+		"make its proxy accept faster (CPU, file descriptors, more workers) and give it a longer queue " +
+		"(`sysctl -w net.core.somaxconn=4096` and `backlog=` on the listener)"
 	switch {
 	case grewO > 0 || grewD > 0:
 		return []Finding{{
@@ -196,7 +205,7 @@ func checkListenDrops(f *Facts, o Options) []Finding {
 			Check: "listen-drops", Severity: Info, Subject: "host",
 			Saw: fmt.Sprintf("since boot, TcpExt ListenOverflows is %d and ListenDrops %d; neither grew in %s",
 				d.Overflows[1], d.Drops[1], human(d.Interval)),
-			Why:  why + "; the totals alone do not say when it happened",
+			Why:  why + ", but totals alone do not say when that happened",
 			Fix:  "nothing now; run `baton doctor` again under load, or graph the counters (node_exporter: node_netstat_TcpExt_ListenDrops)",
 			Data: data,
 		}}
@@ -210,4 +219,25 @@ func growth(v [2]uint64) uint64 {
 		return 0
 	}
 	return v[1] - v[0]
+}
+
+// maxBacklog is the largest backlog among the listening sockets.
+func maxBacklog(f *Facts) int {
+	n := 0
+	for _, l := range f.Listeners {
+		n = max(n, int(l.Backlog))
+	}
+	return n
+}
+
+// pidList is "12,34" (ps -p takes a comma-separated list), or "PID".
+func pidList(pids []int) string {
+	if len(pids) == 0 {
+		return "PID"
+	}
+	parts := make([]string, len(pids))
+	for i, p := range pids {
+		parts[i] = strconv.Itoa(p)
+	}
+	return strings.Join(parts, ",")
 }

@@ -23,17 +23,17 @@ func checkNginxKeepAlive(f *Facts, _ Options) []Finding {
 		fin := Finding{
 			Check: "nginx-keepalive", Subject: c.Main(),
 			Saw: fmt.Sprintf("nginx %s with keep-alive on and no `keepalive_min_timeout`; run by %s", c.Version, runBy(c)),
-			Why: "at a reload (graceful stop) an old nginx worker closes its idle keep-alive connections at once: a " +
-				"client that sends its next request on one at that moment loses it (one request per connection per " +
-				"reload for clients that do not retry, in baton's tests)",
+			Why: "at a reload an old nginx worker closes its idle keep-alive connections at once, so a client that " +
+				"sends its next request on one at that moment loses it (one request per connection per reload for " +
+				"clients that do not retry)",
 			Pids: c.Pids, Ports: c.Ports,
 			Data: map[string]any{"config": c.Main(), "version": c.Version},
 		}
 		if versionAtLeast(c.Version, 1, 27, 4) {
 			fin.Severity = Warning
 			fin.Fix = "add `keepalive_min_timeout 10s;` (for example) to the http context: the old worker keeps idle " +
-				"connections that long and answers a request on them (0 lost in baton's keep-alive reload storm), at " +
-				"the price of old workers lingering that long; see examples/nginx/nginx.conf"
+				"connections that long and answers a request on them (none lost, even at several reloads a second), at " +
+				"the price of old workers lingering that long"
 		} else {
 			fin.Severity = Info
 			fin.Fix = "nginx before 1.27.4 cannot wait for the next request: upgrade to 1.27.4+ and set " +

@@ -8,13 +8,14 @@ import (
 	"github.com/batonproxy/baton/supervisor"
 )
 
-const nofileWhy = "a proxy out of descriptors fails accept() and its upstream connections: nginx answers 500 " +
-	"(\"too many open files\"), the load balancer's health check fails and the backend flaps in and out of the pool " +
-	"(the health-check flapping incident)"
+const nofileWhy = "a proxy out of file descriptors can neither accept connections nor open upstream ones, so " +
+	"requests fail (nginx answers 500, \"too many open files\") and the load balancer's health check fails, taking " +
+	"the backend in and out of the pool"
 
-const nofileFix = "set NOFILE explicitly where the proxy is started instead of inheriting it: under baton " +
-	"`--rlimit nofile=SOFT:HARD` (default: the host's hard limit, at most 1048576), under systemd `LimitNOFILE=`, in a " +
-	"wrapper script `ulimit -n` before exec; nginx workers also take `worker_rlimit_nofile`"
+const nofileFix = "set the limit where the proxy is started instead of inheriting it: `baton run --rlimit " +
+	"nofile=65536:65536 ...` (baton's default: the host's hard limit, at most 1048576), `LimitNOFILE=65536` in a " +
+	"systemd unit, or `ulimit -n 65536` before exec in a wrapper script; nginx workers also take " +
+	"`worker_rlimit_nofile 65536;`; the limit applies to processes started after the change"
 
 // nofileTargets are the processes whose limits matter: proxies and the
 // processes of baton generations, with readable limits, in pid order.
@@ -142,8 +143,9 @@ func checkNofileMismatch(f *Facts, _ Options) []Finding {
 		}
 		out = append(out, Finding{
 			Check: "nofile-mismatch", Severity: Warning, Subject: k,
-			Saw:   fmt.Sprintf("%d different soft NOFILE limits among %s: %s", len(softs), k, strings.Join(parts, "; ")),
-			Why:   "siblings that should be alike are not: the one with the lower limit was started another way (a wrapper, a manual restart) and runs out of descriptors first; " + nofileWhy,
+			Saw: fmt.Sprintf("%d different soft NOFILE limits among %s: %s", len(softs), k, strings.Join(parts, "; ")),
+			Why: "processes that should be alike are not: the one with the lower limit was started another way (a " +
+				"wrapper, a manual restart) and will run out of file descriptors first, failing accepts and health checks",
 			Fix:   nofileFix,
 			Pids:  pidsOf(ps),
 			Ports: f.portsOf(ps),
@@ -171,9 +173,10 @@ func checkFdUsage(f *Facts, o Options) []Finding {
 		}
 		out = append(out, Finding{
 			Check: "fd-usage", Severity: sev, Subject: p.Label(),
-			Saw:   fmt.Sprintf("%s has %d descriptors open, %.0f %% of its soft NOFILE %d", p.Label(), p.Fds, 100*ratio, p.Nofile.Soft),
-			Why:   nofileWhy,
-			Fix:   "raise NOFILE (" + nofileFix + "), or lower the proxy's connection limits (HAProxy maxconn, nginx worker_connections) below it",
+			Saw: fmt.Sprintf("%s has %d descriptors open, %.0f %% of its soft NOFILE %d", p.Label(), p.Fds, 100*ratio, p.Nofile.Soft),
+			Why: nofileWhy,
+			Fix: "raise the limit (" + nofileFix + "), or keep the proxy's connection limits below it (HAProxy " +
+				"`maxconn` in global, nginx `worker_connections` in events)",
 			Pids:  []int{p.Pid},
 			Ports: f.portsOf([]*Process{p}),
 			Data:  map[string]any{"pid": p.Pid, "open": p.Fds, "soft": p.Nofile.Soft, "ratio": ratio},

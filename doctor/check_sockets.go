@@ -116,23 +116,54 @@ func checkReuseport(f *Facts, _ Options) []Finding {
 		}
 		all := holders(f, ls)
 		sev := Warning
-		if len(staleProxies(f, all)) > 0 {
+		stale := staleProxies(f, all)
+		if len(stale) > 0 {
 			sev = Critical
+		}
+		fix := "keep one socket per address: run the proxy under baton (`baton run -- haproxy -f /etc/haproxy/haproxy.cfg`), " +
+			"which binds each address once and hands that same socket to every new proxy process; do not reload with " +
+			"`haproxy -sf` on SO_REUSEPORT sockets, and remove `reuseport` from nginx `listen` lines for this address"
+		if len(stale) > 0 {
+			fix = "stop the old processes gracefully now (" + gracefulStops(stale) + "), then " + fix
 		}
 		out = append(out, Finding{
 			Check: "reuseport-group", Severity: sev, Subject: a.String(),
 			Saw: fmt.Sprintf("%d listening sockets on %s (a SO_REUSEPORT group): %s", len(ls), a, strings.Join(lines, "; ")),
-			Why: "the kernel spreads new connections over every socket of the group: a socket held by an old process answers " +
-				"with the old configuration (the stale-503 incident), and the connections queued on a socket are reset when its " +
-				"holder closes it",
-			Fix: "have one socket per address: run the proxy under baton (it binds each address once and hands that socket to " +
-				"every generation), or stop the old processes listed; do not reload with `-sf` plus SO_REUSEPORT, and remove " +
-				"nginx `reuseport` on this address",
+			Why: "the kernel spreads new connections over every socket of the group, so a socket held by an old process " +
+				"answers with the old configuration, and the connections waiting on a socket are reset when its holder closes it",
+			Fix:   fix,
 			Ports: []int{portOf(a)}, Pids: pidsOf(all),
 			Data: map[string]any{"address": a.String(), "inodes": inodes, "holders": pidsOf(all)},
 		})
 	}
 	return out
+}
+
+// gracefulStop is the command that stops proxy process p gracefully:
+// SIGUSR1 for HAProxy (soft stop), SIGQUIT for nginx.
+func gracefulStop(p *Process) string {
+	switch p.Program {
+	case "nginx":
+		return fmt.Sprintf("`kill -QUIT %d`", p.Pid)
+	case "haproxy":
+		return fmt.Sprintf("`kill -USR1 %d`", p.Pid)
+	}
+	return fmt.Sprintf("`kill -TERM %d`", p.Pid)
+}
+
+// gracefulStops joins gracefulStop for the old processes of stale, in pid
+// order.
+func gracefulStops(stale map[*Process]*Process) string {
+	var old []*Process
+	for p := range stale {
+		old = append(old, p)
+	}
+	sort.Slice(old, func(i, j int) bool { return old[i].Pid < old[j].Pid })
+	parts := make([]string, len(old))
+	for i, p := range old {
+		parts[i] = gracefulStop(p)
+	}
+	return strings.Join(parts, ", ")
 }
 
 // checkOldProxies: an HAProxy or nginx process that still holds a
@@ -174,11 +205,10 @@ func checkOldProxies(f *Facts, o Options) []Finding {
 				p.Label(), clock(p.Start), human(f.Now.Sub(p.Start)), strings.Join(as, ", "),
 				h.newer.Label(), clock(h.newer.Start), human(f.Now.Sub(h.newer.Start))),
 			Why: "an old proxy process that still listens takes its share of new connections and answers them with the " +
-				"configuration it started with: a frontend added since answers 503 on a fraction of connections (the " +
-				"stale-503 incident)",
-			Fix: fmt.Sprintf("stop pid %d (SIGUSR1 for HAProxy, SIGQUIT for nginx: a graceful stop) and check that your reload "+
-				"signals every old process, not only the last pid; baton tracks every old generation and acknowledges a "+
-				"reload only once none of them holds a listening socket", p.Pid),
+				"configuration it started with, so some clients get old answers (a 503 for a backend added since, say)",
+			Fix: fmt.Sprintf("stop it gracefully now: %s; then make your reload signal every old process, not only the "+
+				"pid in the pid file, or run the proxy under baton: `baton reload` returns only once no old process "+
+				"holds a listening socket", gracefulStop(p)),
 			Ports: ports, Pids: []int{p.Pid, h.newer.Pid},
 			Data: map[string]any{"pid": p.Pid, "program": p.Program, "started": p.Start, "newer_pid": h.newer.Pid,
 				"newer_started": h.newer.Start, "addresses": as},

@@ -1,12 +1,12 @@
-// Package doctor implements `baton doctor`: host checks for the incidents
-// baton exists for (DESIGN.md, "Why"). Each check looks for one condition
-// that caused one of them — SO_REUSEPORT groups and old proxies still
-// listening (stale 503s), low or uneven NOFILE limits and descriptor
-// exhaustion (health-check flapping), kernel queues and limits that drop
-// connections, proxy configurations whose drains cut clients off or never
-// end, baton generations that drain too long, and listening sockets
-// re-created for an unchanged address (the wrong diff) — and reports what it
-// saw, why it matters and how to fix it.
+// Package doctor implements `baton doctor`: host checks for what goes wrong
+// around proxy reloads. Each check looks for one condition — SO_REUSEPORT
+// groups and old proxies still listening (old answers after a reload), low
+// or uneven NOFILE limits and descriptor exhaustion (failed accepts,
+// flapping health checks), kernel queues and limits that drop connections,
+// proxy configurations whose drains cut clients off or never end, baton
+// generations that drain too long, and listening sockets re-created for an
+// unchanged address — and reports what it saw, why it matters and how to
+// fix it.
 //
 // Invariants:
 //
@@ -17,7 +17,9 @@
 //     status of each baton), then every check is a pure function of those
 //     Facts and the Options (Evaluate), so tests feed checks fake facts.
 //   - Every finding names its check, a severity (info, warning, critical), a
-//     subject, and says what it saw, why it matters and the fix. Only warning
+//     subject, and says what it saw, why it matters (one sentence) and the
+//     fix (a command or config line), in words an operator with only the
+//     binary can act on: no source paths, no project history. Only warning
 //     and critical findings make `baton doctor` exit 1.
 //   - What could not be read (another user's /proc entries, a baton that does
 //     not answer) is reported as a note, never silently taken as "all clear",

@@ -2,6 +2,7 @@ package doctor
 
 import (
 	"net/netip"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -42,12 +43,31 @@ func (f *Facts) listen(addr string, inode uint64, pids ...int) *Facts {
 }
 
 // requireComplete fails unless every finding names its check, severity and
-// subject and says what it saw, why and the fix.
+// subject and says what it saw, why and the fix, in an operator's words:
+// why in one sentence, the fix with a command or config line (in
+// backquotes), and nothing that only the source tree or its history
+// explains (a repository path, an incident's name).
 func requireComplete(t *testing.T, fs []Finding) {
 	t.Helper()
+	jargon := regexp.MustCompile(`(?i)incident|examples/|docs/|README|design\.md|\.go\b`)
 	for _, f := range fs {
 		if f.Check == "" || f.Severity == "" || f.Subject == "" || f.Saw == "" || f.Why == "" || f.Fix == "" {
 			t.Errorf("incomplete finding: %+v", f)
+		}
+		// Saw may name the operator's own files (the tests use examples/).
+		for _, text := range []string{f.Why, f.Fix} {
+			if m := jargon.FindString(text); m != "" {
+				t.Errorf("%s finding speaks of %q, which an operator cannot look up: %q", f.Check, m, text)
+			}
+		}
+		if m := regexp.MustCompile(`(?i)incident`).FindString(f.Saw); m != "" {
+			t.Errorf("%s finding speaks of an %q: %q", f.Check, m, f.Saw)
+		}
+		if regexp.MustCompile(`[.;:] [A-Z]|\.$`).MatchString(f.Why) {
+			t.Errorf("%s finding: why is more than one sentence: %q", f.Check, f.Why)
+		}
+		if !strings.Contains(f.Fix, "`") {
+			t.Errorf("%s finding: the fix names no command or config line: %q", f.Check, f.Fix)
 		}
 		if !slices.Contains(CheckNames(), f.Check) {
 			t.Errorf("finding from unknown check %q", f.Check)

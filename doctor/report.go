@@ -94,7 +94,7 @@ func (r Report) Count(s Severity) int {
 // Options tune a run; zero values take the defaults below.
 type Options struct {
 	// NofileLow: a proxy's soft NOFILE below it is a warning (4096);
-	// NofileCritical: at or below it, critical (1024, the incident's value).
+	// NofileCritical: at or below it, critical (1024, the usual default a proxy inherits).
 	NofileLow, NofileCritical uint64
 	// FdUsage: open descriptors above this share of the soft NOFILE are a
 	// warning (0.8); at 95 % critical.

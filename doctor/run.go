@@ -11,15 +11,15 @@ type check struct {
 	run  func(*Facts, Options) []Finding
 }
 
-// checks lists every check, grouped by the incident it guards.
+// checks lists every check, grouped by what goes wrong.
 func checks() []check {
 	return []check{
-		// Stale 503s: SO_REUSEPORT groups, old proxies still listening.
+		// Old answers after a reload: SO_REUSEPORT groups, old proxies still listening.
 		{"reuseport-group", checkReuseport},
 		{"old-proxy-process", checkOldProxies},
 		{"old-generation", checkOldGenerations},
 		{"orphan-generation", checkOrphans},
-		// Health-check flapping: NOFILE.
+		// Running out of descriptors: NOFILE.
 		{"nofile-low", checkNofileLow},
 		{"nofile-mismatch", checkNofileMismatch},
 		{"fd-usage", checkFdUsage},
@@ -33,7 +33,7 @@ func checks() []check {
 		{"haproxy-hard-stop", checkHAProxyHardStop},
 		{"nginx-shutdown-timeout", checkNginxShutdown},
 		{"nginx-keepalive", checkNginxKeepAlive},
-		// The wrong diff: re-created listeners.
+		// Re-created listeners.
 		{"listener-churn", checkListenerChurn},
 	}
 }

@@ -351,8 +351,9 @@ func TestDoctorOldGeneration(t *testing.T) {
 	}
 }
 
-// The wrong-diff incident: baton stopped and started again on the same
-// control path re-creates the listening socket (a new inode).
+// baton stopped and started again on the same control path re-creates the
+// listening socket (a new inode): a finding. A failed first start before
+// them (the socket it bound never served) is none.
 func TestDoctorListenerChurn(t *testing.T) {
 	haproxy := batontest.RequireBinary(t, "haproxy")
 	port := batontest.FreePort(t)
@@ -365,10 +366,37 @@ func TestDoctorListenerChurn(t *testing.T) {
 	control := filepath.Join(dir, "b.sock")
 	args := []string{"run", "-c", control, "--log-format", "console", "-l", fmt.Sprintf("tcp://127.0.0.1:%d", port), "--", haproxy, "-f", cfg}
 
+	// A first start with a config HAProxy refuses: baton binds the
+	// address, records the socket, and exits 1 when the generation fails.
+	broken := filepath.Join(dir, "broken.cfg")
+	if err := os.WriteFile(broken, []byte(batontest.HAProxyConfig(port, 1, []string{"bogus_keyword on"}, nil)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	failed := batontest.RunCLIWith(batontest.RunOpts{}, batontest.BatonBinary(t), append(slices.Clone(args[:len(args)-1]), broken)...)
+	hist, _ := os.ReadFile(control + ".listeners")
+	t.Logf("failed first start: exit %d in %s; history: %s", failed.Code, failed.Took.Round(time.Millisecond), strings.TrimSpace(string(hist)))
+	if failed.Code != 1 || !strings.Contains(string(hist), `"pending":true`) {
+		t.Fatalf("a first start with a broken config: exit %d (want 1), history %q (want a pending record): %s", failed.Code, hist, failed.Stderr)
+	}
+
 	first := batontest.StartBatonArgs(t, args, control, batontest.StartOptions{})
 	st1 := first.WaitActive(30 * time.Second)
 	if r := doctorRun(t, "--control", control, "--port", strconv.Itoa(port)); len(doctorFind(r, "listener-churn", port)) != 0 {
-		t.Fatalf("listener-churn after the first start: %+v", r.Findings)
+		t.Fatalf("listener-churn after a failed first start and a start that serves: %+v", r.Findings)
+	}
+	// Its first generation served: its record is no longer pending.
+	served := fmt.Sprintf(`"baton_pid":%d,`, first.Pid())
+	if _, ok := batontest.PollUntil(10*time.Second, 10*time.Millisecond, func() bool {
+		h, _ := os.ReadFile(control + ".listeners")
+		for _, line := range strings.Split(string(h), "\n") {
+			if strings.Contains(line, served) {
+				return !strings.Contains(line, `"pending":true`)
+			}
+		}
+		return false
+	}); !ok {
+		h, _ := os.ReadFile(control + ".listeners")
+		t.Fatalf("the serving baton's record is still pending 10 s after its first generation served: %s", h)
 	}
 	if res := first.CLI("stop", "--fast"); res.Code != 0 {
 		t.Fatalf("baton stop: exit %d: %s", res.Code, res.Stderr)

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +16,10 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	k8syaml "sigs.k8s.io/yaml"
 
 	"github.com/batonproxy/baton/batontest"
 	"github.com/batonproxy/baton/fdpass"
@@ -188,11 +191,29 @@ func TestExamplesAreValid(t *testing.T) {
 	t.Run("container", func(t *testing.T) { exampleContainer(t, bin) })
 
 	t.Run("kubernetes", func(t *testing.T) { exampleKubernetes(t) })
+
+	// k8s.io/api and sigs.k8s.io/yaml decode the manifest in this test
+	// only: none of it may link into baton.
+	t.Run("kubernetes-test-only", func(t *testing.T) {
+		out, err := exampleRun(t, "go", "version", "-m", bin)
+		if err != nil {
+			t.Fatalf("go version -m %s: %v: %s", bin, err, out)
+		}
+		deps := strings.Count(out, "\tdep\t")
+		t.Logf("go version -m: the baton binary links %d modules", deps)
+		if deps == 0 || strings.Contains(out, "k8s.io") {
+			t.Errorf("the baton binary links a Kubernetes module (or none at all):\n%s", out)
+		}
+	})
 }
 
 // exampleUnitFlags checks the unit's ExecStart against `baton run`: every
 // option exists, every --listen parses, ExecReload uses the same control
-// socket, and TimeoutStopSec covers --drain-timeout plus --kill-grace.
+// socket, and TimeoutStopSec covers --drain-timeout plus --kill-grace; and
+// the settings crash survival needs: the proxies outlive baton's process
+// (KillMode=process), the run directory with the state file outlives an
+// automatic restart (RuntimeDirectoryPreserve=restart), and a crash is
+// restarted (Restart=on-failure).
 func exampleUnitFlags(t *testing.T, bin, unit string) {
 	t.Helper()
 	joined := strings.ReplaceAll(unit, "\\\n", " ")
@@ -236,13 +257,26 @@ func exampleUnitFlags(t *testing.T, bin, unit string) {
 	if err := errors.Join(err1, err2, err3); err != nil || time.Duration(stopSec)*time.Second <= drain+grace {
 		t.Errorf("TimeoutStopSec %q must exceed --drain-timeout %q + --kill-grace %q (%v)", settings["TimeoutStopSec"], opts["drain-timeout"], opts["kill-grace"], err)
 	}
-	if settings["KillMode"] != "mixed" || settings["Type"] != "notify" {
-		t.Errorf("KillMode %q, Type %q: README documents mixed and notify", settings["KillMode"], settings["Type"])
+	t.Logf("unit: RuntimeDirectory %s, RuntimeDirectoryPreserve %s, Restart %s, OOMPolicy %s",
+		settings["RuntimeDirectory"], settings["RuntimeDirectoryPreserve"], settings["Restart"], settings["OOMPolicy"])
+	for k, want := range map[string]string{
+		"Type": "notify", "KillMode": "process", "RuntimeDirectoryPreserve": "restart", "Restart": "on-failure",
+		"OOMPolicy": "continue", "Delegate": "yes",
+	} {
+		if settings[k] != want {
+			t.Errorf("%s=%q, want %s (README, \"Running it in production\")", k, settings[k], want)
+		}
+	}
+	if dir := filepath.Dir(opts["control"]); dir != "/run/"+settings["RuntimeDirectory"] {
+		t.Errorf("--control %s is not in RuntimeDirectory=%s (/run/%[2]s): the state file would not be preserved", opts["control"], settings["RuntimeDirectory"])
 	}
 }
 
 // exampleInitScript runs examples/init/baton-haproxy for real, its settings
-// (normally /etc/default/baton-haproxy) pointing into a scratch directory.
+// (normally /etc/default/baton-haproxy) pointing into a scratch directory:
+// every action, with the exit codes the LSB gives them, the pid file
+// following `upgrade`, and a crash of baton (kill -9) that `status` reports
+// and `start` recovers from.
 func exampleInitScript(t *testing.T, bin string) {
 	script := examplePath("init/baton-haproxy")
 	if out, err := exampleRun(t, "sh", "-n", script); err != nil {
@@ -281,14 +315,20 @@ func exampleInitScript(t *testing.T, bin string) {
 	}
 	local := filepath.Join(dir, "baton-haproxy")
 	writeConf(t, local, strings.Replace(string(text), source, ". "+shq(filepath.Join(dir, "defaults")), 1))
-	t.Cleanup(func() {
-		// Whatever the script started and left: baton (its pid file) and
-		// its children, by pid.
+	readPid := func() int {
 		data, _ := os.ReadFile(pidfile)
 		pid, _ := strconv.Atoi(strings.TrimSpace(string(data)))
-		if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); pid > 1 && exe == bin {
-			desc := batontest.Descendants(pid)
-			_ = batontest.SignalPids(append([]int{pid}, desc...), syscall.SIGKILL)
+		return pid
+	}
+	var started []int // every baton and HAProxy pid seen, for the cleanup
+	t.Cleanup(func() {
+		// Whatever the script started and left, by pid: batons (and their
+		// children) and HAProxy processes a killed baton left.
+		for _, pid := range append([]int{readPid()}, started...) {
+			exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+			if pid > 1 && (exe == bin || filepath.Base(exe) == filepath.Base(haproxy)) {
+				_ = batontest.SignalPids(append([]int{pid}, batontest.Descendants(pid)...), syscall.SIGKILL)
+			}
 		}
 	})
 	initCmd := func(action string) (int, string) {
@@ -303,11 +343,26 @@ func exampleInitScript(t *testing.T, bin string) {
 		t.Logf("baton-haproxy %s → exit %d: %s", action, code, strings.TrimSpace(out))
 		return code, out
 	}
+	want := func(action string, code int, why string) string {
+		t.Helper()
+		got, out := initCmd(action)
+		if got != code {
+			t.Errorf("%s: exit %d, want %d (%s)", action, got, code, why)
+		}
+		return out
+	}
 	status := func() batontest.Status {
+		t.Helper()
 		res := batontest.RunCLI(bin, "status", "--json", "-c", control)
 		var st batontest.Status
 		if res.Code != 0 || exampleJSON(res.Stdout, &st) != nil {
 			t.Fatalf("baton status: exit %d: %s %s", res.Code, res.Stdout, res.Stderr)
+		}
+		started = append(started, st.Pid)
+		for _, g := range st.Generations {
+			for _, p := range g.Processes {
+				started = append(started, p.Pid)
+			}
 		}
 		return st
 	}
@@ -322,39 +377,96 @@ func exampleInitScript(t *testing.T, bin string) {
 	if len(st.Generations) != 1 || st.Generations[0].State != "active" {
 		t.Errorf("start returned %s after it began, before the first generation served: generations %+v", time.Since(startAt).Round(time.Millisecond), st.Generations)
 	}
+	if pid := readPid(); pid != st.Pid {
+		t.Errorf("pid file %s holds %d after start; baton is %d", pidfile, pid, st.Pid)
+	}
 	if r := batontest.HTTPGet(addr, "/", 5*time.Second); r.Err != nil || r.Status != 200 {
 		t.Errorf("GET after start: %d %v", r.Status, r.Err)
 	}
-	if code, _ := initCmd("start"); code != 0 {
-		t.Errorf("a second start must say \"already running\" and exit 0")
+	want("start", 0, "LSB: start on a running service succeeds")
+	if out := want("status", 0, "LSB: running"); !strings.Contains(out, "active") {
+		t.Errorf("status does not show the active generation: %q", out)
 	}
 	writeConf(t, cfg, batontest.HAProxyConfig(port, 2, nil, nil))
-	if code, _ := initCmd("reload"); code != 0 {
-		t.Errorf("reload failed")
-	}
+	want("reload", 0, "a good config")
 	if r := batontest.HTTPGet(addr, "/", 5*time.Second); r.Gen != "2" {
 		t.Errorf("after reload: X-Gen %q, want 2", r.Gen)
 	}
 	writeConf(t, cfg, batontest.HAProxyConfig(port, 3, []string{"bogus_keyword on"}, nil))
-	if code, _ := initCmd("reload"); code != 1 {
-		t.Errorf("reload with a broken config: want exit 1")
-	}
+	want("reload", 1, "a config HAProxy refuses")
 	if r := batontest.HTTPGet(addr, "/", 5*time.Second); r.Gen != "2" {
 		t.Errorf("after a refused reload: X-Gen %q, want 2 (the old generation keeps serving)", r.Gen)
 	}
-	if code, out := initCmd("status"); code != 0 || !strings.Contains(out, "active") {
-		t.Errorf("status: want exit 0 and the active generation")
+	writeConf(t, cfg, batontest.HAProxyConfig(port, 2, nil, nil))
+
+	// upgrade: a new baton pid, in the pid file; the same HAProxy and socket.
+	before := status()
+	_, hapPid := before.Active()
+	want("upgrade", 0, "baton upgrade")
+	after := status()
+	_, hapAfter := after.Active()
+	t.Logf("upgrade: baton pid %d → %d, pid file %d; serving HAProxy %d → %d; listener inode %d → %d",
+		before.Pid, after.Pid, readPid(), hapPid, hapAfter, before.Listeners[0].Inode, after.Listeners[0].Inode)
+	if after.Pid == before.Pid || readPid() != after.Pid {
+		t.Errorf("after upgrade: baton pid %d (was %d), pid file %d: the pid file must name the new baton", after.Pid, before.Pid, readPid())
 	}
-	data, _ := os.ReadFile(pidfile)
-	pid, _ := strconv.Atoi(strings.TrimSpace(string(data)))
-	if code, _ := initCmd("stop"); code != 0 {
-		t.Errorf("stop failed")
+	if hapAfter != hapPid || after.Listeners[0].Inode != before.Listeners[0].Inode {
+		t.Errorf("after upgrade: HAProxy %d (was %d), inode %d (was %d): want both unchanged", hapAfter, hapPid, after.Listeners[0].Inode, before.Listeners[0].Inode)
 	}
+	writeConf(t, cfg, batontest.HAProxyConfig(port, 4, nil, nil))
+	want("reload", 0, "a reload through the upgraded baton")
+	if r := batontest.HTTPGet(addr, "/", 5*time.Second); r.Gen != "4" {
+		t.Errorf("after the upgraded baton's reload: X-Gen %q, want 4", r.Gen)
+	}
+
+	pid := readPid()
+	want("stop", 0, "stop drains and waits")
 	if _, gone := batontest.PollUntil(5*time.Second, 10*time.Millisecond, func() bool { return !batontest.Alive(pid) }); pid <= 1 || !gone {
-		t.Errorf("baton (pid file: %q) still alive 5 s after stop", data)
+		t.Errorf("baton (pid file: %d) still alive 5 s after stop", pid)
 	}
-	if code, _ := initCmd("stop"); code != 0 {
-		t.Errorf("stop when not running: want exit 0")
+	if _, err := os.Stat(pidfile); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("pid file after stop: %v, want it removed", err)
+	}
+	want("status", 3, "LSB: program is not running")
+	want("stop", 0, "LSB: stop on a stopped service succeeds")
+	want("reload", 7, "LSB: program is not running")
+	want("upgrade", 7, "LSB: program is not running")
+	want("try-restart", 0, "LSB: try-restart on a stopped service succeeds, and starts nothing")
+	if res := batontest.RunCLI(bin, "status", "-c", control); res.Code != 3 {
+		t.Errorf("try-restart on a stopped service started baton (status exit %d)", res.Code)
+	}
+	want("bogus", 2, "LSB: invalid argument")
+
+	// A crash of baton: status says so (1: dead, pid file left); the
+	// HAProxy it started serves on; start adopts it; stop ends both.
+	want("restart", 0, "LSB: restart on a stopped service starts it")
+	crashed := status()
+	_, hapPid = crashed.Active()
+	if err := syscall.Kill(crashed.Pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	// Gone, not only dead: a new baton takes a zombie that still has the
+	// state file's pid and start time for the baton that wrote it (the
+	// init reaps orphans; this machine's takes about a second).
+	reaped := func() bool { _, err := os.Stat(fmt.Sprintf("/proc/%d", crashed.Pid)); return err != nil }
+	if took, ok := batontest.PollUntil(10*time.Second, 10*time.Millisecond, reaped); !ok {
+		t.Fatalf("baton %d not reaped 10 s after SIGKILL", crashed.Pid)
+	} else {
+		t.Logf("the killed baton %d was reaped after %s", crashed.Pid, took.Round(time.Millisecond))
+	}
+	want("status", 1, "LSB: program is dead and the pid file exists")
+	if r := batontest.HTTPGet(addr, "/", 5*time.Second); r.Err != nil || r.Status != 200 {
+		t.Errorf("GET while baton is dead: %d %v (its HAProxy should serve on)", r.Status, r.Err)
+	}
+	want("start", 0, "a new baton adopts the running HAProxy")
+	adopted := status()
+	if _, p := adopted.Active(); p != hapPid || readPid() != adopted.Pid {
+		t.Errorf("after start: serving HAProxy %d (want the adopted %d), pid file %d (baton %d)", p, hapPid, readPid(), adopted.Pid)
+	}
+	want("stop", 0, "stop")
+	want("status", 3, "LSB: program is not running")
+	if batontest.Alive(hapPid) {
+		t.Errorf("HAProxy %d alive after stop", hapPid)
 	}
 	log := exampleReadFile(logfile)
 	t.Logf("LOGFILE has %d lines of baton's log", strings.Count(log, "\n"))
@@ -473,76 +585,56 @@ func exampleContainer(t *testing.T, bin string) {
 	}
 }
 
-// exampleK8sDoc is the part of the Kubernetes manifest's documents checked here.
-type exampleK8sDoc struct {
-	Kind     string `yaml:"kind"`
-	Metadata struct {
-		Name string `yaml:"name"`
-	} `yaml:"metadata"`
-	Data map[string]string `yaml:"data"`
-	Spec struct {
-		Template struct {
-			Spec struct {
-				Grace      int `yaml:"terminationGracePeriodSeconds"`
-				Containers []struct {
-					Ports []struct {
-						Name string `yaml:"name"`
-						Port int    `yaml:"containerPort"`
-					} `yaml:"ports"`
-					VolumeMounts []struct {
-						Name      string `yaml:"name"`
-						MountPath string `yaml:"mountPath"`
-					} `yaml:"volumeMounts"`
-					LivenessProbe struct {
-						Exec struct {
-							Command []string `yaml:"command"`
-						} `yaml:"exec"`
-					} `yaml:"livenessProbe"`
-					Lifecycle struct {
-						PreStop struct {
-							Exec struct {
-								Command []string `yaml:"command"`
-							} `yaml:"exec"`
-						} `yaml:"preStop"`
-					} `yaml:"lifecycle"`
-				} `yaml:"containers"`
-				Volumes []struct {
-					Name      string `yaml:"name"`
-					ConfigMap struct {
-						Name string `yaml:"name"`
-					} `yaml:"configMap"`
-				} `yaml:"volumes"`
-			} `yaml:"spec"`
-		} `yaml:"template"`
-	} `yaml:"spec"`
-}
-
-// exampleKubernetes parses the manifest (a ConfigMap and a Deployment),
-// checks the ConfigMap's HAProxy config with haproxy -c and the
-// Deployment against the image's baton.yaml.
-func exampleKubernetes(t *testing.T) {
-	f, err := os.Open(examplePath("kubernetes/baton-haproxy.yaml"))
+// exampleK8sManifest decodes the Kubernetes manifest strictly into the
+// API's own types (sigs.k8s.io/yaml's UnmarshalStrict: a misspelt or
+// misplaced field, or one given twice, is an error; no schema is
+// downloaded): a ConfigMap, then a Deployment.
+func exampleK8sManifest(t *testing.T) (*corev1.ConfigMap, *appsv1.Deployment) {
+	t.Helper()
+	data, err := os.ReadFile(examplePath("kubernetes/baton-haproxy.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	dec := yaml.NewDecoder(f)
-	var docs []exampleK8sDoc
-	for i := 0; i < 10; i++ {
-		var d exampleK8sDoc
-		err := dec.Decode(&d)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
+	var cm *corev1.ConfigMap
+	var dep *appsv1.Deployment
+	docs := regexp.MustCompile(`(?m)^---[ \t]*$`).Split(string(data), -1)
+	for i, doc := range docs {
+		var tm metav1.TypeMeta
+		if err := k8syaml.Unmarshal([]byte(doc), &tm); err != nil {
 			t.Fatalf("document %d: %v", i+1, err)
 		}
-		docs = append(docs, d)
+		var obj any
+		switch tm.APIVersion + " " + tm.Kind {
+		case "v1 ConfigMap":
+			cm = &corev1.ConfigMap{}
+			obj = cm
+		case "apps/v1 Deployment":
+			dep = &appsv1.Deployment{}
+			obj = dep
+		default:
+			t.Fatalf("document %d is a %s %s, want a v1 ConfigMap and an apps/v1 Deployment", i+1, tm.APIVersion, tm.Kind)
+		}
+		if err := k8syaml.UnmarshalStrict([]byte(doc), obj); err != nil {
+			t.Fatalf("document %d (%s) does not decode strictly into the Kubernetes API type: %v", i+1, tm.Kind, err)
+		}
 	}
-	if len(docs) != 2 || docs[0].Kind != "ConfigMap" || docs[1].Kind != "Deployment" {
-		t.Fatalf("%d documents, want a ConfigMap and a Deployment: %+v", len(docs), docs)
+	if len(docs) != 2 || cm == nil || dep == nil {
+		t.Fatalf("%d documents, want a ConfigMap and a Deployment", len(docs))
 	}
-	cm, dep := docs[0], docs[1].Spec.Template.Spec
+	return cm, dep
+}
+
+// exampleKubernetes checks the manifest (a ConfigMap and a Deployment): it
+// decodes strictly into the API types; the ConfigMap's HAProxy config
+// passes haproxy -c; the Deployment agrees with the image's baton.yaml
+// (ports, config mount and watch, control socket, grace period), pins its
+// image, and runs without root, privilege escalation or capabilities
+// (NET_BIND_SERVICE only for a port below 1024), on a read-only root with
+// an emptyDir for baton's control directory that an init container makes
+// baton's and 0755 first.
+func exampleKubernetes(t *testing.T) {
+	cm, deployment := exampleK8sManifest(t)
+	dep := deployment.Spec.Template.Spec
 	y, _ := exampleContainerYAML(t)
 	haCfg, ok := cm.Data[filepath.Base(y.Command[2])]
 	if !ok {
@@ -564,39 +656,108 @@ func exampleKubernetes(t *testing.T) {
 		t.Fatalf("want one container: %+v", dep.Containers)
 	}
 	c := dep.Containers[0]
-	ports := map[string]int{}
+	ports := map[string]int32{}
+	low := false
 	for _, p := range c.Ports {
-		ports[p.Name] = p.Port
+		ports[p.Name] = p.ContainerPort
+		low = low || p.ContainerPort < 1024
 	}
 	_, lport, _ := strings.Cut(exampleListenAddr(t, y.Listen[0]), ":")
 	_, mport, _ := strings.Cut(y.Metrics, ":")
 	if fmt.Sprint(ports["http"]) != lport || fmt.Sprint(ports["metrics"]) != mport {
 		t.Errorf("containerPorts %v; baton.yaml listens on %s, metrics on %s", ports, lport, mport)
 	}
-	mounted := false
-	for _, m := range c.VolumeMounts {
-		for _, v := range dep.Volumes {
-			if m.Name == v.Name && v.ConfigMap.Name == cm.Metadata.Name && slices.Contains(y.Watch, m.MountPath) && m.MountPath == filepath.Dir(y.Command[2]) {
-				mounted = true
+	volumes := map[string]corev1.Volume{}
+	for _, v := range dep.Volumes {
+		volumes[v.Name] = v
+	}
+	mountAt := func(c corev1.Container, path string) (corev1.Volume, bool) {
+		for _, m := range c.VolumeMounts {
+			if m.MountPath == path {
+				v, ok := volumes[m.Name]
+				return v, ok
 			}
 		}
+		return corev1.Volume{}, false
 	}
-	if !mounted {
-		t.Errorf("the ConfigMap %q is not mounted where baton.yaml runs and watches the config (%s, watch %v)", cm.Metadata.Name, y.Command[2], y.Watch)
+	cfgDir := filepath.Dir(y.Command[2])
+	if v, ok := mountAt(c, cfgDir); !ok || v.ConfigMap == nil || v.ConfigMap.Name != cm.Name || !slices.Contains(y.Watch, cfgDir) {
+		t.Errorf("the ConfigMap %q is not mounted where baton.yaml runs and watches the config (%s, watch %v)", cm.Name, y.Command[2], y.Watch)
 	}
-	if probe := c.LivenessProbe.Exec.Command; !slices.Contains(probe, y.Control) {
-		t.Errorf("livenessProbe %v does not ask baton's control socket %s", probe, y.Control)
+	if probe := c.LivenessProbe; probe == nil || probe.Exec == nil || !slices.Contains(probe.Exec.Command, y.Control) {
+		t.Errorf("livenessProbe %+v does not ask baton's control socket %s", probe, y.Control)
 	}
 	drain, err1 := time.ParseDuration(y.DrainTimeout)
 	grace, err2 := time.ParseDuration(y.KillGrace)
 	var pause time.Duration
-	if pre := c.Lifecycle.PreStop.Exec.Command; len(pre) == 2 && strings.HasSuffix(pre[0], "sleep") {
-		s, _ := strconv.Atoi(pre[1])
-		pause = time.Duration(s) * time.Second
+	if c.Lifecycle != nil && c.Lifecycle.PreStop != nil && c.Lifecycle.PreStop.Exec != nil {
+		if pre := c.Lifecycle.PreStop.Exec.Command; len(pre) == 2 && strings.HasSuffix(pre[0], "sleep") {
+			s, _ := strconv.Atoi(pre[1])
+			pause = time.Duration(s) * time.Second
+		}
 	}
-	total := time.Duration(dep.Grace) * time.Second
+	var total time.Duration
+	if dep.TerminationGracePeriodSeconds != nil {
+		total = time.Duration(*dep.TerminationGracePeriodSeconds) * time.Second
+	}
 	t.Logf("terminationGracePeriodSeconds %s vs preStop %s + drain-timeout %s + kill-grace %s", total, pause, drain, grace)
 	if err1 != nil || err2 != nil || total <= pause+drain+grace {
 		t.Errorf("terminationGracePeriodSeconds %s must exceed preStop %s + drain-timeout %s + kill-grace %s", total, pause, drain, grace)
+	}
+
+	// Images: pinned, pulled by a stated policy.
+	for _, ic := range append(slices.Clone(dep.InitContainers), dep.Containers...) {
+		name, tag, _ := strings.Cut(ic.Image[strings.LastIndex(ic.Image, "/")+1:], ":")
+		t.Logf("container %s: image %s, imagePullPolicy %s", ic.Name, ic.Image, ic.ImagePullPolicy)
+		if tag == "" || tag == "latest" || name == "" {
+			t.Errorf("container %s: image %q: pin a tag (not latest)", ic.Name, ic.Image)
+		}
+		if ic.ImagePullPolicy == "" {
+			t.Errorf("container %s: no imagePullPolicy", ic.Name)
+		}
+	}
+	// Security: the pod runs as the image's non-root user; baton's container
+	// escalates nothing, holds no capability it does not need, and writes
+	// only to the emptyDir at its control directory.
+	psc := dep.SecurityContext
+	if psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot || psc.RunAsUser == nil || *psc.RunAsUser != 10001 {
+		t.Fatalf("pod securityContext %+v: want runAsNonRoot and runAsUser 10001 (the image's user)", psc)
+	}
+	sc := c.SecurityContext
+	if sc == nil || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation ||
+		sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem || sc.Capabilities == nil ||
+		!slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) {
+		t.Fatalf("container %s securityContext %+v: want allowPrivilegeEscalation false, readOnlyRootFilesystem, capabilities drop [ALL]", c.Name, sc)
+	}
+	wantAdd := []corev1.Capability(nil)
+	if low {
+		wantAdd = []corev1.Capability{"NET_BIND_SERVICE"}
+	}
+	if !slices.Equal(sc.Capabilities.Add, wantAdd) {
+		t.Errorf("container %s adds capabilities %v, want %v (a port below 1024: %v)", c.Name, sc.Capabilities.Add, wantAdd, low)
+	}
+	controlDir := filepath.Dir(y.Control)
+	v, ok := mountAt(c, controlDir)
+	if !ok || v.EmptyDir == nil {
+		t.Fatalf("container %s: no emptyDir at the control directory %s (the root filesystem is read-only)", c.Name, controlDir)
+	}
+	fixed := false
+	for _, ic := range dep.InitContainers {
+		iv, ok := mountAt(ic, controlDir)
+		script := strings.Join(append(slices.Clone(ic.Command), ic.Args...), " ")
+		if ok && iv.Name == v.Name && strings.Contains(script, "chmod 0755 "+controlDir) &&
+			strings.Contains(script, fmt.Sprintf("chown %d", *psc.RunAsUser)) {
+			fixed = true
+			t.Logf("init container %s: %q, securityContext %+v", ic.Name, script, ic.SecurityContext)
+			if isc := ic.SecurityContext; isc == nil || isc.Capabilities == nil ||
+				!slices.Equal(isc.Capabilities.Drop, []corev1.Capability{"ALL"}) ||
+				!slices.Equal(isc.Capabilities.Add, []corev1.Capability{"CHOWN"}) ||
+				isc.AllowPrivilegeEscalation == nil || *isc.AllowPrivilegeEscalation {
+				t.Errorf("init container %s: securityContext %+v: want capabilities drop [ALL] add [CHOWN] only, no privilege escalation", ic.Name, isc)
+			}
+		}
+	}
+	if !fixed {
+		t.Errorf("no init container makes the emptyDir %s 0755 and uid %d's before baton starts (baton refuses kubelet's 0777)", controlDir, *psc.RunAsUser)
 	}
 }

@@ -13,23 +13,30 @@ import (
 // ListenerRecord is one line of the listener history: the socket an address
 // had when a baton started with it. A new inode for an address that stayed
 // in the configuration means the socket was closed and re-created: queued
-// connections were reset and clients saw refusals (the wrong-diff incident).
-// `baton doctor` reads the history.
+// connections were reset and clients saw refusals. `baton doctor` reads the
+// history.
 type ListenerRecord struct {
 	At       time.Time `json:"at"`
 	BatonPid int       `json:"baton_pid"`
 	Addr     string    `json:"addr"`
 	Key      string    `json:"key"`
 	Inode    uint64    `json:"inode"`
+	// Pending is true from the start of the baton that bound the socket
+	// until its first generation served (MarkListenersServed). A record
+	// still pending after its baton exited is a socket that never served:
+	// a failed first start, whose closing cut off nobody. Records of
+	// batons that predate the field read as served.
+	Pending bool `json:"pending,omitempty"`
 }
 
 // historyLimit bounds the history file (lines kept).
 const historyLimit = 200
 
 // RecordListeners appends to the history file at path a record for every
-// listener whose socket differs from the last one recorded for its address.
-// It keeps the file to its last historyLimit records. It survives baton's
-// restarts: that is what makes re-created sockets visible.
+// listener whose socket differs from the last one recorded for its address,
+// pending until MarkListenersServed. It keeps the file to its last
+// historyLimit records. It survives baton's restarts: that is what makes
+// re-created sockets visible.
 func RecordListeners(path string, ls *ListenerSet, pid int, now time.Time) error {
 	old, err := ReadListenerHistory(path)
 	if err != nil {
@@ -45,7 +52,7 @@ func RecordListeners(path string, ls *ListenerSet, pid int, now time.Time) error
 		if inode, ok := last[key]; ok && inode == s.Inode() {
 			continue
 		}
-		recs = append(recs, ListenerRecord{At: now, BatonPid: pid, Addr: s.Addr(), Key: key, Inode: s.Inode()})
+		recs = append(recs, ListenerRecord{At: now, BatonPid: pid, Addr: s.Addr(), Key: key, Inode: s.Inode(), Pending: true})
 	}
 	if len(recs) == len(old) {
 		return nil
@@ -53,6 +60,33 @@ func RecordListeners(path string, ls *ListenerSet, pid int, now time.Time) error
 	if len(recs) > historyLimit {
 		recs = recs[len(recs)-historyLimit:]
 	}
+	return writeHistory(path, recs)
+}
+
+// MarkListenersServed clears Pending on the records baton pid wrote at or
+// after since (its start: an earlier baton that had the same pid is not
+// it): its first generation serves on those sockets. It reads only the
+// file, not the listener set, so any goroutine may call it.
+func MarkListenersServed(path string, pid int, since time.Time) error {
+	recs, err := ReadListenerHistory(path)
+	if err != nil {
+		return err
+	}
+	changed := false
+	for i := range recs {
+		if recs[i].BatonPid == pid && recs[i].Pending && !recs[i].At.Before(since) {
+			recs[i].Pending = false
+			changed = true
+		}
+	}
+	if !changed {
+		return nil
+	}
+	return writeHistory(path, recs)
+}
+
+// writeHistory replaces the history file with recs, one JSON line each.
+func writeHistory(path string, recs []ListenerRecord) error {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	for _, r := range recs {

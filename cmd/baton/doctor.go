@@ -13,7 +13,7 @@ import (
 func doctorCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "doctor",
-		Usage: "check this host for the conditions behind baton's incidents (exit 0: all clear, 1: findings)",
+		Usage: "check this host for what makes proxy reloads lose or misroute connections (exit 0: all clear, 1: findings)",
 		Flags: []cli.Flag{
 			jsonFlag(),
 			&cli.StringSliceFlag{Name: "control", Aliases: []string{"c"}, Usage: "baton control socket `PATH` to query (repeatable; default: those of every `baton run` on the host)"},

@@ -415,10 +415,13 @@ func supervise(rs *runSetup, st *startState, upg *tableflip.Upgrader) error {
 	if err == nil && st.handover != nil {
 		err = sup.Adopt(*st.handover, st.fds)
 	}
+	startedAt := time.Now()
 	if err == nil {
 		// The sockets each address has now, kept across restarts, so that a
-		// re-created listener shows (baton doctor).
-		if herr := supervisor.RecordListeners(st.ctl.Path+".listeners", st.listeners, os.Getpid(), time.Now()); herr != nil {
+		// re-created listener shows (baton doctor). Pending until the first
+		// generation serves: a failed first start closed sockets that never
+		// served, and doctor does not count it.
+		if herr := supervisor.RecordListeners(st.ctl.Path+".listeners", st.listeners, os.Getpid(), startedAt); herr != nil {
 			rs.log.Warn("listener history", zap.Error(herr))
 		}
 	}
@@ -450,7 +453,11 @@ func supervise(rs *runSetup, st *startState, upg *tableflip.Upgrader) error {
 	readyDone := make(chan struct{})
 	go func() {
 		defer close(readyDone)
-		announceReady(sup, st, upg, rs.log)
+		if announceReady(sup, st, upg, rs.log) {
+			if herr := supervisor.MarkListenersServed(st.ctl.Path+".listeners", os.Getpid(), startedAt); herr != nil {
+				rs.log.Warn("listener history", zap.Error(herr))
+			}
+		}
 	}()
 	runErr := sup.Run(context.Background())
 	<-readyDone
@@ -479,15 +486,16 @@ func supervise(rs *runSetup, st *startState, upg *tableflip.Upgrader) error {
 
 // announceReady tells tableflip (and, after an upgrade, the old baton) that
 // this baton serves: once the first generation is ready, or, for a baton
-// that took over, once its loop answers.
-func announceReady(sup *supervisor.Supervisor, st *startState, upg *tableflip.Upgrader, log *zap.Logger) {
+// that took over, once its loop answers. It reports whether baton serves
+// (false: it stopped, or took over but does not answer).
+func announceReady(sup *supervisor.Supervisor, st *startState, upg *tableflip.Upgrader, log *zap.Logger) bool {
 	if st.conn != nil {
 		defer st.conn.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if _, err := sup.Status(ctx); err != nil {
 			log.Error("took over but does not answer; the old baton will give up", zap.Error(err))
-			return
+			return false
 		}
 		if err := supervisor.AckHandover(st.conn, os.Getpid()); err != nil {
 			log.Error("tell the old baton", zap.Error(err))
@@ -496,12 +504,13 @@ func announceReady(sup *supervisor.Supervisor, st *startState, upg *tableflip.Up
 		select {
 		case <-sup.FirstReady():
 		case <-sup.Done():
-			return
+			return false
 		}
 	}
 	if err := upg.Ready(); err != nil {
 		log.Warn("upgrade support: ready", zap.Error(err))
 	}
+	return true
 }
 
 // sdNotify tells systemd (when baton runs under Type=notify, i.e.
