@@ -41,9 +41,10 @@ var haproxyForbidden = map[string]string{
 // SO_REUSEPORT socket, and -S for a per-generation master CLI. An extra -f
 // file adds a per-generation stats socket to the worker; readiness is the
 // worker answering "show info" there, which it does as soon as its event loop
-// runs with every listener enabled (the master CLI answers only after the
-// master re-executed itself into wait mode, tens of milliseconds later). It
-// never passes -sf/-st and never sends SIGTTOU.
+// runs with every listener enabled, and, before 3.1, the master CLI listing
+// that worker: the master re-executes itself into wait mode tens of
+// milliseconds after forking, and a drain signal sent before it settles is
+// lost (see masterSettled). It never passes -sf/-st and never sends SIGTTOU.
 //
 // HAProxy 3.1+ masters send sd_notify READY=1 once their worker is ready:
 // a generation of a binary known to be 3.1+ runs with -Ws instead of -W and
@@ -167,7 +168,7 @@ func (h *HAProxy) Prepare(g GenSpec) (Launch, Session, error) {
 	for i, l := range g.Listeners {
 		entries[i] = fdpass.GetsocksEntry{Fd: l.Fd}
 	}
-	s := &haproxySession{stats: filepath.Join(g.Dir, "stats.sock"), errs: make(chan error, 4), warn: g.warn}
+	s := &haproxySession{stats: filepath.Join(g.Dir, "stats.sock"), master: filepath.Join(g.Dir, "master.sock"), errs: make(chan error, 4), warn: g.warn}
 	bin, binErr := statBinary(h.bin)
 	if binErr == nil {
 		s.learn = func(version string) { h.learn(bin, version) }
@@ -199,13 +200,14 @@ func (h *HAProxy) Prepare(g GenSpec) (Launch, Session, error) {
 		defer s.wg.Done()
 		gs.Serve()
 	}()
-	argv := append([]string{h.bin, mode, "-db", "-S", filepath.Join(g.Dir, "master.sock"), "-x", gs.Path(), "-dR"}, h.userArgs(g)...)
+	argv := append([]string{h.bin, mode, "-db", "-S", s.master, "-x", gs.Path(), "-dR"}, h.userArgs(g)...)
 	argv = append(argv, "-f", extra)
 	return Launch{Argv: argv, Env: env}, s, nil
 }
 
 type haproxySession struct {
-	stats string
+	stats  string
+	master string // the generation's master CLI
 	gs    *fdpass.GetsocksServer
 	wg    sync.WaitGroup
 	pid   int
@@ -326,11 +328,37 @@ func (s *haproxySession) Ready(ctx context.Context) error {
 	if ppid := parentOf(worker); ppid != s.pid {
 		return fmt.Errorf("show info answered by pid %d, whose parent is %d, not this generation's master %d", worker, ppid, s.pid)
 	}
+	if s.notify == nil {
+		if err := s.masterSettled(ctx, worker); err != nil {
+			return err
+		}
+	}
 	if s.learn != nil {
 		s.learn(infoField(out, "Version"))
 	}
 	s.closeGetsocks()
 	return nil
+}
+
+// masterSettled checks that a master without READY=1 (before 3.1) has
+// re-executed itself into wait mode and knows its worker: its master CLI
+// answers "show proc" with the worker listed. Until then a drain would be
+// lost: the master blocks signals across that exec and then sets SIGUSR1 to
+// SIG_IGN before installing its handler, which discards a pending SIGUSR1,
+// so the generation would keep its listeners until the drain deadline. The
+// CLI answers only from the master's event loop, after the handlers.
+func (s *haproxySession) masterSettled(ctx context.Context, worker int) error {
+	out, err := CLI(ctx, s.master, "show proc")
+	if err != nil {
+		return fmt.Errorf("the haproxy master has not re-executed into wait mode yet (a drain signal now would be lost): %w", err)
+	}
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && f[0] == strconv.Itoa(worker) && f[1] == "worker" {
+			return nil
+		}
+	}
+	return fmt.Errorf("the haproxy master's show proc does not list worker %d yet: %q", worker, firstLine(out))
 }
 
 // closeGetsocks closes the handover server and the NOTIFY_SOCKET once the
