@@ -51,6 +51,8 @@ type genRuntime struct {
 	// outLog is log for the output goroutine, which the starter runs before
 	// the pid, and so the final log, is known.
 	outLog atomic.Pointer[zap.Logger]
+	// exit is how its leader ended, once watchExit saw it.
+	exit atomic.Pointer[ExitStatus]
 }
 
 // warn logs an incident of the generation from any goroutine: with its
@@ -59,8 +61,11 @@ func (rt *genRuntime) warn(msg string, err error) {
 	rt.outLog.Load().Warn(msg, zap.Error(err))
 }
 
+// logOutput logs one line of the generation's output at the level the
+// proxy gave it (outputLevel): an HAProxy [ALERT] or an nginx [emerg] is an
+// ERROR line of baton's log.
 func (rt *genRuntime) logOutput(line string) {
-	rt.outLog.Load().Info("proxy output", zap.String("line", rt.userPaths(line)))
+	rt.outLog.Load().Log(outputLevel(line), "proxy output", zap.String("line", rt.userPaths(line)))
 }
 
 // userPaths replaces this generation's config copies with the user's paths.
@@ -116,10 +121,8 @@ func (e *ChildError) Error() string {
 	switch {
 	case e.Err != nil:
 		fmt.Fprintf(&b, ": %v", e.Err)
-	case e.Status.Signal != 0:
-		fmt.Fprintf(&b, ": killed by signal %d (%s)", e.Status.Signal, e.Status.Signal)
 	default:
-		fmt.Fprintf(&b, ": exit status %d", e.Status.Code)
+		fmt.Fprintf(&b, ": %s", e.Status)
 	}
 	if e.Output != "" {
 		b.WriteString("\n")
@@ -183,8 +186,12 @@ func (s *Supervisor) watchExit(rt *genRuntime) {
 	if out := rt.proc.Output(); out != "" {
 		err = outputError(rt.userPaths(out))
 	}
-	rt.log.Info("generation exited", zap.Int("status", st.Code))
-	s.emit(lifecycle.Exited{At: s.clock.Now(), Gen: rt.gen, Status: st.Code, Err: err})
+	rt.exit.Store(&st) // logged by the loop (logExit), which knows what the exit means
+	ev := lifecycle.Exited{At: s.clock.Now(), Gen: rt.gen, Status: st.Code, Err: err}
+	if st.Signal != 0 {
+		ev.Signal = SignalName(st.Signal)
+	}
+	s.emit(ev)
 }
 
 // probeReady polls the driver's readiness check and the generation's fd

@@ -68,7 +68,7 @@ func runFlags() []cli.Flag {
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "ready-probe", Usage: "generic driver: a generation is ready when `COMMAND` (run by /bin/sh -c) exits 0, instead of READY=1 on NOTIFY_SOCKET"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "ready-after", Usage: "generic driver: a generation is ready when it is still alive this long after its start, instead of READY=1"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "check-command", Usage: "generic driver: config check `COMMAND` (run by /bin/sh -c) before each start"}),
-		altsrc.NewStringFlag(&cli.StringFlag{Name: "log-format", Value: "json", Usage: "json|console"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "log-format", Usage: "json|console (default: console when stderr is a terminal, json otherwise)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug|info|warn|error"}),
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "command", Hidden: true, Usage: "the proxy command, for --config files"}),
 	}
@@ -197,7 +197,7 @@ func parseRunFlags(c *cli.Context) (*runSetup, error) {
 		return nil, usagef("%s: --max-generations must be at least 1 and every timeout positive", verb)
 	}
 	var err error
-	if rs.log, err = newLogger(c.String("log-format"), c.String("log-level")); err != nil {
+	if rs.log, err = newLogger(c.String("log-format"), c.String("log-level"), isTerminal(2)); err != nil {
 		return nil, usageError{err}
 	}
 	if g := c.String("control-group"); g != "" {
