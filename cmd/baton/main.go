@@ -96,6 +96,15 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		ErrWriter:      stderr,
 		OnUsageError:   onUsage,
 		ExitErrHandler: func(*cli.Context, error) {}, // exit codes are ours
+		// Bare `baton` is a usage error: the help goes to stderr, and the
+		// exit status is 2 (`baton --help` prints it on stdout, status 0).
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return usagef("unknown command %q (try baton --help)", c.Args().First())
+			}
+			cli.HelpPrinter(c.App.ErrWriter, cli.AppHelpTemplate, c.App)
+			return usagef("no command given")
+		},
 		Commands: []*cli.Command{
 			runCommand(), checkCommand(), reloadCommand(), statusCommand(), stopCommand(), upgradeCommand(), doctorCommand(), versionCommand(),
 		},
