@@ -67,8 +67,11 @@ func progressLine(st supervisor.Status, now time.Time) string {
 	case "checking":
 		return fmt.Sprintf("waiting: generation %d: config check running", newest.Gen)
 	case "starting":
-		return fmt.Sprintf("waiting: generation %d (pid %d) starting for %s, not yet ready%s",
-			newest.Gen, newest.Pid, since(newest.StartedAt, now), deadlineNote(newest, now))
+		line := fmt.Sprintf("waiting: generation %d (pid %d) starting for %s, not ready yet", newest.Gen, newest.Pid, since(newest.StartedAt, now))
+		if d := newest.Deadline; d != nil {
+			line += fmt.Sprintf("; killed if not ready at %s (in %s)", d.Local().Format(time.TimeOnly), d.Sub(now).Round(time.Second))
+		}
+		return line
 	}
 	var old []string
 	for _, g := range gens[:len(gens)-1] {
