@@ -397,6 +397,7 @@ func (s *Supervisor) signal(gen lifecycle.Gen, kind lifecycle.SignalKind, reason
 	if rt == nil || rt.proc == nil {
 		return
 	}
+	rt.stopAsked.Store(true) // before the signal: its output about stopping follows
 	var sig unix.Signal
 	switch kind {
 	case lifecycle.Drain:

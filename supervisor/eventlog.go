@@ -32,6 +32,7 @@ func (s *Supervisor) logExit(e lifecycle.Exited) {
 		return
 	}
 	g, ok := s.genInfo(e.Gen)
+	s.lastExit.gen, s.lastExit.pid, s.lastExit.status = e.Gen, g.Pid, rt.exit.Load()
 	fields := exitFields(rt.exit.Load())
 	switch {
 	case ok && g.State == lifecycle.Active && !s.m.Stopping():

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/batonproxy/baton/proxyctl"
 	"github.com/batonproxy/baton/supervisor/lifecycle"
@@ -51,6 +52,8 @@ type genRuntime struct {
 	// outLog is log for the output goroutine, which the starter runs before
 	// the pid, and so the final log, is known.
 	outLog atomic.Pointer[zap.Logger]
+	// stopAsked: baton sent it its drain, hard stop or kill signal.
+	stopAsked atomic.Bool
 	// exit is how its leader ended, once watchExit saw it.
 	exit atomic.Pointer[ExitStatus]
 }
@@ -62,10 +65,21 @@ func (rt *genRuntime) warn(msg string, err error) {
 }
 
 // logOutput logs one line of the generation's output at the level the
-// proxy gave it (outputLevel): an HAProxy [ALERT] or an nginx [emerg] is an
-// ERROR line of baton's log.
+// proxy gave it (outputLevel; the tag in proxy_level): an HAProxy [ALERT]
+// or an nginx [emerg] is an ERROR line of baton's log. Once baton asked
+// the generation to drain or stop, its warnings are INFO: HAProxy reports
+// its own orderly stop at [WARNING] ("Proxy fe stopped", "Exiting Master
+// process..."), five lines at every reload that are no incident.
 func (rt *genRuntime) logOutput(line string) {
-	rt.outLog.Load().Log(outputLevel(line), "proxy output", zap.String("line", rt.userPaths(line)))
+	lvl, tag := outputLevel(line)
+	fields := []zap.Field{zap.String("line", rt.userPaths(line))}
+	if tag != "" {
+		fields = append(fields, zap.String("proxy_level", tag))
+	}
+	if lvl == zapcore.WarnLevel && rt.stopAsked.Load() {
+		lvl = zapcore.InfoLevel
+	}
+	rt.outLog.Load().Log(lvl, "proxy output", fields...)
 }
 
 // userPaths replaces this generation's config copies with the user's paths.

@@ -15,21 +15,23 @@ import (
 //
 // emerg, alert and crit are errors; warning and warn warnings; notice and
 // info information; debug debugging. A line without a tag at its head (a
-// tag further on is text, not a severity) is information.
-func outputLevel(line string) zapcore.Level {
+// tag further on is text, not a severity) is information. The tag is
+// returned in lower case ("" without one).
+func outputLevel(line string) (zapcore.Level, string) {
 	tag, ok := severityTag(line)
 	if !ok {
-		return zapcore.InfoLevel
+		return zapcore.InfoLevel, ""
 	}
-	switch strings.ToLower(tag) {
+	tag = strings.ToLower(tag)
+	switch tag {
 	case "emerg", "alert", "crit":
-		return zapcore.ErrorLevel
+		return zapcore.ErrorLevel, tag
 	case "warning", "warn":
-		return zapcore.WarnLevel
+		return zapcore.WarnLevel, tag
 	case "debug":
-		return zapcore.DebugLevel
+		return zapcore.DebugLevel, tag
 	}
-	return zapcore.InfoLevel
+	return zapcore.InfoLevel, tag
 }
 
 // severityTag returns the word in the first "[...]" of line when only a

@@ -32,7 +32,7 @@ func TestProxyOutputLevel(t *testing.T) {
 		{"[", zapcore.InfoLevel},
 	}
 	for _, tc := range tests {
-		if got := outputLevel(tc.line); got != tc.want {
+		if got, _ := outputLevel(tc.line); got != tc.want {
 			t.Errorf("outputLevel(%q) = %v, want %v", tc.line, got, tc.want)
 		}
 	}

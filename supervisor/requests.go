@@ -240,15 +240,20 @@ func (s *Supervisor) logReload(a lifecycle.Reply, rt *genRuntime, pid int, err e
 	if a.Gen == 0 {
 		return // stop replies, and requests refused before any generation
 	}
+	var exit *ExitStatus
+	switch {
+	case rt != nil:
+		exit = rt.exit.Load()
+	case s.lastExit.gen == a.Gen: // it exited, and was forgotten before this reply
+		pid, exit = s.lastExit.pid, s.lastExit.status
+	}
 	fields := []zap.Field{zap.Int("gen", int(a.Gen))}
 	if pid != 0 {
 		fields = append(fields, zap.Int("pid", pid))
 	}
 	fields = append(fields, zap.Int("requests", len(a.Reqs)))
 	if err != nil {
-		if rt != nil {
-			fields = append(fields, exitFields(rt.exit.Load())...)
-		}
+		fields = append(fields, exitFields(exit)...)
 		s.log.Error("reload failed", append(fields, zap.Error(err))...)
 		return
 	}

@@ -153,6 +153,13 @@ type Supervisor struct {
 	// crashed is the last active generation that exited unexpectedly,
 	// named by the line of its replacement.
 	crashed struct{ gen, pid int }
+	// lastExit is the last generation whose exit logExit saw, for the
+	// line of a reload it fails (the generation is forgotten by then).
+	lastExit struct {
+		gen    lifecycle.Gen
+		pid    int
+		status *ExitStatus
+	}
 }
 
 // New checks cfg and returns a supervisor; Run starts it.
