@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/sys/unix"
 
@@ -328,6 +329,10 @@ func TestDrainDeadline(t *testing.T) {
 			t.Errorf("generation 1 obeyed SIGTERM; the kill path was not exercised:\n%s", o)
 		}
 		h.wantLogs(zapcore.WarnLevel, "signal generation: still running after the hard stop, kill", 1, map[string]any{"gen": int64(1), "pid": int64(p1), "signal": "SIGKILL"})
+		// Reaped is not yet seen by the loop, which logs the exit.
+		waitFor(t, shortWait, "generation 1's exit logged", func() bool {
+			return h.logs.FilterMessage("generation exited").FilterField(zap.Int("gen", 1)).Len() > 0
+		})
 		h.wantLogs(zapcore.InfoLevel, "generation exited", 1, map[string]any{"gen": int64(1), "pid": int64(p1), "signal": "SIGKILL"})
 	})
 }
