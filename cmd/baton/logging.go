@@ -53,6 +53,7 @@ func logEncoder(format string, tty bool) (zapcore.Encoder, error) {
 		return zapcore.NewJSONEncoder(ec), nil
 	case "console":
 		ec.EncodeLevel = zapcore.CapitalLevelEncoder
+		ec.EncodeDuration = zapcore.StringDurationEncoder // "4.001s" for people; JSON keeps seconds
 		return zapcore.NewConsoleEncoder(ec), nil
 	}
 	return nil, fmt.Errorf("--log-format %q: want json or console", format)
