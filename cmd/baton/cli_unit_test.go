@@ -66,7 +66,15 @@ func TestRunExitStatuses(t *testing.T) {
 		code       int
 		out, errIn string
 	}{
-		{args: []string{"version"}, code: 0, out: "baton " + version},
+		{args: []string{"version"}, code: 0, out: "baton version " + version + "\n"},
+		{args: []string{"--version"}, code: 0, out: "baton version " + version + "\n"},
+		{args: []string{"-v"}, code: 0, out: "baton version " + version + "\n"},
+		{args: []string{"version", "extra"}, code: exitUsage, errIn: `version: unexpected argument "extra"`},
+		{args: []string{"completion"}, code: exitUsage, errIn: "completion: want one shell: bash, zsh or fish"},
+		{args: []string{"completion", "tcsh"}, code: exitUsage, errIn: `completion: unknown shell "tcsh"`},
+		{args: []string{"completion", "bash"}, code: 0, out: "complete -o bashdefault -o default -F _baton baton\n"},
+		{args: []string{"completion", "zsh"}, code: 0, out: "#compdef baton\n"},
+		{args: []string{"completion", "fish"}, code: 0, out: "complete -c baton -n '__fish_seen_subcommand_from reload' -f -l timeout"},
 		{args: []string{}, code: exitUsage, errIn: "USAGE:"},
 		{args: []string{"--help"}, code: 0, out: "USAGE:"},
 		{args: []string{"run", "-c", sock, "--drain-timeout", "5", "--", "/bin/true"}, code: exitUsage,
