@@ -515,6 +515,20 @@ func exampleContainer(t *testing.T, bin string) {
 			t.Errorf("Dockerfile lacks %q (baton.yaml: %+v)", want, y)
 		}
 	}
+	// The non-root target: user baton owns the control directory, and the
+	// binary's file capability binds port 80 (the sed moves 8080 there).
+	_, nonroot, _ := strings.Cut(docker, "FROM base AS nonroot")
+	for _, want := range []string{
+		"setcap cap_net_bind_service=+ep /usr/local/bin/baton",
+		"chown baton:baton " + filepath.Dir(y.Control),
+		"sed -i 's/:" + port + "$/:80/' /etc/haproxy/haproxy.cfg /etc/baton/baton.yaml",
+		"USER baton",
+		"EXPOSE 80 " + mport,
+	} {
+		if !strings.Contains(nonroot, want) {
+			t.Errorf("Dockerfile: the nonroot stage lacks %q", want)
+		}
+	}
 	if !strings.Contains(docker, "install -y --no-install-recommends haproxy") || y.Command[0] != "/usr/sbin/haproxy" {
 		t.Errorf("baton.yaml runs %s; the Dockerfile installs Debian's haproxy (/usr/sbin/haproxy)", y.Command[0])
 	}
