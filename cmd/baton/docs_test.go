@@ -99,7 +99,8 @@ func askCompletion(t *testing.T, args ...string) string {
 
 // TestBashCompletesCommandsAndFlags sources `baton completion bash` into a
 // real bash and completes as the TAB key would: command names, a command's
-// flags, and file names (not baton's words) after `--`.
+// flags (also from a bare `--`, which must never reach baton as `--`: baton
+// would run the command), and file names (not baton's words) after `--`.
 func TestBashCompletesCommandsAndFlags(t *testing.T) {
 	bash, err := exec.LookPath("bash")
 	if err != nil {
@@ -118,6 +119,7 @@ func TestBashCompletesCommandsAndFlags(t *testing.T) {
 		{[]string{"baton", "completion", "-"}, "--help -h"},
 		{[]string{"baton", "reload", "--ti"}, "--timeout"},
 		{[]string{"baton", "run", "--drain-"}, "--drain-timeout --drain-signal"},
+		{[]string{"baton", "stop", "--"}, "--control --fast --help"},
 		{[]string{"baton", "run", "--", "re"}, ""},
 	}
 	for _, c := range cases {

@@ -16,8 +16,14 @@ _baton() {
     for w in "${words[@]:1:cword-1}"; do
         [[ $w == -- ]] && return 0
     done
+    # The word being completed goes last when it is a flag, but never as
+    # `--`: after `--` baton would not complete but run the command.
     local req=("${words[@]:1:cword-1}")
-    [[ $cur == -* ]] && req+=("$cur")
+    if [[ $cur == -- ]]; then
+        req+=(-)
+    elif [[ $cur == -* ]]; then
+        req+=("$cur")
+    fi
     local IFS=$'\n'
     COMPREPLY=($(compgen -W "$("${words[0]}" "${req[@]}" --generate-bash-completion 2>/dev/null)" -- "$cur"))
 }

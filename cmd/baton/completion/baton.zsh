@@ -11,8 +11,14 @@ _baton() {
     _files
     return
   fi
+  # The word being completed goes last when it is a flag, but never as
+  # `--`: after `--` baton would not complete but run the command.
   req=(${words[2,CURRENT-1]})
-  [[ $cur == -* ]] && req+=($cur)
+  if [[ $cur == -- ]]; then
+    req+=(-)
+  elif [[ $cur == -* ]]; then
+    req+=($cur)
+  fi
   opts=("${(@f)$(${words[1]} ${req[@]} --generate-bash-completion 2>/dev/null)}")
   if [[ -n ${opts[1]} ]]; then
     _describe 'values' opts
