@@ -66,6 +66,8 @@ lint: tools
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
+	$(GO) vet -tags batondocs ./cmd/baton
+	$(STATICCHECK) -tags batondocs ./cmd/baton
 
 # Unit and in-process tests first, then the end-to-end tests with real
 # haproxy/nginx one package at a time (they measure, and share 2 cores).
