@@ -515,15 +515,16 @@ func exampleContainer(t *testing.T, bin string) {
 			t.Errorf("Dockerfile lacks %q (baton.yaml: %+v)", want, y)
 		}
 	}
-	// The non-root target: user baton owns the control directory, and the
-	// binary's file capability binds port 80 (the sed moves 8080 there).
+	// The non-root target: the user baton (uid 10001, as
+	// examples/kubernetes says) owns the control directory, and the
+	// binary's file capability lets it bind ports below 1024.
 	_, nonroot, _ := strings.Cut(docker, "FROM base AS nonroot")
 	for _, want := range []string{
 		"setcap cap_net_bind_service=+ep /usr/local/bin/baton",
+		"useradd --system --uid 10001 --gid 10001",
 		"chown baton:baton " + filepath.Dir(y.Control),
-		"sed -i 's/:" + port + "$/:80/' /etc/haproxy/haproxy.cfg /etc/baton/baton.yaml",
-		"USER baton",
-		"EXPOSE 80 " + mport,
+		"USER 10001:10001",
+		"EXPOSE " + port + " " + mport,
 	} {
 		if !strings.Contains(nonroot, want) {
 			t.Errorf("Dockerfile: the nonroot stage lacks %q", want)
