@@ -18,12 +18,17 @@ SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_DIR     ?= /tmp/baton-demo
 DEMO_CONTROL := $(DEMO_DIR)/baton.sock
 
-.PHONY: all build deps build-deps proxies matrix tools lint test unit integration fuzz demo bench clean
+.PHONY: all build dist deps build-deps proxies matrix tools lint test unit integration fuzz demo bench clean
 
 all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o bin/baton ./cmd/baton
+
+# Release files in dist/: static linux/amd64 and linux/arm64 binaries, a
+# .deb and an .rpm of each (nfpm, from the Go module proxy), SHA256SUMS.
+dist:
+	GO=$(GO) VERSION=$(VERSION) scripts/dist
 
 # haproxy and nginx from Debian, only when missing.
 deps:
@@ -61,6 +66,8 @@ lint: tools
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
+	$(GO) vet -tags batondocs ./cmd/baton
+	$(STATICCHECK) -tags batondocs ./cmd/baton
 
 # Unit and in-process tests first, then the end-to-end tests with real
 # haproxy/nginx one package at a time (they measure, and share 2 cores).
@@ -132,4 +139,4 @@ demo: deps build
 		--listen tcp://127.0.0.1:8080 -- haproxy -f $(DEMO_DIR)/haproxy.cfg
 
 clean:
-	rm -rf bin
+	rm -rf bin dist

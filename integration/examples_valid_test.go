@@ -515,6 +515,21 @@ func exampleContainer(t *testing.T, bin string) {
 			t.Errorf("Dockerfile lacks %q (baton.yaml: %+v)", want, y)
 		}
 	}
+	// The non-root target: the user baton (uid 10001, as
+	// examples/kubernetes says) owns the control directory, and the
+	// binary's file capability lets it bind ports below 1024.
+	_, nonroot, _ := strings.Cut(docker, "FROM base AS nonroot")
+	for _, want := range []string{
+		"setcap cap_net_bind_service=+ep /usr/local/bin/baton",
+		"useradd --system --uid 10001 --gid 10001",
+		"chown baton:baton " + filepath.Dir(y.Control),
+		"USER 10001:10001",
+		"EXPOSE " + port + " " + mport,
+	} {
+		if !strings.Contains(nonroot, want) {
+			t.Errorf("Dockerfile: the nonroot stage lacks %q", want)
+		}
+	}
 	if !strings.Contains(docker, "install -y --no-install-recommends haproxy") || y.Command[0] != "/usr/sbin/haproxy" {
 		t.Errorf("baton.yaml runs %s; the Dockerfile installs Debian's haproxy (/usr/sbin/haproxy)", y.Command[0])
 	}

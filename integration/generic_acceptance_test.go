@@ -99,7 +99,7 @@ func heldInodes(t *testing.T, pid int) map[uint64]bool {
 // defaults, SIGTERM drains it and it exits 0.
 func TestGenericSignals(t *testing.T) {
 	sigLine := func(log string, kind string, sig unix.Signal) []string {
-		return batontest.LogLines(log, "signal generation", `"gen": 1,`, `"kind": "`+kind+`"`, `"signal": "`+sig.String()+`"`)
+		return batontest.LogLines(log, "signal generation", `"gen": 1,`, `"kind": "`+kind+`"`, `"signal": "`+unix.SignalName(sig)+`"`)
 	}
 	t.Run("configured", func(t *testing.T) {
 		const drain = time.Second

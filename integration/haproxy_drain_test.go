@@ -301,6 +301,18 @@ func drainDeadline(t *testing.T, sigstop bool) {
 			t.Errorf("baton's log has kill lines for generation %d, want none:\n%s", gen1, strings.Join(killLines, "\n"))
 		}
 	}
+	// Levels for alerting: the drain of a reload is routine (INFO); the
+	// escalations at the deadlines are incidents (WARN), one line each.
+	for _, l := range drainLines {
+		if !strings.Contains(l, "\tINFO\t") || !strings.Contains(l, `"signal": "SIGUSR1"`) {
+			t.Errorf("drain line not at INFO with SIGUSR1: %s", l)
+		}
+	}
+	wantLevel(t, log, "WARN", 1, "signal generation: drain deadline passed, hard stop", sel, `"signal": "SIGTERM"`)
+	if sigstop {
+		wantLevel(t, log, "WARN", 1, "signal generation: still running after the hard stop, kill", sel, `"signal": "SIGKILL"`)
+	}
+	noStackTraces(t, log)
 	if _, pid := st.Active(); pid == 0 || p.get(t) != "2" {
 		t.Errorf("generation %d not serving after the old one was stopped", gen2)
 	}

@@ -55,6 +55,14 @@ func TestHAProxyBrokenConfigReload(t *testing.T) {
 	if after.LastReload == nil || !strings.Contains(after.LastReload.Error, "bogus_keyword") {
 		t.Errorf("status last_reload = %+v, want the failed reload with HAProxy's error", after.LastReload)
 	}
+	// In baton's log: HAProxy's [ALERT] at ERROR, and one ERROR line for
+	// the failed reload.
+	log := p.b.Log()
+	if alerts := levelLines(log, "ERROR", "proxy output", "[ALERT]", "bogus_keyword"); len(alerts) != 1 {
+		t.Errorf("%d ERROR lines with HAProxy's [ALERT] naming bogus_keyword, want 1", len(alerts))
+	}
+	wantLevel(t, log, "ERROR", 1, "reload failed")
+	noStackTraces(t, log)
 	if n := after.Counters["reloads_failed"]; n != 1 {
 		t.Errorf("counters.reloads_failed = %d, want 1", n)
 	}
@@ -206,6 +214,11 @@ func kill9UnderLoad(t *testing.T, master bool) {
 	if g := p.get(t); g == oldGen || !strings.HasPrefix(g, "1-") {
 		t.Errorf("after the replacement answers come from %q, want the replacement's worker", g)
 	}
+	// The crash and its replacement are incidents: one WARN line each.
+	log := p.b.Log()
+	wantLevel(t, log, "WARN", 1, "active generation exited unexpectedly", fmt.Sprintf(`"gen": %d,`, gen1), fmt.Sprintf(`"pid": %d,`, leader))
+	wantLevel(t, log, "WARN", 1, "replacement generation started after a crash", fmt.Sprintf(`"gen": %d,`, gen2), fmt.Sprintf(`"replaces": %d,`, gen1))
+	noStackTraces(t, log)
 }
 
 // TestHAProxyCheckAlways: with --check always, baton runs haproxy -c before

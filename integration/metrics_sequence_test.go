@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -37,8 +38,19 @@ func TestMetricsAfterScriptedSequence(t *testing.T) {
 		}
 	}
 	p.write(t, 4, "bogus_keyword on")
-	if res := p.b.CLI("reload", "--json"); res.Code != 1 {
+	res := p.b.CLI("reload", "--json")
+	if res.Code != 1 {
 		t.Fatalf("reload of a broken config: exit %d, want 1: %s", res.Code, res.Stderr)
+	}
+	// --json prints the failure too, on stdout.
+	var failed struct {
+		OK    *bool  `json:"ok"`
+		Error string `json:"error"`
+		Code  string `json:"code"`
+	}
+	if err := json.Unmarshal([]byte(res.Stdout), &failed); err != nil || failed.OK == nil || *failed.OK ||
+		failed.Code != "exited_before_ready" || !strings.Contains(failed.Error, "bogus_keyword") {
+		t.Errorf("reload --json of a broken config printed %q (%v), want {\"ok\":false,\"code\":\"exited_before_ready\",\"error\":\"…bogus_keyword…\"}", res.Stdout, err)
 	}
 	p.write(t, 3) // restored on disk, not reloaded
 
@@ -122,6 +134,37 @@ func TestMetricsAfterScriptedSequence(t *testing.T) {
 			t.Errorf("baton_generations{state=%s} = %v, want 0", state, v)
 		}
 	}
+	scriptedSequenceLogLevels(t, p, gen, replacement)
+}
+
+// scriptedSequenceLogLevels stops the baton of TestMetricsAfterScriptedSequence
+// (a clean stop, with --metrics) and checks that each incident of the
+// sequence is one line at the level an alerting rule expects, that the
+// stop logged no error, and that no line has a stack trace.
+func scriptedSequenceLogLevels(t *testing.T, p *accProxy, crashed, replacement int) {
+	if err := p.b.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code, err := p.b.ExitCode(30 * time.Second); code != 0 || err != nil {
+		t.Fatalf("baton after SIGTERM: exit %d (%v), want 0", code, err)
+	}
+	log := p.b.Log()
+	wantLevel(t, log, "ERROR", 1, "reload failed")
+	wantLevel(t, log, "WARN", 1, "active generation exited unexpectedly", fmt.Sprintf(`"gen": %d,`, crashed), `"status": `)
+	wantLevel(t, log, "WARN", 1, "replacement generation started after a crash", fmt.Sprintf(`"gen": %d,`, replacement), fmt.Sprintf(`"replaces": %d,`, crashed))
+	if alerts := levelLines(log, "ERROR", "proxy output", "[ALERT]", "bogus_keyword"); len(alerts) == 0 {
+		t.Errorf("no HAProxy [ALERT] naming bogus_keyword logged at ERROR")
+	}
+	// Every ERROR is the broken config's: HAProxy's [ALERT]s (the refused
+	// config's, and its master's about the killed worker) and the failed
+	// reload. The stop, metrics server included, adds none.
+	for _, l := range levelLines(log, "ERROR") {
+		if !strings.Contains(l, "[ALERT]") && !strings.Contains(l, "reload failed") {
+			t.Errorf("unexpected ERROR line: %s", l)
+		}
+	}
+	noStackTraces(t, log)
+	t.Logf("log levels: %d ERROR, %d WARN lines; the stop: %q", len(levelLines(log, "ERROR")), len(levelLines(log, "WARN")), batontest.LogLines(log, "baton stopped"))
 }
 
 // TestMetricsBadAddress: a --metrics address that is not HOST:PORT is a

@@ -38,6 +38,10 @@ func TestNginxBrokenConfigReload(t *testing.T) {
 	if lines := batontest.LogLines(res.Stderr, "[emerg]", `unknown directive "bogus_directive" in `+where); len(lines) != 1 {
 		t.Errorf("stderr of the failed reload has %d [emerg] lines naming \"bogus_directive\" and %s, want 1", len(lines), where)
 	}
+	// In baton's log: nginx's [emerg] at ERROR.
+	if lines := levelLines(p.b.Log(), "ERROR", "proxy output", "[emerg]", "bogus_directive"); len(lines) != 1 {
+		t.Errorf("%d ERROR lines with nginx's [emerg] naming bogus_directive, want 1", len(lines))
+	}
 	after := p.status(t)
 	gen, pid := after.Active()
 	if gen != gen1 || pid != pid1 {

@@ -73,7 +73,7 @@ func TestPID1ForwardsSignals(t *testing.T) {
 			t.Errorf("fast stop took %s: the in-flight request held it like a drain", stopTook)
 		}
 		log := nb.Log()
-		if quit := batontest.LogLines(log, "signal received", "quit"); len(quit) != 1 {
+		if quit := batontest.LogLines(log, "signal received", `"signal": "SIGQUIT"`); len(quit) != 1 {
 			t.Errorf("the supervisor logged %d SIGQUITs, want 1 (forwarded by the init): %q", len(quit), quit)
 		}
 		if stops := batontest.LogLines(log, "signal generation", `"gen": 2,`, `"kind": "stop"`); len(stops) != 1 {

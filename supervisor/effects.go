@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
@@ -27,7 +28,7 @@ func (s *Supervisor) do(a lifecycle.Action) lifecycle.Event {
 	case lifecycle.Start:
 		return s.start(a.Gen, a.Replacement)
 	case lifecycle.Signal:
-		s.signal(a.Gen, a.Kind)
+		s.signal(a.Gen, a.Kind, a.Reason)
 		s.metrics.signal(a.Kind.String(), a.Reason)
 	case lifecycle.WatchRelease:
 		s.watchRelease(a.Gen)
@@ -219,7 +220,13 @@ func (s *Supervisor) start(gen lifecycle.Gen, replacement bool) lifecycle.Event 
 	rt.log = rt.log.With(zap.Int("pid", p.Pid()))
 	rt.outLog.Store(rt.log)
 	session.Started(p.Pid())
-	rt.log.Info("generation started", zap.Bool("replacement", replacement), zap.Strings("argv", launch.Argv))
+	if replacement {
+		// The crash it replaces was a WARN (logExit): so is the way out.
+		rt.log.Warn("replacement generation started after a crash", zap.Bool("replacement", true),
+			zap.Int("replaces", s.crashed.gen), zap.Int("replaces_pid", s.crashed.pid), zap.Strings("argv", launch.Argv))
+	} else {
+		rt.log.Info("generation started", zap.Bool("replacement", false), zap.Strings("argv", launch.Argv))
+	}
 	if replacement {
 		s.notify(fmt.Sprintf("STATUS=the active generation exited; replacement generation %d (pid %d) starting", gen, p.Pid()))
 	}
@@ -385,11 +392,12 @@ func monotonicUsec() int64 {
 	return ts.Nano() / 1000
 }
 
-func (s *Supervisor) signal(gen lifecycle.Gen, kind lifecycle.SignalKind) {
+func (s *Supervisor) signal(gen lifecycle.Gen, kind lifecycle.SignalKind, reason string) {
 	rt := s.gens[gen]
 	if rt == nil || rt.proc == nil {
 		return
 	}
+	rt.stopAsked.Store(true) // before the signal: its output about stopping follows
 	var sig unix.Signal
 	switch kind {
 	case lifecycle.Drain:
@@ -400,7 +408,7 @@ func (s *Supervisor) signal(gen lifecycle.Gen, kind lifecycle.SignalKind) {
 		rt.stopProbing()
 		sig = unix.SIGKILL
 	}
-	rt.log.Info("signal generation", zap.Stringer("kind", kind), zap.Stringer("signal", sig))
+	s.logSignal(rt, kind, sig, reason)
 	var err error
 	if gd, ok := s.cfg.Driver.(proxyctl.GroupDrainer); ok && kind == lifecycle.Drain && gd.DrainGroup() {
 		err = rt.proc.SignalGroup(sig)
@@ -421,7 +429,7 @@ func (s *Supervisor) signal(gen lifecycle.Gen, kind lifecycle.SignalKind) {
 		s.signalEscapees(rt, sig)
 	}
 	if err != nil && !errors.Is(err, ErrProcessDone) {
-		rt.log.Warn("signal failed", zap.Stringer("signal", sig), zap.Error(err))
+		rt.log.Warn("signal failed", zap.String("signal", SignalName(sig)), zap.Error(err))
 	}
 }
 
@@ -431,6 +439,8 @@ func (s *Supervisor) watchRelease(gen lifecycle.Gen) {
 		return
 	}
 	inodes := s.cfg.Listeners.Inodes()
+	g, _ := s.genInfo(gen)
+	drainSig := SignalName(s.cfg.Driver.Signal(proxyctl.Drain))
 	s.goEffect(func() {
 		// Ticks read only the descriptors a full scan found on a
 		// listener; a full scan confirms (release_linux.go), because
@@ -438,7 +448,21 @@ func (s *Supervisor) watchRelease(gen lifecycle.Gen) {
 		w := &releaseWatch{inodes: inodes, members: func() ([]int, error) { return s.procfs.ScanMembers(rt.procs()) }}
 		defer w.close()
 		start := s.clock.Now()
-		if s.pollEvery(rt.ctx, releaseTight, w.released) {
+		warnAt := start.Add(holdWarnAfter(s.cfg.Lifecycle.DrainTimeout))
+		warned := false
+		released := func() bool {
+			if w.released() {
+				return true
+			}
+			if !warned && !s.clock.Now().Before(warnAt) {
+				warned = true
+				rt.log.Warn("old generation still holds the listeners after its drain signal",
+					zap.String("signal", drainSig), zap.Duration("after", s.clock.Now().Sub(start).Round(time.Millisecond)),
+					zap.Time("hard_stop_at", g.Deadline))
+			}
+			return false
+		}
+		if s.pollEvery(rt.ctx, releaseTight, released) {
 			rt.log.Debug("released", zap.Duration("took", s.clock.Now().Sub(start)), zap.Int("ticks", w.ticks), zap.Int("scans", w.scans))
 			s.emit(lifecycle.Released{At: s.clock.Now(), Gen: gen})
 		}
@@ -472,4 +496,37 @@ func (s *Supervisor) forget(gen lifecycle.Gen) {
 	if rt.proc != nil {
 		s.reportStrays()
 	}
+}
+
+// logSignal logs a signal to a generation: at WARN when it is an
+// escalation (a deadline passed, the generation cap), at INFO when it is
+// the ordinary drain of a reload or a stop, or a stop asked for.
+func (s *Supervisor) logSignal(rt *genRuntime, kind lifecycle.SignalKind, sig unix.Signal, reason string) {
+	fields := []zap.Field{zap.Stringer("kind", kind), zap.String("signal", SignalName(sig)), zap.String("reason", reason)}
+	life := s.cfg.Lifecycle
+	switch reason {
+	case lifecycle.ReasonDrainTimeout:
+		rt.log.Warn("signal generation: drain deadline passed, hard stop", append(fields, zap.Duration("drain_timeout", life.DrainTimeout), zap.Duration("kill_grace", life.KillGrace))...)
+	case lifecycle.ReasonKillGrace:
+		rt.log.Warn("signal generation: still running after the hard stop, kill", append(fields, zap.Duration("kill_grace", life.KillGrace))...)
+	case lifecycle.ReasonGenerationCap:
+		rt.log.Warn("signal generation: too many generations, hard stop of the oldest draining one", append(fields, zap.Int("max_generations", life.MaxGenerations))...)
+	case lifecycle.ReasonReadyTimeout:
+		rt.log.Warn("signal generation: not ready in time, kill", append(fields, zap.Duration("ready_timeout", life.ReadyTimeout))...)
+	default:
+		rt.log.Info("signal generation", fields...)
+	}
+}
+
+// holdWarnAfter is how long after its drain signal an old generation may
+// still hold a listening socket before baton warns, once per generation
+// (the reload waiting for it cannot be acknowledged before): 5 s, or half
+// the drain timeout when that is shorter, so that the warning comes before
+// the hard stop. HAProxy and nginx close their listeners within
+// milliseconds of the signal.
+func holdWarnAfter(drainTimeout time.Duration) time.Duration {
+	if drainTimeout <= 0 {
+		return 5 * time.Second
+	}
+	return min(5*time.Second, drainTimeout/2)
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/batonproxy/baton/proxyctl"
 	"github.com/batonproxy/baton/supervisor/lifecycle"
@@ -51,6 +52,10 @@ type genRuntime struct {
 	// outLog is log for the output goroutine, which the starter runs before
 	// the pid, and so the final log, is known.
 	outLog atomic.Pointer[zap.Logger]
+	// stopAsked: baton sent it its drain, hard stop or kill signal.
+	stopAsked atomic.Bool
+	// exit is how its leader ended, once watchExit saw it.
+	exit atomic.Pointer[ExitStatus]
 }
 
 // warn logs an incident of the generation from any goroutine: with its
@@ -59,8 +64,22 @@ func (rt *genRuntime) warn(msg string, err error) {
 	rt.outLog.Load().Warn(msg, zap.Error(err))
 }
 
+// logOutput logs one line of the generation's output at the level the
+// proxy gave it (outputLevel; the tag in proxy_level): an HAProxy [ALERT]
+// or an nginx [emerg] is an ERROR line of baton's log. Once baton asked
+// the generation to drain or stop, its warnings are INFO: HAProxy reports
+// its own orderly stop at [WARNING] ("Proxy fe stopped", "Exiting Master
+// process..."), five lines at every reload that are no incident.
 func (rt *genRuntime) logOutput(line string) {
-	rt.outLog.Load().Info("proxy output", zap.String("line", rt.userPaths(line)))
+	lvl, tag := outputLevel(line)
+	fields := []zap.Field{zap.String("line", rt.userPaths(line))}
+	if tag != "" {
+		fields = append(fields, zap.String("proxy_level", tag))
+	}
+	if lvl == zapcore.WarnLevel && rt.stopAsked.Load() {
+		lvl = zapcore.InfoLevel
+	}
+	rt.outLog.Load().Log(lvl, "proxy output", fields...)
 }
 
 // userPaths replaces this generation's config copies with the user's paths.
@@ -116,10 +135,8 @@ func (e *ChildError) Error() string {
 	switch {
 	case e.Err != nil:
 		fmt.Fprintf(&b, ": %v", e.Err)
-	case e.Status.Signal != 0:
-		fmt.Fprintf(&b, ": killed by signal %d (%s)", e.Status.Signal, e.Status.Signal)
 	default:
-		fmt.Fprintf(&b, ": exit status %d", e.Status.Code)
+		fmt.Fprintf(&b, ": %s", e.Status)
 	}
 	if e.Output != "" {
 		b.WriteString("\n")
@@ -183,8 +200,12 @@ func (s *Supervisor) watchExit(rt *genRuntime) {
 	if out := rt.proc.Output(); out != "" {
 		err = outputError(rt.userPaths(out))
 	}
-	rt.log.Info("generation exited", zap.Int("status", st.Code))
-	s.emit(lifecycle.Exited{At: s.clock.Now(), Gen: rt.gen, Status: st.Code, Err: err})
+	rt.exit.Store(&st) // logged by the loop (logExit), which knows what the exit means
+	ev := lifecycle.Exited{At: s.clock.Now(), Gen: rt.gen, Status: st.Code, Err: err}
+	if st.Signal != 0 {
+		ev.Signal = SignalName(st.Signal)
+	}
+	s.emit(ev)
 }
 
 // probeReady polls the driver's readiness check and the generation's fd

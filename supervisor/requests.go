@@ -194,7 +194,7 @@ func (s *Supervisor) reply(a lifecycle.Reply) {
 		}
 		p.reply <- response{reload: ReloadResult{Gen: int(a.Gen), Pid: pid, Duration: now.Sub(p.at)}, err: err}
 	}
-	s.logReload(a, err)
+	s.logReload(a, rt, pid, err)
 }
 
 // explain adds what baton saw to the failure err of a reload to gen: the
@@ -233,13 +233,29 @@ func (s *Supervisor) reloadDone(a lifecycle.Reply, rt *genRuntime, pid int, err 
 	}
 }
 
-func (s *Supervisor) logReload(a lifecycle.Reply, err error) {
+// logReload logs a reload's end: one ERROR line for a failure, with the
+// generation it started, its pid and how it ended when it exited, and the
+// proxy's words in the error.
+func (s *Supervisor) logReload(a lifecycle.Reply, rt *genRuntime, pid int, err error) {
 	if a.Gen == 0 {
 		return // stop replies, and requests refused before any generation
 	}
+	var exit *ExitStatus
+	switch {
+	case rt != nil:
+		exit = rt.exit.Load()
+	case s.lastExit.gen == a.Gen: // it exited, and was forgotten before this reply
+		pid, exit = s.lastExit.pid, s.lastExit.status
+	}
+	fields := []zap.Field{zap.Int("gen", int(a.Gen))}
+	if pid != 0 {
+		fields = append(fields, zap.Int("pid", pid))
+	}
+	fields = append(fields, zap.Int("requests", len(a.Reqs)))
 	if err != nil {
-		s.log.Error("reload failed", zap.Int("gen", int(a.Gen)), zap.Int("requests", len(a.Reqs)), zap.Error(err))
+		fields = append(fields, exitFields(exit)...)
+		s.log.Error("reload failed", append(fields, zap.Error(err))...)
 		return
 	}
-	s.log.Info("reload done", zap.Int("gen", int(a.Gen)), zap.Int("requests", len(a.Reqs)))
+	s.log.Info("reload done", fields...)
 }

@@ -150,6 +150,16 @@ type Supervisor struct {
 	cgroups       *cgroupTree
 	reported      map[int]bool
 	trackingEnded bool
+	// crashed is the last active generation that exited unexpectedly,
+	// named by the line of its replacement.
+	crashed struct{ gen, pid int }
+	// lastExit is the last generation whose exit logExit saw, for the
+	// line of a reload it fails (the generation is forgotten by then).
+	lastExit struct {
+		gen    lifecycle.Gen
+		pid    int
+		status *ExitStatus
+	}
 }
 
 // New checks cfg and returns a supervisor; Run starts it.
@@ -362,6 +372,7 @@ func (s *Supervisor) step(ev lifecycle.Event) {
 	queue := []lifecycle.Event{ev}
 	for len(queue) > 0 {
 		ev, queue = queue[0], queue[1:]
+		s.logEvent(ev) // before the step: what an exit means depends on the state it ends
 		actions := s.m.Step(ev)
 		s.recordFinished() // before the actions: its requests are still pending
 		s.followActive()   // before the actions: a reload's reply acknowledges all of it

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"golang.org/x/sys/unix"
 
 	"github.com/batonproxy/baton/batontest"
@@ -183,6 +185,7 @@ func TestReloadCheckFailedKeepsServing(t *testing.T) {
 	if prepared := h.drv.preparedGens(); len(prepared) != 1 {
 		t.Errorf("generations started %v, want none after the failed check", prepared)
 	}
+	h.wantLogs(zapcore.ErrorLevel, "reload failed", 1, map[string]any{"gen": int64(2)})
 	if got := get(t, h.addr()); got.gen != "1" {
 		t.Errorf("served by generation %s, want 1", got.gen)
 	}
@@ -300,6 +303,8 @@ func TestDrainDeadline(t *testing.T) {
 		if c := h.status().Counters; c.HardStops != 1 || c.Kills != 0 {
 			t.Errorf("counters %+v, want 1 hard stop, no kill", c)
 		}
+		h.wantLogs(zapcore.WarnLevel, "old generation still holds the listeners after its drain signal", 1, map[string]any{"gen": int64(1), "pid": int64(p1), "signal": "SIGUSR1"})
+		h.wantLogs(zapcore.WarnLevel, "signal generation: drain deadline passed, hard stop", 1, map[string]any{"gen": int64(1), "pid": int64(p1), "signal": "SIGTERM"})
 	})
 	t.Run("kill after grace", func(t *testing.T) {
 		life := testLife()
@@ -323,6 +328,12 @@ func TestDrainDeadline(t *testing.T) {
 		if o := strings.Join(h.proxyOutput(), "\n"); strings.Contains(o, "fake gen 1: hard stop") {
 			t.Errorf("generation 1 obeyed SIGTERM; the kill path was not exercised:\n%s", o)
 		}
+		h.wantLogs(zapcore.WarnLevel, "signal generation: still running after the hard stop, kill", 1, map[string]any{"gen": int64(1), "pid": int64(p1), "signal": "SIGKILL"})
+		// Reaped is not yet seen by the loop, which logs the exit.
+		waitFor(t, shortWait, "generation 1's exit logged", func() bool {
+			return h.logs.FilterMessage("generation exited").FilterField(zap.Int("gen", 1)).Len() > 0
+		})
+		h.wantLogs(zapcore.InfoLevel, "generation exited", 1, map[string]any{"gen": int64(1), "pid": int64(p1), "signal": "SIGKILL"})
 	})
 }
 
@@ -374,6 +385,8 @@ func TestCrashStartsReplacement(t *testing.T) {
 	if got := get(t, h.addr()); got.gen != "2" {
 		t.Errorf("served by generation %s, want 2", got.gen)
 	}
+	h.wantLogs(zapcore.WarnLevel, "active generation exited unexpectedly: a replacement starts from the last good config", 1, map[string]any{"gen": int64(1), "pid": int64(p1)})
+	h.wantLogs(zapcore.WarnLevel, "replacement generation started after a crash", 1, map[string]any{"gen": int64(2), "pid": int64(g.Pid), "replaces": int64(1), "replaces_pid": int64(p1)})
 }
 
 // Crashes in a row back off: the loop arms a timer for the restart.

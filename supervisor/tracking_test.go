@@ -112,7 +112,7 @@ func TestSetsidDaemonServesNothingAfterReload(t *testing.T) {
 				t.Errorf("answers after the reload by generation: %v, want all 20 from generation 2", byGen)
 			}
 			kills := 0
-			for _, e := range h.logs.FilterMessage("signal generation").All() {
+			for _, e := range h.logs.FilterMessageSnippet("signal generation").All() {
 				if e.ContextMap()["gen"] == int64(1) && e.ContextMap()["kind"] == lifecycle.Kill.String() {
 					kills++
 				}

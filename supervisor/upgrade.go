@@ -361,7 +361,7 @@ func (s *Supervisor) startAdopted(ctx context.Context) {
 		s.goEffect(func() { s.watchExit(rt) })
 	}
 	for _, gen := range s.toDrain {
-		s.signal(gen, lifecycle.Drain)
+		s.signal(gen, lifecycle.Drain, "adopted without a state")
 	}
 	s.toDrain = nil
 }

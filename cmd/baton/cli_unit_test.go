@@ -66,7 +66,22 @@ func TestRunExitStatuses(t *testing.T) {
 		code       int
 		out, errIn string
 	}{
-		{args: []string{"version"}, code: 0, out: "baton " + version},
+		{args: []string{"version"}, code: 0, out: "baton version " + version + "\n"},
+		{args: []string{"--version"}, code: 0, out: "baton version " + version + "\n"},
+		{args: []string{"-v"}, code: 0, out: "baton version " + version + "\n"},
+		{args: []string{"version", "extra"}, code: exitUsage, errIn: `version: unexpected argument "extra"`},
+		{args: []string{"completion"}, code: exitUsage, errIn: "completion: want one shell: bash, zsh or fish"},
+		{args: []string{"completion", "tcsh"}, code: exitUsage, errIn: `completion: unknown shell "tcsh"`},
+		{args: []string{"completion", "bash"}, code: 0, out: "complete -o bashdefault -o default -F _baton baton\n"},
+		{args: []string{"completion", "zsh"}, code: 0, out: "#compdef baton\n"},
+		{args: []string{"completion", "fish"}, code: 0, out: "complete -c baton -n '__fish_seen_subcommand_from reload' -f -l timeout"},
+		{args: []string{}, code: exitUsage, errIn: "USAGE:"},
+		{args: []string{"--help"}, code: 0, out: "USAGE:"},
+		{args: []string{"run", "-c", sock, "--drain-timeout", "5", "--", "/bin/true"}, code: exitUsage,
+			errIn: `invalid value "5" for flag -drain-timeout: missing unit in duration (use 5s, 2m, 1h30m)`},
+		{args: []string{"reload", "-c", sock, "--timeout", "soon"}, code: exitUsage, errIn: `invalid value "soon" for flag -timeout: not a duration`},
+		{args: []string{"reload", "-c", sock, "--json", "--timeout", "2s"}, code: exitNoBaton, out: `"code": "no_baton"`, errIn: "no baton answering"},
+		{args: []string{"upgrade", "-c", sock, "--json", "extra"}, code: exitUsage, out: `"ok": false`, errIn: `unexpected argument "extra"`},
 		{args: []string{"frobnicate"}, code: exitUsage, errIn: `unknown command "frobnicate"`},
 		{args: []string{"status", "-c", sock}, code: exitNoBaton, errIn: "no baton answering on " + sock},
 		{args: []string{"status", "-c", sock, "--reloads", "33"}, code: exitUsage, errIn: "status: --reloads 33: want 0-32"},

@@ -44,6 +44,51 @@ func (c *client) do(ctx context.Context, method, path string, out any) error {
 	}
 }
 
+// apiError is a failure the control API reported, with its code
+// ("check_failed", ...).
+type apiError struct{ code, msg string }
+
+func (e *apiError) Error() string { return e.msg }
+
+// errPermission: the control socket refused this user.
+var errPermission = errors.New("permission denied")
+
+// errorCode is the "code" of a failure as `--json` prints it: the API's own
+// code, or what kept the client from an answer.
+func errorCode(err error) string {
+	var ae *apiError
+	var ue usageError
+	switch {
+	case errors.As(err, &ae) && ae.code != "":
+		return ae.code
+	case errors.As(err, &ue):
+		return "usage"
+	case errors.Is(err, errNoBaton):
+		return "no_baton"
+	case errors.Is(err, errPermission):
+		return "permission_denied"
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	}
+	return "failed"
+}
+
+// jsonFailure is what `--json` prints on stdout when a command fails; the
+// exit status stays the command's.
+type jsonFailure struct {
+	OK    bool   `json:"ok"`
+	Error string `json:"error"`
+	Code  string `json:"code"`
+}
+
+// jsonResult prints, with --json, err as a jsonFailure, and returns err.
+func jsonResult(c *cli.Context, err error) error {
+	if err != nil && c.Bool("json") {
+		_ = printJSON(c.App.Writer, jsonFailure{Error: err.Error(), Code: errorCode(err)})
+	}
+	return err
+}
+
 // errHandedOver: the baton that answered has just been replaced.
 var errHandedOver = errors.New("baton handed over to its upgrade")
 
@@ -67,7 +112,7 @@ func (c *client) once(ctx context.Context, method, path string, out any) error {
 			return errHandedOver
 		}
 		if json.Unmarshal(body, &ae) == nil && ae.Error != "" {
-			return errors.New(ae.Error)
+			return &apiError{code: ae.Code, msg: ae.Error}
 		}
 		return fmt.Errorf("%s %s: %s", method, path, resp.Status)
 	}
@@ -79,7 +124,7 @@ func (c *client) dialError(ctx context.Context, err error) error {
 	case errors.Is(err, syscall.ENOENT), errors.Is(err, syscall.ECONNREFUSED):
 		return fmt.Errorf("%w on %s (is `baton run` running? set --control or BATON_CONTROL)", errNoBaton, c.path)
 	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
-		return fmt.Errorf("permission denied on control socket %s: run as root or as baton's user", c.path)
+		return fmt.Errorf("%w on control socket %s: run as root or as baton's user", errPermission, c.path)
 	case ctx.Err() != nil:
 		return fmt.Errorf("no answer from %s in time: %w (a reload goes on in baton)", c.path, ctx.Err())
 	}
@@ -102,22 +147,31 @@ func reloadCommand() *cli.Command {
 		Usage: "start a new generation with the current config and wait until it alone holds the listeners",
 		Flags: []cli.Flag{
 			controlFlag(), jsonFlag(),
-			&cli.DurationFlag{Name: "timeout", Value: 10 * time.Minute, Usage: "how long to wait for the answer"},
+			newDurationFlag(&cli.DurationFlag{Name: "timeout", Value: 10 * time.Minute, Usage: "how long to wait for the answer"}),
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
-				return usagef("reload: unexpected argument %q", c.Args().First())
+				return jsonResult(c, usagef("reload: unexpected argument %q", c.Args().First()))
 			}
 			ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
 			defer cancel()
+			stopProgress := func() {}
+			if terminal(c.App.ErrWriter) {
+				stopProgress = showProgress(c.App.ErrWriter, c.String("control"))
+			}
 			var res supervisor.ReloadResponse
-			if err := newClient(c.String("control")).do(ctx, http.MethodPost, "/v1/reload", &res); err != nil {
-				return fmt.Errorf("reload failed: %w", err)
+			err := newClient(c.String("control")).do(ctx, http.MethodPost, "/v1/reload", &res)
+			stopProgress()
+			if err != nil {
+				return jsonResult(c, fmt.Errorf("reload failed: %w", err))
 			}
 			if c.Bool("json") {
-				return printJSON(c.App.Writer, res)
+				return printJSON(c.App.Writer, struct {
+					OK bool `json:"ok"`
+					supervisor.ReloadResponse
+				}{true, res})
 			}
-			_, err := fmt.Fprintf(c.App.Writer, "reloaded: generation %d (pid %d) serving after %.1f ms\n", res.Generation, res.Pid, res.DurationMs)
+			_, err = fmt.Fprintf(c.App.Writer, "reloaded: generation %d (pid %d) serving after %.1f ms\n", res.Generation, res.Pid, res.DurationMs)
 			return err
 		},
 	}
@@ -157,20 +211,23 @@ func upgradeCommand() *cli.Command {
 		Usage: "replace the running baton with the binary now on disk, keeping every socket and generation",
 		Flags: []cli.Flag{
 			controlFlag(), jsonFlag(),
-			&cli.DurationFlag{Name: "timeout", Value: 2 * time.Minute, Usage: "how long to wait for the answer"},
+			newDurationFlag(&cli.DurationFlag{Name: "timeout", Value: 2 * time.Minute, Usage: "how long to wait for the answer"}),
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
-				return usagef("upgrade: unexpected argument %q", c.Args().First())
+				return jsonResult(c, usagef("upgrade: unexpected argument %q", c.Args().First()))
 			}
 			ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
 			defer cancel()
 			var res supervisor.UpgradeResult
 			if err := newClient(c.String("control")).do(ctx, http.MethodPost, "/v1/upgrade", &res); err != nil {
-				return fmt.Errorf("upgrade failed: %w", err)
+				return jsonResult(c, fmt.Errorf("upgrade failed: %w", err))
 			}
 			if c.Bool("json") {
-				return printJSON(c.App.Writer, res)
+				return printJSON(c.App.Writer, struct {
+					OK bool `json:"ok"`
+					supervisor.UpgradeResult
+				}{true, res})
 			}
 			_, err := fmt.Fprintf(c.App.Writer, "upgraded: baton pid %d took over from pid %d\n", res.NewPid, res.OldPid)
 			return err

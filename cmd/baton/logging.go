@@ -11,31 +11,58 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// newLogger builds baton's logger: JSON (the default, for log pipelines) or
-// console, to stderr. A log line that cannot be written (stderr closed, a
-// pipe whose reader went away) is dropped: logging never stops baton.
-func newLogger(format, level string) (*zap.Logger, error) {
+// newLogger builds baton's logger, to stderr: console lines when stderr is
+// a terminal (a person reads them), JSON otherwise (a log pipeline does);
+// format "json" or "console" chooses. A log line that cannot be written
+// (stderr closed, a pipe whose reader went away) is dropped: logging never
+// stops baton.
+//
+// Levels are for alerting rules: incidents at WARN and ERROR, with the
+// error's words and no stack trace. Only a programming error (DPanic and
+// above) carries one.
+func newLogger(format, level string, tty bool) (*zap.Logger, error) {
 	lvl, err := zapcore.ParseLevel(level)
 	if err != nil {
 		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
 	}
-	var enc zapcore.Encoder
-	opts := []zap.Option{zap.AddCaller()}
-	switch format {
-	case "json":
-		ec := zap.NewProductionEncoderConfig()
-		ec.TimeKey = "ts"
-		ec.EncodeTime = zapcore.ISO8601TimeEncoder
-		enc = zapcore.NewJSONEncoder(ec)
-	case "console":
-		enc = zapcore.NewConsoleEncoder(zap.NewDevelopmentEncoderConfig())
-		opts = append(opts, zap.Development())
-	default:
-		return nil, fmt.Errorf("--log-format %q: want json or console", format)
+	enc, err := logEncoder(format, tty)
+	if err != nil {
+		return nil, err
 	}
 	sink := lossySink{os.Stderr}
-	opts = append(opts, zap.ErrorOutput(sink))
-	return zap.New(zapcore.NewCore(enc, sink, zap.NewAtomicLevelAt(lvl)), opts...), nil
+	return zap.New(zapcore.NewCore(enc, sink, zap.NewAtomicLevelAt(lvl)),
+		zap.AddStacktrace(zapcore.DPanicLevel), zap.ErrorOutput(sink)), nil
+}
+
+// logEncoder is the encoder for --log-format; "" chooses by tty. Neither
+// records the caller's source position: a line says what happened in its
+// message and fields.
+func logEncoder(format string, tty bool) (zapcore.Encoder, error) {
+	if format == "" {
+		format = "json"
+		if tty {
+			format = "console"
+		}
+	}
+	ec := zap.NewProductionEncoderConfig()
+	ec.TimeKey = "ts"
+	ec.EncodeTime = zapcore.ISO8601TimeEncoder
+	ec.CallerKey = zapcore.OmitKey
+	switch format {
+	case "json":
+		return zapcore.NewJSONEncoder(ec), nil
+	case "console":
+		ec.EncodeLevel = zapcore.CapitalLevelEncoder
+		ec.EncodeDuration = zapcore.StringDurationEncoder // "4.001s" for people; JSON keeps seconds
+		return zapcore.NewConsoleEncoder(ec), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want json or console", format)
+}
+
+// isTerminal reports whether fd is a terminal.
+func isTerminal(fd int) bool {
+	_, err := unix.IoctlGetTermios(fd, unix.TCGETS)
+	return err == nil
 }
 
 // lossySink writes log lines to w and reports every write as done: zap

@@ -14,6 +14,9 @@ import (
 	"github.com/batonproxy/baton/supervisor"
 )
 
+// homepage is where the documentation lives.
+const homepage = "https://github.com/batonproxy/baton"
+
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
@@ -89,16 +92,33 @@ func exitCode(err error) int {
 func newApp(stdout, stderr io.Writer) *cli.App {
 	onUsage := func(_ *cli.Context, err error, _ bool) error { return usageError{err} }
 	app := &cli.App{
-		Name:           "baton",
-		Usage:          "zero-downtime reload supervisor for HAProxy, nginx and socket-activated servers",
+		Name:  "baton",
+		Usage: "zero-downtime reload supervisor for HAProxy, nginx and socket-activated servers",
+		Description: "baton binds every listening socket once and hands the same sockets to each new generation of\n" +
+			"the proxy: HAProxy through -x (_getsocks), nginx through NGINX, others through LISTEN_FDS.\n" +
+			"A reload returns once the new generation alone holds them; older generations drain and are\n" +
+			"stopped at their deadline. Documentation: " + homepage + "\n",
 		Version:        buildVersion(),
 		Writer:         stdout,
 		ErrWriter:      stderr,
 		OnUsageError:   onUsage,
 		ExitErrHandler: func(*cli.Context, error) {}, // exit codes are ours
-		Commands: []*cli.Command{
-			runCommand(), checkCommand(), reloadCommand(), statusCommand(), stopCommand(), upgradeCommand(), doctorCommand(), versionCommand(),
+		// Bare `baton` is a usage error: the help goes to stderr, and the
+		// exit status is 2 (`baton --help` prints it on stdout, status 0).
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return usagef("unknown command %q (try baton --help)", c.Args().First())
+			}
+			cli.HelpPrinter(c.App.ErrWriter, cli.AppHelpTemplate, c.App)
+			return usagef("no command given")
 		},
+		// `baton ... --generate-bash-completion` lists the commands or
+		// flags that fit: what the bash and zsh completion scripts ask.
+		EnableBashCompletion: true,
+		Commands: append([]*cli.Command{
+			runCommand(), checkCommand(), reloadCommand(), statusCommand(), stopCommand(), upgradeCommand(), doctorCommand(),
+			completionCommand(), versionCommand(),
+		}, docCommands()...),
 	}
 	for _, c := range app.Commands {
 		c.OnUsageError = onUsage
@@ -121,10 +141,13 @@ func buildVersion() string {
 func versionCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "version",
-		Usage: "print baton's version",
+		Usage: "print baton's version (the same as baton --version and baton -v)",
 		Action: func(c *cli.Context) error {
-			_, err := fmt.Fprintf(c.App.Writer, "baton %s\n", buildVersion())
-			return err
+			if c.NArg() > 0 {
+				return usagef("version: unexpected argument %q", c.Args().First())
+			}
+			cli.ShowVersion(c)
+			return nil
 		},
 	}
 }

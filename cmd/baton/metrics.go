@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -52,8 +55,11 @@ func serveMetrics(ln net.Listener, m *supervisor.Metrics, log *zap.Logger) func(
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if err := srv.Serve(ln); err != nil {
-			log.Error("metrics server", zap.Error(err))
+		// Shutdown ends Serve with ErrServerClosed; a listener closed
+		// under it (an upgrade's handover) with net.ErrClosed: neither is
+		// an incident.
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+			log.Error("metrics server stopped", zap.Error(err))
 		}
 	}()
 	addr := ln.Addr().String()
@@ -67,10 +73,13 @@ func serveMetrics(ln net.Listener, m *supervisor.Metrics, log *zap.Logger) func(
 	default:
 		log.Info("serving metrics", zap.String("addr", addr))
 	}
+	var once sync.Once
 	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		<-done
+		once.Do(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(ctx)
+			<-done
+		})
 	}
 }

@@ -49,11 +49,11 @@ func runFlags() []cli.Flag {
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "control", Aliases: []string{"c"}, Value: defaultControl, EnvVars: []string{"BATON_CONTROL"}, Usage: "control socket `PATH`"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "control-group", Usage: "make the control socket 0660 and let this `GROUP` use it"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "proxy", Usage: "driver: haproxy|nginx|generic (default: from COMMAND's name)"}),
-		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "drain-timeout", Value: def.DrainTimeout, Usage: "how long an old generation may drain before it is hard stopped"}),
-		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "kill-grace", Value: def.KillGrace, Usage: "time between the hard stop and SIGKILL"}),
+		newAltDurationFlag(&cli.DurationFlag{Name: "drain-timeout", Value: def.DrainTimeout, Usage: "how long an old generation may drain before it is hard stopped"}),
+		newAltDurationFlag(&cli.DurationFlag{Name: "kill-grace", Value: def.KillGrace, Usage: "time between the hard stop and SIGKILL"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-generations", Value: def.MaxGenerations, Usage: "cap on active + draining generations; the oldest draining ones are hard stopped first"}),
-		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "ready-timeout", Value: def.ReadyTimeout, Usage: "how long a new generation may take to become ready"}),
-		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "check-timeout", Value: 30 * time.Second, Usage: "how long the config check may take"}),
+		newAltDurationFlag(&cli.DurationFlag{Name: "ready-timeout", Value: def.ReadyTimeout, Usage: "how long a new generation may take to become ready"}),
+		newAltDurationFlag(&cli.DurationFlag{Name: "check-timeout", Value: 30 * time.Second, Usage: "how long the config check may take"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "check", Value: "auto", Usage: "`auto`: run the proxy's config check command only where the generation's start is not already a full check (HAProxy: never, its start parses the config and a failed start changes nothing; nginx: baton reads the config files itself instead of nginx -T; generic: --check-command); always: run it (haproxy -c, nginx -T, --check-command) before every start"}),
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "rlimit", Usage: "resource limit `NAME=SOFT[:HARD]` for every child (repeatable; default nofile=min(hard limit, 1048576))"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "start-nice", Usage: "run a generation that starts while another serves (a reload) at nice level `N` (1-19) until it is active, then at baton's own; needs CAP_SYS_NICE or a sufficient nice rlimit to undo (0: off)"}),
@@ -66,9 +66,9 @@ func runFlags() []cli.Flag {
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "drain-signal", Usage: "generic driver: `SIGNAL` that asks a generation to drain (default SIGTERM)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "stop-signal", Usage: "generic driver: `SIGNAL` for the hard stop (default SIGINT)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "ready-probe", Usage: "generic driver: a generation is ready when `COMMAND` (run by /bin/sh -c) exits 0, instead of READY=1 on NOTIFY_SOCKET"}),
-		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "ready-after", Usage: "generic driver: a generation is ready when it is still alive this long after its start, instead of READY=1"}),
+		newAltDurationFlag(&cli.DurationFlag{Name: "ready-after", Usage: "generic driver: a generation is ready when it is still alive this long after its start, instead of READY=1"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "check-command", Usage: "generic driver: config check `COMMAND` (run by /bin/sh -c) before each start"}),
-		altsrc.NewStringFlag(&cli.StringFlag{Name: "log-format", Value: "json", Usage: "json|console"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "log-format", Usage: "json|console (default: console when stderr is a terminal, json otherwise)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug|info|warn|error"}),
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "command", Hidden: true, Usage: "the proxy command, for --config files"}),
 	}
@@ -197,7 +197,7 @@ func parseRunFlags(c *cli.Context) (*runSetup, error) {
 		return nil, usagef("%s: --max-generations must be at least 1 and every timeout positive", verb)
 	}
 	var err error
-	if rs.log, err = newLogger(c.String("log-format"), c.String("log-level")); err != nil {
+	if rs.log, err = newLogger(c.String("log-format"), c.String("log-level"), isTerminal(2)); err != nil {
 		return nil, usageError{err}
 	}
 	if g := c.String("control-group"); g != "" {
@@ -337,6 +337,9 @@ func runAction(c *cli.Context) error {
 func openControl(path string, group int) (*supervisor.ControlSocket, error) {
 	if path == defaultControl {
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			if errors.Is(err, os.ErrPermission) && os.Geteuid() != 0 {
+				return nil, fmt.Errorf("%w: run as root, or give --control PATH in a directory you own (e.g. %s)", err, controlHint())
+			}
 			return nil, err
 		}
 	}
@@ -355,6 +358,15 @@ func openControl(path string, group int) (*supervisor.ControlSocket, error) {
 		}
 	}
 	return ctl, nil
+}
+
+// controlHint is a control path a user who is not root may use:
+// $XDG_RUNTIME_DIR/baton.sock.
+func controlHint() string {
+	if dir := os.Getenv("XDG_RUNTIME_DIR"); dir != "" {
+		return filepath.Join(dir, "baton.sock")
+	}
+	return "$XDG_RUNTIME_DIR/baton.sock"
 }
 
 // checkedControlPath is the control socket path in its directory's real
@@ -430,10 +442,11 @@ func supervise(rs *runSetup, st *startState, upg *tableflip.Upgrader) error {
 		st.abort()
 		return err
 	}
+	stopMetrics := func() {}
 	if metrics != nil {
-		stopMetrics := serveMetrics(st.metrics, metrics, rs.log)
-		defer stopMetrics()
+		stopMetrics = serveMetrics(st.metrics, metrics, rs.log)
 	}
+	defer func() { stopMetrics() }() // on the early returns; a second call does nothing
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	reaperDone := make(chan struct{})
@@ -470,6 +483,7 @@ func supervise(rs *runSetup, st *startState, upg *tableflip.Upgrader) error {
 	defer cancelShutdown()
 	_ = srv.Shutdown(shutdownCtx)
 	<-srvDone
+	stopMetrics() // before st.close closes its listener: a clean stop logs no error
 	cancel()
 	<-reaperDone
 	st.close(sup.HandedOver())
@@ -544,7 +558,7 @@ func forwardSignals(sup *supervisor.Supervisor, log *zap.Logger) func() {
 			case <-done:
 				return
 			case sig := <-sigs:
-				log.Info("signal received", zap.Stringer("signal", sig))
+				log.Info("signal received", zap.String("signal", signalName(sig)))
 				if f := signalAction(sup, log, sig); f != nil {
 					wg.Add(1)
 					go func() {
@@ -562,13 +576,22 @@ func forwardSignals(sup *supervisor.Supervisor, log *zap.Logger) func() {
 	}
 }
 
+// signalName is sig as baton logs it: SIGHUP, not "hangup".
+func signalName(sig os.Signal) string {
+	if s, ok := sig.(unix.Signal); ok {
+		return supervisor.SignalName(s)
+	}
+	return sig.String()
+}
+
 func signalAction(sup *supervisor.Supervisor, log *zap.Logger, sig os.Signal) func() {
 	ctx := context.Background()
 	switch sig {
 	case unix.SIGHUP:
 		return func() {
 			if res, err := sup.ReloadBy(ctx, supervisor.TriggerSignal); err != nil {
-				log.Error("reload on SIGHUP failed", zap.Error(err))
+				// The supervisor logged the failure (ERROR "reload failed").
+				log.Info("reload on SIGHUP failed", zap.Error(err))
 			} else {
 				log.Info("reload on SIGHUP done", zap.Int("gen", res.Gen))
 			}
@@ -584,7 +607,8 @@ func signalAction(sup *supervisor.Supervisor, log *zap.Logger, sig os.Signal) fu
 			case errors.Is(err, supervisor.ErrNotRunning), errors.Is(err, lifecycle.ErrStopping):
 				log.Info("upgrade on SIGUSR2 not done: baton is stopping")
 			case err != nil:
-				log.Error("upgrade on SIGUSR2 failed; this baton carries on", zap.Error(err))
+				// The supervisor logged the failure (ERROR "upgrade failed").
+				log.Info("upgrade on SIGUSR2 failed; this baton carries on", zap.Error(err))
 			default:
 				log.Info("upgrade on SIGUSR2 done", zap.Int("new_pid", res.NewPid))
 			}

@@ -208,11 +208,7 @@ func (f flipper) Upgrade(handover *os.File) error {
 	if m := childPidRE.FindStringSubmatch(err.Error()); m != nil {
 		pid, _ := strconv.Atoi(m[1])
 		if st, ok := f.reaper.RecentExit(pid); ok {
-			how := fmt.Sprintf("exit status %d", st.Code)
-			if st.Signal != 0 {
-				how = "killed by " + st.Signal.String()
-			}
-			return fmt.Errorf("the new baton (%s, pid %d) did not take over: it ended with %s; its own words are in this baton's log", os.Args[0], pid, how)
+			return fmt.Errorf("the new baton (%s, pid %d) did not take over: it ended with %s; its own words are in this baton's log", os.Args[0], pid, st)
 		}
 	}
 	return fmt.Errorf("the new baton (%s) did not take over: %w", os.Args[0], err)

@@ -303,10 +303,14 @@ func (m *Machine) onExited(e Exited) {
 }
 
 func exitError(sentinel error, e Exited) error {
-	if e.Err != nil {
-		return fmt.Errorf("%w (exit status %d): %w", sentinel, e.Status, e.Err)
+	how := fmt.Sprintf("exit status %d", e.Status)
+	if e.Signal != "" {
+		how = "killed by " + e.Signal
 	}
-	return fmt.Errorf("%w (exit status %d)", sentinel, e.Status)
+	if e.Err != nil {
+		return fmt.Errorf("%w (%s): %w", sentinel, how, e.Err)
+	}
+	return fmt.Errorf("%w (%s)", sentinel, how)
 }
 
 // backoff is the wait before the next crash replacement: none after the

@@ -143,6 +143,7 @@ type Exited struct {
 	At     time.Time
 	Gen    Gen
 	Status int
+	Signal string // the signal that killed the leader ("SIGKILL"), if one did
 	Err    error
 }
 
