@@ -208,11 +208,11 @@ func (h *HAProxy) Prepare(g GenSpec) (Launch, Session, error) {
 type haproxySession struct {
 	stats  string
 	master string // the generation's master CLI
-	gs    *fdpass.GetsocksServer
-	wg    sync.WaitGroup
-	pid   int
-	errs  chan error
-	warn  func(string, error)
+	gs     *fdpass.GetsocksServer
+	wg     sync.WaitGroup
+	pid    int
+	errs   chan error
+	warn   func(string, error)
 	// refused counts the peers the getsocks server refused; written by its
 	// goroutine, read by closeGetsocks after that goroutine ended.
 	refused int
