@@ -40,6 +40,17 @@ type Generic struct {
 	opt GenericOptions
 }
 
+// What the generic driver and its sessions implement, checked at compile
+// time. It reads no configuration and names no roles: it is a Driver only.
+var (
+	_ Driver = (*Generic)(nil)
+
+	_ Session       = (*delaySession)(nil)
+	_ Session       = (*probeSession)(nil)
+	_ Session       = (*notifySession)(nil)
+	_ ReadyNotifier = (*notifySession)(nil)
+)
+
 // NewGeneric returns a generic driver for cmd (argv[0] resolved).
 func NewGeneric(cmd []string, opt GenericOptions) (*Generic, error) {
 	if opt.DrainSignal == 0 {

@@ -63,6 +63,20 @@ type HAProxy struct {
 	notifies map[binaryID]bool // binary files whose master sends READY=1 once its worker is ready
 }
 
+// What the HAProxy driver and its session implement, checked at compile
+// time: the supervisor finds the optional interfaces by type assertion, so
+// a changed signature would otherwise silently drop a feature.
+var (
+	_ Driver            = (*HAProxy)(nil)
+	_ ProcessRoles      = (*HAProxy)(nil)
+	_ ConfigSnapshotter = (*HAProxy)(nil)
+	_ ListenerSource    = (*HAProxy)(nil)
+	_ StartChecks       = (*HAProxy)(nil)
+
+	_ Session       = (*haproxySession)(nil)
+	_ ReadyNotifier = (*haproxySession)(nil)
+)
+
 // NewHAProxy validates cmd (argv[0] resolved) for use under baton.
 func NewHAProxy(cmd []string) (*HAProxy, error) {
 	h := &HAProxy{bin: cmd[0], args: cmd[1:], cfgs: map[int]string{}, notifies: map[binaryID]bool{}}

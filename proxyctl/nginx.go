@@ -42,6 +42,23 @@ type Nginx struct {
 	pathErr error    // why conf or prefix is unknown
 }
 
+// What the nginx driver and its session implement, checked at compile
+// time: the supervisor finds the optional interfaces by type assertion, so
+// a changed signature would otherwise silently drop a feature.
+var (
+	_ Driver            = (*Nginx)(nil)
+	_ ProcessRoles      = (*Nginx)(nil)
+	_ ConfigSnapshotter = (*Nginx)(nil)
+	_ ConfigStager      = (*Nginx)(nil)
+	_ OutputChecker     = (*Nginx)(nil)
+	_ StartChecks       = (*Nginx)(nil)
+	_ ListenerSource    = (*Nginx)(nil)
+	_ GroupDrainer      = (*Nginx)(nil)
+
+	_ Session  = (*nginxSession)(nil)
+	_ PidFiler = (*nginxSession)(nil)
+)
+
 // NewNginx validates cmd (argv[0] resolved) for use under baton. It reads
 // nginx's options the way nginx does (flags may be joined, "-tq"; values
 // attached, "-gpid x;", or separate), refuses the ones baton owns and takes
