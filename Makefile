@@ -96,7 +96,7 @@ fuzz:
 
 # The same load and reload storms against baton and against HAProxy's and
 # nginx's own reloads, plus reload latency, kill -9, steady state and scale
-# (integration/storm). The full run (under 15 minutes on 2 cores) writes
+# (bench/cmd/storm). The full run (under 15 minutes on 2 cores) writes
 # docs/BENCHMARKS.md, docs/bench.json and docs/bench-storm.svg; QUICK=1
 # (under 2 minutes) writes them to bin/bench-quick/ and leaves docs/ alone.
 # HAProxy is $BATON_HAPROXY or the one in PATH, nginx $BATON_NGINX or the
@@ -115,7 +115,7 @@ endif
 
 bench: deps
 	@mkdir -p $(BENCH_OUT)
-	$(GO) run ./integration/storm bench $(BENCH_FLAGS) --json $(BENCH_OUT)/bench.json \
+	$(GO) run ./bench/cmd/storm bench $(BENCH_FLAGS) --json $(BENCH_OUT)/bench.json \
 		--haproxy "$${BATON_HAPROXY:-haproxy}" $(addprefix --haproxy ,$(BENCH_HAPROXY)) \
 		--markdown $(BENCH_OUT)/BENCHMARKS.md --svg $(BENCH_OUT)/bench-storm.svg
 

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/batonproxy/baton/batontest"
-	"github.com/batonproxy/baton/integration/load"
+	"github.com/batonproxy/baton/bench/load"
 )
 
 // TestHAProxyBrokenConfigReload guards invariant 2 (never worse): a reload

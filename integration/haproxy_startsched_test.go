@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/batonproxy/baton/batontest"
-	"github.com/batonproxy/baton/integration/load"
+	"github.com/batonproxy/baton/bench/load"
 )
 
 // startGateLua registers, in each HAProxy thread (lua-load-per-thread), a

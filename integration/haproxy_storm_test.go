@@ -5,7 +5,7 @@ import (
 	"time"
 
 	"github.com/batonproxy/baton/batontest"
-	"github.com/batonproxy/baton/integration/load"
+	"github.com/batonproxy/baton/bench/load"
 )
 
 // TestHAProxyReloadStorm is the core acceptance test: 16 clients, over 100

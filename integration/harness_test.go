@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/batonproxy/baton/batontest"
-	"github.com/batonproxy/baton/integration/load"
+	"github.com/batonproxy/baton/bench/load"
 )
 
 // loadRun is the load generator running in a process of its own (built
@@ -22,10 +22,10 @@ type loadRun struct {
 	done chan error
 }
 
-// startLoad runs integration/loadgen against addr.
+// startLoad runs bench/cmd/loadgen against addr.
 func startLoad(t *testing.T, addr string, mode load.Mode, workers int, d time.Duration, rate float64) *loadRun {
 	t.Helper()
-	bin := batontest.BuildBinary(t, "./integration/loadgen")
+	bin := batontest.BuildBinary(t, "./bench/cmd/loadgen")
 	out := filepath.Join(t.TempDir(), "load.gob")
 	m := "newconn"
 	if mode == load.KeepAlive {

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/batonproxy/baton/batontest"
-	"github.com/batonproxy/baton/integration/load"
+	"github.com/batonproxy/baton/bench/load"
 )
 
 // TestNginxKill9GenerationUnderLoad guards the crash path with nginx: when

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/batonproxy/baton/batontest"
-	"github.com/batonproxy/baton/integration/load"
+	"github.com/batonproxy/baton/bench/load"
 )
 
 // TestNginxBrokenConfigReload guards invariant 2 (never worse) with nginx: a

@@ -5,7 +5,7 @@ import (
 	"time"
 
 	"github.com/batonproxy/baton/batontest"
-	"github.com/batonproxy/baton/integration/load"
+	"github.com/batonproxy/baton/bench/load"
 )
 
 // stormClients is the number of load clients runStorm uses.

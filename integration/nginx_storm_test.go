@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/batonproxy/baton/integration/load"
+	"github.com/batonproxy/baton/bench/load"
 )
 
 // TestNginxReloadStorm: the storm of the HAProxy test with nginx.

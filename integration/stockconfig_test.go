@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/batonproxy/baton/batontest"
-	"github.com/batonproxy/baton/integration/load"
+	"github.com/batonproxy/baton/bench/load"
 )
 
 // stockReloads is how many `baton reload`s each stock-config test makes:

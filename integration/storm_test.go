@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/batonproxy/baton/batontest"
-	"github.com/batonproxy/baton/integration/load"
+	"github.com/batonproxy/baton/bench/load"
 )
 
 // stormOpts is one reload storm: reloads requested every interval under

@@ -13,7 +13,7 @@ import (
 	"github.com/prometheus/procfs"
 
 	"github.com/batonproxy/baton/batontest"
-	"github.com/batonproxy/baton/integration/load"
+	"github.com/batonproxy/baton/bench/load"
 )
 
 // supervised is a baton the upgrade tests drive: a plain one or PID 1 of a

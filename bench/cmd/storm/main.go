@@ -8,7 +8,7 @@
 //	            [--only REGEXP] [--baton BIN] [--keep]
 //	            [--haproxy PATH]... [--nginx PATH]
 //
-// `run` is for users: the load of integration/load (HTTP/1.1, no
+// `run` is for users: the load of bench/load (HTTP/1.1, no
 // retries, every failure classified) against their URL while their reload
 // command runs every interval, one at a time. `bench` is `make bench`: the
 // same load and reload storms against baton and against the reloads people

@@ -4,7 +4,7 @@ import (
 	"context"
 	"time"
 
-	"github.com/batonproxy/baton/integration/load"
+	"github.com/batonproxy/baton/bench/load"
 )
 
 // stormSpec is one storm: load as described, and a reload due every

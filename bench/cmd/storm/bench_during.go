@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/batonproxy/baton/integration/load"
+	"github.com/batonproxy/baton/bench/load"
 )
 
 // duringRow is the request latency of the serving generation while the

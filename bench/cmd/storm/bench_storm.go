@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/batonproxy/baton/integration/load"
+	"github.com/batonproxy/baton/bench/load"
 )
 
 // stormRow is one storm: a method, a mode, an interval.

@@ -7,7 +7,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/batonproxy/baton/integration/load"
+	"github.com/batonproxy/baton/bench/load"
 )
 
 // durStats summarises durations in milliseconds. Percentiles use the

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/batonproxy/baton/integration/load"
+	"github.com/batonproxy/baton/bench/load"
 )
 
 var t0 = time.Unix(1_000_000, 0)

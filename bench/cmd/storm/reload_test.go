@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/batonproxy/baton/integration/load"
+	"github.com/batonproxy/baton/bench/load"
 )
 
 func TestParseVersion(t *testing.T) {

@@ -7,7 +7,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/batonproxy/baton/integration/load"
+	"github.com/batonproxy/baton/bench/load"
 )
 
 // steadyRow compares one proxy started directly with the same proxy under

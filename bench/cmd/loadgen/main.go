@@ -14,7 +14,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/batonproxy/baton/integration/load"
+	"github.com/batonproxy/baton/bench/load"
 )
 
 func main() {

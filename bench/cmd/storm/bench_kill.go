@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/batonproxy/baton/integration/load"
+	"github.com/batonproxy/baton/bench/load"
 )
 
 // killRow is one kill -9 run.
