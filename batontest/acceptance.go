@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/batonproxy/baton/fdpass"
+	"github.com/batonproxy/baton/internal/testbed"
 )
 
 // HAProxyOpts describes a config for the HAProxy acceptance tests.
@@ -186,43 +187,8 @@ func ReadHTTP(c net.Conn) HTTPResult {
 	return HTTPResult{Status: resp.StatusCode, Gen: resp.Header.Get("X-Gen"), Body: string(body), Err: err}
 }
 
-// Gen returns generation gen of s, or nil.
-func (s Status) Gen(gen int) *GenView {
-	for _, g := range s.Generations {
-		if g.Gen == gen {
-			v := GenView{Gen: g.Gen, State: g.State, Pid: g.Pid, Deadline: g.Deadline, DeadlineAction: g.DeadlineAction}
-			for _, p := range g.Processes {
-				v.Pids = append(v.Pids, p.Pid)
-				v.Nofile = append(v.Nofile, [2]uint64{p.Nofile.Soft, p.Nofile.Hard})
-			}
-			return &v
-		}
-	}
-	return nil
-}
-
-// GenView is a flattened generation of a Status.
-type GenView struct {
-	Gen            int
-	State          string
-	Pid            int // leader (the HAProxy master)
-	Deadline       *time.Time
-	DeadlineAction string
-	Pids           []int       // every process of the generation, as status lists them
-	Nofile         [][2]uint64 // soft, hard per entry of Pids
-}
-
-// Others returns the generation's pids other than its leader (HAProxy's
-// workers).
-func (g GenView) Others() []int {
-	var out []int
-	for _, p := range g.Pids {
-		if p != g.Pid {
-			out = append(out, p)
-		}
-	}
-	return out
-}
+// GenView is testbed's flattened generation of a Status.
+type GenView = testbed.GenView
 
 // SignalPids sends sig to each pid (pids the test got from baton's status,
 // never looked up by name).

@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/batonproxy/baton/internal/testbed"
 )
 
 // Baton is a `baton run` started by a test. Cleanup stops it and every
@@ -34,65 +36,13 @@ type Baton struct {
 	seen    map[int]bool // every descendant pid seen, for cleanup
 }
 
-// Status mirrors the parts of `baton status --json` tests look at.
-type Status struct {
-	Pid         int `json:"pid"`
-	Generations []struct {
-		Gen            int        `json:"generation"`
-		State          string     `json:"state"`
-		Pid            int        `json:"pid"`
-		Deadline       *time.Time `json:"deadline"`
-		DeadlineAction string     `json:"deadline_action"`
-		Processes      []struct {
-			Pid    int    `json:"pid"`
-			Role   string `json:"role"`
-			Nofile struct {
-				Soft uint64 `json:"soft"`
-				Hard uint64 `json:"hard"`
-			} `json:"nofile"`
-		} `json:"processes"`
-	} `json:"generations"`
-	Listeners []struct {
-		Addr  string `json:"addr"`
-		Inode uint64 `json:"inode"`
-	} `json:"listeners"`
-	LastReload *Reload        `json:"last_reload"`
-	Reloads    []Reload       `json:"reloads"`
-	Config     *ConfigView    `json:"config"`
-	Counters   map[string]int `json:"counters"`
-}
-
-// Reload is one record of the reload history (and last_reload).
-type Reload struct {
-	Gen          int       `json:"generation"`
-	At           time.Time `json:"at"`
-	Trigger      string    `json:"trigger"`
-	Requests     int       `json:"requests"`
-	Outcome      string    `json:"outcome"`
-	DurationMs   float64   `json:"duration_ms"`
-	ConfigDigest string    `json:"config_digest"`
-	Error        string    `json:"error"`
-}
-
-// ConfigView is the status's applied config and the files on disk.
-type ConfigView struct {
-	Files         []string `json:"files"`
-	Gen           int      `json:"applied_generation"`
-	AppliedDigest string   `json:"applied_digest"`
-	OnDiskDigest  string   `json:"on_disk_digest"`
-	OnDiskDiffers bool     `json:"on_disk_differs"`
-	OnDiskError   string   `json:"on_disk_error"`
-}
-
-// Active returns the active generation's number and leader pid (0, 0 if none).
-func (s Status) Active() (gen, pid int) {
-	for _, g := range s.Generations {
-		if g.State == "active" {
-			return g.Gen, g.Pid
-		}
-	}
-	return 0, 0
-}
+// Status, Reload and ConfigView are testbed's view of `baton status
+// --json`.
+type (
+	Status     = testbed.Status
+	Reload     = testbed.Reload
+	ConfigView = testbed.ConfigView
+)
 
 // StartOptions tune StartBaton.
 type StartOptions struct {

@@ -1,11 +1,13 @@
 // Package batontest holds helpers shared by baton's tests: building and
 // running the baton binary, finding the proxies, and reading kernel facts
 // (LISTEN sockets, fd counts, process trees, CPU ticks). It imports only
-// fdpass (mechanism, no policy), so any test above fdpass may use it.
+// fdpass (mechanism, no policy) and internal packages, so any test above
+// fdpass may use it. What the bench needs as well (the proxies' configs,
+// the status view, fd counts and limits) is in internal/testbed, which does
+// not import testing; batontest re-exports it under the same names.
 package batontest
 
 import (
-	"errors"
 	"net"
 	"os"
 	"os/exec"
@@ -21,6 +23,7 @@ import (
 
 	"github.com/batonproxy/baton/fdpass"
 	"github.com/batonproxy/baton/internal/proctree"
+	"github.com/batonproxy/baton/internal/testbed"
 )
 
 // ProxyEnv names the variables that select the proxy binaries the tests
@@ -145,10 +148,7 @@ func ListenSockets(port int) ([]uint64, error) {
 }
 
 // FdCount is the number of open descriptors of pid.
-func FdCount(pid int) (int, error) {
-	ents, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/fd")
-	return len(ents), err
-}
+func FdCount(pid int) (int, error) { return testbed.FdCount(pid) }
 
 // Descendants lists every live descendant of pid (children first).
 func Descendants(pid int) []int { return proctree.Descendants(pid) }
@@ -188,21 +188,7 @@ func CPUTicks(pid int) (uint64, error) {
 
 // Nofile reads the "Max open files" soft and hard limits of pid from
 // /proc/PID/limits, as the text shows them.
-func Nofile(pid int) (soft, hard string, err error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/limits")
-	if err != nil {
-		return "", "", err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "Max open files") {
-			f := strings.Fields(line[len("Max open files"):])
-			if len(f) >= 2 {
-				return f[0], f[1], nil
-			}
-		}
-	}
-	return "", "", errors.New("no Max open files row")
-}
+func Nofile(pid int) (soft, hard string, err error) { return testbed.Nofile(pid) }
 
 // Eventually polls cond every 10 ms until it returns nil or timeout passes;
 // then it fails the test with cond's last error.
@@ -224,13 +210,7 @@ func Eventually(t testing.TB, timeout time.Duration, cond func() error) {
 
 // WriteFileAtomic replaces path with data through a rename, as editors and
 // config management do.
-func WriteFileAtomic(path string, data []byte) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
-}
+func WriteFileAtomic(path string, data []byte) error { return testbed.WriteFileAtomic(path, data) }
 
 // ProxyVersion is the version a haproxy or nginx binary reports with -v
 // ("2.6.12", "1.31.4"), as numbers; nil when it cannot be read.

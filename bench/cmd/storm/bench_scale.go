@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/batonproxy/baton/batontest"
+	"github.com/batonproxy/baton/internal/testbed"
 )
 
 // scaleReport holds the scale scenarios.
@@ -253,7 +253,7 @@ func answering(ctx context.Context, ports []int, version string) int {
 
 // nofile is "soft/hard" of pid's NOFILE.
 func nofile(pid int) string {
-	soft, hard, err := batontest.Nofile(pid)
+	soft, hard, err := testbed.Nofile(pid)
 	if err != nil {
 		return "?"
 	}

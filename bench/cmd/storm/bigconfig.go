@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/batonproxy/baton/batontest"
+	"github.com/batonproxy/baton/internal/testbed"
 )
 
 // bigConfig is a large HAProxy config: the bench's usual frontend (200,
@@ -42,9 +42,9 @@ func (c bigConfig) tls() bool { return c.CrtList != "" }
 
 // render is the config of version on ports (ports[1] is the TLS port).
 func (c bigConfig) render(ports []int, version int) string {
-	global := append(append([]string{}, c.Global...), batontest.KeepAliveSafe.Global...)
+	global := append(append([]string{}, c.Global...), testbed.KeepAliveSafe.Global...)
 	var b strings.Builder
-	b.WriteString(batontest.HAProxyConfig(ports[0], version, global, batontest.KeepAliveSafe.Defaults))
+	b.WriteString(testbed.HAProxyConfig(ports[0], version, global, testbed.KeepAliveSafe.Defaults))
 	if c.Backends > 0 {
 		b.WriteString("    default_backend be00001\n")
 	}

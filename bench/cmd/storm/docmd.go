@@ -76,9 +76,9 @@ const methodsText = "Every method serves the same answer (HTTP 200 with an `X-Ge
 	"| baton + nginx | `baton run -l ... -- nginx -c CFG` | `baton reload` |\n" +
 	"| nginx -s reload (SIGHUP) | `nginx -c CFG -g 'daemon off;'` | SIGHUP to the master, which is all `nginx -s reload` does; done when sent |\n" +
 	"| baton + generic (examples/activated) | `baton run --proxy generic --check-command 'activated -check ...' -- activated -config CFG` | `baton reload` |\n\n" +
-	"HAProxy configs (batontest.HAProxyConfig) declare `resolvers default` with a loopback nameserver and `httpclient.ssl.verify none`, and carry " +
+	"HAProxy configs (testbed.HAProxyConfig) declare `resolvers default` with a loopback nameserver and `httpclient.ssl.verify none`, and carry " +
 	"`option idle-close-on-response` — baton's recommended keep-alive setting — in every HAProxy method and both modes, so that the native methods get the same help. " +
-	"nginx configs (batontest.NginxConfig) run 2 workers with `keepalive_timeout 30s`.\n\n" +
+	"nginx configs (testbed.NginxConfig) run 2 workers with `keepalive_timeout 30s`.\n\n" +
 	"What each alternative risks: with `-sf` every reload binds a new `SO_REUSEPORT` socket beside the old one and the kernel spreads new connections over both; " +
 	"when the old process closes its socket, the connections waiting in that socket's accept queue are reset, and until it does it still answers with the old config. " +
 	"HAProxy's master-worker reload passes the same socket to the new worker (no reset from a second socket), but its ack (the new worker ready on 3.1+, listed before) comes before the old worker has stopped accepting. " +

@@ -12,7 +12,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/batonproxy/baton/batontest"
+	"github.com/batonproxy/baton/internal/testbed"
 )
 
 // Method is one way of running a proxy and reloading it. Every method
@@ -99,16 +99,16 @@ const (
 func renderConfig(kind configKind, port, version int) string {
 	switch kind {
 	case haproxyConfig:
-		return batontest.HAProxyConfig(port, version, batontest.KeepAliveSafe.Global, batontest.KeepAliveSafe.Defaults)
+		return testbed.HAProxyConfig(port, version, testbed.KeepAliveSafe.Global, testbed.KeepAliveSafe.Defaults)
 	case nginxConfig:
-		return batontest.NginxConfig(port, version, nil, nil)
+		return testbed.NginxConfig(port, version, nil, nil)
 	default:
 		return fmt.Sprintf("version=%d\ntext=storm\n", version)
 	}
 }
 
 func writeConfig(path string, kind configKind, port, version int) error {
-	return batontest.WriteFileAtomic(path, []byte(renderConfig(kind, port, version)))
+	return testbed.WriteFileAtomic(path, []byte(renderConfig(kind, port, version)))
 }
 
 // probeClient makes one request per connection, never reused.

@@ -15,7 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/batonproxy/baton/batontest"
+	"github.com/batonproxy/baton/internal/testbed"
 )
 
 // batonMethod runs the proxy under `baton run` (the binary built from
@@ -123,7 +123,7 @@ func (m *batonMethod) Start(ctx context.Context, port int) error {
 // writeConfig writes the config of version.
 func (m *batonMethod) writeConfig(version int) error {
 	if m.render != nil {
-		return batontest.WriteFileAtomic(m.cfg, []byte(m.render(version)))
+		return testbed.WriteFileAtomic(m.cfg, []byte(m.render(version)))
 	}
 	return writeConfig(m.cfg, m.kind, m.port, version)
 }
@@ -154,7 +154,7 @@ func (m *batonMethod) waitActive(ctx context.Context, timeout time.Duration) err
 }
 
 // status asks the control API and remembers every process it names.
-func (m *batonMethod) status(ctx context.Context) (batontest.Status, error) {
+func (m *batonMethod) status(ctx context.Context) (testbed.Status, error) {
 	st, err := m.ctlc.status(ctx)
 	for _, g := range st.Generations {
 		for _, p := range g.Processes {
@@ -327,8 +327,8 @@ func (c *batonCtl) call(ctx context.Context, method, path string, out any) error
 	return json.Unmarshal(body, out)
 }
 
-func (c *batonCtl) status(ctx context.Context) (batontest.Status, error) {
-	var st batontest.Status
+func (c *batonCtl) status(ctx context.Context) (testbed.Status, error) {
+	var st testbed.Status
 	err := c.call(ctx, http.MethodGet, "/v1/status", &st)
 	return st, err
 }

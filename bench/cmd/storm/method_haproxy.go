@@ -17,7 +17,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/batonproxy/baton/batontest"
+	"github.com/batonproxy/baton/internal/testbed"
 )
 
 // haproxyMW is HAProxy's own master-worker mode: `haproxy -W -db -S SOCK
@@ -55,7 +55,7 @@ func mwAckKind(p proxyBin) string {
 
 func (m *haproxyMW) writeConfig(version int) error {
 	if m.render != nil {
-		return batontest.WriteFileAtomic(m.cfg, []byte(m.render(version)))
+		return testbed.WriteFileAtomic(m.cfg, []byte(m.render(version)))
 	}
 	return writeConfig(m.cfg, haproxyConfig, m.port, version)
 }

@@ -11,7 +11,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/batonproxy/baton/batontest"
+	"github.com/batonproxy/baton/internal/proctree"
+	"github.com/batonproxy/baton/internal/testbed"
 )
 
 // proc is a process the bench started itself. The goroutine started with
@@ -144,7 +145,7 @@ func (id procID) signal(sig syscall.Signal) {
 // descendantIDs names every live descendant of pid.
 func descendantIDs(pid int) []procID {
 	var out []procID
-	for _, d := range batontest.Descendants(pid) {
+	for _, d := range proctree.Descendants(pid) {
 		if id, ok := idOf(d); ok {
 			out = append(out, id)
 		}
@@ -215,7 +216,7 @@ func footprintOf(pid int) (footprint, error) {
 	if err != nil {
 		return footprint{}, err
 	}
-	fds, err := batontest.FdCount(pid)
+	fds, err := testbed.FdCount(pid)
 	if err != nil {
 		return footprint{}, err
 	}

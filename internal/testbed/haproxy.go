@@ -1,4 +1,4 @@
-package batontest
+package testbed
 
 import (
 	"fmt"
