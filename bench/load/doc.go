@@ -1,5 +1,6 @@
 // Package load is a small HTTP/1.1 load generator for the end-to-end tests of
-// the reload supervisor (HAProxy and nginx behind baton).
+// the reload supervisor (HAProxy and nginx behind baton) and for the bench
+// (bench/cmd/storm, which also offers it to users as `storm run`).
 //
 // The tests use it to prove that a reload drops zero requests, so it measures
 // every request individually and records a Sample for it: when it started,
