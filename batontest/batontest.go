@@ -3,8 +3,9 @@
 // (LISTEN sockets, fd counts, process trees, CPU ticks). It imports only
 // fdpass (mechanism, no policy) and internal packages, so any test above
 // fdpass may use it. What the bench needs as well (the proxies' configs,
-// the status view, fd counts and limits) is in internal/testbed, which does
-// not import testing; batontest re-exports it under the same names.
+// the status view, descendants, fd counts and limits) is in
+// internal/testbed, which does not import testing; batontest offers it
+// under the same names.
 package batontest
 
 import (

@@ -5,7 +5,12 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"github.com/batonproxy/baton/internal/proctree"
 )
+
+// Descendants lists every live descendant of pid (children first).
+func Descendants(pid int) []int { return proctree.Descendants(pid) }
 
 // FdCount is the number of open descriptors of pid.
 func FdCount(pid int) (int, error) {

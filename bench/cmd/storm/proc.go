@@ -11,7 +11,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/batonproxy/baton/internal/proctree"
 	"github.com/batonproxy/baton/internal/testbed"
 )
 
@@ -145,7 +144,7 @@ func (id procID) signal(sig syscall.Signal) {
 // descendantIDs names every live descendant of pid.
 func descendantIDs(pid int) []procID {
 	var out []procID
-	for _, d := range proctree.Descendants(pid) {
+	for _, d := range testbed.Descendants(pid) {
 		if id, ok := idOf(d); ok {
 			out = append(out, id)
 		}
