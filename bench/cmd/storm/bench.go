@@ -61,7 +61,7 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	var haproxy proxyFlag
 	fs.Var(&haproxy, "haproxy", "HAProxy binary `PATH` (default: $BATON_HAPROXY, then haproxy in PATH); repeatable: the first runs every scenario, each further one adds the reload-latency comparison on its version (ids latency/baton-haproxy@VERSION, ...); the big-config and during-reload scenarios run on the first of 3.1 or later")
 	nginx := fs.String("nginx", "", "nginx binary `PATH` (default: $BATON_NGINX, then nginx in PATH)")
-	stormFor := fs.Duration("storm", 0, "run every reload storm for `DURATION` (default: the plan's 20 s at 100 ms and 10 s at 1 s; 60s is the issue's full length, about 35 minutes in all)")
+	stormFor := fs.Duration("storm", 0, "run every reload storm for `DURATION` (default: the plan's 20 s at 100 ms and 10 s at 1 s; 60s: a minute per storm, about 35 minutes in all)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}

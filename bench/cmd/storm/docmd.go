@@ -95,7 +95,7 @@ func scenariosText(r *benchReport) string {
 		"The load runs in the bench process; on 2 cores it competes with the proxy and the reloads for CPU, the same for every method.\n\n", p.Workers)
 	b.WriteString("| scenario | this run | why |\n| --- | --- | --- |\n")
 	if p.StormSlow > 0 {
-		fmt.Fprintf(&b, "| reload storms: due every 100 ms and every 1 s, new connection and keep-alive, 6 methods | %s per 100 ms storm, %s per 1 s storm; reloads due from %s after the load starts to %s before it ends | the issue's 60 s × 24 storms would take 24 minutes alone; %s still has over 100 reloads due |\n",
+		fmt.Fprintf(&b, "| reload storms: due every 100 ms and every 1 s, new connection and keep-alive, 6 methods | %s per 100 ms storm, %s per 1 s storm; reloads due from %s after the load starts to %s before it ends | 60 s for each of the 24 storms would take 24 minutes alone; %s still has over 100 reloads due |\n",
 			p.StormFast.D(), p.StormSlow.D(), p.Warmup.D(), p.Tail.D(), p.StormFast.D())
 	} else {
 		fmt.Fprintf(&b, "| reload storms: due every 100 ms, both modes, 6 methods | %s each (the 1 s storms are not run: %s would hold 2 reloads) | QUICK fits 2 minutes |\n", p.StormFast.D(), p.StormFast.D())

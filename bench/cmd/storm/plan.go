@@ -15,12 +15,12 @@ func (d dur) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d
 // D is the plain duration.
 func (d dur) D() time.Duration { return time.Duration(d) }
 
-// plan is how long and how big every scenario of a bench is. The issue
-// asks for 60 s storms; 24 storms of 60 s alone would take 24 minutes, so
-// the full plan runs the 100 ms storms for 20 s (200 reloads due) and the
-// 1 s storms for 10 s, which with everything else fits 15 minutes on 2
-// cores (about 12 on the reference machine); `storm bench --storm 60s`
-// runs the full length. QUICK keeps only what can finish in 2 minutes.
+// plan is how long and how big every scenario of a bench is. 24 storms of
+// 60 s each would take 24 minutes alone, so the full plan runs the 100 ms
+// storms for 20 s (200 reloads due) and the 1 s storms for 10 s, which with
+// everything else fits 15 minutes on 2 cores (about 12 on the reference
+// machine); `storm bench --storm 60s` runs every storm for a minute. QUICK
+// keeps only what can finish in 2 minutes.
 type plan struct {
 	Quick bool `json:"quick"`
 	// Workers is the number of load clients in storms and kill runs.
