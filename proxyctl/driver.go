@@ -167,7 +167,7 @@ const (
 	CheckAlways
 )
 
-// ParseCheckMode reads the --check value.
+// ParseCheckMode reads a check mode: auto or always.
 func ParseCheckMode(s string) (CheckMode, error) {
 	switch s {
 	case "", "auto":
@@ -175,7 +175,7 @@ func ParseCheckMode(s string) (CheckMode, error) {
 	case "always":
 		return CheckAlways, nil
 	}
-	return 0, fmt.Errorf("--check %q: want auto or always", s)
+	return 0, fmt.Errorf("check mode %q: want auto or always", s)
 }
 
 func (m CheckMode) String() string {

@@ -75,7 +75,7 @@ func (s *Supervisor) checkConfig(rt *genRuntime, spec proxyctl.GenSpec, p checkP
 		err = oc.CheckOutput(s.checkSpec(rt, spec), out)
 	}
 	if err == nil && ctx.Err() != nil {
-		err = fmt.Errorf("config check not done within --check-timeout (%v), reading its output included: %w", s.cfg.CheckTimeout, context.Cause(ctx))
+		err = fmt.Errorf("config check not done within its timeout (%v), reading its output included: %w", s.cfg.CheckTimeout, context.Cause(ctx))
 	}
 	rt.log.Debug("check done", zap.Bool("command", ran), zap.Duration("took", s.clock.Now().Sub(start)), zap.Int("output_bytes", len(out)), zap.Error(err))
 	return ran, err

@@ -71,11 +71,17 @@ func (s *Supervisor) noteForeign(gen lifecycle.Gen, found []foreignFd) {
 		return
 	}
 	for _, f := range found {
+		fields := []zap.Field{zap.String("addr", f.Addr), zap.Uint64("inode", f.Inode), zap.Int("holder", f.Pid)}
 		if s.cfg.AdoptListeners {
-			f.Adopted = s.adoptForeign(gen, f) == nil
+			// A failed adoption is part of this one incident line.
+			if err := s.adoptForeign(gen, f); err != nil {
+				fields = append(fields, zap.NamedError("adopt", err))
+			} else {
+				f.Adopted = true
+			}
 		}
 		rt.log.Warn("generation bound a listening socket baton did not hand it: add it to --listen (or run with --adopt-listeners)",
-			zap.String("addr", f.Addr), zap.Uint64("inode", f.Inode), zap.Int("holder", f.Pid), zap.Bool("adopted", f.Adopted))
+			append(fields, zap.Bool("adopted", f.Adopted))...)
 		rt.foreign = append(rt.foreign, f.ForeignListener)
 	}
 }

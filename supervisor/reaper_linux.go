@@ -32,7 +32,6 @@ func exitStatus(ws unix.WaitStatus) ExitStatus {
 type Reaper struct {
 	mu       sync.Mutex
 	waiting  map[int]func(ExitStatus)
-	recent   []orphanExit // the last orphan exits, for error messages
 	onOrphan func(pid int, st ExitStatus)
 	sigchld  <-chan os.Signal
 	kick     chan struct{}
@@ -119,35 +118,7 @@ func (r *Reaper) reapAll() {
 		if ok {
 			cb(exitStatus(ws))
 		} else {
-			r.noteOrphan(pid, exitStatus(ws))
 			r.onOrphan(pid, exitStatus(ws))
 		}
 	}
-}
-
-type orphanExit struct {
-	pid int
-	st  ExitStatus
-}
-
-func (r *Reaper) noteOrphan(pid int, st ExitStatus) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.recent = append(r.recent, orphanExit{pid, st})
-	if len(r.recent) > 64 {
-		r.recent = r.recent[1:]
-	}
-}
-
-// RecentExit returns how pid ended, if it was a child nobody registered
-// (such as the new baton tableflip starts) and ended lately.
-func (r *Reaper) RecentExit(pid int) (ExitStatus, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for i := len(r.recent) - 1; i >= 0; i-- {
-		if r.recent[i].pid == pid {
-			return r.recent[i].st, true
-		}
-	}
-	return ExitStatus{}, false
 }

@@ -53,7 +53,7 @@ func ParseRlimit(s string) (Rlimit, error) {
 	name, vals, ok := strings.Cut(s, "=")
 	res, known := rlimitNames[strings.ToLower(name)]
 	if !ok || !known {
-		return Rlimit{}, fmt.Errorf("bad --rlimit %q: want NAME=SOFT[:HARD] with NAME one of %s", s, strings.Join(RlimitNames(), ", "))
+		return Rlimit{}, fmt.Errorf("bad rlimit %q: want NAME=SOFT[:HARD] with NAME one of %s", s, strings.Join(RlimitNames(), ", "))
 	}
 	softS, hardS, hasHard := strings.Cut(vals, ":")
 	if !hasHard {
@@ -65,10 +65,10 @@ func ParseRlimit(s string) (Rlimit, error) {
 		err2 = nil // the same text, already reported
 	}
 	if err := errors.Join(err1, err2); err != nil {
-		return Rlimit{}, fmt.Errorf("bad --rlimit %q: %w", s, err)
+		return Rlimit{}, fmt.Errorf("bad rlimit %q: %w", s, err)
 	}
 	if soft > hard {
-		return Rlimit{}, fmt.Errorf("bad --rlimit %q: soft limit above hard limit", s)
+		return Rlimit{}, fmt.Errorf("bad rlimit %q: soft limit above hard limit", s)
 	}
 	return Rlimit{Name: strings.ToLower(name), Resource: res, Soft: soft, Max: hard}, nil
 }
@@ -115,7 +115,7 @@ func EffectiveRlimits(configured []Rlimit) ([]Rlimit, error) {
 			return nil, fmt.Errorf("getrlimit %s: %w", r.Name, err)
 		}
 		if r.Max > cur.Max && !capable {
-			return nil, fmt.Errorf("--rlimit %s: hard limit %s is above baton's own (%s) and baton lacks CAP_SYS_RESOURCE to raise it",
+			return nil, fmt.Errorf("rlimit %s: hard limit %s is above baton's own (%s) and baton lacks CAP_SYS_RESOURCE to raise it",
 				r.Name, limitString(r.Max), limitString(cur.Max))
 		}
 	}

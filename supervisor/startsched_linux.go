@@ -64,7 +64,7 @@ func (ss *StartSched) String() string {
 	return strings.Join(parts, ", ")
 }
 
-// NewStartSched checks --start-nice and --start-cpus against baton's own
+// NewStartSched checks the start nice level and CPU list against baton's own
 // scheduling and returns what a starting generation gets (nil when both are
 // off). rlimits are the children's limits: RLIMIT_NICE among them (or
 // baton's own) decides, without CAP_SYS_NICE, whether a generation's nice
@@ -72,7 +72,7 @@ func (ss *StartSched) String() string {
 // is refused, since the generation would then serve niced.
 func NewStartSched(nice int, cpus string, rlimits []Rlimit) (*StartSched, error) {
 	if nice < 0 || nice > maxStartNice {
-		return nil, fmt.Errorf("--start-nice %d: want a nice level from 1 to %d (0: off)", nice, maxStartNice)
+		return nil, startNiceError(fmt.Errorf("nice level %d: want one from 1 to %d (0: off)", nice, maxStartNice))
 	}
 	own, err := ownSched()
 	if err != nil {
@@ -81,20 +81,20 @@ func NewStartSched(nice int, cpus string, rlimits []Rlimit) (*StartSched, error)
 	ss := &StartSched{Nice: nice, own: own, cpus: cpus}
 	if cpus != "" {
 		if ss.CPUs, err = ParseCPUList(cpus); err != nil {
-			return nil, fmt.Errorf("--start-cpus %q: %w", cpus, err)
+			return nil, startCPUsError(fmt.Errorf("CPU list %q: %w", cpus, err))
 		}
 		for cpu := range maxCPUs {
 			if ss.CPUs.IsSet(cpu) && !own.cpus.IsSet(cpu) {
-				return nil, fmt.Errorf("--start-cpus %q: CPU %d is not among the CPUs baton may run on (%s)", cpus, cpu, FormatCPUList(own.cpus))
+				return nil, startCPUsError(fmt.Errorf("CPU list %q: CPU %d is not among the CPUs baton may run on (%s)", cpus, cpu, FormatCPUList(own.cpus)))
 			}
 		}
 	}
 	if nice != 0 {
 		if nice <= own.nice {
-			return nil, fmt.Errorf("--start-nice %d: baton itself runs at nice %d, so a starting generation would not yield to the serving one; give a level above %d", nice, own.nice, own.nice)
+			return nil, startNiceError(fmt.Errorf("nice level %d: baton itself runs at nice %d, so a starting generation would not yield to the serving one; give a level above %d", nice, own.nice, own.nice))
 		}
 		if err := canRenice(own.nice, rlimits); err != nil {
-			return nil, fmt.Errorf("--start-nice %d: %w", nice, err)
+			return nil, startNiceError(fmt.Errorf("nice level %d: %w", nice, err))
 		}
 	}
 	if ss.Off() {
@@ -102,6 +102,10 @@ func NewStartSched(nice int, cpus string, rlimits []Rlimit) (*StartSched, error)
 	}
 	return ss, nil
 }
+
+func startNiceError(err error) error { return &SettingError{Setting: "StartNice", Err: err} }
+
+func startCPUsError(err error) error { return &SettingError{Setting: "StartCPUs", Err: err} }
 
 // canRenice reports why baton could not set a child's nice back to nice:
 // lowering a nice level needs CAP_SYS_NICE, or the child's RLIMIT_NICE soft
@@ -130,7 +134,7 @@ func reniceLimitErr(nice int, capable bool, soft uint64) error {
 		return nil
 	}
 	return fmt.Errorf("baton could not set an active generation's nice back to %d: that needs CAP_SYS_NICE (run baton as root) or a nice limit of at least %d "+
-		"(now %s: raise it with `ulimit -e %d` or LimitNICE=%d in the systemd unit before starting baton, or --rlimit nice=%d within baton's hard limit)",
+		"(now %s: raise it with `ulimit -e %d` or LimitNICE=%d in the systemd unit before starting baton, or rlimit nice=%d for the children, within baton's hard limit)",
 		nice, need, limitString(soft), need, need, need)
 }
 

@@ -58,7 +58,7 @@ func TestNewStartSchedRefusesBadInput(t *testing.T) {
 	}{
 		{-1, "", "from 1 to 19"},
 		{20, "", "from 1 to 19"},
-		{0, "x", `--start-cpus "x"`},
+		{0, "x", `CPU list "x"`},
 		{0, strconv.Itoa(outside), "not among the CPUs baton may run on"},
 	}
 	if own.nice >= 1 {

@@ -168,7 +168,7 @@ func New(cfg Config, deps Deps) (*Supervisor, error) {
 		return nil, errors.New("supervisor: command, driver and listeners are required")
 	}
 	if _, ok := cfg.Driver.(proxyctl.ListenerSource); cfg.ListenersFromConfig && !ok {
-		return nil, fmt.Errorf("supervisor: the %s driver reads no listeners from its configuration: give them with --listen", cfg.Driver.Name())
+		return nil, fmt.Errorf("supervisor: the %s driver reads no listeners from its configuration: they must be given", cfg.Driver.Name())
 	}
 	if cfg.CheckTimeout <= 0 {
 		cfg.CheckTimeout = 30 * time.Second

@@ -39,11 +39,20 @@ const upgradeTimeout = 30 * time.Second
 
 // doUpgrade runs on the loop goroutine, which stays busy until the new baton
 // is ready or failed: the state cannot change meanwhile. On success this
-// baton stops without touching a generation: the new one carries on.
+// baton stops without touching a generation: the new one carries on. A
+// failure is logged here, once; callers only pass the error on.
 func (s *Supervisor) doUpgrade() (UpgradeResult, error) {
 	if s.upgrader == nil {
 		return UpgradeResult{}, ErrUpgradeUnavailable
 	}
+	res, err := s.upgrade()
+	if err != nil {
+		s.log.Error("upgrade failed; this baton carries on", zap.Error(err))
+	}
+	return res, err
+}
+
+func (s *Supervisor) upgrade() (UpgradeResult, error) {
 	h, fds, err := s.collectHandover(true)
 	if err != nil {
 		return UpgradeResult{}, fmt.Errorf("upgrade: %w", err)
@@ -75,7 +84,6 @@ func (s *Supervisor) doUpgrade() (UpgradeResult, error) {
 	if err != nil {
 		mine.Close() // ends sendHandover
 		<-done
-		s.log.Error("upgrade failed; this baton carries on", zap.Error(err))
 		return UpgradeResult{}, fmt.Errorf("upgrade: %w", err)
 	}
 	r := <-done

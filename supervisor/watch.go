@@ -68,14 +68,14 @@ func newWatcher(paths []string, reload func(context.Context) (ReloadResult, erro
 			return nil, err
 		}
 		if _, err := os.Stat(filepath.Dir(abs)); err != nil {
-			return nil, fmt.Errorf("--watch %s: %w", p, err)
+			return nil, &SettingError{Setting: "WatchPaths", Err: fmt.Errorf("watched path %s: %w", p, err)}
 		}
 		w.paths = append(w.paths, abs)
 	}
 	w.st.Paths = w.paths
 	d, _, err := digestFiles(w.paths, nil)
 	if err != nil {
-		return nil, fmt.Errorf("--watch: %w", err)
+		return nil, &SettingError{Setting: "WatchPaths", Err: fmt.Errorf("watched paths: %w", err)}
 	}
 	w.st.Applied, w.st.Attempted = d, d
 	return w, nil

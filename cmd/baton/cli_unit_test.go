@@ -95,10 +95,10 @@ func TestRunExitStatuses(t *testing.T) {
 		{args: []string{"run", "-c", sock, "-l", "tcp://127.0.0.1:0", "--max-generations", "0", "--", "/bin/true"}, code: exitUsage, errIn: "--max-generations"},
 		{args: []string{"run", "-c", sock, "-l", "tcp://127.0.0.1:0", "--rlimit", "nofile=x", "--", "/bin/true"}, code: exitUsage, errIn: "nofile"},
 		{args: []string{"run", "--config", badYAML}, code: exitUsage, errIn: badYAML},
-		{args: []string{"run", "-c", sock, "-l", "tcp://127.0.0.1:0", "--start-nice", "20", "--", "/bin/true"}, code: exitUsage, errIn: "--start-nice 20: want a nice level from 1 to 19"},
-		{args: []string{"run", "-c", sock, "-l", "tcp://127.0.0.1:0", "--start-cpus", "1-0", "--", "/bin/true"}, code: exitUsage, errIn: `--start-cpus "1-0"`},
+		{args: []string{"run", "-c", sock, "-l", "tcp://127.0.0.1:0", "--start-nice", "20", "--", "/bin/true"}, code: exitUsage, errIn: "--start-nice: nice level 20: want one from 1 to 19"},
+		{args: []string{"run", "-c", sock, "-l", "tcp://127.0.0.1:0", "--start-cpus", "1-0", "--", "/bin/true"}, code: exitUsage, errIn: `--start-cpus: CPU list "1-0"`},
 		{args: []string{"run", "-c", sock, "-l", "tcp://127.0.0.1:0", "--start-cpus", "1023", "--", "/bin/true"}, code: exitUsage, errIn: "not among the CPUs baton may run on"},
-		{args: []string{"run", "-c", sock, "--config", niceYAML}, code: exitUsage, errIn: `--start-cpus "0-"`},
+		{args: []string{"run", "-c", sock, "--config", niceYAML}, code: exitUsage, errIn: `--start-cpus: CPU list "0-"`},
 		{args: []string{"run", "-c", sock, "-l", "tcp://127.0.0.1:1", "-l", "tcp://127.0.0.1:1", "--", "/bin/true"}, code: exitUsage, errIn: "listener 127.0.0.1:1 given twice"},
 		{args: []string{"run", "-c", sock, "-l", "a=tcp://127.0.0.1:1", "-l", "a=tcp://127.0.0.1:2", "--", "/bin/true"}, code: exitUsage, errIn: `listener name "a" given twice`},
 	}

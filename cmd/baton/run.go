@@ -187,7 +187,7 @@ func parseRunFlags(c *cli.Context) (*runSetup, error) {
 	for _, s := range c.StringSlice("rlimit") {
 		r, err := supervisor.ParseRlimit(s)
 		if err != nil {
-			return nil, usageError{err}
+			return nil, usagef("--rlimit: %w", err)
 		}
 		configured = append(configured, r)
 	}
@@ -224,15 +224,18 @@ func parseRunFlags(c *cli.Context) (*runSetup, error) {
 		rs.fromConfig = true
 	}
 	if rs.rlimits, err = supervisor.EffectiveRlimits(configured); err != nil {
+		if len(configured) > 0 { // only a configured hard limit can be refused
+			err = fmt.Errorf("--rlimit: %w", err)
+		}
 		return nil, err
 	}
 	if rs.startSched, err = supervisor.NewStartSched(c.Int("start-nice"), c.String("start-cpus"), rs.rlimits); err != nil {
-		return nil, usageError{err}
+		return nil, usageError{withFlag(err)}
 	}
 	rs.watch, rs.checkTO, rs.adopt = c.StringSlice("watch"), c.Duration("check-timeout"), c.Bool("adopt-listeners")
 	rs.noCgroup = c.Bool("no-cgroup")
 	if rs.check, err = proxyctl.ParseCheckMode(c.String("check")); err != nil {
-		return nil, usagef("%s: %v", verb, err)
+		return nil, usagef("%s: --check: %w", verb, err)
 	}
 	if rs.checkTO <= 0 {
 		return nil, usagef("%s: --check-timeout must be positive", verb)
@@ -305,6 +308,21 @@ func lookupGroup(name string) (int, error) {
 		return -1, fmt.Errorf("--control-group %q: %w", name, err)
 	}
 	return strconv.Atoi(g.Gid)
+}
+
+// settingFlags are the flags behind the settings a supervisor.SettingError
+// names.
+var settingFlags = map[string]string{"StartNice": "--start-nice", "StartCPUs": "--start-cpus", "WatchPaths": "--watch"}
+
+// withFlag names the flag behind a setting the supervisor refused.
+func withFlag(err error) error {
+	var se *supervisor.SettingError
+	if errors.As(err, &se) {
+		if flag, ok := settingFlags[se.Setting]; ok {
+			return fmt.Errorf("%s: %w", flag, err)
+		}
+	}
+	return err
 }
 
 func runAction(c *cli.Context) error {
@@ -399,7 +417,8 @@ func supervise(rs *runSetup, st *startState, upg *tableflip.Upgrader) error {
 	sigchld := make(chan os.Signal, 1)
 	signal.Notify(sigchld, unix.SIGCHLD)
 	defer signal.Stop(sigchld)
-	reaper, err := supervisor.NewReaper(sigchld, nil)
+	exits := &unregisteredExits{}
+	reaper, err := supervisor.NewReaper(sigchld, exits.note)
 	if err != nil {
 		st.abort()
 		return fmt.Errorf("subreaper: %w", err)
@@ -422,8 +441,9 @@ func supervise(rs *runSetup, st *startState, upg *tableflip.Upgrader) error {
 		StartSched: rs.startSched,
 	}, supervisor.Deps{
 		Log: rs.log, Starter: &supervisor.ExecStarter{Reaper: reaper, Own: own}, ProcFS: st.procfs,
-		Notify: sdNotify, Metrics: metrics, Upgrader: flipper{upg, reaper},
+		Notify: sdNotify, Metrics: metrics, Upgrader: flipper{upg, exits},
 	})
+	err = withFlag(err)
 	if err == nil && st.handover != nil {
 		err = sup.Adopt(*st.handover, st.fds)
 	}
@@ -589,10 +609,13 @@ func signalAction(sup *supervisor.Supervisor, log *zap.Logger, sig os.Signal) fu
 	switch sig {
 	case unix.SIGHUP:
 		return func() {
-			if res, err := sup.ReloadBy(ctx, supervisor.TriggerSignal); err != nil {
+			res, err := sup.ReloadBy(ctx, supervisor.TriggerSignal)
+			switch {
+			case errors.Is(err, supervisor.ErrNotRunning), errors.Is(err, lifecycle.ErrStopping):
+				log.Info("reload on SIGHUP not done: baton is stopping")
+			case err != nil:
 				// The supervisor logged the failure (ERROR "reload failed").
-				log.Info("reload on SIGHUP failed", zap.Error(err))
-			} else {
+			default:
 				log.Info("reload on SIGHUP done", zap.Int("gen", res.Gen))
 			}
 		}
@@ -608,7 +631,6 @@ func signalAction(sup *supervisor.Supervisor, log *zap.Logger, sig os.Signal) fu
 				log.Info("upgrade on SIGUSR2 not done: baton is stopping")
 			case err != nil:
 				// The supervisor logged the failure (ERROR "upgrade failed").
-				log.Info("upgrade on SIGUSR2 failed; this baton carries on", zap.Error(err))
 			default:
 				log.Info("upgrade on SIGUSR2 done", zap.Int("new_pid", res.NewPid))
 			}

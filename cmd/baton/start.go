@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"regexp"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/cloudflare/tableflip"
@@ -189,27 +189,65 @@ func (st *startState) close(handedOver bool) {
 // flipper is the supervisor's Upgrader: tableflip starts the binary now on
 // disk with the same arguments and passes it the handover socketpair.
 type flipper struct {
-	upg    *tableflip.Upgrader
-	reaper *supervisor.Reaper
+	upg   *tableflip.Upgrader
+	exits *unregisteredExits
 }
-
-var childPidRE = regexp.MustCompile(`pid=(\d+)`)
 
 func (f flipper) Upgrade(handover *os.File) error {
 	if err := f.upg.Fds.AddFile(handoverName, handover); err != nil {
 		return err
 	}
+	f.exits.watch()
 	err := f.upg.Upgrade()
+	exits := f.exits.stop()
 	if err == nil {
 		return nil
 	}
 	// baton's reaper collects every child's exit, the new baton's too, so
-	// tableflip cannot tell how it ended: the reaper can.
-	if m := childPidRE.FindStringSubmatch(err.Error()); m != nil {
-		pid, _ := strconv.Atoi(m[1])
-		if st, ok := f.reaper.RecentExit(pid); ok {
-			return fmt.Errorf("the new baton (%s, pid %d) did not take over: it ended with %s; its own words are in this baton's log", os.Args[0], pid, st)
-		}
+	// tableflip cannot tell how it ended: the reaper can. The new baton is
+	// the one child tableflip starts outside the reaper; an exit of another
+	// such process (an orphan of a generation) in the same moment makes the
+	// pid uncertain, and then none is named.
+	if len(exits) == 1 {
+		return fmt.Errorf("the new baton (%s, pid %d) did not take over: it ended with %s; its own words are in this baton's log", os.Args[0], exits[0].pid, exits[0].st)
 	}
 	return fmt.Errorf("the new baton (%s) did not take over: %w", os.Args[0], err)
+}
+
+// unregisteredExits keeps, while an upgrade runs, the exits the reaper
+// routes to nobody: children not started through the reaper (the new baton)
+// and orphans of generations. The reaper's goroutine notes them; the loop
+// goroutine, running the upgrade, watches and reads them.
+type unregisteredExits struct {
+	mu       sync.Mutex
+	watching bool
+	seen     []childExit
+}
+
+type childExit struct {
+	pid int
+	st  supervisor.ExitStatus
+}
+
+// note is the reaper's orphan callback: it must not block.
+func (u *unregisteredExits) note(pid int, st supervisor.ExitStatus) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.watching {
+		u.seen = append(u.seen, childExit{pid, st})
+	}
+}
+
+func (u *unregisteredExits) watch() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.watching, u.seen = true, nil
+}
+
+func (u *unregisteredExits) stop() []childExit {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	seen := u.seen
+	u.watching, u.seen = false, nil
+	return seen
 }
