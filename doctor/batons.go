@@ -78,7 +78,7 @@ func batonRun(cmdline []string, env func() []string, readFile func(string) ([]by
 		}
 	}
 	if control == "" {
-		control = DefaultControl
+		control = supervisor.DefaultControlPath
 	}
 	return abs(control, cwd), true
 }

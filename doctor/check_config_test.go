@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/batonproxy/baton/supervisor"
 )
 
 func repoFile(t *testing.T, rel string) ConfigFile {
@@ -240,7 +242,7 @@ func TestCommandLines(t *testing.T) {
 			{[]string{"baton", "run", "--control=b.sock", "--", "haproxy", "-c", "x"}, noEnv, "/cwd/b.sock", true},
 			{[]string{"baton", "run", "--", "haproxy", "-c", "x"}, env, "/run/env.sock", true},
 			{[]string{"baton", "run", "--config", yml}, noEnv, "/run/y.sock", true},
-			{[]string{"baton", "run", "-l", "tcp://127.0.0.1:80", "--", "nginx"}, noEnv, DefaultControl, true},
+			{[]string{"baton", "run", "-l", "tcp://127.0.0.1:80", "--", "nginx"}, noEnv, supervisor.DefaultControlPath, true},
 			{[]string{"baton", "status", "-c", "/run/a.sock"}, noEnv, "", false},
 		}
 		for _, tc := range tests {

@@ -137,7 +137,6 @@ const (
 	DefaultChurnWindow    = 24 * time.Hour
 	DefaultDropsInterval  = 200 * time.Millisecond
 	DefaultStatusTimeout  = 2 * time.Second
-	DefaultControl        = "/run/baton/baton.sock"
 )
 
 // WithDefaults fills the zero fields.

@@ -41,7 +41,7 @@ func Check(ctx context.Context, cfg Config, specs []fdpass.Spec, deps Deps) (Che
 		return rep, errors.New("check: command, driver, starter and logger are required")
 	}
 	if cfg.CheckTimeout <= 0 {
-		cfg.CheckTimeout = 30 * time.Second
+		cfg.CheckTimeout = DefaultCheckTimeout
 	}
 	cfg.Env = childEnv(cfg.Env)
 	if deps.Clock == nil {

@@ -157,6 +157,9 @@ const (
 	maxRefusalsAnswered      = 4 // refused peers answered at once; more are closed unanswered
 )
 
+// DefaultControlPath is the control socket's path unless one is given.
+const DefaultControlPath = "/run/baton/baton.sock"
+
 // NewControlServer returns a server for sup; allowGID < 0 allows no group.
 func NewControlServer(sup *Supervisor, log *zap.Logger, allowGID int) *ControlServer {
 	c := &ControlServer{sup: sup, log: log, allowGID: allowGID,

@@ -79,6 +79,9 @@ type Deps struct {
 	Upgrader Upgrader
 }
 
+// DefaultCheckTimeout is Config.CheckTimeout when it is zero.
+const DefaultCheckTimeout = 30 * time.Second
+
 // ErrNotRunning is returned by requests once the supervisor has exited.
 var ErrNotRunning = errors.New("supervisor is not running")
 
@@ -171,7 +174,7 @@ func New(cfg Config, deps Deps) (*Supervisor, error) {
 		return nil, fmt.Errorf("supervisor: the %s driver reads no listeners from its configuration: they must be given", cfg.Driver.Name())
 	}
 	if cfg.CheckTimeout <= 0 {
-		cfg.CheckTimeout = 30 * time.Second
+		cfg.CheckTimeout = DefaultCheckTimeout
 	}
 	cfg.Env = childEnv(cfg.Env)
 	if deps.Clock == nil {

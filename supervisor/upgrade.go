@@ -34,8 +34,9 @@ type UpgradeResult struct {
 	NewPid int `json:"new_pid"`
 }
 
-// upgradeTimeout bounds the handover conversation.
-const upgradeTimeout = 30 * time.Second
+// UpgradeTimeout bounds an upgrade: the new baton's start until it is
+// ready (tableflip), and each side of the handover conversation.
+const UpgradeTimeout = 30 * time.Second
 
 // doUpgrade runs on the loop goroutine, which stays busy until the new baton
 // is ready or failed: the state cannot change meanwhile. On success this
@@ -75,7 +76,7 @@ func (s *Supervisor) upgrade() (UpgradeResult, error) {
 	}
 	done := make(chan sent, 1)
 	go func() {
-		pid, err := sendHandover(mine, h, fds, upgradeTimeout)
+		pid, err := sendHandover(mine, h, fds, UpgradeTimeout)
 		done <- sent{pid, err}
 	}()
 	s.log.Info("upgrading: starting the new baton")

@@ -29,11 +29,9 @@ import (
 	"github.com/batonproxy/baton/supervisor/lifecycle"
 )
 
-const defaultControl = "/run/baton/baton.sock"
-
 func controlFlag() cli.Flag {
 	return &cli.StringFlag{
-		Name: "control", Aliases: []string{"c"}, Value: defaultControl, EnvVars: []string{"BATON_CONTROL"},
+		Name: "control", Aliases: []string{"c"}, Value: supervisor.DefaultControlPath, EnvVars: []string{"BATON_CONTROL"},
 		Usage: "control socket `PATH`",
 	}
 }
@@ -46,14 +44,14 @@ func runFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "config", Usage: "read options from this YAML `FILE` (keys are the flag names; `command: [haproxy, -f, ...]` gives the command); flags override it"},
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "listen", Aliases: []string{"l"}, Usage: "listening socket `SPEC` (repeatable; without any, baton binds the addresses of HAProxy's bind lines or nginx's listen directives itself): [NAME=]tcp://HOST:PORT, tcp4://, tcp6://, udp://, unix:///PATH, options after '?': backlog=N, mode=0660, v6only=1, freebind=1, defer_accept=S; a config address --listen does not cover is refused at the config check"}),
-		altsrc.NewStringFlag(&cli.StringFlag{Name: "control", Aliases: []string{"c"}, Value: defaultControl, EnvVars: []string{"BATON_CONTROL"}, Usage: "control socket `PATH`"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "control", Aliases: []string{"c"}, Value: supervisor.DefaultControlPath, EnvVars: []string{"BATON_CONTROL"}, Usage: "control socket `PATH`"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "control-group", Usage: "make the control socket 0660 and let this `GROUP` use it"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "proxy", Usage: "driver: haproxy|nginx|generic (default: from COMMAND's name)"}),
 		newAltDurationFlag(&cli.DurationFlag{Name: "drain-timeout", Value: def.DrainTimeout, Usage: "how long an old generation may drain before it is hard stopped"}),
 		newAltDurationFlag(&cli.DurationFlag{Name: "kill-grace", Value: def.KillGrace, Usage: "time between the hard stop and SIGKILL"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-generations", Value: def.MaxGenerations, Usage: "cap on active + draining generations; the oldest draining ones are hard stopped first"}),
 		newAltDurationFlag(&cli.DurationFlag{Name: "ready-timeout", Value: def.ReadyTimeout, Usage: "how long a new generation may take to become ready"}),
-		newAltDurationFlag(&cli.DurationFlag{Name: "check-timeout", Value: 30 * time.Second, Usage: "how long the config check may take"}),
+		newAltDurationFlag(&cli.DurationFlag{Name: "check-timeout", Value: supervisor.DefaultCheckTimeout, Usage: "how long the config check may take"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "check", Value: "auto", Usage: "`auto`: run the proxy's config check command only where the generation's start is not already a full check (HAProxy: never, its start parses the config and a failed start changes nothing; nginx: baton reads the config files itself instead of nginx -T; generic: --check-command); always: run it (haproxy -c, nginx -T, --check-command) before every start"}),
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "rlimit", Usage: "resource limit `NAME=SOFT[:HARD]` for every child (repeatable; default nofile=min(hard limit, 1048576))"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "start-nice", Usage: "run a generation that starts while another serves (a reload) at nice level `N` (1-19) until it is active, then at baton's own; needs CAP_SYS_NICE or a sufficient nice rlimit to undo (0: off)"}),
@@ -331,7 +329,7 @@ func runAction(c *cli.Context) error {
 		return err
 	}
 	defer rs.log.Sync() //nolint:errcheck // stderr
-	upg, err := tableflip.New(tableflip.Options{UpgradeTimeout: 30 * time.Second, PIDFile: c.String("pid-file")})
+	upg, err := tableflip.New(tableflip.Options{UpgradeTimeout: supervisor.UpgradeTimeout, PIDFile: c.String("pid-file")})
 	if err != nil {
 		return fmt.Errorf("upgrade support: %w", err)
 	}
@@ -353,7 +351,7 @@ func runAction(c *cli.Context) error {
 // directory must pass supervisor.CheckControlDir, and its real path (links
 // resolved) is used from then on.
 func openControl(path string, group int) (*supervisor.ControlSocket, error) {
-	if path == defaultControl {
+	if path == supervisor.DefaultControlPath {
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			if errors.Is(err, os.ErrPermission) && os.Geteuid() != 0 {
 				return nil, fmt.Errorf("%w: run as root, or give --control PATH in a directory you own (e.g. %s)", err, controlHint())

@@ -7,7 +7,6 @@ import (
 	"os"
 	"strconv"
 	"sync"
-	"time"
 
 	"github.com/cloudflare/tableflip"
 	"go.uber.org/zap"
@@ -107,7 +106,7 @@ func receiveUpgrade(upg *tableflip.Upgrader, rs *runSetup, control string) (*sta
 		c.Close()
 		return nil, errors.New("upgrade: handover is not a unix socket")
 	}
-	h, fds, err := supervisor.ReceiveHandover(conn, 30*time.Second)
+	h, fds, err := supervisor.ReceiveHandover(conn, supervisor.UpgradeTimeout)
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("upgrade: %w", err)
