@@ -169,17 +169,25 @@ func (b *Baton) httpClient() *http.Client {
 // Status asks the control API for the status (no exec, cheap to poll).
 func (b *Baton) Status() (Status, error) {
 	var st Status
+	_, err := b.getStatus(&st, &st)
+	return st, err
+}
+
+// getStatus decodes the control API's status into v and notes the pids
+// of st's processes (st is v, or the Status v embeds); it returns the body
+// as read.
+func (b *Baton) getStatus(v any, st *Status) ([]byte, error) {
 	resp, err := b.httpClient().Get("http://baton/v1/status")
 	if err != nil {
-		return st, err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != http.StatusOK {
-		return st, fmt.Errorf("status: %s: %s", resp.Status, body)
+		return body, fmt.Errorf("status: %s: %s", resp.Status, body)
 	}
-	if err := json.Unmarshal(body, &st); err != nil {
-		return st, err
+	if err := json.Unmarshal(body, v); err != nil {
+		return body, err
 	}
 	b.mu.Lock()
 	for _, g := range st.Generations {
@@ -188,7 +196,7 @@ func (b *Baton) Status() (Status, error) {
 		}
 	}
 	b.mu.Unlock()
-	return st, nil
+	return body, nil
 }
 
 // CLIResult is one run of the baton command-line client.

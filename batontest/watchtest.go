@@ -1,10 +1,7 @@
 package batontest
 
 import (
-	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -35,29 +32,11 @@ type WatchedStatus struct {
 // WatchStatus asks the control API for the status, watch section included.
 func (b *Baton) WatchStatus() (WatchedStatus, error) {
 	var st WatchedStatus
-	resp, err := b.httpClient().Get("http://baton/v1/status")
-	if err != nil {
-		return st, err
+	body, err := b.getStatus(&st, &st.Status)
+	if err == nil && st.Watch == nil {
+		err = fmt.Errorf("status has no watch section: %s", body)
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return st, fmt.Errorf("status: %s: %s", resp.Status, body)
-	}
-	if err := json.Unmarshal(body, &st); err != nil {
-		return st, err
-	}
-	if st.Watch == nil {
-		return st, fmt.Errorf("status has no watch section: %s", body)
-	}
-	b.mu.Lock()
-	for _, g := range st.Generations {
-		for _, p := range g.Processes {
-			b.seen[p.Pid] = true
-		}
-	}
-	b.mu.Unlock()
-	return st, nil
+	return st, err
 }
 
 // ConfigMapDir is a directory laid out like a kubelet ConfigMap volume:

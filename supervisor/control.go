@@ -90,18 +90,6 @@ func (c *ControlSocket) Release() error {
 	return errors.Join(c.Listener.Close(), c.lock.Close())
 }
 
-func (c *ControlSocket) dupListener() (int, error) {
-	raw, err := c.Listener.SyscallConn()
-	if err != nil {
-		return -1, err
-	}
-	fd, derr := -1, error(nil)
-	if err := raw.Control(func(s uintptr) { fd, derr = dupFd(int(s)) }); err != nil {
-		return -1, err
-	}
-	return fd, derr
-}
-
 // AdoptControl takes over the control socket and its lock from a handover
 // (their descriptors are taken from fds).
 func AdoptControl(path string, h Handover, fds []int) (*ControlSocket, error) {

@@ -115,7 +115,7 @@ func TestControlSocketRecreatedAfterTakeover(t *testing.T) {
 		t.Fatal(err)
 	}
 	// What the old baton hands over: duplicates of the socket and the lock.
-	lfd, err := old.dupListener()
+	lfd, err := dupSocket(old.Listener)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -294,21 +294,28 @@ func (s *Supervisor) snapshotConfig(rt *genRuntime, from map[string]string) erro
 		return fmt.Errorf("copy config: %w", err)
 	}
 	rt.config, rt.configDigest = config, digest
-	var pairs []string
-	for orig, c := range config {
-		pairs = append(pairs, c, orig)
-	}
+	var staged map[string]string
 	if st, ok := s.cfg.Driver.(proxyctl.ConfigStager); ok {
-		staged, err := st.StageConfig(s.genSpec(rt, nil))
-		if err != nil {
+		if staged, err = st.StageConfig(s.genSpec(rt, nil)); err != nil {
 			return err
 		}
-		for written, orig := range staged {
-			pairs = append(pairs, written, orig)
-		}
 	}
-	rt.rewrite = strings.NewReplacer(pairs...)
+	rt.rewrite = pathRewriter(config, staged)
 	return nil
+}
+
+// pathRewriter gives the user's paths back in a generation's output, where
+// the proxy names the files baton wrote: copies maps each original to its
+// copy, staged each written file to its original (either may be nil).
+func pathRewriter(copies, staged map[string]string) *strings.Replacer {
+	var pairs []string
+	for orig, c := range copies {
+		pairs = append(pairs, c, orig)
+	}
+	for written, orig := range staged {
+		pairs = append(pairs, written, orig)
+	}
+	return strings.NewReplacer(pairs...)
 }
 
 // startConfig settles which config copies a starting generation uses: the

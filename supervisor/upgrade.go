@@ -7,7 +7,7 @@ import (
 	"net"
 	"os"
 	"slices"
-	"strings"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -171,7 +171,7 @@ func (s *Supervisor) collectHandover(withFds bool) (Handover, []int, error) {
 		h.Gens = append(h.Gens, gh)
 	}
 	if c := s.cfg.Control; c != nil {
-		if h.ControlFd, err = add(c.dupListener); err != nil {
+		if h.ControlFd, err = add(func() (int, error) { return dupSocket(c.Listener) }); err != nil {
 			return Handover{}, nil, err
 		}
 		if h.LockFd, err = add(func() (int, error) { return dupFd(int(c.lock.Fd())) }); err != nil {
@@ -184,7 +184,7 @@ func (s *Supervisor) collectHandover(withFds bool) (Handover, []int, error) {
 		}
 	}
 	if ml, isTCP := s.cfg.MetricsListener.(*net.TCPListener); isTCP && ml != nil {
-		if h.MetricsFd, err = add(func() (int, error) { return dupListenerFd(ml) }); err != nil {
+		if h.MetricsFd, err = add(func() (int, error) { return dupSocket(ml) }); err != nil {
 			return Handover{}, nil, err
 		}
 	}
@@ -223,7 +223,10 @@ func (s *Supervisor) genHandover(g lifecycle.GenInfo, withFds bool, add func(fun
 	return gh, errors.Join(errs...)
 }
 
-func dupListenerFd(l *net.TCPListener) (int, error) {
+// dupSocket duplicates a shared socket's descriptor through
+// SyscallConn().Control, never (*os.File).Fd(), which would make the open
+// file description blocking for every process serving on it.
+func dupSocket(l syscall.Conn) (int, error) {
 	raw, err := l.SyscallConn()
 	if err != nil {
 		return -1, err
@@ -350,11 +353,7 @@ func (s *Supervisor) adoptGen(gh GenHandover, fds []int, prevID string) (*genRun
 	rt.outLog.Store(rt.log)
 	if len(rt.config) > 0 {
 		rt.configDigest = digestCopies(rt.config)
-		var pairs []string
-		for orig, c := range rt.config {
-			pairs = append(pairs, c, orig)
-		}
-		rt.rewrite = strings.NewReplacer(pairs...)
+		rt.rewrite = pathRewriter(rt.config, nil)
 	}
 	rt.proc = AdoptProc(ProcHandover{Pid: gh.Pid, Pidfd: pidfd, Output: out}, rt.logOutput)
 	rt.track = s.adoptedTrack(gh, prevID)

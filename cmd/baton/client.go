@@ -142,36 +142,61 @@ func printJSON(w io.Writer, v any) error {
 }
 
 func reloadCommand() *cli.Command {
+	return requestCommand(request[supervisor.ReloadResponse]{
+		name:     "reload",
+		usage:    "start a new generation with the current config and wait until it alone holds the listeners",
+		timeout:  10 * time.Minute,
+		progress: true,
+		json: func(res supervisor.ReloadResponse) any {
+			return struct {
+				OK bool `json:"ok"`
+				supervisor.ReloadResponse
+			}{true, res}
+		},
+		text: func(res supervisor.ReloadResponse) string {
+			return fmt.Sprintf("reloaded: generation %d (pid %d) serving after %.1f ms", res.Generation, res.Pid, res.DurationMs)
+		},
+	})
+}
+
+// request is a client command that makes one POST to /v1/NAME and waits
+// for its answer: reload and upgrade.
+type request[T any] struct {
+	name, usage string
+	timeout     time.Duration // --timeout's default
+	progress    bool          // show progress on a terminal
+	json        func(T) any   // the --json answer, with "ok"
+	text        func(T) string
+}
+
+func requestCommand[T any](r request[T]) *cli.Command {
 	return &cli.Command{
-		Name:  "reload",
-		Usage: "start a new generation with the current config and wait until it alone holds the listeners",
+		Name:  r.name,
+		Usage: r.usage,
 		Flags: []cli.Flag{
 			controlFlag(), jsonFlag(),
-			newDurationFlag(&cli.DurationFlag{Name: "timeout", Value: 10 * time.Minute, Usage: "how long to wait for the answer"}),
+			newDurationFlag(&cli.DurationFlag{Name: "timeout", Value: r.timeout, Usage: "how long to wait for the answer"}),
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
-				return jsonResult(c, usagef("reload: unexpected argument %q", c.Args().First()))
+				return jsonResult(c, usagef("%s: unexpected argument %q", r.name, c.Args().First()))
 			}
 			ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
 			defer cancel()
 			stopProgress := func() {}
-			if terminal(c.App.ErrWriter) {
+			if r.progress && terminal(c.App.ErrWriter) {
 				stopProgress = showProgress(c.App.ErrWriter, c.String("control"))
 			}
-			var res supervisor.ReloadResponse
-			err := newClient(c.String("control")).do(ctx, http.MethodPost, "/v1/reload", &res)
+			var res T
+			err := newClient(c.String("control")).do(ctx, http.MethodPost, "/v1/"+r.name, &res)
 			stopProgress()
 			if err != nil {
-				return jsonResult(c, fmt.Errorf("reload failed: %w", err))
+				return jsonResult(c, fmt.Errorf("%s failed: %w", r.name, err))
 			}
 			if c.Bool("json") {
-				return printJSON(c.App.Writer, struct {
-					OK bool `json:"ok"`
-					supervisor.ReloadResponse
-				}{true, res})
+				return printJSON(c.App.Writer, r.json(res))
 			}
-			_, err = fmt.Fprintf(c.App.Writer, "reloaded: generation %d (pid %d) serving after %.1f ms\n", res.Generation, res.Pid, res.DurationMs)
+			_, err = fmt.Fprintln(c.App.Writer, r.text(res))
 			return err
 		},
 	}
@@ -206,33 +231,20 @@ func statusCommand() *cli.Command {
 }
 
 func upgradeCommand() *cli.Command {
-	return &cli.Command{
-		Name:  "upgrade",
-		Usage: "replace the running baton with the binary now on disk, keeping every socket and generation",
-		Flags: []cli.Flag{
-			controlFlag(), jsonFlag(),
-			newDurationFlag(&cli.DurationFlag{Name: "timeout", Value: 2 * time.Minute, Usage: "how long to wait for the answer"}),
+	return requestCommand(request[supervisor.UpgradeResult]{
+		name:    "upgrade",
+		usage:   "replace the running baton with the binary now on disk, keeping every socket and generation",
+		timeout: 2 * time.Minute,
+		json: func(res supervisor.UpgradeResult) any {
+			return struct {
+				OK bool `json:"ok"`
+				supervisor.UpgradeResult
+			}{true, res}
 		},
-		Action: func(c *cli.Context) error {
-			if c.NArg() > 0 {
-				return jsonResult(c, usagef("upgrade: unexpected argument %q", c.Args().First()))
-			}
-			ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
-			defer cancel()
-			var res supervisor.UpgradeResult
-			if err := newClient(c.String("control")).do(ctx, http.MethodPost, "/v1/upgrade", &res); err != nil {
-				return jsonResult(c, fmt.Errorf("upgrade failed: %w", err))
-			}
-			if c.Bool("json") {
-				return printJSON(c.App.Writer, struct {
-					OK bool `json:"ok"`
-					supervisor.UpgradeResult
-				}{true, res})
-			}
-			_, err := fmt.Fprintf(c.App.Writer, "upgraded: baton pid %d took over from pid %d\n", res.NewPid, res.OldPid)
-			return err
+		text: func(res supervisor.UpgradeResult) string {
+			return fmt.Sprintf("upgraded: baton pid %d took over from pid %d", res.NewPid, res.OldPid)
 		},
-	}
+	})
 }
 
 func stopCommand() *cli.Command {
