@@ -41,7 +41,7 @@ func hostOptions(t *testing.T) Options {
 	return Options{ControlPaths: []string{filepath.Join(t.TempDir(), "none.sock")}, DropsInterval: 20 * time.Millisecond}
 }
 
-// Invariant 1's negation, planted in-process: two SO_REUSEPORT sockets on
+// The negation of docs/design.md's invariant 1, planted in-process: two SO_REUSEPORT sockets on
 // one address are one reuseport-group finding naming this process.
 func TestRunFindsReuseportGroup(t *testing.T) {
 	a := reusePortListen(t, "127.0.0.1:0")

@@ -281,7 +281,7 @@ func TestListenUDP(t *testing.T) {
 	})
 }
 
-// Invariant 1: a second bind of a declared address fails loudly (no
+// docs/design.md's invariant 1: a second bind of a declared address fails loudly (no
 // SO_REUSEPORT group), and the failed Listen leaves no descriptor behind.
 func TestListenAddressInUse(t *testing.T) {
 	for _, scheme := range []string{"tcp", "udp"} {

@@ -64,7 +64,7 @@ func nginxListenTarget(t *testing.T) listenTarget {
 func TestConfigListenersHAProxy(t *testing.T) { configListeners(t, haproxyListenTarget(t)) }
 func TestConfigListenersNginx(t *testing.T)   { configListeners(t, nginxListenTarget(t)) }
 
-// configListeners guards invariant 7 with the listeners taken from the
+// configListeners guards docs/design.md's invariant 7 with the listeners taken from the
 // proxy's config (baton run without --listen): one LISTEN socket per
 // address, baton's, kept over 100 reloads under load with nothing lost; a
 // reload that adds an address serves it on a new socket; one that removes

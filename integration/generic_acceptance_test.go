@@ -204,7 +204,7 @@ func TestGenericCheckCommand(t *testing.T) {
 	}
 }
 
-// TestGenericNofile guards invariant 6 for a socket-activated server: it
+// TestGenericNofile guards docs/design.md's invariant 6 for a socket-activated server: it
 // gets the NOFILE of --rlimit, not baton's inherited soft 1024. The shell
 // that execs the server records what baton set; a Go server then raises its
 // own soft limit to the hard one, which /proc shows.

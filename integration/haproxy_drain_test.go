@@ -12,8 +12,8 @@ import (
 	"github.com/batonproxy/baton/batontest"
 )
 
-// TestHAProxyDrainDoesNotSpin guards DESIGN.md's "the process that serves
-// traffic must be a forked child": an old generation that still drains a
+// TestHAProxyDrainDoesNotSpin guards that the process that serves
+// traffic is a forked child: an old generation that still drains a
 // request while connections wait in the shared accept queue must not wake up
 // for them. A foreground -db HAProxy keeps the closed listener in its epoll
 // set and burns both cores (about 600 ticks in 3 s); a forked worker idles.
@@ -158,7 +158,7 @@ type drainStatus struct {
 	} `json:"generations"`
 }
 
-// TestHAProxyDrainDeadlineAndKill guards invariant 3: a draining generation
+// TestHAProxyDrainDeadlineAndKill guards docs/design.md's invariant 3: a draining generation
 // that does not finish is hard stopped at its drain deadline (SIGTERM) and
 // SIGKILLed after the kill grace, and status shows the deadline meanwhile.
 func TestHAProxyDrainDeadlineAndKill(t *testing.T) {

@@ -11,7 +11,7 @@ import (
 	"github.com/batonproxy/baton/bench/load"
 )
 
-// TestHAProxyBrokenConfigReload guards invariant 2 (never worse): a reload
+// TestHAProxyBrokenConfigReload guards docs/design.md's invariant 2 (never worse): a reload
 // with a config HAProxy rejects fails with HAProxy's own error text and exit
 // status 1, leaves the serving generation untouched and loses no request;
 // the fixed config then reloads.

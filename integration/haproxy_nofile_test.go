@@ -14,7 +14,7 @@ import (
 	"github.com/batonproxy/baton/batontest"
 )
 
-// TestHAProxyNofile guards invariant 6 and the 1024 incident: every HAProxy
+// TestHAProxyNofile guards docs/design.md's invariant 6 and the 1024 incident: every HAProxy
 // process gets the NOFILE limit baton sets, not the soft limit baton itself
 // inherited, and status reports what /proc shows.
 func TestHAProxyNofile(t *testing.T) {

@@ -18,7 +18,7 @@ import (
 // fails then exits), older versions in the master.
 const missingStatsSocket = "    stats socket /nonexistent-baton-test-dir/admin.sock\n"
 
-// TestHAProxyStartFailure guards invariant 2 where the config check cannot:
+// TestHAProxyStartFailure guards docs/design.md's invariant 2 where the config check cannot:
 // a generation that passes `haproxy -c` but fails while starting ends the
 // reload as soon as it exits — not at --ready-timeout — with HAProxy's own
 // words, and the serving generation is untouched; at the first start,

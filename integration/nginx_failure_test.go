@@ -10,7 +10,7 @@ import (
 	"github.com/batonproxy/baton/bench/load"
 )
 
-// TestNginxBrokenConfigReload guards invariant 2 (never worse) with nginx: a
+// TestNginxBrokenConfigReload guards docs/design.md's invariant 2 (never worse) with nginx: a
 // reload with a config nginx rejects fails with nginx's own error text
 // (directive, file:line) and exit status 1, leaves the serving generation
 // untouched and loses no request; the fixed config then reloads.

@@ -54,7 +54,7 @@ func defaultNofile(t *testing.T, hard string) uint64 {
 	return want
 }
 
-// TestNginxNofile guards invariant 6 and the 1024 incident with nginx: with
+// TestNginxNofile guards docs/design.md's invariant 6 and the 1024 incident with nginx: with
 // no worker_rlimit_nofile in the config, the master and every worker get the
 // NOFILE baton sets, not the soft 1024 baton inherited, also after a reload.
 func TestNginxNofile(t *testing.T) {

@@ -11,7 +11,7 @@ import (
 	"github.com/batonproxy/baton/fdpass"
 )
 
-// TestNginxSharedSocketFlags guards invariant 1 with nginx and the two ways
+// TestNginxSharedSocketFlags guards docs/design.md's invariant 1 with nginx and the two ways
 // nginx can change baton's socket for every holder: the shared open file
 // description keeps O_NONBLOCK (nginx never sets it on inherited sockets, and
 // Go's (*os.File).Fd would clear it) in the master and every worker, after

@@ -14,7 +14,7 @@ import (
 	"github.com/batonproxy/baton/batontest"
 )
 
-// pid1Split checks, from the host, the shape DESIGN.md gives baton as a
+// pid1Split checks, from the host, the shape docs/design.md gives baton as a
 // container's PID 1: the init is PID 1 of its namespace (NSpid ends in 1),
 // the supervisor is its child with a small pid of its own in the namespace
 // (status "pid", not 1), and the active generation is the supervisor's

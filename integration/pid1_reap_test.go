@@ -157,7 +157,7 @@ func TestPID1ReapsAndDrains(t *testing.T) {
 	}
 }
 
-// pid1Upgrade runs `baton upgrade` under PID 1 and checks what DESIGN.md
+// pid1Upgrade runs `baton upgrade` under PID 1 and checks what docs/design.md
 // says follows: a new supervisor, child of the init (which follows it); the
 // generations the old one started are now the init's children. One reload
 // later the adopted generation has drained and exited, reaped (not a

@@ -242,7 +242,7 @@ func TestKill9BatonUnderLoad(t *testing.T) {
 	}
 }
 
-// TestBatonIdleUnderConnectionRate guards invariant 8 (out of the data path): baton does
+// TestBatonIdleUnderConnectionRate guards docs/design.md's invariant 8 (out of the data path): baton does
 // not wake per connection, before and after an upgrade. Over 10 s of new
 // connections as fast as 16 clients go, baton's threads' context switches
 // are counted; the listening socket is in no epoll set of baton's.

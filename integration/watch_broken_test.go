@@ -12,7 +12,7 @@ import (
 	"github.com/batonproxy/baton/batontest"
 )
 
-// TestWatchBrokenConfigKeepsServing guards invariant 2 (never worse) for
+// TestWatchBrokenConfigKeepsServing guards docs/design.md's invariant 2 (never worse) for
 // the config watch: a watched file that becomes invalid keeps the serving
 // generation (same pid, same answers), and `baton status` shows HAProxy's
 // own error in the watch section and the last reload. The same broken

@@ -18,7 +18,7 @@ import (
 )
 
 // TestWatchConfigMapUpdates guards README's config watch on a Kubernetes
-// ConfigMap volume (invariant 7: a watch event that leaves the digest
+// ConfigMap volume (docs/design.md's invariant 7: a watch event that leaves the digest
 // unchanged does not reload). DIR is laid out by kubelet's atomic writer
 // (..TIMESTAMP/haproxy.cfg, ..data -> ..TIMESTAMP, haproxy.cfg ->
 // ..data/haproxy.cfg) and haproxy reads DIR/haproxy.cfg. Under new

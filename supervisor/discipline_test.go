@@ -92,7 +92,7 @@ func fdList(t *testing.T) string {
 	return b.String()
 }
 
-// Invariant 8: baton holds the listening sockets as raw descriptors, never
+// docs/design.md's invariant 8: baton holds the listening sockets as raw descriptors, never
 // in the Go runtime's poller (an os.File or net.Listener would register
 // them, and baton would wake for every connection).
 func TestListenersNotInPoller(t *testing.T) {

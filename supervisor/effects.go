@@ -451,7 +451,7 @@ func (s *Supervisor) watchRelease(gen lifecycle.Gen) {
 	s.goEffect(func() {
 		// Ticks read only the descriptors a full scan found on a
 		// listener; a full scan confirms (release_linux.go), because
-		// acknowledging a reload on a miss breaks invariant 4.
+		// acknowledging a reload on a miss breaks docs/design.md's invariant 4.
 		w := &releaseWatch{inodes: inodes, members: func() ([]int, error) { return s.procfs.ScanMembers(rt.procs()) }}
 		defer w.close()
 		start := s.clock.Now()

@@ -41,7 +41,7 @@ func inodeOf(ls *ListenerSet, spec string) uint64 {
 	return 0
 }
 
-// TestListenerSetDiff guards invariant 7 with listeners from the config: a
+// TestListenerSetDiff guards docs/design.md's invariant 7 with listeners from the config: a
 // reload that adds an address binds it, one that removes an address closes
 // it once no generation uses it, one that keeps it keeps the socket; a
 // failed generation leaves the set as before; counts never go negative.

@@ -12,7 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Invariant 4 at the ProcFS level: a generation whose leader has exited but
+// docs/design.md's invariant 4 at the ProcFS level: a generation whose leader has exited but
 // was not reaped yet (a zombie) still holds the listener through its
 // orphaned worker, which the kernel has handed to baton, the subreaper.
 // Members must find the worker, or the release watch acknowledges a reload

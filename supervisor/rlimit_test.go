@@ -14,7 +14,7 @@ import (
 	"github.com/batonproxy/baton/batontest"
 )
 
-// Invariant 6 and the 1024 incident: the exec shim gives every child the
+// docs/design.md's invariant 6 and the 1024 incident: the exec shim gives every child the
 // configured limits, whatever baton itself inherited. The generation is
 // started through /bin/sh, which records the NOFILE limits it was exec'd
 // with before it execs the fake: the fake is a Go program, whose runtime

@@ -63,7 +63,7 @@ func TestFirstGenerationServes(t *testing.T) {
 	}
 }
 
-// Invariant 4: Reload returns only once the old generation no longer holds
+// docs/design.md's invariant 4: Reload returns only once the old generation no longer holds
 // the listener; the old one is drained, exits and is forgotten.
 func TestReloadSwitchesAndDrainsOld(t *testing.T) {
 	// Generation 1 lingers after closing its listeners, so that "no longer
@@ -110,7 +110,7 @@ func TestReloadSwitchesAndDrainsOld(t *testing.T) {
 	}
 }
 
-// Invariant 5: concurrent requests during a reload are coalesced into the
+// docs/design.md's invariant 5: concurrent requests during a reload are coalesced into the
 // next one; every caller gets an answer.
 func TestReloadCoalesces(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
@@ -157,7 +157,7 @@ func TestReloadCoalesces(t *testing.T) {
 	}
 }
 
-// Invariant 2: a failed config check leaves the serving generation alone
+// docs/design.md's invariant 2: a failed config check leaves the serving generation alone
 // and reports the checker's own words.
 func TestReloadCheckFailedKeepsServing(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
@@ -215,7 +215,7 @@ func TestReloadCheckTimeout(t *testing.T) {
 	}
 }
 
-// Invariant 2 for a generation that fails at start or never gets ready.
+// docs/design.md's invariant 2 for a generation that fails at start or never gets ready.
 func TestReloadStartFailures(t *testing.T) {
 	t.Run("exit before ready", func(t *testing.T) {
 		h := newHarness(t, harnessOpts{modes: []string{"", "fail"}})
@@ -278,7 +278,7 @@ func (h *harness) checkUntouched(p1 int) {
 	}
 }
 
-// Invariant 3: a generation that does not finish draining is hard stopped
+// docs/design.md's invariant 3: a generation that does not finish draining is hard stopped
 // at its deadline, then killed after the grace period.
 func TestDrainDeadline(t *testing.T) {
 	t.Run("hard stop", func(t *testing.T) {
@@ -337,7 +337,7 @@ func TestDrainDeadline(t *testing.T) {
 	})
 }
 
-// Invariant 3: the generation cap hard-stops the oldest draining one.
+// docs/design.md's invariant 3: the generation cap hard-stops the oldest draining one.
 func TestGenerationCapHardStopsOldest(t *testing.T) {
 	life := testLife()
 	life.MaxGenerations = 1

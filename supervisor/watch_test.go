@@ -225,7 +225,7 @@ func newTestWatcher(t *testing.T, paths ...string) (*watcher, *fakeWatchReload) 
 	return w, f
 }
 
-// Invariant 7: a check that finds the applied (or last attempted) digest
+// docs/design.md's invariant 7: a check that finds the applied (or last attempted) digest
 // does not reload; a new digest reloads once; a refused one is counted,
 // explained, and not retried until the content changes again.
 func TestWatcherCheck(t *testing.T) {

@@ -549,7 +549,7 @@ func TestMachine(t *testing.T) {
 			}),
 		},
 		{
-			// NOTE: DESIGN.md says a crash of the active generation starts a
+			// NOTE: docs/design.md says a crash of the active generation starts a
 			// replacement at once. While the reload that made it active still
 			// waits for the older generation to release the listeners, the
 			// replacement waits too (up to DrainTimeout+KillGrace when the old

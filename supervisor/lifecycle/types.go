@@ -85,7 +85,7 @@ type Config struct {
 	StableAfter            time.Duration
 }
 
-// DefaultConfig is the policy of DESIGN.md.
+// DefaultConfig is the policy of docs/design.md.
 func DefaultConfig() Config {
 	return Config{
 		ReadyTimeout:   30 * time.Second,
