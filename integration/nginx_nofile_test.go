@@ -2,89 +2,11 @@ package integration
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/batonproxy/baton/batontest"
 )
-
-// lowNofileShell starts baton with a soft NOFILE of 1024 (the incident's
-// inherited limit) and records what the shell handed over.
-func lowNofileShell(t *testing.T) (batontest.StartOptions, string) {
-	rec := filepath.Join(batontest.ShortTempDir(t), "limits")
-	return batontest.StartOptions{Shell: "ulimit -Sn 1024 && grep 'Max open files' /proc/self/limits > " + rec}, rec
-}
-
-// shellNofile reads the recorded limits: soft must be 1024; it returns the
-// hard limit baton inherited.
-func shellNofile(t *testing.T, rec string, b *batontest.Baton) string {
-	t.Helper()
-	data, err := os.ReadFile(rec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := strings.Fields(strings.TrimPrefix(strings.TrimSpace(string(data)), "Max open files"))
-	if len(f) < 2 || f[0] != "1024" {
-		t.Fatalf("the shell that started baton has %q, want a soft NOFILE of 1024", data)
-	}
-	soft, hard, err := batontest.Nofile(b.Pid())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("baton started with NOFILE soft %s hard %s; /proc shows baton itself at soft %s hard %s", f[0], f[1], soft, hard)
-	return f[1]
-}
-
-// defaultNofile is baton's default NOFILE for a hard limit as /proc prints
-// it: min(hard, 1048576).
-func defaultNofile(t *testing.T, hard string) uint64 {
-	t.Helper()
-	want := uint64(1 << 20)
-	if hard != "unlimited" {
-		h, err := strconv.ParseUint(hard, 10, 64)
-		if err != nil {
-			t.Fatal(err)
-		}
-		want = min(h, want)
-	}
-	return want
-}
-
-// TestNginxNofile guards docs/design.md's invariant 6 and the 1024 incident with nginx: with
-// no worker_rlimit_nofile in the config, the master and every worker get the
-// NOFILE baton sets, not the soft 1024 baton inherited, also after a reload.
-func TestNginxNofile(t *testing.T) {
-	conf := func(v int) func(int) string {
-		return func(port int) string { return nginxConf(t, port, v, nil, nil) }
-	}
-	t.Run("default", func(t *testing.T) {
-		so, rec := lowNofileShell(t)
-		p := startNginxAcc(t, conf(1), nil, so)
-		if strings.Contains(batontest.NginxConfig(p.port, 1, nil, nil), "worker_rlimit_nofile") {
-			t.Fatal("the config sets worker_rlimit_nofile")
-		}
-		want := defaultNofile(t, shellNofile(t, rec, p.b))
-		waitNginxSettled(t, p)
-		checkNofile(t, p, want, want)
-	})
-	t.Run("rlimit-flag", func(t *testing.T) {
-		so, rec := lowNofileShell(t)
-		p := startNginxAcc(t, conf(1), []string{"--rlimit", "nofile=4096:8192"}, so)
-		shellNofile(t, rec, p.b)
-		waitNginxSettled(t, p)
-		checkNofile(t, p, 4096, 8192)
-		writeConf(t, p.cfg, conf(2)(p.port))
-		gen, _ := p.reload(t)
-		if g, _ := waitNginxSettled(t, p).Active(); g != gen {
-			t.Fatalf("active generation %d, want the reloaded %d", g, gen)
-		}
-		checkNofile(t, p, 4096, 8192)
-	})
-}
 
 // TestNginxNofileIncident shows the incident the default prevents: with
 // worker_connections 2000 and a NOFILE of 1024 (here forced with --rlimit,

@@ -27,10 +27,10 @@ type check struct {
 var checks = []check{
 	{"storm, new connections", []string{"TestHAProxyReloadStorm/new-connection"}, []string{"TestNginxReloadStorm/new-connection"}},
 	{"storm, keep-alive", []string{"TestHAProxyReloadStorm/keep-alive"}, []string{"TestNginxKeepAliveMinTimeout", "TestNginxKeepAliveFloor/keepalive-30s"}},
-	{"broken config", []string{"TestHAProxyBrokenConfigReload", "TestHAProxyStartFailure/reload", "TestHAProxyStartFailure/first-start"}, []string{"TestNginxBrokenConfigReload"}},
+	{"broken config", []string{"TestBrokenConfigReload/haproxy", "TestHAProxyStartFailure/reload", "TestHAProxyStartFailure/first-start"}, []string{"TestBrokenConfigReload/nginx"}},
 	{"kill -9", []string{"TestHAProxyKill9ServingProcessUnderLoad/worker", "TestHAProxyKill9ServingProcessUnderLoad/master"}, []string{"TestNginxKill9GenerationUnderLoad"}},
 	{"drain deadline", []string{"TestHAProxyDrainDeadlineAndKill/hard-stop-ends-haproxy", "TestHAProxyDrainDeadlineAndKill/stopped-generation-is-killed"}, []string{"TestNginxDrainDeadline"}},
-	{"NOFILE", []string{"TestHAProxyNofile/rlimit-flag"}, []string{"TestNginxNofile/rlimit-flag"}},
+	{"NOFILE", []string{"TestNofile/rlimit-flag/haproxy"}, []string{"TestNofile/rlimit-flag/nginx"}},
 	{"stock config", []string{"TestHAProxyStockConfig"}, []string{"TestNginxStockConfig"}},
 }
 
