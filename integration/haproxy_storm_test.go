@@ -8,15 +8,9 @@ import (
 	"github.com/batonproxy/baton/bench/load"
 )
 
-// TestHAProxyReloadStorm is the core acceptance test: 16 clients, over 100
-// reloads at 10 per second, new connection per request and keep-alive.
+// TestHAProxyReloadStorm is TestReloadStorm with keep-alive clients: 16
+// clients, over 100 reloads at 10 per second.
 func TestHAProxyReloadStorm(t *testing.T) {
-	t.Run("new-connection", func(t *testing.T) {
-		o := matrixStorm(stormOpts{mode: load.NewConn, maxTime: time.Minute, interval: 100 * time.Millisecond, rate: 1500})
-		r := runStorm(t, o)
-		r.report(t, "haproxy new-connection")
-		r.check(t, o, true)
-	})
 	t.Run("keep-alive", func(t *testing.T) {
 		o := matrixStorm(stormOpts{mode: load.KeepAlive, maxTime: time.Minute, interval: 100 * time.Millisecond, rate: 1500,
 			extraGlobal: batontest.KeepAliveSafe.Global, extraDefaults: batontest.KeepAliveSafe.Defaults})

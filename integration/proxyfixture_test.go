@@ -22,6 +22,8 @@ type proxyFixture struct {
 	// write replaces the config with version v, plus a line the proxy
 	// rejects when bogus is set; it returns the text written.
 	write func(t *testing.T, p *accProxy, v int, bogus bool) string
+	// target is the proxy as a reload storm runs it.
+	target func(t *testing.T) proxyTarget
 	// settled waits until only the active generation is left, with all its
 	// processes, and returns the status then.
 	settled func(t *testing.T, p *accProxy) batontest.Status
@@ -51,6 +53,7 @@ func haproxyFixture() proxyFixture {
 			}
 			return p.write(t, v)
 		},
+		target: func(t *testing.T) proxyTarget { return haproxyTarget(t, nil, nil) },
 		settled: func(t *testing.T, p *accProxy) batontest.Status {
 			t.Helper()
 			var st batontest.Status
@@ -87,6 +90,7 @@ func nginxFixture() proxyFixture {
 			writeConf(t, p.cfg, text)
 			return text
 		},
+		target:    func(t *testing.T) proxyTarget { return nginxTarget(t, nil, nil) },
 		settled:   waitNginxSettled,
 		bogusWord: "bogus_directive",
 		alert:     "[emerg]",

@@ -25,7 +25,7 @@ type check struct {
 }
 
 var checks = []check{
-	{"storm, new connections", []string{"TestHAProxyReloadStorm/new-connection"}, []string{"TestNginxReloadStorm/new-connection"}},
+	{"storm, new connections", []string{"TestReloadStorm/haproxy"}, []string{"TestReloadStorm/nginx"}},
 	{"storm, keep-alive", []string{"TestHAProxyReloadStorm/keep-alive"}, []string{"TestNginxKeepAliveMinTimeout", "TestNginxKeepAliveFloor/keepalive-30s"}},
 	{"broken config", []string{"TestBrokenConfigReload/haproxy", "TestHAProxyStartFailure/reload", "TestHAProxyStartFailure/first-start"}, []string{"TestBrokenConfigReload/nginx"}},
 	{"kill -9", []string{"TestHAProxyKill9ServingProcessUnderLoad/worker", "TestHAProxyKill9ServingProcessUnderLoad/master"}, []string{"TestNginxKill9GenerationUnderLoad"}},

@@ -7,17 +7,18 @@ import (
 	"github.com/batonproxy/baton/bench/load"
 )
 
-// TestNginxReloadStorm: the storm of the HAProxy test with nginx.
-func TestNginxReloadStorm(t *testing.T) {
-	t.Run("new-connection", func(t *testing.T) {
-		o := matrixStorm(stormOpts{target: nginxTarget(t, nil, nil), mode: load.NewConn,
+// TestReloadStorm is the core acceptance test, with HAProxy and nginx: 16
+// clients, over 100 reloads at 10 per second, a new connection per request.
+// Keep-alive: TestHAProxyReloadStorm, and for nginx TestNginxKeepAliveFloor
+// (the loss has a floor nginx cannot remove; that test asserts it exactly).
+func TestReloadStorm(t *testing.T) {
+	eachProxy(t, func(t *testing.T, f proxyFixture) {
+		o := matrixStorm(stormOpts{target: f.target(t), mode: load.NewConn,
 			maxTime: time.Minute, interval: 100 * time.Millisecond, rate: 1500})
 		r := runStorm(t, o)
-		r.report(t, "nginx new-connection")
+		r.report(t, f.name+" new-connection")
 		r.check(t, o, true)
 	})
-	// Keep-alive with nginx: see TestNginxKeepAliveFloor (the loss has a
-	// floor nginx cannot remove; that test asserts it exactly).
 }
 
 // TestActivatedReloadStorm: the storm with the example socket-activated
