@@ -32,8 +32,7 @@ type backoffStatus struct {
 
 // TestCrashBackoffVisible guards that a crash of the active generation
 // starts a replacement at once, with backoff when it keeps crashing
-// (docs/design.md, "Config copies: ...; crashes run the last good
-// config"), and README's promise that it shows: a generation that crashes
+// (docs/design.md, "A reload, step by step"), and README's promise that it shows: a generation that crashes
 // 300 ms after it starts (a shell wrapper around examples/activated kills it
 // while a file exists) is replaced at once after the first crash, then after
 // 0.5 s, 1 s, 2 s; `baton status` shows consecutive_crashes and restart_at,

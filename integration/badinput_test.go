@@ -38,7 +38,7 @@ func checkBad(t *testing.T, bin string, o batontest.RunOpts, c badCase) batontes
 	return res
 }
 
-// TestBadInput guards the command-line contract (README.md, "Command line"): bad input is
+// TestBadInput guards the command-line contract (docs/design.md, "Command line" and "Exit status"): bad input is
 // refused with the documented exit status (2 usage, 1 failed, 3 no baton)
 // and a message that names the problem, and it changes nothing: no control
 // socket is left behind, and a running baton keeps serving with the same

@@ -10,8 +10,7 @@ import (
 
 // TestHAProxyCrashReplacementKeepsLastGoodConfig guards that a crash
 // of the active generation starts a replacement at once with the last good
-// config (docs/design.md, "Config copies: ...; crashes run the last good
-// config"): a config file edited on disk but not reloaded (here: broken) must
+// config (docs/design.md, "A reload, step by step" and "Config copies"): a config file edited on disk but not reloaded (here: broken) must
 // not take the service down when the serving HAProxy crashes. baton runs
 // each generation from a copy of the -f files made before its check, and a
 // replacement from the last copy that passed.

@@ -18,12 +18,12 @@ import (
 	"github.com/batonproxy/baton/supervisor"
 )
 
-// TestExitCodeMapping guards the exit statuses README.md documents: 2 usage error, 3 no
+// TestExitCodeMapping guards docs/design.md's exit statuses: 2 usage error, 3 no
 // supervisor answering, an ExitCoder's own code, 1 anything else; wrapping
 // keeps the mapping.
 func TestExitCodeMapping(t *testing.T) {
 	if exitOK != 0 || exitFailed != 1 || exitUsage != 2 || exitNoBaton != 3 {
-		t.Fatalf("exit constants %d %d %d %d, README.md says 0 1 2 3", exitOK, exitFailed, exitUsage, exitNoBaton)
+		t.Fatalf("exit constants %d %d %d %d, docs/design.md says 0 1 2 3", exitOK, exitFailed, exitUsage, exitNoBaton)
 	}
 	cases := []struct {
 		name string

@@ -20,7 +20,7 @@ const homepage = "https://github.com/batonproxy/baton"
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
-// Exit statuses (README.md, "Command line"): the contract scripts depend on.
+// Exit statuses (docs/design.md, "Exit status"): the contract scripts depend on.
 const (
 	exitOK        = 0
 	exitFailed    = 1 // the operation failed; the old generation still serves
