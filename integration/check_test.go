@@ -29,6 +29,9 @@ type checkCase struct {
 	want  string // another substring of the output
 }
 
+// checkTookBound is the most a `baton check` may take in these tests.
+const checkTookBound = 5 * time.Second
+
 // TestCheckRefusesWithoutStarting guards `baton check`: the reload's config
 // check alone. On real HAProxy and nginx, an address --listen does not
 // cover, a directive baton refuses and a syntax error are each refused with
@@ -157,8 +160,12 @@ func runCheckCase(t *testing.T, bin string, c checkCase, p1, p2 int, cmd func(di
 	if c.want != "" && !strings.Contains(text, c.want) {
 		t.Errorf("output has no %q", c.want)
 	}
-	if took >= time.Second {
-		t.Errorf("baton check took %s, want under 1 s", took)
+	// The figure is logged above (under 1 s on a quiet machine); the bound
+	// only catches a check that waits for a timeout instead of the
+	// proxy's answer, since a timed bound near the figure fails on a
+	// loaded machine.
+	if took >= checkTookBound {
+		t.Errorf("baton check took %s, want under %s", took, checkTookBound)
 	}
 	if len(procsAfter) != 0 {
 		t.Errorf("processes naming %s left after baton check: %v", dir, procsAfter)
