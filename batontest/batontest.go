@@ -23,7 +23,7 @@ import (
 	"github.com/prometheus/procfs"
 
 	"github.com/batonproxy/baton/fdpass"
-	"github.com/batonproxy/baton/internal/proctree"
+	"github.com/batonproxy/baton/internal/proc"
 	"github.com/batonproxy/baton/internal/testbed"
 )
 
@@ -152,7 +152,7 @@ func ListenSockets(port int) ([]uint64, error) {
 func FdCount(pid int) (int, error) { return testbed.FdCount(pid) }
 
 // Descendants lists every live descendant of pid (children first).
-func Descendants(pid int) []int { return proctree.Descendants(pid) }
+func Descendants(pid int) []int { return proc.Descendants(pid) }
 
 // Alive reports whether pid exists and is not a zombie.
 func Alive(pid int) bool {

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/batonproxy/baton/internal/proctree"
+	"github.com/batonproxy/baton/internal/proc"
 )
 
 // StartBatonArgs runs `baton ARGS...` exactly as given: unlike StartBaton it
@@ -129,7 +129,7 @@ func StartBatonPID1Args(t testing.TB, args []string, control string, opt StartOp
 	t.Cleanup(nb.cleanup)
 	own, _ := os.Readlink("/proc/self/ns/pid")
 	_, found := PollUntil(10*time.Second, 5*time.Millisecond, func() bool {
-		for _, c := range proctree.Children(b.Cmd.Process.Pid) {
+		for _, c := range proc.Children(b.Cmd.Process.Pid) {
 			ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", c))
 			if err != nil || ns == own {
 				continue

@@ -18,7 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/batonproxy/baton/fdpass"
-	"github.com/batonproxy/baton/internal/proctree"
+	"github.com/batonproxy/baton/internal/proc"
 )
 
 // haproxyForbidden lists the command-line flags baton owns, with the reason.
@@ -285,7 +285,7 @@ func (s *haproxySession) ReadyNotified() <-chan struct{} {
 // not before the master's, so a recycled pid cannot pass; any other
 // process, of any uid, is refused.
 func generationPeer(master int) fdpass.PeerCheck {
-	mstart, merr := proctree.StartTicks(master)
+	mstart, merr := proc.StartTicks(master)
 	return func(peer int) error {
 		if merr != nil {
 			return fmt.Errorf("the generation's master %d: %w", master, merr)

@@ -8,7 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/batonproxy/baton/internal/proctree"
+	"github.com/batonproxy/baton/internal/proc"
 )
 
 // TestEpollInodes reads this very process's epoll sets: a listening socket
@@ -56,11 +56,11 @@ func TestEpollInodes(t *testing.T) {
 
 func TestDescendants(t *testing.T) {
 	a, b := startSleeper(t), startSleeper(t)
-	got := proctree.Descendants(os.Getpid())
+	got := proc.Descendants(os.Getpid())
 	if !slices.Contains(got, a) || !slices.Contains(got, b) {
 		t.Errorf("descendants of this process %v lack the children %d and %d", got, a, b)
 	}
-	if d := proctree.Descendants(a); len(d) != 0 {
+	if d := proc.Descendants(a); len(d) != 0 {
 		t.Errorf("sleep %d has descendants %v", a, d)
 	}
 }

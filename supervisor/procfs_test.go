@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/batonproxy/baton/internal/proc"
 )
 
 // docs/design.md's invariant 4 at the ProcFS level: a generation whose leader has exited but
@@ -60,11 +62,11 @@ func TestMembersFindsOrphanOfUnreapedLeader(t *testing.T) {
 	if !holds(orphan, sock.Inode()) {
 		t.Fatalf("orphan %d does not hold the listener", orphan)
 	}
-	pfs, err := NewProcFS()
+	pfs, err := proc.NewFS()
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := GenProcs{Pgid: leader, Leader: leader, Reaper: os.Getpid()}
+	g := proc.GenProcs{Pgid: leader, Leader: leader, Reaper: os.Getpid()}
 	members, _ := pfs.Members(g)
 	if len(members) != 1 || members[0] != orphan {
 		t.Errorf("Members(%+v) = %v with the leader a zombie, want its orphan [%d]", g, members, orphan)
