@@ -175,17 +175,7 @@ func AllGone(pids []int) bool {
 }
 
 // CPUTicks returns user+system clock ticks used by pid.
-func CPUTicks(pid int) (uint64, error) {
-	p, err := procfs.NewProc(pid)
-	if err != nil {
-		return 0, err
-	}
-	st, err := p.Stat()
-	if err != nil {
-		return 0, err
-	}
-	return uint64(st.UTime + st.STime), nil
-}
+func CPUTicks(pid int) (uint64, error) { return proc.CPUTicks(pid) }
 
 // Nofile reads the "Max open files" soft and hard limits of pid from
 // /proc/PID/limits, as the text shows them.

@@ -302,7 +302,7 @@ func (s *epollSession) Ready(context.Context) error {
 		pids = proc.Descendants(s.pid)
 	}
 	for _, p := range pids {
-		if polled := EpollInodes(p); containsAll(polled, s.inodes) {
+		if polled := proc.EpollInodes(p); containsAll(polled, s.inodes) {
 			return nil
 		}
 	}

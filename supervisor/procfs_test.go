@@ -57,7 +57,7 @@ func TestMembersFindsOrphanOfUnreapedLeader(t *testing.T) {
 		t.Fatalf("spawn-orphan said %q: %v", line, err)
 	}
 	waitFor(t, shortWait, "leader a zombie, its orphan handed to us", func() bool {
-		return procState(leader) == "Z" && parentOf(orphan) == os.Getpid()
+		return procState(leader) == "Z" && proc.ParentPid(orphan) == os.Getpid()
 	})
 	if !holds(orphan, sock.Inode()) {
 		t.Fatalf("orphan %d does not hold the listener", orphan)
@@ -75,21 +75,6 @@ func TestMembersFindsOrphanOfUnreapedLeader(t *testing.T) {
 	if !s.holdsAny(g, map[uint64]bool{sock.Inode(): true}) {
 		t.Errorf("holdsAny says generation %d released the listener its orphan %d holds", leader, orphan)
 	}
-}
-
-// parentOf is pid's parent (0 when unknown).
-func parentOf(pid int) int {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 2 {
-		return 0
-	}
-	n, _ := strconv.Atoi(f[1])
-	return n
 }
 
 // reapTestChildren stops and waits for children the test started itself.
