@@ -32,6 +32,7 @@ type Proc interface {
 var _ Proc = (*proc.Process)(nil)
 
 // ExecStarter is the real Starter: s starts each child (proc.ExecStarter).
+// It is an owner (tracking.go): strays asks it which children it started.
 func ExecStarter(s *proc.ExecStarter) Starter { return execStarter{s} }
 
 type execStarter struct{ s *proc.ExecStarter }
@@ -43,3 +44,7 @@ func (e execStarter) Start(sp proc.StartSpec) (Proc, error) {
 	}
 	return p, nil
 }
+
+func (e execStarter) Owns(pid int) bool { return e.s.Owns(pid) }
+
+var _ owner = execStarter{}
