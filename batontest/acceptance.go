@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/batonproxy/baton/fdpass"
+	"github.com/batonproxy/baton/internal/proc"
 	"github.com/batonproxy/baton/internal/testbed"
 )
 
@@ -335,26 +336,7 @@ func LogTime(line string) (time.Time, error) {
 }
 
 // ParentPid returns pid's parent pid from /proc/PID/stat; 0 when unknown.
-func ParentPid(pid int) int {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// The command name is in parentheses and may contain spaces.
-	i := strings.LastIndexByte(string(b), ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 2 {
-		return 0
-	}
-	var ppid int
-	if _, err := fmt.Sscan(f[1], &ppid); err != nil {
-		return 0
-	}
-	return ppid
-}
+func ParentPid(pid int) int { return proc.ParentPid(pid) }
 
 // Stopped reports whether every thread of every pid is in job-control stop
 // (state T): SIGSTOP stops a multi-threaded process's threads one by one,

@@ -23,7 +23,7 @@ import (
 	"github.com/prometheus/procfs"
 
 	"github.com/batonproxy/baton/fdpass"
-	"github.com/batonproxy/baton/internal/proctree"
+	"github.com/batonproxy/baton/internal/proc"
 	"github.com/batonproxy/baton/internal/testbed"
 )
 
@@ -152,7 +152,7 @@ func ListenSockets(port int) ([]uint64, error) {
 func FdCount(pid int) (int, error) { return testbed.FdCount(pid) }
 
 // Descendants lists every live descendant of pid (children first).
-func Descendants(pid int) []int { return proctree.Descendants(pid) }
+func Descendants(pid int) []int { return proc.Descendants(pid) }
 
 // Alive reports whether pid exists and is not a zombie.
 func Alive(pid int) bool {
@@ -175,17 +175,7 @@ func AllGone(pids []int) bool {
 }
 
 // CPUTicks returns user+system clock ticks used by pid.
-func CPUTicks(pid int) (uint64, error) {
-	p, err := procfs.NewProc(pid)
-	if err != nil {
-		return 0, err
-	}
-	st, err := p.Stat()
-	if err != nil {
-		return 0, err
-	}
-	return uint64(st.UTime + st.STime), nil
-}
+func CPUTicks(pid int) (uint64, error) { return proc.CPUTicks(pid) }
 
 // Nofile reads the "Max open files" soft and hard limits of pid from
 // /proc/PID/limits, as the text shows them.

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/batonproxy/baton/internal/proctree"
+	"github.com/batonproxy/baton/internal/proc"
 )
 
 // StartBatonArgs runs `baton ARGS...` exactly as given: unlike StartBaton it
@@ -129,7 +129,7 @@ func StartBatonPID1Args(t testing.TB, args []string, control string, opt StartOp
 	t.Cleanup(nb.cleanup)
 	own, _ := os.Readlink("/proc/self/ns/pid")
 	_, found := PollUntil(10*time.Second, 5*time.Millisecond, func() bool {
-		for _, c := range proctree.Children(b.Cmd.Process.Pid) {
+		for _, c := range proc.Children(b.Cmd.Process.Pid) {
 			ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", c))
 			if err != nil || ns == own {
 				continue
@@ -209,21 +209,11 @@ func (nb *NSBaton) HostPid(nsPid int) int {
 
 // ReadProc reads pid's state, parent and command name from /proc/PID/stat.
 func ReadProc(pid int) (NSProc, bool) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	st, err := proc.ReadStat(pid)
 	if err != nil {
 		return NSProc{}, false
 	}
-	s := string(b)
-	open, closing := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-	if open < 0 || closing < open {
-		return NSProc{}, false
-	}
-	f := strings.Fields(s[closing+1:])
-	if len(f) < 2 {
-		return NSProc{}, false
-	}
-	ppid, _ := strconv.Atoi(f[1])
-	return NSProc{HostPid: pid, PPid: ppid, State: f[0], Comm: s[open+1 : closing]}, true
+	return NSProc{HostPid: pid, PPid: st.PPid, State: string(st.State), Comm: st.Comm}, true
 }
 
 // NSPids returns the NSpid line of /proc/PID/status: pid's id in each PID

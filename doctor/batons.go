@@ -19,6 +19,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/batonproxy/baton/fdpass"
+	"github.com/batonproxy/baton/internal/proc"
 	"github.com/batonproxy/baton/supervisor"
 )
 
@@ -93,7 +94,7 @@ func abs(p, dir string) string {
 // discoverBatons lists the control sockets of the `baton run` processes
 // among procs (deduplicated: as PID 1, the init and the supervisor share
 // one command line), with the pid of the newest process using each.
-func discoverBatons(procs map[int]*Process, proc func(pid int) procInfo) map[string]int {
+func discoverBatons(procs map[int]*Process, readProc func(pid int) procInfo) map[string]int {
 	out := map[string]int{}
 	pids := make([]int, 0)
 	for pid, p := range procs {
@@ -104,12 +105,12 @@ func discoverBatons(procs map[int]*Process, proc func(pid int) procInfo) map[str
 	sort.Ints(pids)
 	for _, pid := range pids {
 		p := procs[pid]
-		info := proc(pid)
+		info := readProc(pid)
 		cl := p.Cmdline
 		if cl == nil {
 			cl = info.cmdline
 		}
-		if supervisor.IsExecShim(cl) {
+		if proc.IsExecShim(cl) {
 			continue
 		}
 		control, ok := batonRun(cl, info.env, readBatonConfig, info.cwd)

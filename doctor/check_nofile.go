@@ -5,7 +5,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/batonproxy/baton/supervisor"
+	"github.com/batonproxy/baton/internal/proc"
 )
 
 const nofileWhy = "a proxy out of file descriptors can neither accept connections nor open upstream ones, so " +
@@ -44,7 +44,7 @@ func leader(f *Facts, p *Process) *Process {
 }
 
 func limitString(v uint64) string {
-	if v == supervisor.Unlimited {
+	if v == proc.Unlimited {
 		return "unlimited"
 	}
 	return fmt.Sprint(v)
@@ -160,7 +160,7 @@ func checkNofileMismatch(f *Facts, _ Options) []Finding {
 func checkFdUsage(f *Facts, o Options) []Finding {
 	var out []Finding
 	for _, p := range nofileTargets(f) {
-		if p.Fds < 0 || p.Nofile.Soft == 0 || p.Nofile.Soft == supervisor.Unlimited {
+		if p.Fds < 0 || p.Nofile.Soft == 0 || p.Nofile.Soft == proc.Unlimited {
 			continue
 		}
 		ratio := float64(p.Fds) / float64(p.Nofile.Soft)

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/batonproxy/baton/internal/proc"
 	"github.com/batonproxy/baton/supervisor"
 )
 
@@ -82,7 +83,7 @@ func TestOrphans(t *testing.T) {
 // The health-check flapping incident: NOFILE 1024 inherited by a proxy.
 func TestNofile(t *testing.T) {
 	withLimit := func(p *Process, soft, hard uint64, fds int) *Process {
-		p.Nofile, p.Fds = supervisor.Limit{Soft: soft, Hard: hard}, fds
+		p.Nofile, p.Fds = proc.Limit{Soft: soft, Hard: hard}, fds
 		return p
 	}
 	tests := []struct {
@@ -117,7 +118,7 @@ func TestNofile(t *testing.T) {
 			[]string{"warning fd-usage pid 10 haproxy"}},
 		{"fds at 99 %", []*Process{withLimit(fakeProc(10, 1, "haproxy", time.Hour), 10000, 10000, 9900)},
 			[]string{"critical fd-usage pid 10 haproxy"}},
-		{"unlimited", []*Process{withLimit(fakeProc(10, 1, "haproxy", time.Hour), supervisor.Unlimited, supervisor.Unlimited, 9900)},
+		{"unlimited", []*Process{withLimit(fakeProc(10, 1, "haproxy", time.Hour), proc.Unlimited, proc.Unlimited, 9900)},
 			[]string{}},
 	}
 	for _, tc := range tests {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/batonproxy/baton/internal/proc"
 	"github.com/batonproxy/baton/supervisor"
 )
 
@@ -62,7 +63,7 @@ type Process struct {
 	// Fds is its open descriptor count; Nofile its RLIMIT_NOFILE
 	// (LimitsKnown false: unreadable).
 	Fds         int
-	Nofile      supervisor.Limit
+	Nofile      proc.Limit
 	LimitsKnown bool
 	// Gen and BatonControl are set when it belongs to a generation of a
 	// baton doctor asked.

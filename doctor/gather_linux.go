@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/batonproxy/baton/fdpass"
+	"github.com/batonproxy/baton/internal/proc"
 	"github.com/batonproxy/baton/supervisor"
 )
 
@@ -41,7 +42,7 @@ func Gather(ctx context.Context, o Options) (*Facts, error) {
 		byInode[s.Inode] = &f.Listeners[i]
 	}
 
-	limits, err := supervisor.NewProcFS()
+	limits, err := proc.NewFS()
 	if err != nil {
 		return nil, fmt.Errorf("open /proc: %w", err)
 	}

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/batonproxy/baton/supervisor"
+	"github.com/batonproxy/baton/internal/proc"
 )
 
 // t0 is the fake clock's now.
@@ -18,7 +18,7 @@ var t0 = time.Date(2026, 1, 2, 12, 0, 0, 0, time.UTC)
 func fakeProc(pid, ppid int, comm string, ago time.Duration) *Process {
 	return &Process{
 		Pid: pid, PPid: ppid, Pgrp: pid, Comm: comm, Program: programOf(comm, nil),
-		Start: t0.Add(-ago), Fds: 10, Nofile: supervisor.Limit{Soft: 65536, Hard: 65536}, LimitsKnown: true,
+		Start: t0.Add(-ago), Fds: 10, Nofile: proc.Limit{Soft: 65536, Hard: 65536}, LimitsKnown: true,
 	}
 }
 

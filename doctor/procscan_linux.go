@@ -10,7 +10,7 @@ import (
 
 	"github.com/prometheus/procfs"
 
-	"github.com/batonproxy/baton/supervisor"
+	"github.com/batonproxy/baton/internal/proc"
 )
 
 // userHZ is the unit of /proc/PID/stat's start time (USER_HZ, 100 on
@@ -20,7 +20,7 @@ const userHZ = 100
 // procScan is one pass over /proc.
 type procScan struct {
 	fs     procfs.FS
-	limits supervisor.ProcFS
+	limits *proc.FS
 	boot   time.Time
 }
 

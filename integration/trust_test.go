@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/batonproxy/baton/batontest"
-	"github.com/batonproxy/baton/internal/proctree"
+	"github.com/batonproxy/baton/internal/proc"
 )
 
 // trustRig is `baton run` of the generic driver over examples/activated on
@@ -71,7 +71,7 @@ func TestForgedStateFileNotAdopted(t *testing.T) {
 	}
 	defer func() { victim.Process.Kill(); victim.Wait() }()
 	pid := victim.Process.Pid
-	ticks, err := proctree.StartTicks(pid)
+	ticks, err := proc.StartTicks(pid)
 	if err != nil {
 		t.Fatal(err)
 	}

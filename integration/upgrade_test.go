@@ -11,7 +11,7 @@ import (
 
 	"github.com/batonproxy/baton/batontest"
 	"github.com/batonproxy/baton/bench/load"
-	"github.com/batonproxy/baton/proxyctl"
+	"github.com/batonproxy/baton/internal/proc"
 )
 
 // upgradeStorm runs the load while it alternates reloads and `baton
@@ -270,7 +270,7 @@ func TestBatonIdleUnderConnectionRate(t *testing.T) {
 			}
 		}
 		rate := float64(conns) / window.Seconds()
-		polled := proxyctl.EpollInodes(pid)[inode]
+		polled := proc.EpollInodes(pid)[inode]
 		t.Logf("%s (baton pid %d): %d new connections in %s (%.0f/s, %d failed); baton's context switches: %d voluntary, %d involuntary; listener in baton's epoll: %t",
 			when, pid, conns, window.Round(time.Millisecond), rate, res.Failed, v1-v0, n1-n0, polled)
 		if polled {

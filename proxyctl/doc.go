@@ -87,6 +87,6 @@
 // into the pid file the user's config names); the generic driver's notify
 // session is a ReadyNotifier.
 //
-// Dependencies: proxyctl imports fdpass and internal/proctree (and
+// Dependencies: proxyctl imports fdpass and internal/proc (and
 // x/sys/unix, prometheus/procfs), never the supervisor.
 package proxyctl

@@ -14,7 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/batonproxy/baton/fdpass"
-	"github.com/batonproxy/baton/internal/proctree"
+	"github.com/batonproxy/baton/internal/proc"
 )
 
 // GenericOptions configure the generic driver.
@@ -228,7 +228,7 @@ func (s *notifySession) fromGeneration(pid int) bool {
 	if s.leaderOnly {
 		return false
 	}
-	for _, d := range proctree.Descendants(s.pid) {
+	for _, d := range proc.Descendants(s.pid) {
 		if d == pid {
 			return true
 		}

@@ -18,7 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/batonproxy/baton/fdpass"
-	"github.com/batonproxy/baton/internal/proctree"
+	"github.com/batonproxy/baton/internal/proc"
 )
 
 // haproxyForbidden lists the command-line flags baton owns, with the reason.
@@ -285,7 +285,7 @@ func (s *haproxySession) ReadyNotified() <-chan struct{} {
 // not before the master's, so a recycled pid cannot pass; any other
 // process, of any uid, is refused.
 func generationPeer(master int) fdpass.PeerCheck {
-	mstart, merr := proctree.StartTicks(master)
+	mstart, merr := proc.StartTicks(master)
 	return func(peer int) error {
 		if merr != nil {
 			return fmt.Errorf("the generation's master %d: %w", master, merr)
@@ -339,7 +339,7 @@ func (s *haproxySession) Ready(ctx context.Context) error {
 		return fmt.Errorf("show info: no Pid in %q", firstLine(out))
 	}
 	worker, _ := strconv.Atoi(pid)
-	if ppid := parentOf(worker); ppid != s.pid {
+	if ppid := proc.ParentPid(worker); ppid != s.pid {
 		return fmt.Errorf("show info answered by pid %d, whose parent is %d, not this generation's master %d", worker, ppid, s.pid)
 	}
 	if s.notify == nil {
@@ -439,17 +439,4 @@ func infoField(out, key string) string {
 func firstLine(s string) string {
 	line, _, _ := strings.Cut(strings.TrimSpace(s), "\n")
 	return line
-}
-
-// parentOf returns pid's parent pid; 0 when unknown.
-func parentOf(pid int) int {
-	p, err := procfs.NewProc(pid)
-	if err != nil {
-		return 0
-	}
-	st, err := p.Stat()
-	if err != nil {
-		return 0
-	}
-	return st.PPID
 }

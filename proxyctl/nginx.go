@@ -10,7 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/batonproxy/baton/fdpass"
-	"github.com/batonproxy/baton/internal/proctree"
+	"github.com/batonproxy/baton/internal/proc"
 )
 
 // nginxForbidden lists command-line flags baton owns, with the reason.
@@ -299,10 +299,10 @@ func (s *epollSession) Started(pid int) { s.pid = pid }
 func (s *epollSession) Ready(context.Context) error {
 	pids := []int{s.pid}
 	if s.workers {
-		pids = proctree.Descendants(s.pid)
+		pids = proc.Descendants(s.pid)
 	}
 	for _, p := range pids {
-		if polled := EpollInodes(p); containsAll(polled, s.inodes) {
+		if polled := proc.EpollInodes(p); containsAll(polled, s.inodes) {
 			return nil
 		}
 	}

@@ -8,7 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/batonproxy/baton/internal/proctree"
+	"github.com/batonproxy/baton/internal/proc"
 )
 
 // TestEpollInodes reads this very process's epoll sets: a listening socket
@@ -24,12 +24,12 @@ func TestEpollInodes(t *testing.T) {
 		t.Fatalf("fstat inode %d, listener says %d", st.Ino, l.Inode)
 	}
 	self := os.Getpid()
-	if EpollInodes(self)[l.Inode] {
+	if proc.EpollInodes(self)[l.Inode] {
 		t.Fatalf("inode %d polled before any epoll set has it", l.Inode)
 	}
 	ep := epollWith(t, l.Fd)
 	defer unix.Close(ep)
-	got := EpollInodes(self)
+	got := proc.EpollInodes(self)
 	if !got[l.Inode] {
 		t.Errorf("inode %d not found in this process's epoll sets %v", l.Inode, got)
 	}
@@ -40,27 +40,27 @@ func TestEpollInodes(t *testing.T) {
 	if err := unix.EpollCtl(ep, unix.EPOLL_CTL_DEL, l.Fd, nil); err != nil {
 		t.Fatal(err)
 	}
-	if EpollInodes(self)[l.Inode] {
+	if proc.EpollInodes(self)[l.Inode] {
 		t.Errorf("inode %d still reported after EPOLL_CTL_DEL", l.Inode)
 	}
 	// A second epoll fd: sets are read from every eventpoll fd.
 	ep2 := epollWith(t, other.Fd)
 	defer unix.Close(ep2)
-	if !EpollInodes(self)[other.Inode] {
+	if !proc.EpollInodes(self)[other.Inode] {
 		t.Errorf("inode %d in a second epoll set not found", other.Inode)
 	}
-	if n := len(EpollInodes(1 << 30)); n != 0 {
+	if n := len(proc.EpollInodes(1 << 30)); n != 0 {
 		t.Errorf("a pid that does not exist: %d inodes", n)
 	}
 }
 
 func TestDescendants(t *testing.T) {
 	a, b := startSleeper(t), startSleeper(t)
-	got := proctree.Descendants(os.Getpid())
+	got := proc.Descendants(os.Getpid())
 	if !slices.Contains(got, a) || !slices.Contains(got, b) {
 		t.Errorf("descendants of this process %v lack the children %d and %d", got, a, b)
 	}
-	if d := proctree.Descendants(a); len(d) != 0 {
+	if d := proc.Descendants(a); len(d) != 0 {
 		t.Errorf("sleep %d has descendants %v", a, d)
 	}
 }

@@ -12,7 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/batonproxy/baton/internal/proctree"
+	"github.com/batonproxy/baton/internal/proc"
 	"github.com/batonproxy/baton/supervisor/lifecycle"
 )
 
@@ -121,7 +121,7 @@ func sweepCgroups(base string) []string {
 		}
 		f := strings.Split(id, "-")
 		pid, _ := strconv.Atoi(f[0])
-		if ticks, err := proctree.StartTicks(pid); err == nil && strconv.FormatUint(ticks, 10) == f[1] {
+		if ticks, err := proc.StartTicks(pid); err == nil && strconv.FormatUint(ticks, 10) == f[1] {
 			continue // its baton (or the one it was handed to: same ID) may live
 		}
 		dir := filepath.Join(base, e.Name())
@@ -225,22 +225,6 @@ func (t *cgroupTree) close() error {
 	}
 	t.dir = ""
 	return nil
-}
-
-// cgroupProcs lists the processes in the cgroup dir (zombies are not
-// listed: a process leaves its cgroup when it exits).
-func cgroupProcs(dir string) ([]int, error) {
-	b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
-	if err != nil {
-		return nil, err
-	}
-	var out []int
-	for _, f := range strings.Fields(string(b)) {
-		if n, err := strconv.Atoi(f); err == nil {
-			out = append(out, n)
-		}
-	}
-	return out, nil
 }
 
 // cgroupPopulated reads "populated" of the cgroup dir's cgroup.events: 0

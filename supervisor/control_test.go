@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/batonproxy/baton/internal/proc"
 )
 
 // serveControl serves the control API of h's supervisor on a fresh control
@@ -202,7 +204,7 @@ func worldExecutableCopy(t *testing.T) string {
 
 // runClient runs `bin client SOCK METHOD PATH` with cred (nil: ours),
 // started and reaped through the test's Reaper, and returns its output.
-func runClient(t *testing.T, r *testReaper, cred *syscall.Credential, bin, sock, method, path string) (string, ExitStatus) {
+func runClient(t *testing.T, r *testReaper, cred *syscall.Credential, bin, sock, method, path string) (string, proc.ExitStatus) {
 	t.Helper()
 	rd, wr, err := os.Pipe()
 	if err != nil {
@@ -221,7 +223,7 @@ func runClient(t *testing.T, r *testReaper, cred *syscall.Credential, bin, sock,
 	}
 	defer os.Remove(errFile.Name())
 	defer errFile.Close()
-	exited := make(chan ExitStatus, 1)
+	exited := make(chan proc.ExitStatus, 1)
 	attr := &syscall.ProcAttr{
 		Env:   childTestEnv(),
 		Files: []uintptr{devnull.Fd(), wr.Fd(), errFile.Fd()}, // private files only
@@ -229,7 +231,7 @@ func runClient(t *testing.T, r *testReaper, cred *syscall.Credential, bin, sock,
 	}
 	_, err = r.Start(func() (int, error) {
 		return syscall.ForkExec(bin, []string{bin, roleClient, sock, method, path}, attr)
-	}, func(st ExitStatus) { exited <- st })
+	}, func(st proc.ExitStatus) { exited <- st })
 	wr.Close()
 	if err != nil {
 		t.Fatal(err)
@@ -248,7 +250,7 @@ func runClient(t *testing.T, r *testReaper, cred *syscall.Credential, bin, sock,
 		return string(out), st
 	case <-time.After(shortWait):
 		t.Fatal("client not reaped")
-		return "", ExitStatus{}
+		return "", proc.ExitStatus{}
 	}
 }
 

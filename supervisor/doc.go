@@ -51,7 +51,9 @@
 //     and connection cap; status.go, reloadhistory.go, history.go
 //     (CONTROL.listeners): what status and doctor read; metrics*.go.
 //   - watch.go, watchfilter.go: --watch; pidfile.go: the user's pid file;
-//     startsched_linux.go: --start-nice and --start-cpus.
+//     startsched.go: when --start-nice and --start-cpus apply.
+//   - starter.go, procfs.go: the OS interfaces the loop uses (Starter,
+//     Proc, ProcFS), faked in tests.
 //
 // Process mechanism (starting children, the one reaper of wait4, the exec
 // shim, rlimits, /proc readers, pidfds) lives in internal/proc; the JSON

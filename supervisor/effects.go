@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"github.com/batonproxy/baton/internal/proc"
 	"github.com/batonproxy/baton/proxyctl"
 	"github.com/batonproxy/baton/supervisor/lifecycle"
 )
@@ -130,7 +131,7 @@ func (s *Supervisor) runCommand(ctx context.Context, rt *genRuntime, argv []stri
 	var mu sync.Mutex
 	var out strings.Builder
 	tooLarge := false
-	p, err := s.starter.Start(StartSpec{
+	p, err := s.starter.Start(proc.StartSpec{
 		Path: argv[0], Argv: argv, Env: s.cfg.Env, Rlimits: s.cfg.Rlimits,
 		// A line is cut only past the whole bound: it then overflows.
 		MaxLine: s.maxOutput + 1,
@@ -206,7 +207,7 @@ func (s *Supervisor) start(gen lifecycle.Gen, replacement bool) lifecycle.Event 
 	// The marker goes first: a process's environment is read from its
 	// start, up to a bound, when it is looked for (readMarker).
 	env := append([]string{markerVar + "=" + s.marker(gen)}, s.cfg.Env...)
-	sp := StartSpec{
+	sp := proc.StartSpec{
 		Path: launch.Argv[0], Argv: launch.Argv, Env: append(env, launch.Env...),
 		Files: launch.Files, Rlimits: s.cfg.Rlimits, ListenPID: launch.ListenPID,
 		OnOutput: rt.logOutput, Sched: s.startSched(rt),
@@ -245,7 +246,7 @@ func (s *Supervisor) start(gen lifecycle.Gen, replacement bool) lifecycle.Event 
 // generations start without one too (tracked by the fallback); a start that
 // fails either way (EAGAIN from RLIMIT_NPROC, ENOMEM: transient) leaves
 // cgroups on. It returns the cgroup, if any.
-func (s *Supervisor) startTracked(rt *genRuntime, sp StartSpec) (Proc, string, error) {
+func (s *Supervisor) startTracked(rt *genRuntime, sp proc.StartSpec) (Proc, string, error) {
 	dir, fd := s.startCgroup(rt)
 	if fd < 0 {
 		p, err := s.starter.Start(sp)
@@ -426,7 +427,7 @@ func (s *Supervisor) signal(gen lifecycle.Gen, kind lifecycle.SignalKind, reason
 	case kind == lifecycle.Kill:
 		// SIGKILL goes to every process of the generation.
 		err = s.killGeneration(rt)
-	case errors.Is(err, ErrProcessDone):
+	case errors.Is(err, proc.ErrDone):
 		// The drain and the hard stop go to the group once the leader is
 		// gone but members remain.
 		err = rt.proc.SignalGroup(sig)
@@ -435,8 +436,8 @@ func (s *Supervisor) signal(gen lifecycle.Gen, kind lifecycle.SignalKind, reason
 		// The hard stop must reach what left the group too.
 		s.signalEscapees(rt, sig)
 	}
-	if err != nil && !errors.Is(err, ErrProcessDone) {
-		rt.log.Warn("signal failed", zap.String("signal", SignalName(sig)), zap.Error(err))
+	if err != nil && !errors.Is(err, proc.ErrDone) {
+		rt.log.Warn("signal failed", zap.String("signal", proc.SignalName(sig)), zap.Error(err))
 	}
 }
 
@@ -447,7 +448,7 @@ func (s *Supervisor) watchRelease(gen lifecycle.Gen) {
 	}
 	inodes := s.cfg.Listeners.Inodes()
 	g, _ := s.genInfo(gen)
-	drainSig := SignalName(s.cfg.Driver.Signal(proxyctl.Drain))
+	drainSig := proc.SignalName(s.cfg.Driver.Signal(proxyctl.Drain))
 	s.goEffect(func() {
 		// Ticks read only the descriptors a full scan found on a
 		// listener; a full scan confirms (release_linux.go), because
@@ -509,7 +510,7 @@ func (s *Supervisor) forget(gen lifecycle.Gen) {
 // escalation (a deadline passed, the generation cap), at INFO when it is
 // the ordinary drain of a reload or a stop, or a stop asked for.
 func (s *Supervisor) logSignal(rt *genRuntime, kind lifecycle.SignalKind, sig unix.Signal, reason string) {
-	fields := []zap.Field{zap.Stringer("kind", kind), zap.String("signal", SignalName(sig)), zap.String("reason", reason)}
+	fields := []zap.Field{zap.Stringer("kind", kind), zap.String("signal", proc.SignalName(sig)), zap.String("reason", reason)}
 	life := s.cfg.Lifecycle
 	switch reason {
 	case lifecycle.ReasonDrainTimeout:

@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/batonproxy/baton/fdpass"
+	"github.com/batonproxy/baton/internal/proc"
 	"github.com/batonproxy/baton/supervisor/lifecycle"
 )
 
@@ -23,7 +24,7 @@ type ForeignListener struct {
 
 // findForeign lists the listening TCP sockets g's processes hold that are
 // not baton's, with a process and descriptor number holding each.
-func (s *Supervisor) findForeign(g GenProcs, ours map[uint64]bool) []foreignFd {
+func (s *Supervisor) findForeign(g proc.GenProcs, ours map[uint64]bool) []foreignFd {
 	listening, err := fdpass.ListeningTCP()
 	if err != nil {
 		return nil
@@ -87,12 +88,12 @@ func (s *Supervisor) noteForeign(gen lifecycle.Gen, found []foreignFd) {
 }
 
 func (s *Supervisor) adoptForeign(gen lifecycle.Gen, f foreignFd) error {
-	fdnum := FindSocketFd(f.Pid, f.Inode)
+	fdnum := proc.FindSocketFd(f.Pid, f.Inode)
 	pidfd, err := unix.PidfdOpen(f.Pid, 0)
 	if err != nil || fdnum < 0 {
 		return fmt.Errorf("reach pid %d: %v", f.Pid, err)
 	}
-	fd, err := TakeFd(pidfd, fdnum)
+	fd, err := proc.TakeFd(pidfd, fdnum)
 	unix.Close(pidfd)
 	if err != nil {
 		return err

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/batonproxy/baton/internal/proc"
 	"github.com/batonproxy/baton/proxyctl"
 	"github.com/batonproxy/baton/supervisor/lifecycle"
 )
@@ -43,7 +44,7 @@ type genRuntime struct {
 	wanted []proxyctl.ConfigListener
 	// sched is how it was started (--start-nice, --start-cpus): until it
 	// is active; nil: with baton's own values.
-	sched *StartSched
+	sched *proc.StartSched
 
 	mu        sync.Mutex
 	probeErr  error
@@ -55,7 +56,7 @@ type genRuntime struct {
 	// stopAsked: baton sent it its drain, hard stop or kill signal.
 	stopAsked atomic.Bool
 	// exit is how its leader ended, once watchExit saw it.
-	exit atomic.Pointer[ExitStatus]
+	exit atomic.Pointer[proc.ExitStatus]
 }
 
 // warn logs an incident of the generation from any goroutine: with its
@@ -119,7 +120,7 @@ func (rt *genRuntime) probing() bool {
 // the tail of its own output.
 type ChildError struct {
 	Argv   []string
-	Status ExitStatus
+	Status proc.ExitStatus
 	Output string
 	Err    error // what baton did about it (e.g. a timeout), if anything
 }
@@ -203,7 +204,7 @@ func (s *Supervisor) watchExit(rt *genRuntime) {
 	rt.exit.Store(&st) // logged by the loop (logExit), which knows what the exit means
 	ev := lifecycle.Exited{At: s.clock.Now(), Gen: rt.gen, Status: st.Code, Err: err}
 	if st.Signal != 0 {
-		ev.Signal = SignalName(st.Signal)
+		ev.Signal = proc.SignalName(st.Signal)
 	}
 	s.emit(ev)
 }
@@ -302,7 +303,7 @@ func (s *Supervisor) heldInodes(pids []int) map[uint64]bool {
 }
 
 // missing counts the inodes of want that no process of g holds.
-func (s *Supervisor) missing(g GenProcs, want map[uint64]bool) int {
+func (s *Supervisor) missing(g proc.GenProcs, want map[uint64]bool) int {
 	pids, _ := s.procfs.Members(g)
 	held := s.heldInodes(pids)
 	n := 0
@@ -314,6 +315,6 @@ func (s *Supervisor) missing(g GenProcs, want map[uint64]bool) int {
 	return n
 }
 
-func (s *Supervisor) holdsAny(g GenProcs, inodes map[uint64]bool) bool {
+func (s *Supervisor) holdsAny(g proc.GenProcs, inodes map[uint64]bool) bool {
 	return s.missing(g, inodes) < len(inodes)
 }

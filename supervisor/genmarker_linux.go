@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/batonproxy/baton/internal/proc"
 	"github.com/batonproxy/baton/supervisor/lifecycle"
 )
 
@@ -97,16 +98,16 @@ func (r *RunDir) findLeaders() map[lifecycle.Gen]leader {
 		if err != nil || pid == self {
 			continue
 		}
-		ps, err := readStat(pid)
-		if err != nil || ps.pgrp != pid || ps.state == 'Z' {
+		ps, err := proc.ReadStat(pid)
+		if err != nil || ps.Pgrp != pid || ps.State == 'Z' {
 			continue
 		}
 		gen, id, ok := r.claim(pid, gens)
 		if !ok {
 			continue
 		}
-		if cur, seen := out[gen]; !seen || ps.start < cur.Ticks || (ps.start == cur.Ticks && pid < cur.Pid) {
-			out[gen] = leader{Gen: gen, Pid: pid, Ticks: ps.start, ID: id}
+		if cur, seen := out[gen]; !seen || ps.StartTicks < cur.Ticks || (ps.StartTicks == cur.Ticks && pid < cur.Pid) {
+			out[gen] = leader{Gen: gen, Pid: pid, Ticks: ps.StartTicks, ID: id}
 		}
 	}
 	return out

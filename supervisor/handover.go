@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/batonproxy/baton/fdpass"
+	"github.com/batonproxy/baton/internal/proc"
 	"github.com/batonproxy/baton/supervisor/lifecycle"
 )
 
@@ -43,7 +44,7 @@ type Handover struct {
 
 	// procs is how Recover found each generation's processes (never sent
 	// or saved): RecoverListeners takes sockets back from all of them.
-	procs map[lifecycle.Gen]GenProcs
+	procs map[lifecycle.Gen]proc.GenProcs
 }
 
 // ListenerHandover is one socket of the listener set.

@@ -12,7 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/batonproxy/baton/fdpass"
-	"github.com/batonproxy/baton/internal/proctree"
+	"github.com/batonproxy/baton/internal/proc"
 	"github.com/batonproxy/baton/supervisor/lifecycle"
 )
 
@@ -187,34 +187,34 @@ func TestOpenPidfdChecksStartTime(t *testing.T) {
 	go func() { cmd.Wait(); close(done) }()
 	defer func() { cmd.Process.Kill(); <-done }()
 	pid := cmd.Process.Pid
-	ticks, err := proctree.StartTicks(pid)
+	ticks, err := proc.StartTicks(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fd, err := OpenPidfd(pid, ticks+1); err == nil {
+	if fd, err := proc.OpenPidfd(pid, ticks+1); err == nil {
 		unix.Close(fd)
-		t.Fatal("OpenPidfd accepted another start time")
+		t.Fatal("proc.OpenPidfd accepted another start time")
 	} else if !strings.Contains(err.Error(), "another process") {
 		t.Errorf("error %v, want it to say the pid is another process", err)
 	}
-	fd, err := OpenPidfd(pid, ticks)
+	fd, err := proc.OpenPidfd(pid, ticks)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := AdoptProc(ProcHandover{Pid: pid, Pidfd: fd, Output: -1}, nil)
+	p := proc.Adopt(proc.Handover{Pid: pid, Pidfd: fd, Output: -1}, nil)
 	cmd.Process.Kill()
 	select {
 	case <-p.Done():
 	case <-time.After(5 * time.Second):
 		t.Fatal("adopted process: exit not seen through its pidfd")
 	}
-	if st := p.Status(); st.Code != StatusUnknown {
-		t.Errorf("adopted process exit status %d, want StatusUnknown", st.Code)
+	if st := p.Status(); st.Code != proc.StatusUnknown {
+		t.Errorf("adopted process exit status %d, want proc.StatusUnknown", st.Code)
 	}
 }
 
-// TestTakeFdFindsTheSocket: FindSocketFd finds a listening socket by inode
-// in a process's fd table and TakeFd duplicates that very socket.
+// TestTakeFdFindsTheSocket: proc.FindSocketFd finds a listening socket by inode
+// in a process's fd table and proc.TakeFd duplicates that very socket.
 func TestTakeFdFindsTheSocket(t *testing.T) {
 	sp, err := fdpass.ParseSpec("tcp://127.0.0.1:0")
 	if err != nil {
@@ -225,28 +225,28 @@ func TestTakeFdFindsTheSocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	num := FindSocketFd(os.Getpid(), s.Inode())
+	num := proc.FindSocketFd(os.Getpid(), s.Inode())
 	if num != s.Fd() {
-		t.Fatalf("FindSocketFd = %d, want %d", num, s.Fd())
+		t.Fatalf("proc.FindSocketFd = %d, want %d", num, s.Fd())
 	}
-	if FindSocketFd(os.Getpid(), 1) != -1 {
-		t.Error("FindSocketFd found inode 1")
+	if proc.FindSocketFd(os.Getpid(), 1) != -1 {
+		t.Error("proc.FindSocketFd found inode 1")
 	}
 	pidfd, err := unix.PidfdOpen(os.Getpid(), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer unix.Close(pidfd)
-	fd, err := TakeFd(pidfd, num)
+	fd, err := proc.TakeFd(pidfd, num)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer unix.Close(fd)
 	if statInode(t, fd) != s.Inode() {
-		t.Errorf("TakeFd: inode %d, want %d", statInode(t, fd), s.Inode())
+		t.Errorf("proc.TakeFd: inode %d, want %d", statInode(t, fd), s.Inode())
 	}
 	if flags, _ := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); flags&unix.FD_CLOEXEC == 0 {
-		t.Error("TakeFd's descriptor is not close-on-exec")
+		t.Error("proc.TakeFd's descriptor is not close-on-exec")
 	}
 }
 
@@ -258,15 +258,15 @@ func TestAdoptedReleaseWakesWatcher(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	ticks, err := proctree.StartTicks(cmd.Process.Pid)
+	ticks, err := proc.StartTicks(cmd.Process.Pid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	fd, err := OpenPidfd(cmd.Process.Pid, ticks)
+	fd, err := proc.OpenPidfd(cmd.Process.Pid, ticks)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := AdoptProc(ProcHandover{Pid: cmd.Process.Pid, Pidfd: fd, Output: -1}, nil)
+	p := proc.Adopt(proc.Handover{Pid: cmd.Process.Pid, Pidfd: fd, Output: -1}, nil)
 	released := make(chan struct{})
 	go func() { p.Release(); close(released) }()
 	select {
@@ -274,7 +274,7 @@ func TestAdoptedReleaseWakesWatcher(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Release of a live adopted process did not return")
 	}
-	if err := p.Signal(unix.Signal(0)); err != ErrProcessDone {
-		t.Errorf("signal after release: %v, want ErrProcessDone", err)
+	if err := p.Signal(unix.Signal(0)); err != proc.ErrDone {
+		t.Errorf("signal after release: %v, want proc.ErrDone", err)
 	}
 }

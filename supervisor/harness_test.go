@@ -21,7 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/batonproxy/baton/fdpass"
-	"github.com/batonproxy/baton/internal/proctree"
+	"github.com/batonproxy/baton/internal/proc"
 	"github.com/batonproxy/baton/proxyctl"
 	"github.com/batonproxy/baton/supervisor/lifecycle"
 )
@@ -47,11 +47,11 @@ func testLife() lifecycle.Config {
 // testNofile is the default limit the harness configures. Soft = hard: the
 // Go runtime of the fake then leaves it as it is (it raises a soft limit
 // below hard-1 at init), so /proc shows exactly what baton set.
-var testNofile = Rlimit{Name: "nofile", Resource: unix.RLIMIT_NOFILE, Soft: 4000, Max: 4000}
+var testNofile = proc.Rlimit{Name: "nofile", Resource: unix.RLIMIT_NOFILE, Soft: 4000, Max: 4000}
 
 type harnessOpts struct {
 	life         *lifecycle.Config // nil: testLife()
-	rlimits      []Rlimit          // nil: testNofile; see noRlimits
+	rlimits      []proc.Rlimit     // nil: testNofile; see noRlimits
 	noRlimits    bool              // configure no rlimit at all
 	modes        []string          // FAKE_MODE of the first generations started
 	specs        []string          // listener specs; default tcp://127.0.0.1:0
@@ -70,7 +70,7 @@ type harnessOpts struct {
 	driver   func(*fakeDriver) proxyctl.Driver
 	noCgroup bool // track generations without cgroup v2 (the fallback)
 	// startSched is Config.StartSched (--start-nice, --start-cpus).
-	startSched *StartSched
+	startSched *proc.StartSched
 }
 
 // harness is one supervisor over the fake proxy, with its reaper, listeners
@@ -117,12 +117,13 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	}
 	rl := o.rlimits
 	if rl == nil && !o.noRlimits {
-		rl = []Rlimit{testNofile}
+		rl = []proc.Rlimit{testNofile}
 	}
-	pfs, err := NewProcFS()
+	realFS, err := proc.NewFS()
 	if err != nil {
 		t.Fatal(err)
 	}
+	var pfs ProcFS = realFS
 	if o.procfs != nil {
 		pfs = o.procfs(pfs)
 	}
@@ -136,7 +137,7 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 		Env: childTestEnv(), StateFile: o.stateFile, Control: o.control, AdoptListeners: o.adoptForeign, NoCgroup: o.noCgroup,
 		StartSched: o.startSched,
 	}
-	h.deps = Deps{Log: log, Starter: &ExecStarter{Reaper: h.reaper.Reaper}, ProcFS: pfs, Metrics: o.metrics}
+	h.deps = Deps{Log: log, Starter: ExecStarter(&proc.ExecStarter{Reaper: h.reaper.Reaper}), ProcFS: pfs, Metrics: o.metrics}
 	h.sup, err = New(h.cfg, h.deps)
 	if err != nil {
 		t.Fatal(err)
@@ -197,8 +198,8 @@ func (h *harness) shutdown() {
 		h.t.Errorf("Run did not return")
 		return
 	}
-	if !pollUntil(shortWait, func() bool { return len(proctree.Children(os.Getpid())) == 0 }) {
-		h.t.Errorf("child processes left after Run returned: %v", proctree.Children(os.Getpid()))
+	if !pollUntil(shortWait, func() bool { return len(proc.Children(os.Getpid())) == 0 }) {
+		h.t.Errorf("child processes left after Run returned: %v", proc.Children(os.Getpid()))
 	}
 }
 
@@ -312,12 +313,12 @@ func (h *harness) waitOutput(s string) {
 
 // testReaper is a Reaper run by the test, with the orphans it reaped.
 type testReaper struct {
-	*Reaper
+	*proc.Reaper
 	mu      sync.Mutex
-	orphans map[int]ExitStatus
+	orphans map[int]proc.ExitStatus
 }
 
-func (r *testReaper) orphan(pid int) (ExitStatus, bool) {
+func (r *testReaper) orphan(pid int) (proc.ExitStatus, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	st, ok := r.orphans[pid]
@@ -330,15 +331,15 @@ func startReaper(t *testing.T) *testReaper {
 	t.Helper()
 	sigchld := make(chan os.Signal, 1)
 	signal.Notify(sigchld, unix.SIGCHLD)
-	tr := &testReaper{orphans: map[int]ExitStatus{}}
-	r, err := NewReaper(sigchld, func(pid int, st ExitStatus) {
+	tr := &testReaper{orphans: map[int]proc.ExitStatus{}}
+	r, err := proc.NewReaper(sigchld, func(pid int, st proc.ExitStatus) {
 		tr.mu.Lock()
 		tr.orphans[pid] = st
 		tr.mu.Unlock()
 	})
 	if err != nil {
 		signal.Stop(sigchld)
-		t.Fatalf("NewReaper: %v", err)
+		t.Fatalf("proc.NewReaper: %v", err)
 	}
 	tr.Reaper = r
 	ctx, cancel := context.WithCancel(context.Background())

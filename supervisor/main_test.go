@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/batonproxy/baton/internal/proc"
 )
 
 // fakeEnv, when set in the environment, makes the test binary act as one of
@@ -17,8 +19,8 @@ const fakeEnv = "BATON_FAKE_PROXY"
 func TestMain(m *testing.M) {
 	// The ExecStarter re-executes /proc/self/exe, which here is the test
 	// binary, as the exec shim: dispatch it first, like cmd/baton does.
-	if IsExecShim(os.Args) {
-		err := RunExecShim(os.Args)
+	if proc.IsExecShim(os.Args) {
+		err := proc.RunExecShim(os.Args)
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(127)
 	}

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/batonproxy/baton/internal/proc"
 )
 
 // docs/design.md's invariant 4 at the ProcFS level: a generation whose leader has exited but
@@ -55,16 +57,16 @@ func TestMembersFindsOrphanOfUnreapedLeader(t *testing.T) {
 		t.Fatalf("spawn-orphan said %q: %v", line, err)
 	}
 	waitFor(t, shortWait, "leader a zombie, its orphan handed to us", func() bool {
-		return procState(leader) == "Z" && parentOf(orphan) == os.Getpid()
+		return procState(leader) == "Z" && proc.ParentPid(orphan) == os.Getpid()
 	})
 	if !holds(orphan, sock.Inode()) {
 		t.Fatalf("orphan %d does not hold the listener", orphan)
 	}
-	pfs, err := NewProcFS()
+	pfs, err := proc.NewFS()
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := GenProcs{Pgid: leader, Leader: leader, Reaper: os.Getpid()}
+	g := proc.GenProcs{Pgid: leader, Leader: leader, Reaper: os.Getpid()}
 	members, _ := pfs.Members(g)
 	if len(members) != 1 || members[0] != orphan {
 		t.Errorf("Members(%+v) = %v with the leader a zombie, want its orphan [%d]", g, members, orphan)
@@ -73,21 +75,6 @@ func TestMembersFindsOrphanOfUnreapedLeader(t *testing.T) {
 	if !s.holdsAny(g, map[uint64]bool{sock.Inode(): true}) {
 		t.Errorf("holdsAny says generation %d released the listener its orphan %d holds", leader, orphan)
 	}
-}
-
-// parentOf is pid's parent (0 when unknown).
-func parentOf(pid int) int {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 2 {
-		return 0
-	}
-	n, _ := strconv.Atoi(f[1])
-	return n
 }
 
 // reapTestChildren stops and waits for children the test started itself.

@@ -12,7 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/batonproxy/baton/fdpass"
-	"github.com/batonproxy/baton/internal/proctree"
+	"github.com/batonproxy/baton/internal/proc"
 	"github.com/batonproxy/baton/supervisor/lifecycle"
 )
 
@@ -95,7 +95,7 @@ func trustedState(path string, rd *RunDir, log *zap.Logger) (*Handover, []genRef
 		h, refused, err = validateState(sf, rd.Path)
 	}
 	if err == nil {
-		if ticks, terr := proctree.StartTicks(sf.BatonPid); terr == nil && ticks == sf.BatonStartTicks {
+		if ticks, terr := proc.StartTicks(sf.BatonPid); terr == nil && ticks == sf.BatonStartTicks {
 			return nil, nil, fmt.Errorf("%w: the baton that wrote the state file %s (pid %d) still runs: not adopting its generations (two batons must not supervise them); stop it first", ErrControlInUse, path, sf.BatonPid)
 		}
 		return h, refused, nil
@@ -132,7 +132,7 @@ func listedPids(paths ...string) []GenHandover {
 // reportUnproven logs a generation the state file lists whose process is
 // not proven to be that generation's leader.
 func reportUnproven(log *zap.Logger, g GenHandover, leaders map[lifecycle.Gen]leader) {
-	ticks, err := proctree.StartTicks(g.Pid)
+	ticks, err := proc.StartTicks(g.Pid)
 	if err != nil || ticks != g.StartTicks {
 		log.Info("generation listed in the state file has exited", zap.Int("gen", int(g.Gen)), zap.Int("pid", g.Pid))
 		return
@@ -230,14 +230,14 @@ func RecoverListeners(h *Handover, specs []fdpass.Spec, pfs ProcFS) (ls *Listene
 // processes and duplicates it into baton.
 func takeBack(h *Handover, sp fdpass.Spec, inode uint64, pfs ProcFS) *fdpass.Socket {
 	for _, g := range h.Gens {
-		pidfd, err := OpenPidfd(g.Pid, g.StartTicks)
+		pidfd, err := proc.OpenPidfd(g.Pid, g.StartTicks)
 		if err != nil {
 			continue
 		}
 		unix.Close(pidfd)
 		pids, _ := pfs.Members(h.genProcs(g))
 		for _, pid := range pids {
-			fdnum := FindSocketFd(pid, inode)
+			fdnum := proc.FindSocketFd(pid, inode)
 			if fdnum < 0 {
 				continue
 			}
@@ -245,7 +245,7 @@ func takeBack(h *Handover, sp fdpass.Spec, inode uint64, pfs ProcFS) *fdpass.Soc
 			if err != nil {
 				continue
 			}
-			fd, err := TakeFd(pfd, fdnum)
+			fd, err := proc.TakeFd(pfd, fdnum)
 			unix.Close(pfd)
 			if err != nil {
 				continue

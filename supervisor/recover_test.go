@@ -19,7 +19,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/batonproxy/baton/fdpass"
-	"github.com/batonproxy/baton/internal/proctree"
+	"github.com/batonproxy/baton/internal/proc"
 	"github.com/batonproxy/baton/supervisor/lifecycle"
 )
 
@@ -103,7 +103,7 @@ func TestForgedStateFileRefused(t *testing.T) {
 			rd := newRunDir(t, 1)
 			victim := startProc(t, nil, true, "sleep", "30")
 			pid := victim.Process.Pid
-			ticks, err := proctree.StartTicks(pid)
+			ticks, err := proc.StartTicks(pid)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -142,7 +142,7 @@ func TestForgedStateFileRefused(t *testing.T) {
 func TestTruncatedStateFileRecovered(t *testing.T) {
 	rd := newRunDir(t, 1, 2)
 	p := startProc(t, []string{markerVar + "=" + rd.markerValue("1-2-0000000a", 2)}, true, "sleep", "30")
-	ticks, _ := proctree.StartTicks(p.Process.Pid)
+	ticks, _ := proc.StartTicks(p.Process.Pid)
 	state := filepath.Join(filepath.Dir(rd.Path), "b.sock.state")
 	full := stateOf(t, rd.Path, 2, p.Process.Pid, ticks, rd.GenDir(2))
 	must(t, os.WriteFile(state, full[:len(full)/2], 0o600))
@@ -175,11 +175,11 @@ func TestTruncatedStateFileRecovered(t *testing.T) {
 func TestRunningWriterStopsRecovery(t *testing.T) {
 	rd := newRunDir(t, 1, 2)
 	p := startProc(t, []string{markerVar + "=" + rd.markerValue("1-2-0000000a", 2)}, true, "sleep", "30")
-	ticks, _ := proctree.StartTicks(p.Process.Pid)
+	ticks, _ := proc.StartTicks(p.Process.Pid)
 	var sf stateFile
 	must(t, json.Unmarshal(stateOf(t, rd.Path, 2, p.Process.Pid, ticks, rd.GenDir(2)), &sf))
 	sf.BatonPid = os.Getpid()
-	own, err := proctree.StartTicks(os.Getpid())
+	own, err := proc.StartTicks(os.Getpid())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -290,18 +290,18 @@ func TestRecoverWithoutStateKeepsTracking(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		for _, pid := range proctree.Children(sh.Process.Pid) {
+		for _, pid := range proc.Children(sh.Process.Pid) {
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
 		sh.Wait() // its wait reaps them, then it exits
 	})
 	// Both must have called setsid and run sleep before the scan.
 	ready := func() bool {
-		kids := proctree.Children(sh.Process.Pid)
+		kids := proc.Children(sh.Process.Pid)
 		for _, pid := range kids {
-			st, err := readStat(pid)
+			st, err := proc.ReadStat(pid)
 			comm, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
-			if err != nil || st.pgrp != pid || string(comm) != "sleep\n" {
+			if err != nil || st.Pgrp != pid || string(comm) != "sleep\n" {
 				return false
 			}
 		}
@@ -319,7 +319,7 @@ func TestRecoverWithoutStateKeepsTracking(t *testing.T) {
 	if h == nil || h.Tracking == nil || h.Tracking.ID != id {
 		t.Fatalf("Recover = %+v, want tracking ID %s", h, id)
 	}
-	pfs, err := NewProcFS()
+	pfs, err := proc.NewFS()
 	if err != nil {
 		t.Fatal(err)
 	}

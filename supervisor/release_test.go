@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/batonproxy/baton/internal/proc"
 )
 
 // testListener returns a listening TCP socket on loopback and its inode.
@@ -95,7 +97,7 @@ func TestReleaseWatchScanError(t *testing.T) {
 //	go test -run '^$' -bench ReleasePoll ./supervisor/
 func BenchmarkReleasePoll(b *testing.B) {
 	_, inode := testListener(b)
-	pfs, err := NewProcFS()
+	pfs, err := proc.NewFS()
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/batonproxy/baton/internal/proc"
 	"github.com/batonproxy/baton/supervisor/lifecycle"
 )
 
@@ -240,7 +241,7 @@ func (s *Supervisor) logReload(a lifecycle.Reply, rt *genRuntime, pid int, err e
 	if a.Gen == 0 {
 		return // stop replies, and requests refused before any generation
 	}
-	var exit *ExitStatus
+	var exit *proc.ExitStatus
 	switch {
 	case rt != nil:
 		exit = rt.exit.Load()

@@ -1,7 +1,6 @@
 package supervisor
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -12,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/batonproxy/baton/batontest"
+	"github.com/batonproxy/baton/internal/proc"
 )
 
 // docs/design.md's invariant 6 and the 1024 incident: the exec shim gives every child the
@@ -47,8 +47,8 @@ func TestExecShimAppliesRlimits(t *testing.T) {
 	})
 
 	t.Run("configured", func(t *testing.T) {
-		nofile := Rlimit{Name: "nofile", Resource: unix.RLIMIT_NOFILE, Soft: soft, Max: hard}
-		h := newHarness(t, harnessOpts{rlimits: []Rlimit{nofile}, wrapShell: true})
+		nofile := proc.Rlimit{Name: "nofile", Resource: unix.RLIMIT_NOFILE, Soft: soft, Max: hard}
+		h := newHarness(t, harnessOpts{rlimits: []proc.Rlimit{nofile}, wrapShell: true})
 		h.start()
 		if got := startedNofile(t, h); got != [2]string{"1000", "2000"} {
 			t.Errorf("generation 1 was exec'd with NOFILE %s:%s, want 1000:2000", got[0], got[1])
@@ -76,54 +76,6 @@ func TestExecShimAppliesRlimits(t *testing.T) {
 		h.start()
 		if got := startedNofile(t, h); got[0] != "512" {
 			t.Errorf("generation 1 was exec'd with soft NOFILE %s, want the inherited 512", got[0])
-		}
-	})
-	t.Run("taken on by baton, started without the shim", func(t *testing.T) {
-		// The limits baton holds itself are inherited: the child starts
-		// directly (one program start less) with exactly them.
-		// The hard limit stays baton's own: lowering it could not be undone
-		// without CAP_SYS_RESOURCE.
-		lower(t)
-		nofile := Rlimit{Name: "nofile", Resource: unix.RLIMIT_NOFILE, Soft: soft, Max: orig.Max}
-		own, why := TakeOnRlimits([]Rlimit{nofile})
-		if own == nil {
-			t.Fatalf("TakeOnRlimits: %s", why)
-		}
-		st := &ExecStarter{Reaper: startReaper(t).Reaper, Own: own}
-		out := filepath.Join(t.TempDir(), "nofile")
-		sp := StartSpec{Path: "/bin/sh", Argv: []string{"sh", "-c", "echo $(ulimit -Sn) $(ulimit -Hn) >" + out}, Rlimits: []Rlimit{nofile}}
-		if !st.direct(sp) {
-			t.Fatal("a child with the limits baton holds goes through the shim")
-		}
-		if st.direct(StartSpec{Rlimits: []Rlimit{nofile}, ListenPID: true}) {
-			t.Error("a child that needs LISTEN_PID started without the shim")
-		}
-		if other := (Rlimit{Name: "nofile", Resource: unix.RLIMIT_NOFILE, Soft: 900, Max: orig.Max}); st.direct(StartSpec{Rlimits: []Rlimit{other}}) {
-			t.Error("a child with other limits than baton's started without the shim")
-		}
-		p, err := st.Start(sp)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer p.Release()
-		<-p.Done()
-		b, err := os.ReadFile(out)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if want := fmt.Sprintf("%d %s", soft, limitString(orig.Max)); strings.TrimSpace(string(b)) != want {
-			t.Errorf("a child started directly has NOFILE %q, want %q", strings.TrimSpace(string(b)), want)
-		}
-		// Someone changes baton's limits behind its back: the shim again.
-		changed := syscall.Rlimit{Cur: 999, Max: orig.Max}
-		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &changed); err != nil {
-			t.Fatal(err)
-		}
-		if st.direct(sp) {
-			t.Error("after baton's own limits changed, a child still starts without the shim")
-		}
-		if own, _ := TakeOnRlimits([]Rlimit{{Name: "as", Resource: unix.RLIMIT_AS, Soft: 1 << 40, Max: 1 << 40}, nofile}); own != nil {
-			t.Error("baton took on an address-space limit itself")
 		}
 	})
 }

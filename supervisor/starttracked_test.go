@@ -6,6 +6,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"github.com/batonproxy/baton/internal/proc"
 	"github.com/batonproxy/baton/supervisor/lifecycle"
 )
 
@@ -16,7 +17,7 @@ type failStarter struct {
 	cgroupStarts    int
 }
 
-func (f *failStarter) Start(sp StartSpec) (Proc, error) {
+func (f *failStarter) Start(sp proc.StartSpec) (Proc, error) {
 	if sp.InCgroup {
 		f.cgroupStarts++
 		return nil, f.inCgroup
@@ -42,18 +43,18 @@ func TestStartTrackedTransientFailureKeepsCgroups(t *testing.T) {
 	})
 	rt := func(gen int) *genRuntime { return &genRuntime{gen: lifecycle.Gen(gen), log: zap.NewNop()} }
 
-	if _, _, err := s.startTracked(rt(1), StartSpec{}); err == nil {
+	if _, _, err := s.startTracked(rt(1), proc.StartSpec{}); err == nil {
 		t.Fatal("start did not fail")
 	}
 	if s.cgroups.off != nil {
 		t.Fatalf("a transient start failure turned cgroups off: %v", s.cgroups.off)
 	}
 	st.inCgroup, st.plain = nil, nil
-	if _, cg, err := s.startTracked(rt(2), StartSpec{}); err != nil || cg == "" || st.cgroupStarts != 2 {
+	if _, cg, err := s.startTracked(rt(2), proc.StartSpec{}); err != nil || cg == "" || st.cgroupStarts != 2 {
 		t.Fatalf("next start: cgroup %q, %d starts in a cgroup, err %v; want it in a cgroup", cg, st.cgroupStarts, err)
 	}
 	st.inCgroup = unix.EOPNOTSUPP
-	if _, cg, err := s.startTracked(rt(3), StartSpec{}); err != nil || cg != "" || s.cgroups.off == nil {
+	if _, cg, err := s.startTracked(rt(3), proc.StartSpec{}); err != nil || cg != "" || s.cgroups.off == nil {
 		t.Fatalf("start failing only in a cgroup: cgroup %q, err %v, off %v; want a start without one, cgroups off", cg, err, s.cgroups.off)
 	}
 }

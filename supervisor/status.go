@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/batonproxy/baton/fdpass"
+	"github.com/batonproxy/baton/internal/proc"
 	"github.com/batonproxy/baton/proxyctl"
 	"github.com/batonproxy/baton/supervisor/lifecycle"
 )
@@ -40,7 +41,7 @@ type Status struct {
 
 	// procs finds each generation's processes (same order as Generations),
 	// taken on the loop for gatherProcs; not part of the document.
-	procs []GenProcs
+	procs []proc.GenProcs
 }
 
 // Counters are totals since baton started. The first start and crash
@@ -96,11 +97,11 @@ type GenStatus struct {
 // (HAProxy, nginx; nginx's other processes by their title, "cache
 // manager"), leader or child (generic).
 type ProcStatus struct {
-	Pid         int    `json:"pid"`
-	Role        string `json:"role"`
-	Nofile      Limit  `json:"nofile"`
-	OpenFds     int    `json:"open_fds"`
-	Connections int    `json:"connections"`
+	Pid         int        `json:"pid"`
+	Role        string     `json:"role"`
+	Nofile      proc.Limit `json:"nofile"`
+	OpenFds     int        `json:"open_fds"`
+	Connections int        `json:"connections"`
 }
 
 var deadlineActions = map[lifecycle.State]string{
@@ -150,11 +151,11 @@ func (s *Supervisor) status() Status {
 
 // genProcs is how the processes of g are found, read on the loop for a
 // gathering off it: every process it spawned (tracking.go).
-func (s *Supervisor) genProcs(g lifecycle.GenInfo) GenProcs {
+func (s *Supervisor) genProcs(g lifecycle.GenInfo) proc.GenProcs {
 	if rt := s.gens[g.Gen]; rt != nil && rt.proc != nil {
 		return rt.procs()
 	}
-	return GenProcs{Pgid: g.Pid, Leader: g.Pid}
+	return proc.GenProcs{Pgid: g.Pid, Leader: g.Pid}
 }
 
 func (s *Supervisor) genStatus(g lifecycle.GenInfo) GenStatus {
@@ -219,7 +220,7 @@ func tcpState() (map[uint64]fdpass.ListenInfo, map[uint64]bool) {
 
 // gatherGen reads the processes of the generation whose leader is gs.Pid
 // and that procs (taken on the loop) finds.
-func (s *Supervisor) gatherGen(gs *GenStatus, procs GenProcs, established map[uint64]bool) {
+func (s *Supervisor) gatherGen(gs *GenStatus, procs proc.GenProcs, established map[uint64]bool) {
 	if gs.Pid == 0 {
 		return
 	}

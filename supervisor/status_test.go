@@ -5,6 +5,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/batonproxy/baton/internal/proc"
 )
 
 // gatedProcFS blocks Limits (read only for status and scrapes) while armed,
@@ -18,7 +20,7 @@ type gatedProcFS struct {
 	most    atomic.Int32
 }
 
-func (g *gatedProcFS) Limits(pid int) (map[string]Limit, error) {
+func (g *gatedProcFS) Limits(pid int) (map[string]proc.Limit, error) {
 	if g.armed.Load() {
 		n := g.inside.Add(1)
 		for m := g.most.Load(); n > m && !g.most.CompareAndSwap(m, n); m = g.most.Load() {

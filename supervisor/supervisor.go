@@ -13,7 +13,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/batonproxy/baton/internal/proctree"
+	"github.com/batonproxy/baton/internal/proc"
 	"github.com/batonproxy/baton/proxyctl"
 	"github.com/batonproxy/baton/supervisor/lifecycle"
 )
@@ -22,8 +22,8 @@ import (
 type Config struct {
 	Command      []string // the proxy command line, argv[0] resolved
 	Driver       proxyctl.Driver
-	Listeners    *ListenerSet // owned by the supervisor from New on
-	Rlimits      []Rlimit     // effective limits for every child
+	Listeners    *ListenerSet  // owned by the supervisor from New on
+	Rlimits      []proc.Rlimit // effective limits for every child
 	Lifecycle    lifecycle.Config
 	CheckTimeout time.Duration
 	// Check says when the driver's check command runs (proxyctl.CheckAuto:
@@ -60,8 +60,8 @@ type Config struct {
 	NoCgroup bool
 	// StartSched, unless nil, is the nice level and CPU set of a
 	// generation that starts while another one serves, until it is active
-	// (startsched_linux.go).
-	StartSched *StartSched
+	// (proc.StartSched).
+	StartSched *proc.StartSched
 }
 
 // Deps are the supervisor's collaborators.
@@ -161,7 +161,7 @@ type Supervisor struct {
 	lastExit struct {
 		gen    lifecycle.Gen
 		pid    int
-		status *ExitStatus
+		status *proc.ExitStatus
 	}
 }
 
@@ -219,7 +219,7 @@ func New(cfg Config, deps Deps) (*Supervisor, error) {
 		return nil, err
 	}
 	s.run = run
-	s.startTicks, _ = proctree.StartTicks(os.Getpid())
+	s.startTicks, _ = proc.StartTicks(os.Getpid())
 	if s.metrics != nil {
 		s.metrics.attach(s)
 	}

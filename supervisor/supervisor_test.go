@@ -22,7 +22,7 @@ import (
 
 	"github.com/batonproxy/baton/batontest"
 	"github.com/batonproxy/baton/fdpass"
-	"github.com/batonproxy/baton/internal/proctree"
+	"github.com/batonproxy/baton/internal/proc"
 	"github.com/batonproxy/baton/supervisor/lifecycle"
 )
 
@@ -39,7 +39,7 @@ func TestFirstGenerationServes(t *testing.T) {
 		t.Fatalf("processes %+v, want the leader %d alone", g.Processes, pid)
 	}
 	// NOFILE as baton set it, read back from /proc by Status and by the test.
-	if got := g.Processes[0].Nofile; got != (Limit{Soft: testNofile.Soft, Hard: testNofile.Max}) {
+	if got := g.Processes[0].Nofile; got != (proc.Limit{Soft: testNofile.Soft, Hard: testNofile.Max}) {
 		t.Errorf("status nofile %+v, want %d:%d", got, testNofile.Soft, testNofile.Max)
 	}
 	soft, hard, err := batontest.Nofile(pid)
@@ -210,7 +210,7 @@ func TestReloadCheckTimeout(t *testing.T) {
 	}
 	// The check was killed and reaped before the reply: only generation 1
 	// is left among our children.
-	if kids := proctree.Children(os.Getpid()); len(kids) != 1 || kids[0] != p1 {
+	if kids := proc.Children(os.Getpid()); len(kids) != 1 || kids[0] != p1 {
 		t.Errorf("children %v, want only generation 1 (%d)", kids, p1)
 	}
 }
@@ -448,7 +448,7 @@ func TestGrandchildKeepsGenerationAlive(t *testing.T) {
 	p1 := h.drv.pid(1)
 	gc := h.grandchild(1, p1)
 	waitFor(t, longWait, "leader of generation 1 exited and reaped", func() bool { return gone(p1) })
-	if !GroupAlive(p1) {
+	if !proc.GroupAlive(p1) {
 		t.Fatalf("process group %d empty: the grandchild %d died with its leader", p1, gc)
 	}
 	out := h.reloadAsync()
@@ -508,7 +508,7 @@ func (h *harness) releaseGrandchild(gc int, out <-chan reloadOutcome) {
 	waitFor(h.t, shortWait, "generation 1 forgotten", func() bool { return genState(h.status(), 1) == "" })
 	waitFor(h.t, shortWait, "the orphan reaped", func() bool { return gone(gc) })
 	// The reaper records an orphan right after wait4 removed it from /proc.
-	var st ExitStatus
+	var st proc.ExitStatus
 	waitFor(h.t, shortWait, "the orphan's exit routed to the orphan callback", func() bool {
 		var ok bool
 		st, ok = h.reaper.orphan(gc)

@@ -11,7 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/batonproxy/baton/fdpass"
-	"github.com/batonproxy/baton/internal/proctree"
+	"github.com/batonproxy/baton/internal/proc"
 	"github.com/batonproxy/baton/supervisor/lifecycle"
 )
 
@@ -119,14 +119,14 @@ func upgradeHandover(t *testing.T, sock *fdpass.Socket) *ListenerSet {
 // restarted after a crash does (state file, pidfd_getfd).
 func crashTakeBack(t *testing.T, sock *fdpass.Socket, pid int) *ListenerSet {
 	t.Helper()
-	ticks, err := proctree.StartTicks(pid)
+	ticks, err := proc.StartTicks(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
 	hand := &Handover{BatonPid: os.Getpid(),
 		Gens:      []GenHandover{{Gen: 1, Pid: pid, StartTicks: ticks, Pidfd: -1, Output: -1}},
 		Listeners: []ListenerHandover{{Spec: sock.Spec().String(), Inode: sock.Inode(), Users: []lifecycle.Gen{1}, Fd: -1}}}
-	pfs, err := NewProcFS()
+	pfs, err := proc.NewFS()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +192,7 @@ func (h *harness) waitForeignAdopted() (string, uint64, int) {
 // per-descriptor O_CLOEXEC fdinfo adds is masked out.
 func descFlags(t *testing.T, pid int, inode uint64) int {
 	t.Helper()
-	fd := FindSocketFd(pid, inode)
+	fd := proc.FindSocketFd(pid, inode)
 	if fd < 0 {
 		t.Fatalf("pid %d holds no descriptor of socket %d", pid, inode)
 	}

@@ -28,7 +28,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
-	"github.com/batonproxy/baton/internal/proctree"
+	"github.com/batonproxy/baton/internal/proc"
 	"github.com/batonproxy/baton/supervisor/lifecycle"
 )
 
@@ -37,16 +37,7 @@ const strayWait = 2 * time.Second
 
 // markerVar is the environment variable that names a process's
 // generation: TRACKID.GEN:MAC (RunDir.markerValue).
-const markerVar = "BATON_GENERATION"
-
-// GenProcs names the processes of one generation for ProcFS.
-type GenProcs struct {
-	Pgid   int    // the process group baton started it in (its leader's pid)
-	Leader int    // the leader's pid while it was not reaped (its tree is walked); 0 after
-	Cgroup string // its cgroup v2 directory; "" when it has none
-	Marker string // the BATON_GENERATION value of its environment; "" for none
-	Reaper int    // who its orphans are re-parented to: baton, or for an adopted generation its leader's parent then; 0: not searched
-}
+const markerVar = proc.MarkerVar
 
 // TrackingHandover is what a next baton (upgrade) or a restarted one (state
 // file) needs to keep tracking the generations: the tracking ID in their
@@ -69,7 +60,7 @@ type genTrack struct {
 // pid and start time, unique on the host until reboot, and 32 random bits
 // (several supervisors in one process: tests).
 func newTrackID() string {
-	ticks, _ := proctree.StartTicks(os.Getpid())
+	ticks, _ := proc.StartTicks(os.Getpid())
 	var r [4]byte
 	_, _ = rand.Read(r[:])
 	return fmt.Sprintf("%d-%d-%s", os.Getpid(), ticks, hex.EncodeToString(r[:]))
@@ -102,8 +93,8 @@ func (s *Supervisor) marker(gen lifecycle.Gen) string {
 }
 
 // procs names rt's processes now.
-func (rt *genRuntime) procs() GenProcs {
-	g := GenProcs{Pgid: rt.proc.Pid(), Cgroup: rt.track.cgroup, Marker: rt.track.marker, Reaper: rt.track.reaper}
+func (rt *genRuntime) procs() proc.GenProcs {
+	g := proc.GenProcs{Pgid: rt.proc.Pid(), Cgroup: rt.track.cgroup, Marker: rt.track.marker, Reaper: rt.track.reaper}
 	select {
 	case <-rt.proc.Done():
 	default:
@@ -150,7 +141,7 @@ func (s *Supervisor) alive(rt *genRuntime) bool {
 	if pids, err := s.procfs.Members(g); err != nil || len(pids) > 0 {
 		return true
 	}
-	if !GroupAlive(g.Pgid) {
+	if !proc.GroupAlive(g.Pgid) {
 		return false
 	}
 	pids, err := s.procfs.ScanMembers(g)
@@ -170,7 +161,7 @@ func (s *Supervisor) killGeneration(rt *genRuntime) error {
 		}
 	}
 	err := rt.proc.SignalGroup(unix.SIGKILL)
-	if errors.Is(err, ErrProcessDone) {
+	if errors.Is(err, proc.ErrDone) {
 		err = nil
 	}
 	s.signalEach(s.members(rt), unix.SIGKILL, 0)
@@ -210,7 +201,7 @@ func (s *Supervisor) strays() []int {
 	if !ok {
 		return nil
 	}
-	children := proctree.Children(os.Getpid())
+	children := proc.Children(os.Getpid())
 	if len(children) == 0 {
 		return nil
 	}
@@ -227,7 +218,7 @@ func (s *Supervisor) strays() []int {
 		if known[pid] || o.Owns(pid) {
 			continue
 		}
-		if st, err := readStat(pid); err == nil && st.state != 'Z' && st.ppid == os.Getpid() {
+		if st, err := proc.ReadStat(pid); err == nil && st.State != 'Z' && st.PPid == os.Getpid() {
 			out = append(out, pid)
 		}
 	}
@@ -264,7 +255,7 @@ func (s *Supervisor) endTracking() {
 	}
 	left := s.cgroups.leftovers()
 	for _, dir := range left {
-		if pids, _ := cgroupProcs(dir); len(pids) > 0 {
+		if pids, _ := proc.CgroupProcs(dir); len(pids) > 0 {
 			s.log.Warn("killing what is left in a cgroup of no live generation", zap.String("cgroup", dir), zap.Ints("pids", pids))
 			if err := cgroupKill(dir); err != nil {
 				s.signalEach(pids, unix.SIGKILL, 0)
@@ -273,7 +264,7 @@ func (s *Supervisor) endTracking() {
 	}
 	gone := func() bool {
 		for _, pid := range strays {
-			if st, err := readStat(pid); err == nil && st.state != 'Z' {
+			if st, err := proc.ReadStat(pid); err == nil && st.State != 'Z' {
 				return false
 			}
 		}
@@ -346,8 +337,8 @@ func adoptedTrack(cg *cgroupTree, rd *RunDir, gh GenHandover, prevID string) gen
 	if prevID != "" {
 		t.marker = rd.markerValue(prevID, gh.Gen)
 	}
-	if st, err := readStat(gh.Pid); err == nil {
-		t.reaper = st.ppid
+	if st, err := proc.ReadStat(gh.Pid); err == nil {
+		t.reaper = st.PPid
 	}
 	return t
 }
@@ -378,7 +369,7 @@ func markerTracking(leaders map[lifecycle.Gen]leader) *TrackingHandover {
 	}
 	f := strings.Split(id, "-")
 	pid, _ := strconv.Atoi(f[0])
-	if ticks, err := proctree.StartTicks(pid); err == nil && strconv.FormatUint(ticks, 10) == f[1] {
+	if ticks, err := proc.StartTicks(pid); err == nil && strconv.FormatUint(ticks, 10) == f[1] {
 		return nil
 	}
 	t := &TrackingHandover{ID: id}
@@ -420,7 +411,7 @@ func cgroupTrackID(pid int, gen lifecycle.Gen, base string) string {
 // baton's subtree (when cgroupTree.adopt accepts it), the marker, and the
 // leader's parent as reaper, so a socket that only a daemon of the
 // generation holds is found and taken back.
-func recoveredProcs(h *Handover, rd *RunDir) map[lifecycle.Gen]GenProcs {
+func recoveredProcs(h *Handover, rd *RunDir) map[lifecycle.Gen]proc.GenProcs {
 	cg := newCgroupTree("", false)
 	var id string
 	if h.Tracking != nil && validTrackID(h.Tracking.ID) {
@@ -429,21 +420,21 @@ func recoveredProcs(h *Handover, rd *RunDir) map[lifecycle.Gen]GenProcs {
 			cg.dir = ""
 		}
 	}
-	out := map[lifecycle.Gen]GenProcs{}
+	out := map[lifecycle.Gen]proc.GenProcs{}
 	for _, g := range h.Gens {
 		t := adoptedTrack(cg, rd, g, id)
-		out[g.Gen] = GenProcs{Pgid: g.Pid, Leader: g.Pid, Cgroup: t.cgroup, Marker: t.marker, Reaper: t.reaper}
+		out[g.Gen] = proc.GenProcs{Pgid: g.Pid, Leader: g.Pid, Cgroup: t.cgroup, Marker: t.marker, Reaper: t.reaper}
 	}
 	return out
 }
 
 // genProcs names generation g's processes for taking its sockets back:
 // as recoveredProcs found them, else its process group and tree.
-func (h *Handover) genProcs(g GenHandover) GenProcs {
+func (h *Handover) genProcs(g GenHandover) proc.GenProcs {
 	if p, ok := h.procs[g.Gen]; ok {
 		return p
 	}
-	return GenProcs{Pgid: g.Pid, Leader: g.Pid}
+	return proc.GenProcs{Pgid: g.Pid, Leader: g.Pid}
 }
 
 // noteRemnants reports the processes left in the adopted subtree's cgroups
@@ -455,7 +446,7 @@ func (s *Supervisor) noteRemnants(adopted map[lifecycle.Gen]bool) {
 		if err != nil || adopted[lifecycle.Gen(gen)] {
 			continue
 		}
-		if pids, _ := cgroupProcs(dir); len(pids) > 0 {
+		if pids, _ := proc.CgroupProcs(dir); len(pids) > 0 {
 			s.log.Warn("processes of a generation that was not adopted (its leader is gone): they are killed at stop",
 				zap.Int("gen", gen), zap.Ints("pids", pids))
 		}

@@ -11,7 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/batonproxy/baton/internal/proctree"
+	"github.com/batonproxy/baton/internal/proc"
 	"github.com/batonproxy/baton/supervisor/lifecycle"
 )
 
@@ -21,7 +21,7 @@ import (
 //
 //	go test -run '^$' -bench Members ./supervisor/
 func BenchmarkMembers(b *testing.B) {
-	pfs, err := NewProcFS()
+	pfs, err := proc.NewFS()
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -58,12 +58,12 @@ func BenchmarkMembers(b *testing.B) {
 // with its marker, and its cgroup with cg: the fallback's worst case, where
 // every one of baton's orphans is read. They are killed and reaped at
 // cleanup.
-func startSleepers(b *testing.B, n int, cg bool) []GenProcs {
+func startSleepers(b *testing.B, n int, cg bool) []proc.GenProcs {
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		b.Fatal(err)
 	}
 	tree := newCgroupTree(newTrackID(), !cg)
-	var gens []GenProcs
+	var gens []proc.GenProcs
 	b.Cleanup(func() {
 		for _, g := range gens {
 			_ = unix.Kill(g.Pgid, unix.SIGKILL)
@@ -109,9 +109,9 @@ func startSleepers(b *testing.B, n int, cg bool) []GenProcs {
 		}
 		// The daemon leads its own group; its generation's leader (the
 		// shell) is gone.
-		gens = append(gens, GenProcs{Pgid: pid, Cgroup: dir, Marker: marker, Reaper: os.Getpid()})
+		gens = append(gens, proc.GenProcs{Pgid: pid, Cgroup: dir, Marker: marker, Reaper: os.Getpid()})
 	}
-	if !pollUntil(shortWait, func() bool { return len(proctree.MainChildren(os.Getpid())) >= n }) {
+	if !pollUntil(shortWait, func() bool { return len(proc.MainChildren(os.Getpid())) >= n }) {
 		b.Fatalf("%d daemons not re-parented to this process", n)
 	}
 	return gens

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/batonproxy/baton/internal/proc"
 	"github.com/batonproxy/baton/supervisor/lifecycle"
 )
 
@@ -64,8 +65,8 @@ func (h *harness) daemonPid(gen int) int {
 		}
 		return false
 	})
-	if parentOf(pid) != os.Getpid() {
-		h.t.Fatalf("daemon %d: parent %d, want this test (the subreaper)", pid, parentOf(pid))
+	if proc.ParentPid(pid) != os.Getpid() {
+		h.t.Fatalf("daemon %d: parent %d, want this test (the subreaper)", pid, proc.ParentPid(pid))
 	}
 	h.t.Cleanup(func() { reapTestChildren(h.t, pid) })
 	return pid

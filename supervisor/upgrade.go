@@ -14,7 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/batonproxy/baton/fdpass"
-	"github.com/batonproxy/baton/internal/proctree"
+	"github.com/batonproxy/baton/internal/proc"
 	"github.com/batonproxy/baton/supervisor/lifecycle"
 )
 
@@ -201,9 +201,9 @@ func (s *Supervisor) genHandover(g lifecycle.GenInfo, withFds bool, add func(fun
 	if rt == nil || rt.proc == nil {
 		return GenHandover{}, fmt.Errorf("generation %d has no process", g.Gen)
 	}
-	ticks, _ := proctree.StartTicks(rt.proc.Pid())
+	ticks, _ := proc.StartTicks(rt.proc.Pid())
 	gh := GenHandover{Gen: g.Gen, Pid: rt.proc.Pid(), StartTicks: ticks, Dir: rt.dir, Digest: rt.digest, Config: rt.config, Pidfd: -1, Output: -1}
-	hp, ok := rt.proc.(interface{ Handover() (ProcHandover, error) })
+	hp, ok := rt.proc.(interface{ Handover() (proc.Handover, error) })
 	if !ok || !withFds {
 		return gh, nil
 	}
@@ -343,7 +343,7 @@ func (s *Supervisor) adoptGen(gh GenHandover, fds []int, prevID string) (*genRun
 	pidfd, out := fdAt(fds, gh.Pidfd), fdAt(fds, gh.Output)
 	if pidfd < 0 {
 		var err error
-		if pidfd, err = OpenPidfd(gh.Pid, gh.StartTicks); err != nil {
+		if pidfd, err = proc.OpenPidfd(gh.Pid, gh.StartTicks); err != nil {
 			closeFds([]int{out})
 			return nil, err
 		}
@@ -355,7 +355,7 @@ func (s *Supervisor) adoptGen(gh GenHandover, fds []int, prevID string) (*genRun
 		rt.configDigest = digestCopies(rt.config)
 		rt.rewrite = pathRewriter(rt.config, nil)
 	}
-	rt.proc = AdoptProc(ProcHandover{Pid: gh.Pid, Pidfd: pidfd, Output: out}, rt.logOutput)
+	rt.proc = proc.Adopt(proc.Handover{Pid: gh.Pid, Pidfd: pidfd, Output: out}, rt.logOutput)
 	rt.track = s.adoptedTrack(gh, prevID)
 	rt.log.Info("generation adopted", zap.String("cgroup", rt.track.cgroup), zap.String("marker", rt.track.marker))
 	return rt, nil

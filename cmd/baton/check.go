@@ -11,6 +11,7 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 
+	"github.com/batonproxy/baton/internal/proc"
 	"github.com/batonproxy/baton/supervisor"
 )
 
@@ -41,7 +42,7 @@ func checkAction(c *cli.Context) error {
 	sigchld := make(chan os.Signal, 1)
 	signal.Notify(sigchld, unix.SIGCHLD)
 	defer signal.Stop(sigchld)
-	reaper, err := supervisor.NewReaper(sigchld, nil)
+	reaper, err := proc.NewReaper(sigchld, nil)
 	if err != nil {
 		return fmt.Errorf("subreaper: %w", err)
 	}
@@ -51,11 +52,11 @@ func checkAction(c *cli.Context) error {
 		defer close(reaperDone)
 		reaper.Run(ctx)
 	}()
-	own, _ := supervisor.TakeOnRlimits(rs.rlimits)
+	own, _ := proc.TakeOnRlimits(rs.rlimits)
 	rep, err := supervisor.Check(ctx, supervisor.Config{
 		Command: rs.cmd, Driver: rs.driver, Rlimits: rs.rlimits, CheckTimeout: rs.checkTO, Check: rs.check,
 		Env: os.Environ(), AdoptListeners: rs.adopt, ListenersFromConfig: rs.fromConfig,
-	}, rs.specs, supervisor.Deps{Log: rs.log, Starter: &supervisor.ExecStarter{Reaper: reaper, Own: own}})
+	}, rs.specs, supervisor.Deps{Log: rs.log, Starter: supervisor.ExecStarter(&proc.ExecStarter{Reaper: reaper, Own: own})})
 	cancel()
 	<-reaperDone
 	w := c.App.Writer

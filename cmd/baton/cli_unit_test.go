@@ -14,6 +14,7 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 
+	"github.com/batonproxy/baton/internal/proc"
 	"github.com/batonproxy/baton/proxyctl"
 	"github.com/batonproxy/baton/supervisor"
 )
@@ -295,7 +296,7 @@ func TestPrintStatus(t *testing.T) {
 		Generations: []supervisor.GenStatus{
 			{Gen: 6, State: "draining", Pid: 100, StartedAt: at(-time.Hour), ReadyAt: at(-time.Hour), DrainedAt: at(-time.Minute),
 				Deadline: at(4 * time.Minute), DeadlineAction: "hard stop", Connections: 12, OpenFds: 40,
-				Processes: []supervisor.ProcStatus{{Pid: 100, Role: "master", Nofile: supervisor.Limit{Soft: 1048576, Hard: 1048576}}, {Pid: 101, Role: "worker", Nofile: supervisor.Limit{Soft: supervisor.Unlimited, Hard: supervisor.Unlimited}}}},
+				Processes: []supervisor.ProcStatus{{Pid: 100, Role: "master", Nofile: proc.Limit{Soft: 1048576, Hard: 1048576}}, {Pid: 101, Role: "worker", Nofile: proc.Limit{Soft: proc.Unlimited, Hard: proc.Unlimited}}}},
 			{Gen: 7, State: "starting", Pid: 0, Deadline: at(30 * time.Second), DeadlineAction: "kill (not ready)"},
 		},
 		LastReload: &failed,

@@ -11,7 +11,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/batonproxy/baton/supervisor"
+	"github.com/batonproxy/baton/internal/proc"
 )
 
 // homepage is where the documentation lives.
@@ -43,8 +43,8 @@ func usagef(format string, args ...any) error {
 var errNoBaton = errors.New("no baton answering")
 
 func main() {
-	if supervisor.IsExecShim(os.Args) {
-		err := supervisor.RunExecShim(os.Args)
+	if proc.IsExecShim(os.Args) {
+		err := proc.RunExecShim(os.Args)
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(exitShimError)
 	}

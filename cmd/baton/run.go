@@ -24,6 +24,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/batonproxy/baton/fdpass"
+	"github.com/batonproxy/baton/internal/proc"
 	"github.com/batonproxy/baton/proxyctl"
 	"github.com/batonproxy/baton/supervisor"
 	"github.com/batonproxy/baton/supervisor/lifecycle"
@@ -148,12 +149,12 @@ type runSetup struct {
 	cmd        []string
 	specs      []fdpass.Spec
 	driver     proxyctl.Driver
-	rlimits    []supervisor.Rlimit
+	rlimits    []proc.Rlimit
 	life       lifecycle.Config
 	group      int
 	log        *zap.Logger
 	noCgroup   bool // --no-cgroup
-	startSched *supervisor.StartSched
+	startSched *proc.StartSched
 }
 
 func parseRunFlags(c *cli.Context) (*runSetup, error) {
@@ -181,9 +182,9 @@ func parseRunFlags(c *cli.Context) (*runSetup, error) {
 		keys[sp.Key()], names[sp.Name] = true, true
 		rs.specs = append(rs.specs, sp)
 	}
-	var configured []supervisor.Rlimit
+	var configured []proc.Rlimit
 	for _, s := range c.StringSlice("rlimit") {
-		r, err := supervisor.ParseRlimit(s)
+		r, err := proc.ParseRlimit(s)
 		if err != nil {
 			return nil, usagef("--rlimit: %w", err)
 		}
@@ -221,13 +222,13 @@ func parseRunFlags(c *cli.Context) (*runSetup, error) {
 		}
 		rs.fromConfig = true
 	}
-	if rs.rlimits, err = supervisor.EffectiveRlimits(configured); err != nil {
+	if rs.rlimits, err = proc.EffectiveRlimits(configured); err != nil {
 		if len(configured) > 0 { // only a configured hard limit can be refused
 			err = fmt.Errorf("--rlimit: %w", err)
 		}
 		return nil, err
 	}
-	if rs.startSched, err = supervisor.NewStartSched(c.Int("start-nice"), c.String("start-cpus"), rs.rlimits); err != nil {
+	if rs.startSched, err = proc.NewStartSched(c.Int("start-nice"), c.String("start-cpus"), rs.rlimits); err != nil {
 		return nil, usageError{withFlag(err)}
 	}
 	rs.watch, rs.checkTO, rs.adopt = c.StringSlice("watch"), c.Duration("check-timeout"), c.Bool("adopt-listeners")
@@ -309,16 +310,22 @@ func lookupGroup(name string) (int, error) {
 }
 
 // settingFlags are the flags behind the settings a supervisor.SettingError
-// names.
+// or a proc.SettingError names.
 var settingFlags = map[string]string{"StartNice": "--start-nice", "StartCPUs": "--start-cpus", "WatchPaths": "--watch"}
 
 // withFlag names the flag behind a setting the supervisor refused.
 func withFlag(err error) error {
+	var setting string
 	var se *supervisor.SettingError
-	if errors.As(err, &se) {
-		if flag, ok := settingFlags[se.Setting]; ok {
-			return fmt.Errorf("%s: %w", flag, err)
-		}
+	var pe *proc.SettingError
+	switch {
+	case errors.As(err, &se):
+		setting = se.Setting
+	case errors.As(err, &pe):
+		setting = pe.Setting
+	}
+	if flag, ok := settingFlags[setting]; ok {
+		return fmt.Errorf("%s: %w", flag, err)
 	}
 	return err
 }
@@ -416,7 +423,7 @@ func supervise(rs *runSetup, st *startState, upg *tableflip.Upgrader) error {
 	signal.Notify(sigchld, unix.SIGCHLD)
 	defer signal.Stop(sigchld)
 	exits := &unregisteredExits{}
-	reaper, err := supervisor.NewReaper(sigchld, exits.note)
+	reaper, err := proc.NewReaper(sigchld, exits.note)
 	if err != nil {
 		st.abort()
 		return fmt.Errorf("subreaper: %w", err)
@@ -427,7 +434,7 @@ func supervise(rs *runSetup, st *startState, upg *tableflip.Upgrader) error {
 	}
 	// Children inherit the limits baton takes on itself and start without
 	// the exec shim; where baton cannot hold them, the shim sets them.
-	own, why := supervisor.TakeOnRlimits(rs.rlimits)
+	own, why := proc.TakeOnRlimits(rs.rlimits)
 	if own == nil {
 		rs.log.Debug("children start through the exec shim", zap.String("why", why))
 	}
@@ -438,7 +445,7 @@ func supervise(rs *runSetup, st *startState, upg *tableflip.Upgrader) error {
 		StateFile: st.ctl.Path + ".state", AdoptListeners: rs.adopt, ListenersFromConfig: rs.fromConfig, NoCgroup: rs.noCgroup,
 		StartSched: rs.startSched,
 	}, supervisor.Deps{
-		Log: rs.log, Starter: &supervisor.ExecStarter{Reaper: reaper, Own: own}, ProcFS: st.procfs,
+		Log: rs.log, Starter: supervisor.ExecStarter(&proc.ExecStarter{Reaper: reaper, Own: own}), ProcFS: st.procfs,
 		Notify: sdNotify, Metrics: metrics, Upgrader: flipper{upg, exits},
 	})
 	err = withFlag(err)
@@ -551,7 +558,7 @@ func sdNotify(state string) {
 	_, _ = daemon.SdNotify(false, state)
 }
 
-func stringers(rl []supervisor.Rlimit) []fmt.Stringer {
+func stringers(rl []proc.Rlimit) []fmt.Stringer {
 	out := make([]fmt.Stringer, len(rl))
 	for i, r := range rl {
 		out[i] = r
@@ -597,7 +604,7 @@ func forwardSignals(sup *supervisor.Supervisor, log *zap.Logger) func() {
 // signalName is sig as baton logs it: SIGHUP, not "hangup".
 func signalName(sig os.Signal) string {
 	if s, ok := sig.(unix.Signal); ok {
-		return supervisor.SignalName(s)
+		return proc.SignalName(s)
 	}
 	return sig.String()
 }

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"github.com/batonproxy/baton/internal/proc"
 	"github.com/batonproxy/baton/supervisor"
 )
 
@@ -39,7 +40,7 @@ type startState struct {
 func startFresh(rs *runSetup, control, metricsAddr string) (*startState, error) {
 	st := &startState{}
 	var err error
-	if st.procfs, err = supervisor.NewProcFS(); err != nil {
+	if st.procfs, err = proc.NewFS(); err != nil {
 		return nil, err
 	}
 	if st.ctl, err = openControl(control, rs.group); err != nil {
@@ -112,7 +113,7 @@ func receiveUpgrade(upg *tableflip.Upgrader, rs *runSetup, control string) (*sta
 		return nil, fmt.Errorf("upgrade: %w", err)
 	}
 	st := &startState{handover: &h, fds: fds, conn: conn}
-	if st.procfs, err = supervisor.NewProcFS(); err == nil {
+	if st.procfs, err = proc.NewFS(); err == nil {
 		control, err = checkedControlPath(control)
 	}
 	if err == nil {
@@ -225,11 +226,11 @@ type unregisteredExits struct {
 
 type childExit struct {
 	pid int
-	st  supervisor.ExitStatus
+	st  proc.ExitStatus
 }
 
 // note is the reaper's orphan callback: it must not block.
-func (u *unregisteredExits) note(pid int, st supervisor.ExitStatus) {
+func (u *unregisteredExits) note(pid int, st proc.ExitStatus) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.watching {

@@ -7,6 +7,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/batonproxy/baton/internal/proc"
 	"github.com/batonproxy/baton/supervisor"
 )
 
@@ -180,7 +181,7 @@ func procs(ps []supervisor.ProcStatus) string {
 }
 
 func limit(v uint64) string {
-	if v == supervisor.Unlimited {
+	if v == proc.Unlimited {
 		return "unlimited"
 	}
 	return fmt.Sprint(v)

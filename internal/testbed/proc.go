@@ -6,11 +6,11 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/batonproxy/baton/internal/proctree"
+	"github.com/batonproxy/baton/internal/proc"
 )
 
 // Descendants lists every live descendant of pid (children first).
-func Descendants(pid int) []int { return proctree.Descendants(pid) }
+func Descendants(pid int) []int { return proc.Descendants(pid) }
 
 // FdCount is the number of open descriptors of pid.
 func FdCount(pid int) (int, error) {

@@ -1,4 +1,4 @@
-package supervisor
+package proc
 
 // Start scheduling: a generation that starts while another one serves can
 // run at a higher nice level and/or on a subset of baton's CPUs
@@ -22,10 +22,7 @@ import (
 	"strconv"
 	"strings"
 
-	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
-
-	"github.com/batonproxy/baton/supervisor/lifecycle"
 )
 
 // StartSched is how a generation that starts while another serves is
@@ -103,6 +100,19 @@ func NewStartSched(nice int, cpus string, rlimits []Rlimit) (*StartSched, error)
 	return ss, nil
 }
 
+// SettingError is a start scheduling setting NewStartSched refused.
+// Setting names it as the Go API does (StartNice, StartCPUs), so that a
+// command line can name its own flag where it wraps the error; the text
+// says what is wrong without it.
+type SettingError struct {
+	Setting string
+	Err     error
+}
+
+func (e *SettingError) Error() string { return e.Err.Error() }
+
+func (e *SettingError) Unwrap() error { return e.Err }
+
 func startNiceError(err error) error { return &SettingError{Setting: "StartNice", Err: err} }
 
 func startCPUsError(err error) error { return &SettingError{Setting: "StartCPUs", Err: err} }
@@ -136,21 +146,6 @@ func reniceLimitErr(nice int, capable bool, soft uint64) error {
 	return fmt.Errorf("baton could not set an active generation's nice back to %d: that needs CAP_SYS_NICE (run baton as root) or a nice limit of at least %d "+
 		"(now %s: raise it with `ulimit -e %d` or LimitNICE=%d in the systemd unit before starting baton, or rlimit nice=%d for the children, within baton's hard limit)",
 		nice, need, limitString(soft), need, need, need)
-}
-
-// hasCap reports whether baton's effective capabilities include c.
-func hasCap(c int) bool {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return false
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
-			caps, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
-			return err == nil && caps&(1<<uint(c)) != 0
-		}
-	}
-	return false
 }
 
 // ownSched reads baton's own nice level and CPU affinity, from its main
@@ -235,21 +230,21 @@ func (ss *StartSched) restore() {
 	}
 }
 
-// schedReset is what a reset of an active generation's scheduling did.
-type schedReset struct {
+// SchedReset is what a reset of an active generation's scheduling did.
+type SchedReset struct {
 	Threads int   // threads that got baton's values back (nice, CPUs or both)
 	Kept    int   // threads the proxy had changed itself (left as they are)
 	Err     error // the first failure; nil if none
 }
 
-// reset gives every thread of pids still at ss's start values baton's own
+// Reset gives every thread of pids still at ss's start values baton's own
 // values back: a nice level still ss.Nice is set to baton's, an affinity
 // still exactly ss.CPUs to baton's mask. A thread the proxy moved or
 // reniced itself (HAProxy's cpu-map, tune.renice.runtime) keeps its values.
 // Threads a thread creates while this runs are caught by listing each
 // process's threads again until no new one shows (bounded).
-func (ss *StartSched) reset(pids []int) schedReset {
-	var res schedReset
+func (ss *StartSched) Reset(pids []int) SchedReset {
+	var res SchedReset
 	seen := map[int]bool{}
 	for pass := 0; pass < 4; pass++ {
 		fresh := 0
@@ -270,9 +265,9 @@ func (ss *StartSched) reset(pids []int) schedReset {
 	return res
 }
 
-// resetThread resets one thread (see reset); a thread that is gone is no
+// resetThread resets one thread (see Reset); a thread that is gone is no
 // failure.
-func (ss *StartSched) resetThread(tid int, res *schedReset) {
+func (ss *StartSched) resetThread(tid int, res *SchedReset) {
 	fail := func(what string, err error) {
 		if res.Err == nil && !errors.Is(err, unix.ESRCH) {
 			res.Err = fmt.Errorf("%s of thread %d: %w", what, tid, err)
@@ -328,43 +323,4 @@ func threads(pid int) []int {
 		}
 	}
 	return out
-}
-
-// startSched is how rt starts: with --start-nice/--start-cpus while another
-// generation serves (a reload), with baton's own values otherwise (the
-// first start, a crash replacement: nothing serves that it could slow down,
-// and they should serve as soon as they can).
-func (s *Supervisor) startSched(rt *genRuntime) *StartSched {
-	rt.sched = nil
-	if s.cfg.StartSched.Off() {
-		return nil
-	}
-	for _, g := range s.m.Generations() {
-		if g.State == lifecycle.Active && g.Gen != rt.gen {
-			rt.sched = s.cfg.StartSched
-		}
-	}
-	return rt.sched
-}
-
-// endStartSched gives rt's threads baton's own nice level and CPUs back
-// now that it is active (see StartSched.reset). A failure leaves the
-// generation serving niced or pinned, which the operator must hear about.
-func (s *Supervisor) endStartSched(rt *genRuntime) {
-	if rt.sched == nil {
-		return
-	}
-	ss := rt.sched
-	rt.sched = nil
-	start := s.clock.Now()
-	res := ss.reset(s.members(rt))
-	took := s.clock.Now().Sub(start)
-	if res.Err != nil {
-		rt.log.Warn("active generation keeps its start scheduling: baton could not reset it; it serves at that nice level or on those CPUs until its next reload",
-			zap.String("start_sched", ss.String()), zap.Int("threads_reset", res.Threads), zap.Error(res.Err),
-			zap.String("hint", "resetting needs CAP_SYS_NICE or a nice rlimit (--rlimit nice=20, ulimit -e, LimitNICE=) and the proxy's processes running as baton's user; or drop --start-nice/--start-cpus"))
-		return
-	}
-	rt.log.Info("start scheduling reset", zap.String("start_sched", ss.String()),
-		zap.Int("threads_reset", res.Threads), zap.Int("threads_kept", res.Kept), zap.Duration("took", took))
 }

@@ -1,4 +1,4 @@
-package supervisor
+package proc
 
 import (
 	"errors"
@@ -132,8 +132,11 @@ func replaceRlimit(list []Rlimit, r Rlimit) []Rlimit {
 	return append(list, r)
 }
 
-// hasCapSysResource reads CapEff from /proc/self/status.
-func hasCapSysResource() bool {
+// hasCapSysResource reports whether baton may raise hard limits.
+func hasCapSysResource() bool { return hasCap(unix.CAP_SYS_RESOURCE) }
+
+// hasCap reports whether baton's effective capabilities include c.
+func hasCap(c int) bool {
 	b, err := os.ReadFile("/proc/self/status")
 	if err != nil {
 		return false
@@ -141,7 +144,7 @@ func hasCapSysResource() bool {
 	for _, line := range strings.Split(string(b), "\n") {
 		if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
 			caps, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
-			return err == nil && caps&(1<<unix.CAP_SYS_RESOURCE) != 0
+			return err == nil && caps&(1<<uint(c)) != 0
 		}
 	}
 	return false

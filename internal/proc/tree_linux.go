@@ -1,8 +1,7 @@
-// Package proctree walks the process tree through
-// /proc/PID/task/TID/children and reads a process's start time. It is a leaf
-// package so that the proxy drivers, the supervisor and the test helpers
-// share one walk.
-package proctree
+package proc
+
+// The process tree, walked through /proc/PID/task/TID/children: one walk
+// for the proxy drivers, the supervisor and the test helpers.
 
 import (
 	"errors"
@@ -79,22 +78,4 @@ func Descendants(pid int) []int {
 		queue = append(queue, Children(p)...)
 	}
 	return out
-}
-
-// StartTicks is the start time of pid in clock ticks since boot, which tells
-// a process from a later one with the same pid.
-func StartTicks(pid int) (uint64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, err
-	}
-	i := strings.LastIndexByte(string(b), ')')
-	if i < 0 {
-		return 0, errors.New("bad /proc stat")
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 20 {
-		return 0, errors.New("short /proc stat")
-	}
-	return strconv.ParseUint(f[19], 10, 64)
 }

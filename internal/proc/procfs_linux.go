@@ -1,4 +1,4 @@
-package supervisor
+package proc
 
 import (
 	"bufio"
@@ -6,40 +6,27 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 
 	"github.com/prometheus/procfs"
 	"golang.org/x/sys/unix"
-
-	"github.com/batonproxy/baton/internal/proctree"
 )
 
-// ProcFS reads what baton needs to know about its descendants from /proc.
-type ProcFS interface {
-	// Members lists the live processes of a generation: its cgroup's, or
-	// without one (the fallback) those of its process group, every
-	// descendant of its leader and the orphans of it re-parented to its
-	// reaper (see GenProcs).
-	Members(g GenProcs) ([]int, error)
-	// ScanMembers is Members confirmed: without a cgroup it adds every
-	// process of the group found by reading the stat of every process on
-	// the host, slower, but it cannot miss one that is being re-parented
-	// while the tree is walked.
-	ScanMembers(g GenProcs) ([]int, error)
-	// SocketInodes returns the inodes of every socket pid has open.
-	SocketInodes(pid int) (map[uint64]bool, error)
-	// Limits returns pid's resource limits, by /proc/PID/limits row name.
-	Limits(pid int) (map[string]Limit, error)
-	// CPUTicks returns user+system clock ticks pid has used.
-	CPUTicks(pid int) (uint64, error)
-	// FdCount is the number of descriptors pid has open.
-	FdCount(pid int) (int, error)
-	// Cmdline is pid's command line, its arguments joined by spaces (the
-	// title a proxy gives its processes, "nginx: worker process").
-	Cmdline(pid int) (string, error)
+// GenProcs names the processes of one generation for FS.Members.
+type GenProcs struct {
+	Pgid   int    // the process group baton started it in (its leader's pid)
+	Leader int    // the leader's pid while it was not reaped (its tree is walked); 0 after
+	Cgroup string // its cgroup v2 directory; "" when it has none
+	Marker string // the MarkerVar value of its environment; "" for none
+	Reaper int    // who its orphans are re-parented to: baton, or for an adopted generation its leader's parent then; 0: not searched
 }
+
+// MarkerVar is the environment variable that names a process's
+// generation.
+const MarkerVar = "BATON_GENERATION"
 
 // Limit is one row of /proc/PID/limits; Unlimited for "unlimited".
 type Limit struct {
@@ -47,16 +34,8 @@ type Limit struct {
 	Hard uint64 `json:"hard"`
 }
 
-// NewProcFS returns a ProcFS over the real /proc.
-func NewProcFS() (ProcFS, error) {
-	fs, err := procfs.NewFS(procfs.DefaultMountPoint)
-	if err != nil {
-		return nil, err
-	}
-	return &realProcFS{fs: fs, markers: map[int]markerSeen{}}, nil
-}
-
-type realProcFS struct {
+// FS reads what baton needs to know about its descendants from /proc.
+type FS struct {
 	fs procfs.FS
 
 	// markers caches what readMarker found in a process's environment,
@@ -64,6 +43,15 @@ type realProcFS struct {
 	// children every few milliseconds, and an environment is read once.
 	mu      sync.Mutex
 	markers map[int]markerSeen
+}
+
+// NewFS returns an FS over the real /proc.
+func NewFS() (*FS, error) {
+	fs, err := procfs.NewFS(procfs.DefaultMountPoint)
+	if err != nil {
+		return nil, err
+	}
+	return &FS{fs: fs, markers: map[int]markerSeen{}}, nil
 }
 
 // markerSeen is the marker found in the environment of the process that
@@ -76,11 +64,14 @@ type markerSeen struct {
 // markersCached bounds the cache; it is emptied when full.
 const markersCached = 4096
 
-// Members reads the generation's cgroup.procs when it has a cgroup (and
-// the cgroup can be read), else walks the tree (see walk).
-func (r *realProcFS) Members(g GenProcs) ([]int, error) {
+// Members lists the live processes of a generation: its cgroup's, or
+// without one (the fallback) those of its process group, every descendant
+// of its leader and the orphans of it re-parented to its reaper. It reads
+// the generation's cgroup.procs when it has a cgroup (and the cgroup can be
+// read), else walks the tree (see walk).
+func (r *FS) Members(g GenProcs) ([]int, error) {
 	if g.Cgroup != "" {
-		if pids, err := cgroupProcs(g.Cgroup); err == nil {
+		if pids, err := CgroupProcs(g.Cgroup); err == nil {
 			return pids, nil
 		}
 	}
@@ -93,7 +84,7 @@ func (r *realProcFS) Members(g GenProcs) ([]int, error) {
 // their trees. Other generations' leaders are the reaper's children too:
 // their trees are skipped. Reading the reaper's children last finds a
 // process that moved while the leader's tree was read.
-func (r *realProcFS) walk(g GenProcs) []int {
+func (r *FS) walk(g GenProcs) []int {
 	var out []int
 	seen := map[int]bool{}
 	tree := func(queue []int) {
@@ -104,14 +95,14 @@ func (r *realProcFS) walk(g GenProcs) []int {
 				continue
 			}
 			seen[pid] = true
-			st, err := readStat(pid)
+			st, err := ReadStat(pid)
 			if err != nil {
 				continue // exited meanwhile
 			}
-			if st.state != 'Z' {
+			if st.State != 'Z' {
 				out = append(out, pid)
 			}
-			queue = append(queue, proctree.Children(pid)...)
+			queue = append(queue, Children(pid)...)
 		}
 	}
 	if g.Leader > 0 {
@@ -120,21 +111,25 @@ func (r *realProcFS) walk(g GenProcs) []int {
 	if g.Reaper <= 0 {
 		return out
 	}
-	for _, pid := range proctree.MainChildren(g.Reaper) {
+	for _, pid := range MainChildren(g.Reaper) {
 		if seen[pid] {
 			continue
 		}
-		st, err := readStat(pid)
-		if err == nil && (st.pgrp == g.Pgid || r.marked(pid, st.start, g.Marker)) {
+		st, err := ReadStat(pid)
+		if err == nil && (st.Pgrp == g.Pgid || r.marked(pid, st.StartTicks, g.Marker)) {
 			tree([]int{pid})
 		}
 	}
 	return out
 }
 
-func (r *realProcFS) ScanMembers(g GenProcs) ([]int, error) {
+// ScanMembers is Members confirmed: without a cgroup it adds every process
+// of the group found by reading the stat of every process on the host,
+// slower, but it cannot miss one that is being re-parented while the tree
+// is walked.
+func (r *FS) ScanMembers(g GenProcs) ([]int, error) {
 	if g.Cgroup != "" {
-		if pids, err := cgroupProcs(g.Cgroup); err == nil {
+		if pids, err := CgroupProcs(g.Cgroup); err == nil {
 			return pids, nil
 		}
 	}
@@ -152,7 +147,7 @@ func (r *realProcFS) ScanMembers(g GenProcs) ([]int, error) {
 		if err != nil || have[pid] {
 			continue
 		}
-		if st, err := readStat(pid); err == nil && st.pgrp == g.Pgid && st.state != 'Z' {
+		if st, err := ReadStat(pid); err == nil && st.Pgrp == g.Pgid && st.State != 'Z' {
 			pids = append(pids, pid)
 		}
 	}
@@ -161,7 +156,7 @@ func (r *realProcFS) ScanMembers(g GenProcs) ([]int, error) {
 
 // marked reports whether the process pid, started at start, carries the
 // marker; its environment is read once.
-func (r *realProcFS) marked(pid int, start uint64, marker string) bool {
+func (r *FS) marked(pid int, start uint64, marker string) bool {
 	if marker == "" {
 		return false
 	}
@@ -180,45 +175,11 @@ func (r *realProcFS) marked(pid int, start uint64, marker string) bool {
 	return seen.marker == marker
 }
 
-// procStat is what membership needs of /proc/PID/stat.
-type procStat struct {
-	state byte
-	ppid  int
-	pgrp  int
-	start uint64 // clock ticks after boot: with the pid, the process's identity
-}
-
-// readStat reads the state, parent and process group of pid with one
-// read(2).
-func readStat(pid int) (procStat, error) {
-	var buf [512]byte
-	n, err := readProcFile(pid, "stat", buf[:])
-	if err != nil {
-		return procStat{}, err
-	}
-	b := buf[:n]
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return procStat{}, errors.New("bad /proc stat")
-	}
-	f := bytes.Fields(b[i+1:])
-	if len(f) < 20 || len(f[0]) != 1 {
-		return procStat{}, errors.New("short /proc stat")
-	}
-	ppid, err1 := strconv.Atoi(string(f[1]))
-	pgrp, err2 := strconv.Atoi(string(f[2]))
-	start, err3 := strconv.ParseUint(string(f[19]), 10, 64)
-	if err := errors.Join(err1, err2, err3); err != nil {
-		return procStat{}, err
-	}
-	return procStat{state: f[0][0], ppid: ppid, pgrp: pgrp, start: start}, nil
-}
-
 // environLimit bounds what readMarker reads of an environment; baton puts
 // the marker first.
 const environLimit = 64 << 10
 
-// readMarker returns the BATON_GENERATION value in pid's environment (as
+// readMarker returns the MarkerVar value in pid's environment (as
 // it was at exec, unless the process overwrote it), "" for none. It reads
 // at most environLimit bytes.
 func readMarker(pid int) string {
@@ -227,7 +188,7 @@ func readMarker(pid int) string {
 		return ""
 	}
 	defer unix.Close(fd)
-	prefix := []byte(markerVar + "=")
+	prefix := []byte(MarkerVar + "=")
 	var env []byte
 	buf := make([]byte, 4096)
 	for len(env) < environLimit {
@@ -248,31 +209,8 @@ func readMarker(pid int) string {
 	return ""
 }
 
-// readProcFile reads up to len(buf) bytes of /proc/PID/name.
-func readProcFile(pid int, name string, buf []byte) (int, error) {
-	fd, err := unix.Open("/proc/"+strconv.Itoa(pid)+"/"+name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return 0, err
-	}
-	defer unix.Close(fd)
-	n := 0
-	for n < len(buf) {
-		m, err := unix.Read(fd, buf[n:])
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil {
-			return n, err
-		}
-		if m == 0 {
-			break
-		}
-		n += m
-	}
-	return n, nil
-}
-
-func (r *realProcFS) SocketInodes(pid int) (map[uint64]bool, error) {
+// SocketInodes returns the inodes of every socket pid has open.
+func (r *FS) SocketInodes(pid int) (map[uint64]bool, error) {
 	p, err := r.fs.Proc(pid)
 	if err != nil {
 		return nil, err
@@ -292,7 +230,8 @@ func (r *realProcFS) SocketInodes(pid int) (map[uint64]bool, error) {
 	return out, nil
 }
 
-func (r *realProcFS) FdCount(pid int) (int, error) {
+// FdCount is the number of descriptors pid has open.
+func (r *FS) FdCount(pid int) (int, error) {
 	p, err := r.fs.Proc(pid)
 	if err != nil {
 		return 0, err
@@ -300,7 +239,9 @@ func (r *realProcFS) FdCount(pid int) (int, error) {
 	return p.FileDescriptorsLen()
 }
 
-func (r *realProcFS) Cmdline(pid int) (string, error) {
+// Cmdline is pid's command line, its arguments joined by spaces (the
+// title a proxy gives its processes, "nginx: worker process").
+func (r *FS) Cmdline(pid int) (string, error) {
 	p, err := r.fs.Proc(pid)
 	if err != nil {
 		return "", err
@@ -309,21 +250,12 @@ func (r *realProcFS) Cmdline(pid int) (string, error) {
 	return strings.Join(args, " "), err
 }
 
-func (r *realProcFS) CPUTicks(pid int) (uint64, error) {
-	p, err := r.fs.Proc(pid)
-	if err != nil {
-		return 0, err
-	}
-	st, err := p.Stat()
-	if err != nil {
-		return 0, err
-	}
-	return uint64(st.UTime + st.STime), nil
-}
+// CPUTicks returns user+system clock ticks pid has used.
+func (r *FS) CPUTicks(pid int) (uint64, error) { return CPUTicks(pid) }
 
 // Limits parses /proc/PID/limits. procfs only exposes soft limits, and baton
 // reports both.
-func (r *realProcFS) Limits(pid int) (map[string]Limit, error) {
+func (r *FS) Limits(pid int) (map[string]Limit, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/limits", pid))
 	if err != nil {
 		return nil, err
@@ -362,4 +294,20 @@ func parseLimits(f *os.File) (map[string]Limit, error) {
 		}
 	}
 	return out, sc.Err()
+}
+
+// CgroupProcs lists the processes in the cgroup dir (zombies are not
+// listed: a process leaves its cgroup when it exits).
+func CgroupProcs(dir string) ([]int, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+	if err != nil {
+		return nil, err
+	}
+	var out []int
+	for _, f := range strings.Fields(string(b)) {
+		if n, err := strconv.Atoi(f); err == nil {
+			out = append(out, n)
+		}
+	}
+	return out, nil
 }

@@ -1,4 +1,4 @@
-package proxyctl
+package proc
 
 import (
 	"fmt"

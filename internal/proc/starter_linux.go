@@ -1,4 +1,4 @@
-package supervisor
+package proc
 
 import (
 	"encoding/binary"
@@ -40,31 +40,8 @@ type StartSpec struct {
 	Sched *StartSched
 }
 
-// Starter starts child processes.
-type Starter interface {
-	Start(StartSpec) (Proc, error)
-}
-
-// Proc is a started child: the leader of its own process group.
-type Proc interface {
-	Pid() int
-	// Signal signals the leader; ErrProcessDone once it was reaped.
-	Signal(unix.Signal) error
-	// SignalGroup signals every process of the leader's process group.
-	SignalGroup(unix.Signal) error
-	// Done is closed once the leader was reaped; Status is valid then.
-	Done() <-chan struct{}
-	Status() ExitStatus
-	// Output is the tail of what the process group wrote to stdout/stderr.
-	Output() string
-	// OutputDone is closed when every writer closed the output pipe.
-	OutputDone() <-chan struct{}
-	// Release frees the pidfd; call it once the process is forgotten.
-	Release()
-}
-
-// ErrProcessDone is returned when signalling a process already reaped.
-var ErrProcessDone = errors.New("process already exited")
+// ErrDone is returned when signalling a process already reaped.
+var ErrDone = errors.New("process already exited")
 
 // outputTail is how much of a child's output is kept for error messages.
 const outputTail = 4096
@@ -95,8 +72,9 @@ func (s *ExecStarter) direct(sp StartSpec) bool {
 	return holdsRlimits(sp.Rlimits)
 }
 
-// Start implements Starter.
-func (s *ExecStarter) Start(sp StartSpec) (Proc, error) {
+// Start starts the child sp describes. Its pid is registered with the
+// Reaper before the child can exit.
+func (s *ExecStarter) Start(sp StartSpec) (*Process, error) {
 	shim := s.Shim
 	if shim == "" {
 		shim = "/proc/self/exe"
@@ -118,7 +96,7 @@ func (s *ExecStarter) Start(sp StartSpec) (Proc, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &proc{done: make(chan struct{}), outDone: make(chan struct{}), pidfd: -1, wake: -1}
+	p := &Process{done: make(chan struct{}), outDone: make(chan struct{}), pidfd: -1, wake: -1}
 	// Fd on our own private pipe and /dev/null only: it makes them blocking,
 	// which is what a child's stdio should be. Shared sockets are passed as
 	// raw descriptors and never go through (*os.File).Fd.
@@ -154,7 +132,10 @@ func uintptrs(fds []int) []uintptr {
 	return out
 }
 
-type proc struct {
+// Process is a started child, the leader of its own process group, or a
+// process another baton started and handed over (Adopt). Its pidfd and
+// output pipe are its own until Release.
+type Process struct {
 	pid     int
 	pidfd   int
 	done    chan struct{}
@@ -169,9 +150,10 @@ type proc struct {
 	exitOnce sync.Once
 }
 
-func (p *proc) Pid() int { return p.pid }
+// Pid is the process id.
+func (p *Process) Pid() int { return p.pid }
 
-func (p *proc) exited(st ExitStatus) {
+func (p *Process) exited(st ExitStatus) {
 	p.exitOnce.Do(func() {
 		p.mu.Lock()
 		p.status = st
@@ -180,10 +162,11 @@ func (p *proc) exited(st ExitStatus) {
 	})
 }
 
-func (p *proc) Signal(sig unix.Signal) error {
+// Signal signals the leader; ErrDone once it was reaped.
+func (p *Process) Signal(sig unix.Signal) error {
 	select {
 	case <-p.done:
-		return ErrProcessDone
+		return ErrDone
 	default:
 	}
 	p.mu.Lock()
@@ -191,37 +174,44 @@ func (p *proc) Signal(sig unix.Signal) error {
 	if p.pidfd >= 0 && !p.released {
 		err := unix.PidfdSendSignal(p.pidfd, sig, nil, 0)
 		if errors.Is(err, unix.ESRCH) {
-			return ErrProcessDone
+			return ErrDone
 		}
 		return err
 	}
 	return unix.Kill(p.pid, sig)
 }
 
-func (p *proc) SignalGroup(sig unix.Signal) error {
+// SignalGroup signals every process of the leader's process group.
+func (p *Process) SignalGroup(sig unix.Signal) error {
 	err := unix.Kill(-p.pid, sig)
 	if errors.Is(err, unix.ESRCH) {
-		return ErrProcessDone
+		return ErrDone
 	}
 	return err
 }
 
-func (p *proc) Done() <-chan struct{}       { return p.done }
-func (p *proc) OutputDone() <-chan struct{} { return p.outDone }
+// Done is closed once the leader was reaped; Status is valid then.
+func (p *Process) Done() <-chan struct{} { return p.done }
 
-func (p *proc) Status() ExitStatus {
+// OutputDone is closed when every writer closed the output pipe.
+func (p *Process) OutputDone() <-chan struct{} { return p.outDone }
+
+// Status is how the process ended, once Done is closed.
+func (p *Process) Status() ExitStatus {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.status
 }
 
-func (p *proc) Output() string {
+// Output is the tail of what the process group wrote to stdout/stderr.
+func (p *Process) Output() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return strings.TrimSpace(string(p.tail))
 }
 
-func (p *proc) Release() {
+// Release frees the pidfd; call it once the process is forgotten.
+func (p *Process) Release() {
 	p.mu.Lock()
 	if p.released {
 		p.mu.Unlock()
@@ -244,7 +234,7 @@ func (p *proc) Release() {
 // readOutput copies the child's output, line by line, to onLine and to the
 // tail buffer until every writer is gone. A line over maxLine bytes (0:
 // maxLogLine) is cut there and marked; the lines after it are read as usual.
-func (p *proc) readOutput(rd io.ReadCloser, maxLine int, onLine func(string)) {
+func (p *Process) readOutput(rd io.ReadCloser, maxLine int, onLine func(string)) {
 	defer close(p.outDone)
 	defer rd.Close()
 	if maxLine <= 0 {

@@ -1,9 +1,8 @@
-package supervisor
+package proc
 
 import (
 	"errors"
 	"fmt"
-	"github.com/batonproxy/baton/internal/proctree"
 	"os"
 	"strconv"
 
@@ -14,10 +13,10 @@ import (
 // baton's child, so its exit status cannot be collected.
 const StatusUnknown = -1
 
-// ProcHandover is what another baton needs to keep supervising a process it
+// Handover is what another baton needs to keep supervising a process it
 // did not start: its pid, a pidfd (owned by the receiver) and the read end of
 // its output pipe (owned by the receiver; -1 when there is none).
-type ProcHandover struct {
+type Handover struct {
 	Pid    int
 	Pidfd  int
 	Output int
@@ -25,8 +24,8 @@ type ProcHandover struct {
 
 // Handover returns p's pidfd and output pipe for another baton: duplicates,
 // owned by the caller, close-on-exec.
-func (p *proc) Handover() (ProcHandover, error) {
-	h := ProcHandover{Pid: p.pid, Pidfd: -1, Output: -1}
+func (p *Process) Handover() (Handover, error) {
+	h := Handover{Pid: p.pid, Pidfd: -1, Output: -1}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.pidfd < 0 || p.released {
@@ -50,11 +49,11 @@ func (p *proc) Handover() (ProcHandover, error) {
 	return h, nil
 }
 
-// AdoptProc wraps a process another baton started (its pidfd and output
-// pipe come from h, and are owned by the result): its exit is seen when the
+// Adopt wraps a process another baton started (its pidfd and output pipe
+// come from h, and are owned by the result): its exit is seen when the
 // pidfd becomes readable; its exit status is StatusUnknown.
-func AdoptProc(h ProcHandover, onLine func(string)) Proc {
-	p := &proc{pid: h.Pid, pidfd: h.Pidfd, wake: -1, done: make(chan struct{}), outDone: make(chan struct{})}
+func Adopt(h Handover, onLine func(string)) *Process {
+	p := &Process{pid: h.Pid, pidfd: h.Pidfd, wake: -1, done: make(chan struct{}), outDone: make(chan struct{})}
 	if fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC); err == nil {
 		p.wake = fd
 	}
@@ -72,7 +71,7 @@ func AdoptProc(h ProcHandover, onLine func(string)) Proc {
 // readable), or gives up when the proc is released (its eventfd polls
 // readable). It sleeps in poll(2) without a timeout: an adopted
 // generation costs baton no wake-ups while it serves.
-func (p *proc) watchPidfd() {
+func (p *Process) watchPidfd() {
 	fds := []unix.PollFd{{Fd: int32(p.pidfd), Events: unix.POLLIN}}
 	if p.wake >= 0 {
 		fds = append(fds, unix.PollFd{Fd: int32(p.wake), Events: unix.POLLIN})
@@ -97,7 +96,7 @@ func OpenPidfd(pid int, startTicks uint64) (int, error) {
 		return -1, fmt.Errorf("pidfd_open %d: %w", pid, err)
 	}
 	// Checked after opening: the pidfd now pins this very process.
-	if got, err := proctree.StartTicks(pid); err != nil || got != startTicks {
+	if got, err := StartTicks(pid); err != nil || got != startTicks {
 		unix.Close(fd)
 		return -1, fmt.Errorf("pid %d is another process now (started at %d, recorded %d)", pid, got, startTicks)
 	}

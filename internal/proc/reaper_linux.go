@@ -1,8 +1,9 @@
-package supervisor
+package proc
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"sync"
 
@@ -13,6 +14,28 @@ import (
 type ExitStatus struct {
 	Code   int         // exit code, or 128+signal when killed by a signal
 	Signal unix.Signal // the signal that killed it, 0 otherwise
+}
+
+// SignalName is sig as baton logs and prints it: SIGUSR1, SIGWINCH (not the
+// C library's description, "user defined signal 1"); "signal N" for a
+// number without a name.
+func SignalName(sig unix.Signal) string {
+	if n := unix.SignalName(sig); n != "" {
+		return n
+	}
+	return fmt.Sprintf("signal %d", int(sig))
+}
+
+// String is how the process ended: "exit status 1", or "killed by SIGKILL"
+// (Code is then 128 + the signal's number).
+func (st ExitStatus) String() string {
+	switch {
+	case st.Signal != 0:
+		return "killed by " + SignalName(st.Signal)
+	case st.Code == StatusUnknown:
+		return "exit status unknown (a process baton adopted)"
+	}
+	return fmt.Sprintf("exit status %d", st.Code)
 }
 
 func exitStatus(ws unix.WaitStatus) ExitStatus {
