@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/batonproxy/baton/api"
 	"github.com/batonproxy/baton/supervisor"
 )
 
@@ -100,9 +101,9 @@ type DropCounters struct {
 type Baton struct {
 	Control string
 	Pid     int // from the status, or the process found; 0 unknown
-	Status  *supervisor.Status
+	Status  *api.Status
 	Err     string // why there is no status
-	History []supervisor.ListenerRecord
+	History []api.ListenerRecord
 	// Orphans are generations listed in CONTROL.state whose processes live
 	// on while no baton answers.
 	Orphans []Orphan
