@@ -18,6 +18,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/batonproxy/baton/api"
 	"github.com/batonproxy/baton/fdpass"
 	"github.com/batonproxy/baton/internal/proc"
 	"github.com/batonproxy/baton/supervisor"
@@ -143,7 +144,7 @@ func statusClient(path string) *http.Client {
 }
 
 // queryStatus is GET /v1/status on the control socket at path.
-func queryStatus(ctx context.Context, path string, timeout time.Duration) (*supervisor.Status, error) {
+func queryStatus(ctx context.Context, path string, timeout time.Duration) (*api.Status, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://baton/v1/status", nil)
@@ -164,7 +165,7 @@ func queryStatus(ctx context.Context, path string, timeout time.Duration) (*supe
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("GET /v1/status: %s", resp.Status)
 	}
-	var st supervisor.Status
+	var st api.Status
 	if err := json.Unmarshal(body, &st); err != nil {
 		return nil, fmt.Errorf("GET /v1/status: %w", err)
 	}

@@ -6,7 +6,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/batonproxy/baton/supervisor"
+	"github.com/batonproxy/baton/api"
 )
 
 // checkListenerChurn: an address whose socket baton re-created (a new inode
@@ -18,7 +18,7 @@ func checkListenerChurn(f *Facts, o Options) []Finding {
 	var out []Finding
 	for _, b := range f.Batons {
 		var keys []string
-		byKey := map[string][]supervisor.ListenerRecord{}
+		byKey := map[string][]api.ListenerRecord{}
 		for _, r := range b.History {
 			if _, ok := byKey[r.Key]; !ok {
 				keys = append(keys, r.Key)
@@ -37,7 +37,7 @@ func checkListenerChurn(f *Facts, o Options) []Finding {
 // churn reports the re-creations among one address's records (each record
 // after the first is one: the history only grows when the inode changes),
 // leaving out those that replaced a socket that never served.
-func churn(f *Facts, o Options, b Baton, recs []supervisor.ListenerRecord) (Finding, bool) {
+func churn(f *Facts, o Options, b Baton, recs []api.ListenerRecord) (Finding, bool) {
 	var steps []string
 	var pids []int
 	restarted := false

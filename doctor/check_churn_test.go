@@ -6,52 +6,52 @@ import (
 	"testing"
 	"time"
 
-	"github.com/batonproxy/baton/supervisor"
+	"github.com/batonproxy/baton/api"
 )
 
 // A socket re-created for an unchanged address resets what waited on it.
 func TestListenerChurn(t *testing.T) {
-	rec := func(ago time.Duration, pid int, addr string, inode uint64) supervisor.ListenerRecord {
-		return supervisor.ListenerRecord{At: t0.Add(-ago), BatonPid: pid, Addr: addr, Key: "stream:" + addr, Inode: inode}
+	rec := func(ago time.Duration, pid int, addr string, inode uint64) api.ListenerRecord {
+		return api.ListenerRecord{At: t0.Add(-ago), BatonPid: pid, Addr: addr, Key: "stream:" + addr, Inode: inode}
 	}
 	// never is a record whose baton exited before its first generation
 	// served (a failed first start): the history still says pending.
-	never := func(r supervisor.ListenerRecord) supervisor.ListenerRecord {
+	never := func(r api.ListenerRecord) api.ListenerRecord {
 		r.Pending = true
 		return r
 	}
 	tests := []struct {
 		name    string
-		history []supervisor.ListenerRecord
+		history []api.ListenerRecord
 		want    []string
 		fixHas  string
 	}{
-		{"first start only", []supervisor.ListenerRecord{rec(time.Hour, 5, "127.0.0.1:80", 1), rec(time.Hour, 5, "127.0.0.1:81", 2)}, []string{}, ""},
-		{"baton stopped and started", []supervisor.ListenerRecord{
+		{"first start only", []api.ListenerRecord{rec(time.Hour, 5, "127.0.0.1:80", 1), rec(time.Hour, 5, "127.0.0.1:81", 2)}, []string{}, ""},
+		{"baton stopped and started", []api.ListenerRecord{
 			rec(time.Hour, 5, "127.0.0.1:80", 1), rec(time.Hour, 5, "127.0.0.1:81", 2), rec(time.Minute, 9, "127.0.0.1:80", 3),
 		}, []string{"warning listener-churn 127.0.0.1:80 (baton /b.sock)"}, "baton reload"},
-		{"re-created again and again", []supervisor.ListenerRecord{
+		{"re-created again and again", []api.ListenerRecord{
 			rec(3*time.Hour, 5, "127.0.0.1:80", 1), rec(2*time.Hour, 6, "127.0.0.1:80", 3), rec(time.Hour, 7, "127.0.0.1:80", 4),
 		}, []string{"critical listener-churn 127.0.0.1:80 (baton /b.sock)"}, "baton upgrade"},
-		{"outside the window", []supervisor.ListenerRecord{
+		{"outside the window", []api.ListenerRecord{
 			rec(72*time.Hour, 5, "127.0.0.1:80", 1), rec(48*time.Hour, 6, "127.0.0.1:80", 3),
 		}, []string{}, ""},
-		{"one baton re-created it", []supervisor.ListenerRecord{
+		{"one baton re-created it", []api.ListenerRecord{
 			rec(time.Hour, 5, "127.0.0.1:80", 1), rec(time.Minute, 5, "127.0.0.1:80", 3),
 		}, []string{"warning listener-churn 127.0.0.1:80 (baton /b.sock)"}, "bug"},
-		{"failed first start, then a start that serves", []supervisor.ListenerRecord{
+		{"failed first start, then a start that serves", []api.ListenerRecord{
 			never(rec(time.Hour, 5, "127.0.0.1:80", 1)), never(rec(time.Hour, 5, "127.0.0.1:81", 2)),
 			rec(time.Minute, 9, "127.0.0.1:80", 3), rec(time.Minute, 9, "127.0.0.1:81", 4),
 		}, []string{}, ""},
-		{"two failed starts, then one that serves", []supervisor.ListenerRecord{
+		{"two failed starts, then one that serves", []api.ListenerRecord{
 			never(rec(time.Hour, 5, "127.0.0.1:80", 1)), never(rec(30*time.Minute, 6, "127.0.0.1:80", 2)),
 			rec(time.Minute, 9, "127.0.0.1:80", 3),
 		}, []string{}, ""},
-		{"a failed start between two that served", []supervisor.ListenerRecord{
+		{"a failed start between two that served", []api.ListenerRecord{
 			rec(3*time.Hour, 5, "127.0.0.1:80", 1), never(rec(2*time.Hour, 6, "127.0.0.1:80", 2)),
 			rec(time.Hour, 7, "127.0.0.1:80", 3),
 		}, []string{"warning listener-churn 127.0.0.1:80 (baton /b.sock)"}, "baton reload"},
-		{"a start still waiting for its first generation", []supervisor.ListenerRecord{
+		{"a start still waiting for its first generation", []api.ListenerRecord{
 			never(rec(time.Minute, 5, "127.0.0.1:80", 1)),
 		}, []string{}, ""},
 	}

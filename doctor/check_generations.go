@@ -7,14 +7,14 @@ import (
 	"strings"
 	"time"
 
-	"github.com/batonproxy/baton/supervisor"
+	"github.com/batonproxy/baton/api"
 )
 
 // oldStates are the states of a generation that was told to go.
 var oldStates = map[string]bool{"draining": true, "stopping": true, "killed": true}
 
 // batonPorts are the TCP ports of a baton's listeners.
-func batonPorts(st *supervisor.Status) []int {
+func batonPorts(st *api.Status) []int {
 	var out []int
 	if st == nil {
 		return nil
@@ -52,7 +52,7 @@ func checkOldGenerations(f *Facts, o Options) []Finding {
 	return out
 }
 
-func oldGeneration(f *Facts, b Baton, g supervisor.GenStatus, start time.Time) Finding {
+func oldGeneration(f *Facts, b Baton, g api.GenStatus, start time.Time) Finding {
 	pids := []int{g.Pid, b.Status.Pid}
 	var listening []string
 	for _, ps := range g.Processes {

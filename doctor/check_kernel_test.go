@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/batonproxy/baton/supervisor"
+	"github.com/batonproxy/baton/api"
 )
 
 // The dropped-connections incident: kernel limits and queues.
@@ -25,7 +25,7 @@ func TestKernelChecks(t *testing.T) {
 		{"TIME_WAIT at the limit", func(f *Facts) { f.TimeWait = 1000 }, []string{"critical time-wait host"}},
 		{"TIME_WAIT unknown", func(f *Facts) { f.TimeWait = -1 }, []string{}},
 		{"baton asked for more than somaxconn", func(f *Facts) {
-			f.Batons = []Baton{{Control: "/b.sock", Status: &supervisor.Status{Pid: 5, Listeners: []supervisor.ListenerStatus{
+			f.Batons = []Baton{{Control: "/b.sock", Status: &api.Status{Pid: 5, Listeners: []api.ListenerStatus{
 				{Spec: "tcp://127.0.0.1:80?backlog=65535", Addr: "127.0.0.1:80", Backlog: 4096},
 				{Spec: "tcp://127.0.0.1:81?backlog=1024", Addr: "127.0.0.1:81", Backlog: 1024},
 			}}}}

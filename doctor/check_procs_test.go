@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/batonproxy/baton/api"
 	"github.com/batonproxy/baton/internal/proc"
 	"github.com/batonproxy/baton/supervisor"
 )
@@ -15,12 +16,12 @@ func tp(t time.Time) *time.Time { return &t }
 // A drain needs a deadline and visibility: a generation draining longer
 // than --old-after is reported.
 func TestOldGeneration(t *testing.T) {
-	status := func(state string, drained time.Duration) *supervisor.Status {
-		return &supervisor.Status{Pid: 5, Listeners: []supervisor.ListenerStatus{{Addr: "127.0.0.1:8080"}},
-			Generations: []supervisor.GenStatus{
+	status := func(state string, drained time.Duration) *api.Status {
+		return &api.Status{Pid: 5, Listeners: []api.ListenerStatus{{Addr: "127.0.0.1:8080"}},
+			Generations: []api.GenStatus{
 				{Gen: 1, State: state, Pid: 20, StartedAt: tp(t0.Add(-time.Hour)), DrainedAt: tp(t0.Add(-drained)),
 					Deadline: tp(t0.Add(time.Minute)), DeadlineAction: "hard stop", Connections: 3,
-					Processes: []supervisor.ProcStatus{{Pid: 20}, {Pid: 21}}},
+					Processes: []api.ProcStatus{{Pid: 20}, {Pid: 21}}},
 				{Gen: 2, State: "active", Pid: 30, StartedAt: tp(t0.Add(-drained))},
 			}}
 	}

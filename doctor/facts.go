@@ -9,8 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/batonproxy/baton/api"
 	"github.com/batonproxy/baton/internal/proc"
-	"github.com/batonproxy/baton/supervisor"
 )
 
 // Facts is everything the checks look at, read once per run.
@@ -101,9 +101,9 @@ type DropCounters struct {
 type Baton struct {
 	Control string
 	Pid     int // from the status, or the process found; 0 unknown
-	Status  *supervisor.Status
+	Status  *api.Status
 	Err     string // why there is no status
-	History []supervisor.ListenerRecord
+	History []api.ListenerRecord
 	// Orphans are generations listed in CONTROL.state whose processes live
 	// on while no baton answers.
 	Orphans []Orphan

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/procfs"
 	"golang.org/x/sys/unix"
 
+	"github.com/batonproxy/baton/api"
 	"github.com/batonproxy/baton/fdpass"
 	"github.com/batonproxy/baton/internal/proc"
 	"github.com/batonproxy/baton/supervisor"
@@ -201,7 +202,7 @@ func gatherBatons(ctx context.Context, fs procfs.FS, f *Facts, o Options, scan *
 			}
 			b.Orphans = orphans(h, f.Procs)
 		}
-		var hist []supervisor.ListenerRecord
+		var hist []api.ListenerRecord
 		ok, err := checkRegular(b.Control+".listeners", maxBatonState)
 		if ok {
 			hist, err = supervisor.ReadListenerHistoryOwnedBy(b.Control+".listeners", owner)

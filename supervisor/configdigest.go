@@ -9,24 +9,9 @@ import (
 	"slices"
 	"time"
 
+	"github.com/batonproxy/baton/api"
 	"github.com/batonproxy/baton/supervisor/lifecycle"
 )
-
-// ConfigStatus is the applied configuration (the active generation's
-// config copy) and how the files on disk compare with it, over the same
-// files: HAProxy's -f files, nginx's main file (files it includes are read
-// in place and not covered). Digests are SHA-256, in hex, over each file's
-// path, length and content, in path order.
-type ConfigStatus struct {
-	Files         []string `json:"files"`
-	Gen           int      `json:"applied_generation"`
-	AppliedDigest string   `json:"applied_digest"`
-	OnDiskDigest  string   `json:"on_disk_digest,omitempty"`
-	// OnDiskDiffers is true when the files on disk are not what the
-	// active generation runs (or one cannot be read: OnDiskError says why).
-	OnDiskDiffers bool   `json:"on_disk_differs"`
-	OnDiskError   string `json:"on_disk_error,omitempty"`
-}
 
 // configHash hashes files in the digest's format; add them in path order.
 type configHash struct{ h hash.Hash }
@@ -107,7 +92,7 @@ func digestCopies(files map[string]string) string {
 
 // gatherConfig completes the snapshot's config status with the digest of
 // the files on disk; on the caller's goroutine, with gathering held.
-func (s *Supervisor) gatherConfig(cs *ConfigStatus) {
+func (s *Supervisor) gatherConfig(cs *api.ConfigStatus) {
 	if cs == nil {
 		return
 	}
@@ -121,7 +106,7 @@ func (s *Supervisor) gatherConfig(cs *ConfigStatus) {
 
 // configStatus is, on the loop, the applied config: the active
 // generation's copy (nil when it has none).
-func (s *Supervisor) configStatus() *ConfigStatus {
+func (s *Supervisor) configStatus() *api.ConfigStatus {
 	for _, g := range s.m.Generations() {
 		if g.State != lifecycle.Active {
 			continue
@@ -135,7 +120,7 @@ func (s *Supervisor) configStatus() *ConfigStatus {
 			files = append(files, orig)
 		}
 		slices.Sort(files)
-		return &ConfigStatus{Files: files, Gen: int(g.Gen), AppliedDigest: rt.configDigest}
+		return &api.ConfigStatus{Files: files, Gen: int(g.Gen), AppliedDigest: rt.configDigest}
 	}
 	return nil
 }

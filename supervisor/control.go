@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"github.com/batonproxy/baton/api"
 	"github.com/batonproxy/baton/supervisor/lifecycle"
 )
 
@@ -206,34 +207,20 @@ func (c *ControlServer) status(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, st)
 }
 
-// ReloadsResponse is the body of GET /v1/reloads: the last
-// ReloadHistoryLen finished reloads, first start and crash replacements,
-// oldest first.
-type ReloadsResponse struct {
-	Reloads []ReloadRecord `json:"reloads"`
-}
-
 func (c *ControlServer) reloads(w http.ResponseWriter, r *http.Request) {
 	recs, err := c.sup.Reloads(r.Context())
 	if err != nil {
 		c.notRunning(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, ReloadsResponse{Reloads: recs})
-}
-
-// ReloadResponse is the body of a successful POST /v1/reload.
-type ReloadResponse struct {
-	Generation int     `json:"generation"`
-	Pid        int     `json:"pid"`
-	DurationMs float64 `json:"duration_ms"`
+	writeJSON(w, http.StatusOK, api.ReloadsResponse{Reloads: recs})
 }
 
 func (c *ControlServer) reload(w http.ResponseWriter, r *http.Request) {
 	res, err := c.sup.Reload(r.Context())
 	switch {
 	case err == nil:
-		writeJSON(w, http.StatusOK, ReloadResponse{Generation: res.Gen, Pid: res.Pid, DurationMs: float64(res.Duration.Microseconds()) / 1000})
+		writeJSON(w, http.StatusOK, res)
 	case errors.Is(err, ErrNotRunning):
 		c.notRunning(w, err)
 	case errors.Is(err, lifecycle.ErrStopping):
@@ -289,14 +276,8 @@ func (c *ControlServer) upgrade(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// APIError is the body of every failed control request.
-type APIError struct {
-	Code  string `json:"code"`
-	Error string `json:"error"`
-}
-
 func writeError(w http.ResponseWriter, status int, code string, err error) {
-	writeJSON(w, status, APIError{Code: code, Error: err.Error()})
+	writeJSON(w, status, api.APIError{Code: code, Error: err.Error()})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/batonproxy/baton/api"
 	"github.com/batonproxy/baton/internal/proc"
 )
 
@@ -88,7 +89,7 @@ func TestControlServer(t *testing.T) {
 		if resp.code != http.StatusOK {
 			t.Fatalf("GET /v1/status: %d %s", resp.code, resp.body)
 		}
-		st := decode[Status](t, resp)
+		st := decode[api.Status](t, resp)
 		if g := h.active(st); g.Gen != 1 || g.Pid != h.drv.pid(1) || st.Pid != os.Getpid() || st.Proxy != "fake" {
 			t.Errorf("status %+v", st)
 		}
@@ -101,7 +102,7 @@ func TestControlServer(t *testing.T) {
 		if resp.code != http.StatusOK {
 			t.Fatalf("POST /v1/reload: %d %s", resp.code, resp.body)
 		}
-		if r := decode[ReloadResponse](t, resp); r.Generation != 2 || r.Pid != h.drv.pid(2) || r.Pid == 0 {
+		if r := decode[api.ReloadResponse](t, resp); r.Generation != 2 || r.Pid != h.drv.pid(2) || r.Pid == 0 {
 			t.Errorf("reload response %+v, want generation 2 pid %d", r, h.drv.pid(2))
 		}
 	})
@@ -109,7 +110,7 @@ func TestControlServer(t *testing.T) {
 		h.setCheck("line 3: unknown directive 'lisen'")
 		defer h.setCheck("ok")
 		resp := call(t, sock, http.MethodPost, "/v1/reload")
-		e := decode[APIError](t, resp)
+		e := decode[api.APIError](t, resp)
 		if resp.code != http.StatusUnprocessableEntity || e.Code != "check_failed" || !strings.Contains(e.Error, "unknown directive 'lisen'") {
 			t.Errorf("POST /v1/reload with a broken config: %d %+v, want 422 check_failed with the checker's words", resp.code, e)
 		}
@@ -143,7 +144,7 @@ func TestControlServer(t *testing.T) {
 		if st.Code != 0 || code != "403" {
 			t.Fatalf("client as uid 65534: exit %+v, output %q; want 403", st, out)
 		}
-		var e APIError
+		var e api.APIError
 		if err := json.Unmarshal([]byte(body), &e); err != nil || e.Code != "forbidden" || !strings.Contains(e.Error, "uid 65534") {
 			t.Errorf("refusal %q (%v), want code forbidden naming uid 65534", body, err)
 		}
@@ -160,11 +161,11 @@ func TestControlServer(t *testing.T) {
 			t.Fatalf("Run: %v", err)
 		}
 		resp = call(t, sock, http.MethodGet, "/v1/status")
-		if e := decode[APIError](t, resp); resp.code != http.StatusServiceUnavailable || e.Code != "not_running" {
+		if e := decode[api.APIError](t, resp); resp.code != http.StatusServiceUnavailable || e.Code != "not_running" {
 			t.Errorf("status after stop: %d %+v, want 503 not_running", resp.code, e)
 		}
 		resp = call(t, sock, http.MethodPost, "/v1/reload")
-		if e := decode[APIError](t, resp); resp.code != http.StatusServiceUnavailable || !strings.Contains(e.Error, ErrNotRunning.Error()) {
+		if e := decode[api.APIError](t, resp); resp.code != http.StatusServiceUnavailable || !strings.Contains(e.Error, ErrNotRunning.Error()) {
 			t.Errorf("reload after stop: %d %+v, want 503", resp.code, e)
 		}
 	})

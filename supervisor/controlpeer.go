@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"github.com/batonproxy/baton/api"
 	"github.com/batonproxy/baton/fdpass"
 )
 
@@ -106,9 +107,9 @@ func readRequestHead(c net.Conn, max int) {
 	}
 }
 
-// forbiddenAnswer is a complete HTTP/1.1 403 answer with an APIError body.
+// forbiddenAnswer is a complete HTTP/1.1 403 answer with an api.APIError body.
 func forbiddenAnswer(why error) []byte {
-	body, _ := json.Marshal(APIError{Code: "forbidden", Error: why.Error()})
+	body, _ := json.Marshal(api.APIError{Code: "forbidden", Error: why.Error()})
 	return []byte("HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: " +
 		strconv.Itoa(len(body)) + "\r\nConnection: close\r\n\r\n" + string(body))
 }

@@ -36,8 +36,8 @@ func TestFdAndGoroutineDiscipline(t *testing.T) {
 		// Wait until only the new generation is left, so each count sees
 		// the same set of processes.
 		waitFor(t, longWait, "the old generation forgotten", func() bool { return len(h.status().Generations) == 1 })
-		if res.Gen != i+2 {
-			t.Fatalf("reload %d made generation %d", i+1, res.Gen)
+		if res.Generation != i+2 {
+			t.Fatalf("reload %d made generation %d", i+1, res.Generation)
 		}
 		if i == 4 {
 			settled = quietFdCount(t)

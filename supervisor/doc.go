@@ -57,7 +57,7 @@
 //
 // Process mechanism (starting children, the one reaper of wait4, the exec
 // shim, rlimits, /proc readers, pidfds) lives in internal/proc; the JSON
-// types of the control API and the state file live in api.
+// types of the control API and the status document live in api.
 //
 // # Invariants kept here (docs/design.md)
 //

@@ -7,20 +7,11 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"github.com/batonproxy/baton/api"
 	"github.com/batonproxy/baton/fdpass"
 	"github.com/batonproxy/baton/internal/proc"
 	"github.com/batonproxy/baton/supervisor/lifecycle"
 )
-
-// ForeignListener is a TCP socket in LISTEN state that a generation bound
-// itself (an address missing from --listen): a second socket for that address
-// appears with every generation, exactly what baton exists to prevent.
-type ForeignListener struct {
-	Addr    string `json:"addr"`
-	Inode   uint64 `json:"inode"`
-	Pid     int    `json:"pid"`
-	Adopted bool   `json:"adopted"` // baton took it over (--adopt-listeners)
-}
 
 // findForeign lists the listening TCP sockets g's processes hold that are
 // not baton's, with a process and descriptor number holding each.
@@ -52,14 +43,14 @@ func (s *Supervisor) findForeign(g proc.GenProcs, ours map[uint64]bool) []foreig
 				continue
 			}
 			seen[inode] = true
-			out = append(out, foreignFd{ForeignListener{Addr: l.Addr.String(), Inode: inode, Pid: pid}, l.Addr})
+			out = append(out, foreignFd{api.ForeignListener{Addr: l.Addr.String(), Inode: inode, Pid: pid}, l.Addr})
 		}
 	}
 	return out
 }
 
 type foreignFd struct {
-	ForeignListener
+	api.ForeignListener
 	addr netip.AddrPort
 }
 

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/batonproxy/baton/api"
 	"github.com/batonproxy/baton/internal/proc"
 	"github.com/batonproxy/baton/proxyctl"
 	"github.com/batonproxy/baton/supervisor/lifecycle"
@@ -37,7 +38,7 @@ type genRuntime struct {
 	digest  string // of the watched files when its check began
 	// configDigest is the digest of its config copy (configdigest.go).
 	configDigest string
-	foreign      []ForeignListener
+	foreign      []api.ForeignListener
 	// wanted are the listeners its configuration declares (listeners from
 	// the config): written by the check goroutine before it reports
 	// CheckDone, read by the loop after that.

@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/batonproxy/baton/api"
 	"github.com/batonproxy/baton/fdpass"
 	"github.com/batonproxy/baton/internal/proc"
 	"github.com/batonproxy/baton/supervisor/lifecycle"
@@ -29,8 +30,8 @@ type Handover struct {
 	Listeners []ListenerHandover     `json:"listeners"`
 	Gens      []GenHandover          `json:"gens"`
 	LastGood  map[string]string      `json:"last_good,omitempty"`
-	Watch     *WatchStatus           `json:"watch,omitempty"`
-	PidFile   PidFileState           `json:"pid_file"`
+	Watch     *api.WatchStatus       `json:"watch,omitempty"`
+	PidFile   api.PidFileState       `json:"pid_file"`
 	ControlFd int                    `json:"control_fd"`
 	LockFd    int                    `json:"lock_fd"`
 	InitFd    int                    `json:"init_fd"`
@@ -39,8 +40,8 @@ type Handover struct {
 	Tracking  *TrackingHandover      `json:"tracking,omitempty"`
 	// Reloads is the reload history, LastReload the last reload or first
 	// start: carried over at an upgrade, not kept in the state file.
-	Reloads    []ReloadRecord `json:"reloads,omitempty"`
-	LastReload *ReloadRecord  `json:"last_reload,omitempty"`
+	Reloads    []api.ReloadRecord `json:"reloads,omitempty"`
+	LastReload *api.ReloadRecord  `json:"last_reload,omitempty"`
 
 	// procs is how Recover found each generation's processes (never sent
 	// or saved): RecoverListeners takes sockets back from all of them.

@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 	"golang.org/x/sys/unix"
 
+	"github.com/batonproxy/baton/api"
 	"github.com/batonproxy/baton/fdpass"
 	"github.com/batonproxy/baton/internal/proc"
 	"github.com/batonproxy/baton/proxyctl"
@@ -215,7 +216,7 @@ func (h *harness) waitRun() error {
 	}
 }
 
-func (h *harness) reload() (ReloadResult, error) {
+func (h *harness) reload() (api.ReloadResponse, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), longWait)
 	defer cancel()
 	return h.sup.Reload(ctx)
@@ -232,11 +233,11 @@ func (h *harness) reloadAsync() <-chan reloadOutcome {
 }
 
 type reloadOutcome struct {
-	res ReloadResult
+	res api.ReloadResponse
 	err error
 }
 
-func (h *harness) status() Status {
+func (h *harness) status() api.Status {
 	h.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), shortWait)
 	defer cancel()
@@ -248,9 +249,9 @@ func (h *harness) status() Status {
 }
 
 // active returns the active generation of st (fails the test without one).
-func (h *harness) active(st Status) GenStatus {
+func (h *harness) active(st api.Status) api.GenStatus {
 	h.t.Helper()
-	var out []GenStatus
+	var out []api.GenStatus
 	for _, g := range st.Generations {
 		if g.State == lifecycle.Active.String() {
 			out = append(out, g)
@@ -263,7 +264,7 @@ func (h *harness) active(st Status) GenStatus {
 }
 
 // genState returns gen's state in st, or "" when it is not listed.
-func genState(st Status, gen int) string {
+func genState(st api.Status, gen int) string {
 	for _, g := range st.Generations {
 		if g.Gen == gen {
 			return g.State

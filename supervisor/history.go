@@ -8,26 +8,9 @@ import (
 	"io/fs"
 	"os"
 	"time"
-)
 
-// ListenerRecord is one line of the listener history: the socket an address
-// had when a baton started with it. A new inode for an address that stayed
-// in the configuration means the socket was closed and re-created: queued
-// connections were reset and clients saw refusals. `baton doctor` reads the
-// history.
-type ListenerRecord struct {
-	At       time.Time `json:"at"`
-	BatonPid int       `json:"baton_pid"`
-	Addr     string    `json:"addr"`
-	Key      string    `json:"key"`
-	Inode    uint64    `json:"inode"`
-	// Pending is true from the start of the baton that bound the socket
-	// until its first generation served (MarkListenersServed). A record
-	// still pending after its baton exited is a socket that never served:
-	// a failed first start, whose closing cut off nobody. Records of
-	// batons that predate the field read as served.
-	Pending bool `json:"pending,omitempty"`
-}
+	"github.com/batonproxy/baton/api"
+)
 
 // historyLimit bounds the history file (lines kept).
 const historyLimit = 200
@@ -52,7 +35,7 @@ func RecordListeners(path string, ls *ListenerSet, pid int, now time.Time) error
 		if inode, ok := last[key]; ok && inode == s.Inode() {
 			continue
 		}
-		recs = append(recs, ListenerRecord{At: now, BatonPid: pid, Addr: s.Addr(), Key: key, Inode: s.Inode(), Pending: true})
+		recs = append(recs, api.ListenerRecord{At: now, BatonPid: pid, Addr: s.Addr(), Key: key, Inode: s.Inode(), Pending: true})
 	}
 	if len(recs) == len(old) {
 		return nil
@@ -86,7 +69,7 @@ func MarkListenersServed(path string, pid int, since time.Time) error {
 }
 
 // writeHistory replaces the history file with recs, one JSON line each.
-func writeHistory(path string, recs []ListenerRecord) error {
+func writeHistory(path string, recs []api.ListenerRecord) error {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	for _, r := range recs {
@@ -104,13 +87,13 @@ const historyFileLimit = 1 << 20
 // ReadListenerHistory reads a listener history file (none: empty): a
 // regular file of baton's uid, not a symbolic link, at most
 // historyFileLimit bytes; lines that are not records are skipped.
-func ReadListenerHistory(path string) ([]ListenerRecord, error) {
+func ReadListenerHistory(path string) ([]api.ListenerRecord, error) {
 	return ReadListenerHistoryOwnedBy(path, os.Geteuid())
 }
 
 // ReadListenerHistoryOwnedBy is ReadListenerHistory for the history of a
 // baton running as uid owner (doctor reads a non-root baton's).
-func ReadListenerHistoryOwnedBy(path string, owner int) ([]ListenerRecord, error) {
+func ReadListenerHistoryOwnedBy(path string, owner int) ([]api.ListenerRecord, error) {
 	data, err := readOwnedFile(path, owner, historyFileLimit)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -118,11 +101,11 @@ func ReadListenerHistoryOwnedBy(path string, owner int) ([]ListenerRecord, error
 	if err != nil {
 		return nil, err
 	}
-	var out []ListenerRecord
+	var out []api.ListenerRecord
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(nil, historyFileLimit)
 	for sc.Scan() {
-		var r ListenerRecord
+		var r api.ListenerRecord
 		if json.Unmarshal(sc.Bytes(), &r) == nil {
 			out = append(out, r)
 		}

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/batonproxy/baton/api"
 )
 
 // A record stays pending until its own baton's first generation serves:
@@ -14,7 +16,7 @@ import (
 func TestMarkListenersServed(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "b.sock.listeners")
 	t0 := time.Date(2026, 1, 2, 12, 0, 0, 0, time.UTC)
-	recs := []ListenerRecord{
+	recs := []api.ListenerRecord{
 		{At: t0, BatonPid: 5, Addr: "127.0.0.1:80", Key: "a", Inode: 1, Pending: true},                  // an earlier baton with pid 5
 		{At: t0.Add(time.Minute), BatonPid: 6, Addr: "127.0.0.1:80", Key: "a", Inode: 2, Pending: true}, // another failed start
 		{At: t0.Add(time.Hour), BatonPid: 5, Addr: "127.0.0.1:80", Key: "a", Inode: 3, Pending: true},

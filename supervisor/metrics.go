@@ -8,6 +8,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/batonproxy/baton/api"
 )
 
 // Metrics are baton's Prometheus metrics. The loop records what happens
@@ -18,7 +20,7 @@ type Metrics struct {
 	version  string
 	duration prometheus.Histogram
 	signals  *prometheus.CounterVec
-	status   func(context.Context) (Status, error)
+	status   func(context.Context) (api.Status, error)
 }
 
 // NewMetrics returns the metrics of one baton; version goes into
@@ -126,10 +128,10 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 
 // collectReloadState: the last reload's outcome and time, and the applied
 // config, the gauges an alert on "the config is not applied" needs.
-func collectReloadState(ch chan<- prometheus.Metric, st Status) {
+func collectReloadState(ch chan<- prometheus.Metric, st api.Status) {
 	if r := st.LastReload; r != nil {
 		ok := 0.0
-		if r.Outcome == OutcomeOK {
+		if r.Outcome == api.OutcomeOK {
 			ok = 1
 		}
 		ch <- prometheus.MustNewConstMetric(descLastOK, prometheus.GaugeValue, ok)
@@ -147,7 +149,7 @@ func collectReloadState(ch chan<- prometheus.Metric, st Status) {
 
 // collectDraining: the generations told to drain that are still alive, and
 // their connections.
-func collectDraining(ch chan<- prometheus.Metric, st Status) {
+func collectDraining(ch chan<- prometheus.Metric, st api.Status) {
 	n, conns := 0, 0
 	var oldest time.Time
 	for _, g := range st.Generations {

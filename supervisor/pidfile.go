@@ -11,16 +11,9 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/batonproxy/baton/api"
 	"github.com/batonproxy/baton/proxyctl"
 )
-
-// PidFileState is the user's pid file as baton last wrote it: the path the
-// proxy's configuration names (nginx's pid directive) and the pid written
-// there.
-type PidFileState struct {
-	Path string `json:"path"`
-	Pid  int    `json:"pid"`
-}
 
 // syncPidFile writes the pid of active, a generation that just became
 // active, into the pid file its configuration names, so that tools
@@ -51,7 +44,7 @@ func (s *Supervisor) syncPidFile(active *genRuntime) {
 	if s.pidFile.Path != "" && s.pidFile.Path != path {
 		s.removePidFile() // the configuration names another file now
 	}
-	s.pidFile = PidFileState{Path: path, Pid: pid}
+	s.pidFile = api.PidFileState{Path: path, Pid: pid}
 	active.log.Debug("pid file written", zap.String("path", path))
 }
 
@@ -71,7 +64,7 @@ func (s *Supervisor) removePidFile() {
 			s.log.Warn("pid file not removed", zap.String("path", s.pidFile.Path), zap.Error(err))
 		}
 	}
-	s.pidFile = PidFileState{}
+	s.pidFile = api.PidFileState{}
 }
 
 // writePidFile replaces path with "PID\n", mode 0644, atomically: a temporary

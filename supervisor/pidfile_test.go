@@ -7,6 +7,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/batonproxy/baton/api"
 	"github.com/batonproxy/baton/internal/proc"
 )
 
@@ -32,7 +33,7 @@ func TestPidFileWriteAndRemove(t *testing.T) {
 		t.Errorf("%d entries in the pid file's directory, want 1 (no temporary file left)", len(ents))
 	}
 
-	s := &Supervisor{log: zap.NewNop(), pidFile: PidFileState{Path: path, Pid: 4242}}
+	s := &Supervisor{log: zap.NewNop(), pidFile: api.PidFileState{Path: path, Pid: 4242}}
 	if err := os.WriteFile(path, []byte("777\n"), 0o644); err != nil { // someone else's now
 		t.Fatal(err)
 	}
@@ -40,7 +41,7 @@ func TestPidFileWriteAndRemove(t *testing.T) {
 	if _, err := os.Stat(path); err != nil {
 		t.Errorf("a pid file holding another pid was removed: %v", err)
 	}
-	s.pidFile = PidFileState{Path: path, Pid: 777}
+	s.pidFile = api.PidFileState{Path: path, Pid: 777}
 	s.removePidFile()
 	if _, err := os.Stat(path); !os.IsNotExist(err) {
 		t.Errorf("baton's own pid file not removed: %v", err)

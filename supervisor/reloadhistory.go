@@ -3,64 +3,27 @@ package supervisor
 import (
 	"slices"
 	"strings"
-	"time"
 
+	"github.com/batonproxy/baton/api"
 	"github.com/batonproxy/baton/supervisor/lifecycle"
 )
 
-// Trigger is what asked for a reload.
-type Trigger string
-
-// Triggers of a reload.
-const (
-	TriggerStart  Trigger = "start"  // baton's first generation
-	TriggerAPI    Trigger = "api"    // baton reload, POST /v1/reload
-	TriggerSignal Trigger = "sighup" // SIGHUP to baton
-	TriggerWatch  Trigger = "watch"  // a --watch change
-	TriggerCrash  Trigger = "crash"  // the replacement of a crashed active generation
-)
-
-// Outcomes of a reload.
-const (
-	OutcomeOK     = "ok"
-	OutcomeFailed = "failed"
-)
-
-// ReloadRecord is one finished reload, first start or crash replacement.
-type ReloadRecord struct {
-	Gen int       `json:"generation"`
-	At  time.Time `json:"at"` // when it finished
-	// Trigger says who asked: requests of different triggers coalesced
-	// into one reload are joined with "+", in arrival order ("api+watch").
-	Trigger    Trigger `json:"trigger"`
-	Requests   int     `json:"requests"` // requests it answered (0 for a crash replacement)
-	Outcome    string  `json:"outcome"`  // ok, failed
-	DurationMs float64 `json:"duration_ms"`
-	// ConfigDigest is the SHA-256 of the config copy the generation was
-	// given (configdigest.go); empty for drivers without copies.
-	ConfigDigest string `json:"config_digest,omitempty"`
-	Error        string `json:"error,omitempty"`
-}
-
-// ReloadHistoryLen is how many finished reloads the history keeps.
-const ReloadHistoryLen = 32
-
-// reloadHistory is the last ReloadHistoryLen finished reloads, oldest
+// reloadHistory is the last api.ReloadHistoryLen finished reloads, oldest
 // first. The loop owns it.
 type reloadHistory struct {
-	recs []ReloadRecord
+	recs []api.ReloadRecord
 }
 
-func (h *reloadHistory) add(r ReloadRecord) {
-	if len(h.recs) == ReloadHistoryLen {
+func (h *reloadHistory) add(r api.ReloadRecord) {
+	if len(h.recs) == api.ReloadHistoryLen {
 		h.recs = slices.Delete(h.recs, 0, 1)
 	}
 	h.recs = append(h.recs, r)
 }
 
 // list returns a copy, oldest first.
-func (h *reloadHistory) list() []ReloadRecord {
-	return append([]ReloadRecord{}, h.recs...)
+func (h *reloadHistory) list() []api.ReloadRecord {
+	return append([]api.ReloadRecord{}, h.recs...)
 }
 
 // recordFinished adds the reload the machine just finished to the history.
@@ -73,15 +36,15 @@ func (s *Supervisor) recordFinished() {
 		return
 	}
 	s.finishedSeq = f.Seq
-	rec := ReloadRecord{
-		Gen: int(f.Gen), At: f.At, Trigger: s.trigger(f), Requests: len(f.Reqs), Outcome: OutcomeOK,
+	rec := api.ReloadRecord{
+		Gen: int(f.Gen), At: f.At, Trigger: s.trigger(f), Requests: len(f.Reqs), Outcome: api.OutcomeOK,
 		DurationMs: float64(f.Duration.Microseconds()) / 1000,
 	}
 	if rt := s.gens[f.Gen]; rt != nil {
 		rec.ConfigDigest = rt.configDigest
 	}
 	if f.Err != nil {
-		rec.Outcome = OutcomeFailed
+		rec.Outcome = api.OutcomeFailed
 		rec.Error = s.explain(f.Gen, f.Err).Error()
 	}
 	s.history.add(rec)
@@ -94,22 +57,22 @@ func (s *Supervisor) recordFinished() {
 }
 
 // trigger names who asked for f: the triggers of its requests, in order.
-func (s *Supervisor) trigger(f lifecycle.ReloadResult) Trigger {
+func (s *Supervisor) trigger(f lifecycle.ReloadResult) api.Trigger {
 	if f.Kind == lifecycle.KindReplacement {
-		return TriggerCrash
+		return api.TriggerCrash
 	}
 	var names []string
 	for _, id := range f.Reqs {
 		t := s.pending[id].trigger
 		if t == "" {
-			t = TriggerAPI
+			t = api.TriggerAPI
 		}
 		if !slices.Contains(names, string(t)) {
 			names = append(names, string(t))
 		}
 	}
 	if len(names) == 0 {
-		return TriggerAPI
+		return api.TriggerAPI
 	}
-	return Trigger(strings.Join(names, "+"))
+	return api.Trigger(strings.Join(names, "+"))
 }

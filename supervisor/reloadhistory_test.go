@@ -13,6 +13,7 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/batonproxy/baton/api"
 	"github.com/batonproxy/baton/proxyctl"
 )
 
@@ -28,12 +29,12 @@ func (d copiedDriver) ConfigFiles() ([]string, error) { return []string{*d.file}
 // The history keeps the last ReloadHistoryLen, oldest first.
 func TestReloadHistoryKeepsLast(t *testing.T) {
 	var h reloadHistory
-	for i := 1; i <= ReloadHistoryLen+8; i++ {
-		h.add(ReloadRecord{Gen: i})
+	for i := 1; i <= api.ReloadHistoryLen+8; i++ {
+		h.add(api.ReloadRecord{Gen: i})
 	}
 	got := h.list()
-	if len(got) != ReloadHistoryLen || got[0].Gen != 9 || got[len(got)-1].Gen != ReloadHistoryLen+8 {
-		t.Fatalf("history of %d: generations %d..%d, want %d: 9..%d", len(got), got[0].Gen, got[len(got)-1].Gen, ReloadHistoryLen, ReloadHistoryLen+8)
+	if len(got) != api.ReloadHistoryLen || got[0].Gen != 9 || got[len(got)-1].Gen != api.ReloadHistoryLen+8 {
+		t.Fatalf("history of %d: generations %d..%d, want %d: 9..%d", len(got), got[0].Gen, got[len(got)-1].Gen, api.ReloadHistoryLen, api.ReloadHistoryLen+8)
 	}
 	got[0].Gen = -1
 	if h.list()[0].Gen != 9 {
@@ -62,10 +63,10 @@ func TestReloadHistoryConfigAndGauges(t *testing.T) {
 	h.start()
 
 	st := h.status()
-	if len(st.Reloads) != 1 || st.Reloads[0].Trigger != TriggerStart || st.Reloads[0].Outcome != OutcomeOK || st.Counters.ReloadsOK != 0 {
+	if len(st.Reloads) != 1 || st.Reloads[0].Trigger != api.TriggerStart || st.Reloads[0].Outcome != api.OutcomeOK || st.Counters.ReloadsOK != 0 {
 		t.Fatalf("after the start: reloads %+v, counters %+v; want one start, no reload counted", st.Reloads, st.Counters)
 	}
-	if st.LastReload == nil || st.LastReload.Trigger != TriggerStart {
+	if st.LastReload == nil || st.LastReload.Trigger != api.TriggerStart {
 		t.Errorf("last_reload %+v, want the start", st.LastReload)
 	}
 	c := st.Config
@@ -93,7 +94,7 @@ func TestReloadHistoryConfigAndGauges(t *testing.T) {
 	h.setCheck("line 3: unknown directive 'lisen'\nline 4: and another")
 	ctx, cancel := context.WithTimeout(context.Background(), longWait)
 	defer cancel()
-	if _, err := h.sup.ReloadBy(ctx, TriggerSignal); err == nil {
+	if _, err := h.sup.ReloadBy(ctx, api.TriggerSignal); err == nil {
 		t.Fatal("reload with a failing check succeeded")
 	}
 	wantGauge(t, m, "baton_last_reload_success", 0)
@@ -108,7 +109,7 @@ func TestReloadHistoryConfigAndGauges(t *testing.T) {
 	if e := st.Reloads[2].Error; !strings.Contains(e, "generation 3") || !strings.Contains(e, "unknown directive 'lisen'") {
 		t.Errorf("failed reload's error %q, want the generation and the check's words", e)
 	}
-	if st.LastReload == nil || st.LastReload.Gen != 3 || st.LastReload.Outcome != OutcomeFailed {
+	if st.LastReload == nil || st.LastReload.Gen != 3 || st.LastReload.Outcome != api.OutcomeFailed {
 		t.Errorf("last_reload %+v, want generation 3 failed", st.LastReload)
 	}
 
@@ -121,12 +122,12 @@ func TestReloadHistoryConfigAndGauges(t *testing.T) {
 		t.Errorf("reload duration histogram counted %d, want 3 (the start is not a reload)", n)
 	}
 	got, err := h.sup.Reloads(ctx)
-	if err != nil || len(got) != 4 || got[3].Gen != 4 || got[3].Outcome != OutcomeOK {
+	if err != nil || len(got) != 4 || got[3].Gen != 4 || got[3].Outcome != api.OutcomeOK {
 		t.Errorf("Reloads() = %+v, %v; want 4 records ending with generation 4 ok", got, err)
 	}
 }
 
-func historyLines(recs []ReloadRecord) []string {
+func historyLines(recs []api.ReloadRecord) []string {
 	var out []string
 	for _, r := range recs {
 		out = append(out, fmt.Sprintf("%d %s %s %s", r.Gen, r.Trigger, r.Outcome, r.ConfigDigest[:min(12, len(r.ConfigDigest))]))

@@ -8,6 +8,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/batonproxy/baton/api"
 	"github.com/batonproxy/baton/internal/proc"
 	"github.com/batonproxy/baton/supervisor/lifecycle"
 )
@@ -26,15 +27,16 @@ const (
 type request struct {
 	kind    reqKind
 	fast    bool
-	trigger Trigger // of a reload
+	trigger api.Trigger // of a reload
 	reply   chan response
 }
 
 type response struct {
-	reload  ReloadResult
-	status  Status
-	history []ReloadRecord
-	upgrade UpgradeResult
+	reload  api.ReloadResponse
+	status  api.Status
+	procs   []proc.GenProcs // of status, see gatherProcs
+	history []api.ReloadRecord
+	upgrade api.UpgradeResult
 	err     error
 }
 
@@ -42,34 +44,27 @@ type response struct {
 type pendingReq struct {
 	kind    reqKind
 	at      time.Time
-	trigger Trigger // of a reload
+	trigger api.Trigger // of a reload
 	reply   chan response
-}
-
-// ReloadResult is what a successful reload reports.
-type ReloadResult struct {
-	Gen      int           `json:"generation"`
-	Pid      int           `json:"pid"`
-	Duration time.Duration `json:"-"`
 }
 
 // Reload asks for a reload and waits until it is acknowledged: the new
 // generation serves and no older generation holds a listener. Cancelling
 // ctx stops the waiting, not the reload. The history records it as asked
 // for through the control API.
-func (s *Supervisor) Reload(ctx context.Context) (ReloadResult, error) {
-	return s.ReloadBy(ctx, TriggerAPI)
+func (s *Supervisor) Reload(ctx context.Context) (api.ReloadResponse, error) {
+	return s.ReloadBy(ctx, api.TriggerAPI)
 }
 
 // ReloadBy is Reload, recorded in the history with trigger t.
-func (s *Supervisor) ReloadBy(ctx context.Context, t Trigger) (ReloadResult, error) {
+func (s *Supervisor) ReloadBy(ctx context.Context, t api.Trigger) (api.ReloadResponse, error) {
 	r, err := s.call(ctx, request{kind: reqReload, trigger: t})
 	return r.reload, err
 }
 
-// Reloads returns the reload history: the last ReloadHistoryLen finished
+// Reloads returns the reload history: the last api.ReloadHistoryLen finished
 // reloads, first start and crash replacements, oldest first.
-func (s *Supervisor) Reloads(ctx context.Context) ([]ReloadRecord, error) {
+func (s *Supervisor) Reloads(ctx context.Context) ([]api.ReloadRecord, error) {
 	r, err := s.call(ctx, request{kind: reqHistory})
 	return r.history, err
 }
@@ -85,7 +80,7 @@ func (s *Supervisor) Stop(ctx context.Context, fast bool) error {
 // the listeners, the control socket and every live generation, and this one
 // stops once the new one serves (Run then returns with HandedOver true). On
 // failure this baton carries on and the error says why.
-func (s *Supervisor) Upgrade(ctx context.Context) (UpgradeResult, error) {
+func (s *Supervisor) Upgrade(ctx context.Context) (api.UpgradeResult, error) {
 	r, err := s.call(ctx, request{kind: reqUpgrade})
 	return r.upgrade, err
 }
@@ -93,13 +88,13 @@ func (s *Supervisor) Upgrade(ctx context.Context) (UpgradeResult, error) {
 // Status returns a snapshot of the supervisor and its generations: the
 // loop hands out what it holds in memory, and the caller's goroutine reads
 // the processes and sockets from the kernel (see gatherProcs).
-func (s *Supervisor) Status(ctx context.Context) (Status, error) {
+func (s *Supervisor) Status(ctx context.Context) (api.Status, error) {
 	r, err := s.call(ctx, request{kind: reqStatus})
 	if err != nil {
 		return r.status, err
 	}
 	st := r.status
-	return st, s.gatherProcs(ctx, &st)
+	return st, s.gatherProcs(ctx, &st, r.procs)
 }
 
 func (s *Supervisor) call(ctx context.Context, r request) (response, error) {
@@ -132,7 +127,8 @@ func (s *Supervisor) handle(r request) {
 	now := s.clock.Now()
 	switch r.kind {
 	case reqStatus:
-		r.reply <- response{status: s.status()}
+		st, procs := s.status()
+		r.reply <- response{status: st, procs: procs}
 		return
 	case reqHistory:
 		r.reply <- response{history: s.history.list()}
@@ -193,7 +189,7 @@ func (s *Supervisor) reply(a lifecycle.Reply) {
 			}
 			continue
 		}
-		p.reply <- response{reload: ReloadResult{Gen: int(a.Gen), Pid: pid, Duration: now.Sub(p.at)}, err: err}
+		p.reply <- response{reload: api.ReloadResponse{Generation: int(a.Gen), Pid: pid, DurationMs: float64(now.Sub(p.at).Microseconds()) / 1000}, err: err}
 	}
 	s.logReload(a, rt, pid, err)
 }

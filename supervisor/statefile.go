@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/batonproxy/baton/api"
 	"github.com/batonproxy/baton/fdpass"
 	"github.com/batonproxy/baton/supervisor/lifecycle"
 )
@@ -262,7 +263,7 @@ func validateState(sf *stateFile, runDir string) (*Handover, []genRefusal, error
 		pidOK = pidOK || g.Pid == h.PidFile.Pid
 	}
 	if !pidOK || !filepath.IsAbs(h.PidFile.Path) || filepath.Clean(h.PidFile.Path) != h.PidFile.Path {
-		h.PidFile = PidFileState{}
+		h.PidFile = api.PidFileState{}
 	}
 	return &h, refused, nil
 }

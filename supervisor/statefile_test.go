@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/batonproxy/baton/api"
 	"github.com/batonproxy/baton/supervisor/lifecycle"
 )
 
@@ -144,7 +145,7 @@ func TestValidateStateRefusesGenerations(t *testing.T) {
 	}
 	sf.Gens[0].Config = map[string]string{"/etc/haproxy/haproxy.cfg": run + "/3/config/0-haproxy.cfg"}
 	sf.LastGood = map[string]string{"/etc/haproxy/haproxy.cfg": run + "/../evil"}
-	sf.PidFile = PidFileState{Path: "/etc/passwd", Pid: 1234}
+	sf.PidFile = api.PidFileState{Path: "/etc/passwd", Pid: 1234}
 	h, refused, err = validateState(sf, run)
 	if err != nil || len(refused) != 0 || len(h.Gens) != 1 || h.LastGood != nil || h.PidFile.Path != "" {
 		t.Errorf("kept %+v (last good %v, pid file %+v), refused %+v, %v", h.Gens, h.LastGood, h.PidFile, refused, err)

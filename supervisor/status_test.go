@@ -83,7 +83,7 @@ func TestStatusGatheringOffTheLoop(t *testing.T) {
 	if f := finished.Load(); f != 0 {
 		t.Errorf("%d of %d status requests and scrapes finished while /proc was blocked", f, 2*n)
 	}
-	t.Logf("generation %d active while %d status requests and scrapes waited on /proc", res.Gen, 2*n)
+	t.Logf("generation %d active while %d status requests and scrapes waited on /proc", res.Generation, 2*n)
 	release()
 	wg.Wait()
 	if most := gp.most.Load(); most != 1 {

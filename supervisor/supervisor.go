@@ -13,6 +13,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/batonproxy/baton/api"
 	"github.com/batonproxy/baton/internal/proc"
 	"github.com/batonproxy/baton/proxyctl"
 	"github.com/batonproxy/baton/supervisor/lifecycle"
@@ -114,7 +115,7 @@ type Supervisor struct {
 	watch      *watcher
 	stopping   bool              // STOPPING=1 was sent
 	lastGood   map[string]string // the last checked config copies, for crash replacements
-	pidFile    PidFileState      // the user's pid file as baton last wrote it
+	pidFile    api.PidFileState  // the user's pid file as baton last wrote it
 	upgrader   Upgrader
 	handedOver atomic.Bool // an upgrade succeeded: the next baton carries on
 	adopted    bool        // Adopt carried over another baton's generations
@@ -136,7 +137,7 @@ type Supervisor struct {
 	// LastFinished().Seq it last recorded.
 	history     reloadHistory
 	finishedSeq int
-	lastReload  *ReloadRecord // the last reload or first start (no crash replacement)
+	lastReload  *api.ReloadRecord // the last reload or first start (no crash replacement)
 	// diskDigest caches the digest of the applied config's files on disk
 	// (configdigest.go); used only while gathering is held.
 	diskDigest diskDigestCache
@@ -201,7 +202,7 @@ func New(cfg Config, deps Deps) (*Supervisor, error) {
 	}
 	s.cgroups = newCgroupTree(s.trackID, cfg.NoCgroup)
 	if len(cfg.WatchPaths) > 0 {
-		reload := func(ctx context.Context) (ReloadResult, error) { return s.ReloadBy(ctx, TriggerWatch) }
+		reload := func(ctx context.Context) (api.ReloadResponse, error) { return s.ReloadBy(ctx, api.TriggerWatch) }
 		w, err := newWatcher(cfg.WatchPaths, reload, s.log)
 		if err != nil {
 			return nil, err
@@ -279,7 +280,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		s.step(lifecycle.Tick{At: s.startedAt}) // deadlines, and a replacement if none is active
 	} else {
 		s.nextReq++
-		s.pending[s.nextReq] = pendingReq{kind: reqReload, at: s.startedAt, trigger: TriggerStart}
+		s.pending[s.nextReq] = pendingReq{kind: reqReload, at: s.startedAt, trigger: api.TriggerStart}
 		s.step(lifecycle.ReloadRequested{At: s.startedAt, Req: s.nextReq})
 	}
 	ctxDone := ctx.Done()

@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/sys/unix"
 
+	"github.com/batonproxy/baton/api"
 	"github.com/batonproxy/baton/batontest"
 	"github.com/batonproxy/baton/fdpass"
 	"github.com/batonproxy/baton/internal/proc"
@@ -39,7 +40,7 @@ func TestFirstGenerationServes(t *testing.T) {
 		t.Fatalf("processes %+v, want the leader %d alone", g.Processes, pid)
 	}
 	// NOFILE as baton set it, read back from /proc by Status and by the test.
-	if got := g.Processes[0].Nofile; got != (proc.Limit{Soft: testNofile.Soft, Hard: testNofile.Max}) {
+	if got := g.Processes[0].Nofile; got != (api.Limit{Soft: testNofile.Soft, Hard: testNofile.Max}) {
 		t.Errorf("status nofile %+v, want %d:%d", got, testNofile.Soft, testNofile.Max)
 	}
 	soft, hard, err := batontest.Nofile(pid)
@@ -82,7 +83,7 @@ func TestReloadSwitchesAndDrainsOld(t *testing.T) {
 	if !alive {
 		t.Logf("generation 1 exited before Reload returned; the release check was not isolated from the exit")
 	}
-	if p2 := h.drv.pid(2); res.Gen != 2 || res.Pid != p2 || p2 == p1 {
+	if p2 := h.drv.pid(2); res.Generation != 2 || res.Pid != p2 || p2 == p1 {
 		t.Fatalf("reload result %+v, want generation 2 pid %d", res, p2)
 	}
 	if !holds(res.Pid, h.inode()) {
@@ -137,7 +138,7 @@ func TestReloadCoalesces(t *testing.T) {
 		if r.err != nil {
 			t.Fatalf("reload: %v", r.err)
 		}
-		byGen[r.res.Gen]++
+		byGen[r.res.Generation]++
 	}
 	total := 0
 	for gen, k := range byGen {
@@ -190,7 +191,7 @@ func TestReloadCheckFailedKeepsServing(t *testing.T) {
 		t.Errorf("served by generation %s, want 1", got.gen)
 	}
 	h.setCheck("ok")
-	if res, err := h.reload(); err != nil || res.Gen != 3 {
+	if res, err := h.reload(); err != nil || res.Generation != 3 {
 		t.Errorf("reload after fixing the config: %+v, %v; want generation 3", res, err)
 	}
 }
@@ -361,7 +362,7 @@ func TestCrashStartsReplacement(t *testing.T) {
 	h.start()
 	p1 := h.drv.pid(1)
 	h.setCheck("the replacement must not run the check") // it would fail
-	var g GenStatus
+	var g api.GenStatus
 	waitFor(t, longWait, "a replacement active", func() bool {
 		st := h.status()
 		for _, x := range st.Generations {
@@ -393,7 +394,7 @@ func TestCrashStartsReplacement(t *testing.T) {
 func TestCrashLoopBacksOff(t *testing.T) {
 	h := newHarness(t, harnessOpts{modes: []string{"crash=100", "crash=100"}})
 	h.start()
-	var g GenStatus
+	var g api.GenStatus
 	waitFor(t, longWait, "generation 3 active", func() bool {
 		for _, x := range h.status().Generations {
 			if x.Gen == 3 && x.State == lifecycle.Active.String() {
@@ -499,7 +500,7 @@ func (h *harness) releaseGrandchild(gc int, out <-chan reloadOutcome) {
 	}
 	select {
 	case o := <-out:
-		if o.err != nil || o.res.Gen != 2 {
+		if o.err != nil || o.res.Generation != 2 {
 			h.t.Fatalf("reload: %+v, %v; want generation 2", o.res, o.err)
 		}
 	case <-time.After(longWait):

@@ -99,7 +99,7 @@ func TestSetsidDaemonServesNothingAfterReload(t *testing.T) {
 				t.Fatalf("daemon %d does not hold the listener", d)
 			}
 			res, err := h.reload()
-			if err != nil || res.Gen != 2 {
+			if err != nil || res.Generation != 2 {
 				t.Fatalf("reload: %+v, %v; want generation 2", res, err)
 			}
 			if !dead(d) {
@@ -199,7 +199,7 @@ func TestUpgradeKeepsTrackingSetsidDaemon(t *testing.T) {
 				t.Fatalf("old supervisor: Run %v, handed over %v", err, h.sup.HandedOver())
 			}
 			nh := <-up.next
-			if res, err := nh.reload(); err != nil || res.Gen != 2 {
+			if res, err := nh.reload(); err != nil || res.Generation != 2 {
 				t.Fatalf("reload after the upgrade: %+v, %v; want generation 2", res, err)
 			}
 			if !dead(d) {

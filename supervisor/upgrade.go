@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"github.com/batonproxy/baton/api"
 	"github.com/batonproxy/baton/fdpass"
 	"github.com/batonproxy/baton/internal/proc"
 	"github.com/batonproxy/baton/supervisor/lifecycle"
@@ -28,12 +29,6 @@ type Upgrader interface {
 // ErrUpgradeUnavailable means this baton cannot upgrade itself.
 var ErrUpgradeUnavailable = errors.New("upgrade is not available")
 
-// UpgradeResult is what a successful upgrade reports.
-type UpgradeResult struct {
-	OldPid int `json:"old_pid"`
-	NewPid int `json:"new_pid"`
-}
-
 // UpgradeTimeout bounds an upgrade: the new baton's start until it is
 // ready (tableflip), and each side of the handover conversation.
 const UpgradeTimeout = 30 * time.Second
@@ -42,9 +37,9 @@ const UpgradeTimeout = 30 * time.Second
 // is ready or failed: the state cannot change meanwhile. On success this
 // baton stops without touching a generation: the new one carries on. A
 // failure is logged here, once; callers only pass the error on.
-func (s *Supervisor) doUpgrade() (UpgradeResult, error) {
+func (s *Supervisor) doUpgrade() (api.UpgradeResult, error) {
 	if s.upgrader == nil {
-		return UpgradeResult{}, ErrUpgradeUnavailable
+		return api.UpgradeResult{}, ErrUpgradeUnavailable
 	}
 	res, err := s.upgrade()
 	if err != nil {
@@ -53,20 +48,20 @@ func (s *Supervisor) doUpgrade() (UpgradeResult, error) {
 	return res, err
 }
 
-func (s *Supervisor) upgrade() (UpgradeResult, error) {
+func (s *Supervisor) upgrade() (api.UpgradeResult, error) {
 	h, fds, err := s.collectHandover(true)
 	if err != nil {
-		return UpgradeResult{}, fmt.Errorf("upgrade: %w", err)
+		return api.UpgradeResult{}, fmt.Errorf("upgrade: %w", err)
 	}
 	defer closeFds(fds)
 	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return UpgradeResult{}, fmt.Errorf("upgrade: socketpair: %w", err)
+		return api.UpgradeResult{}, fmt.Errorf("upgrade: socketpair: %w", err)
 	}
 	mine, err := unixConn(pair[0])
 	if err != nil {
 		unix.Close(pair[1])
-		return UpgradeResult{}, err
+		return api.UpgradeResult{}, err
 	}
 	defer mine.Close()
 	theirs := os.NewFile(uintptr(pair[1]), "baton-handover")
@@ -85,7 +80,7 @@ func (s *Supervisor) upgrade() (UpgradeResult, error) {
 	if err != nil {
 		mine.Close() // ends sendHandover
 		<-done
-		return UpgradeResult{}, fmt.Errorf("upgrade: %w", err)
+		return api.UpgradeResult{}, fmt.Errorf("upgrade: %w", err)
 	}
 	r := <-done
 	if r.err != nil {
@@ -101,7 +96,7 @@ func (s *Supervisor) upgrade() (UpgradeResult, error) {
 	}
 	s.notify(fmt.Sprintf("MAINPID=%d\nSTATUS=upgraded: baton pid %d took over", r.pid, r.pid))
 	s.log.Info("upgraded: the new baton took over", zap.Int("new_pid", r.pid))
-	return UpgradeResult{OldPid: os.Getpid(), NewPid: r.pid}, nil
+	return api.UpgradeResult{OldPid: os.Getpid(), NewPid: r.pid}, nil
 }
 
 func unixConn(fd int) (*net.UnixConn, error) {

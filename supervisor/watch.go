@@ -16,24 +16,9 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 	"go.uber.org/zap"
-)
 
-// WatchStatus is what the config watch saw and did.
-type WatchStatus struct {
-	Paths []string `json:"paths"`
-	// Applied is the digest of the watched files as of the last reload that
-	// succeeded (whoever asked for it); Attempted the last one a watch event
-	// reloaded for.
-	Applied     string     `json:"applied_digest"`
-	Attempted   string     `json:"attempted_digest"`
-	Events      int        `json:"events"`
-	Unchanged   int        `json:"unchanged"` // checks that found nothing new
-	Reloads     int        `json:"reloads"`   // reloads the watch asked for
-	Failed      int        `json:"failed"`    // of which failed
-	LastEventAt *time.Time `json:"last_event_at,omitempty"`
-	LastError   string     `json:"last_error,omitempty"`
-	Waiting     string     `json:"waiting,omitempty"` // why a change is not applied yet
-}
+	"github.com/batonproxy/baton/api"
+)
 
 // watcher reloads when the watched files change. It watches their parent
 // directories (a file replaced by rename, or a Kubernetes ConfigMap whose
@@ -44,7 +29,7 @@ type watcher struct {
 	paths  []string
 	quiet  time.Duration // a burst of events ends after this much quiet
 	within time.Duration // ... or at the latest this long after its start
-	reload func(context.Context) (ReloadResult, error)
+	reload func(context.Context) (api.ReloadResponse, error)
 	log    *zap.Logger
 
 	// required are files the proxy reads (the driver's config files) that
@@ -54,13 +39,13 @@ type watcher struct {
 	filter   *watchFilter // owned by run
 
 	mu sync.Mutex
-	st WatchStatus
+	st api.WatchStatus
 	// missingWarned is the missing path last logged at WARN ("" when
 	// nothing is missing): once per absence.
 	missingWarned string
 }
 
-func newWatcher(paths []string, reload func(context.Context) (ReloadResult, error), log *zap.Logger) (*watcher, error) {
+func newWatcher(paths []string, reload func(context.Context) (api.ReloadResponse, error), log *zap.Logger) (*watcher, error) {
 	w := &watcher{quiet: 200 * time.Millisecond, within: 2 * time.Second, reload: reload, log: log.With(zap.String("component", "watch"))}
 	for _, p := range paths {
 		abs, err := filepath.Abs(p)
@@ -82,7 +67,7 @@ func newWatcher(paths []string, reload func(context.Context) (ReloadResult, erro
 }
 
 // Status returns a copy of the watch's state.
-func (w *watcher) Status() WatchStatus {
+func (w *watcher) Status() api.WatchStatus {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	st := w.st
@@ -304,7 +289,7 @@ func (w *watcher) check(ctx context.Context) {
 		return
 	}
 	w.st.LastError = ""
-	w.log.Info("reloaded after a config change", zap.Int("gen", res.Gen))
+	w.log.Info("reloaded after a config change", zap.Int("gen", res.Generation))
 }
 
 // digestFiles hashes the content of every watched path: a file (through
@@ -383,7 +368,7 @@ func visibleFiles(dir string, depth int) ([]string, error) {
 }
 
 // restore carries over another baton's watch state (digests and counts).
-func (w *watcher) restore(st WatchStatus) {
+func (w *watcher) restore(st api.WatchStatus) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	paths := w.st.Paths

@@ -14,6 +14,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/batonproxy/baton/api"
 	"github.com/batonproxy/baton/batontest"
 )
 
@@ -183,16 +184,16 @@ type fakeWatchReload struct {
 	fail  error
 }
 
-func (f *fakeWatchReload) reload(context.Context) (ReloadResult, error) {
+func (f *fakeWatchReload) reload(context.Context) (api.ReloadResponse, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	d := f.w.digest()
 	f.calls = append(f.calls, d)
 	if f.fail != nil {
-		return ReloadResult{}, f.fail
+		return api.ReloadResponse{}, f.fail
 	}
 	f.w.applied(d)
-	return ReloadResult{Gen: len(f.calls) + 1}, nil
+	return api.ReloadResponse{Generation: len(f.calls) + 1}, nil
 }
 
 func (f *fakeWatchReload) count() int {
@@ -237,7 +238,7 @@ func TestWatcherCheck(t *testing.T) {
 	if st := w.Status(); st.Applied != d1 || st.Attempted != d1 {
 		t.Fatalf("new watcher: applied %s, attempted %s; want the digest at start %s", st.Applied, st.Attempted, d1)
 	}
-	step := func(what string, calls int, check func(WatchStatus) error) {
+	step := func(what string, calls int, check func(api.WatchStatus) error) {
 		t.Helper()
 		w.check(ctx)
 		st := w.Status()
@@ -248,8 +249,8 @@ func TestWatcherCheck(t *testing.T) {
 			t.Errorf("%s: %v (status %+v)", what, err, st)
 		}
 	}
-	expect := func(unchanged, reloads, failed int) func(WatchStatus) error {
-		return func(st WatchStatus) error {
+	expect := func(unchanged, reloads, failed int) func(api.WatchStatus) error {
+		return func(st api.WatchStatus) error {
 			if st.Unchanged != unchanged || st.Reloads != reloads || st.Failed != failed {
 				return fmt.Errorf("unchanged %d, reloads %d, failed %d; want %d, %d, %d", st.Unchanged, st.Reloads, st.Failed, unchanged, reloads, failed)
 			}
@@ -260,7 +261,7 @@ func TestWatcherCheck(t *testing.T) {
 	step("nothing changed", 0, expect(1, 0, 0))
 	watchWrite(t, cfg, "v2\n")
 	d2 := watchDigest(t, cfg)
-	step("new content", 1, func(st WatchStatus) error {
+	step("new content", 1, func(st api.WatchStatus) error {
 		if err := expect(1, 1, 0)(st); err != nil {
 			return err
 		}
@@ -275,7 +276,7 @@ func TestWatcherCheck(t *testing.T) {
 	f.setFail(refused)
 	watchWrite(t, cfg, "v3 broken\n")
 	d3 := watchDigest(t, cfg)
-	step("refused content", 2, func(st WatchStatus) error {
+	step("refused content", 2, func(st api.WatchStatus) error {
 		if err := expect(2, 2, 1)(st); err != nil {
 			return err
 		}
@@ -289,7 +290,7 @@ func TestWatcherCheck(t *testing.T) {
 	watchWrite(t, cfg, "v2\n")
 	step("back to the applied content", 2, expect(4, 2, 1))
 	watchWrite(t, cfg, "v4\n")
-	step("fixed", 3, func(st WatchStatus) error {
+	step("fixed", 3, func(st api.WatchStatus) error {
 		if err := expect(4, 3, 1)(st); err != nil {
 			return err
 		}
@@ -308,7 +309,7 @@ func TestWatcherCheck(t *testing.T) {
 	if err := os.Remove(cfg); err != nil {
 		t.Fatal(err)
 	}
-	step("file missing", 3, func(st WatchStatus) error {
+	step("file missing", 3, func(st api.WatchStatus) error {
 		if err := expect(5, 3, 1)(st); err != nil {
 			return err
 		}
@@ -318,7 +319,7 @@ func TestWatcherCheck(t *testing.T) {
 		return nil
 	})
 	watchWrite(t, cfg, "v6\n")
-	step("back with new content", 4, func(st WatchStatus) error {
+	step("back with new content", 4, func(st api.WatchStatus) error {
 		if err := expect(5, 4, 1)(st); err != nil {
 			return err
 		}

@@ -14,9 +14,8 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 
-	"github.com/batonproxy/baton/internal/proc"
+	"github.com/batonproxy/baton/api"
 	"github.com/batonproxy/baton/proxyctl"
-	"github.com/batonproxy/baton/supervisor"
 )
 
 // TestExitCodeMapping guards docs/design.md's exit statuses: 2 usage error, 3 no
@@ -287,29 +286,29 @@ func TestPrintStatus(t *testing.T) {
 	restart := now.Add(2 * time.Second)
 	lastEvent := now.Add(-3 * time.Second)
 	const digestA, digestB = "aaaaaaaaaaaa1111111111111111111111111111111111111111111111111111", "bbbbbbbbbbbb2222222222222222222222222222222222222222222222222222"
-	failed := supervisor.ReloadRecord{Gen: 7, At: now.Add(-1500 * time.Millisecond), Trigger: supervisor.TriggerAPI, Requests: 1, Outcome: supervisor.OutcomeFailed, DurationMs: 35.5, ConfigDigest: digestB,
+	failed := api.ReloadRecord{Gen: 7, At: now.Add(-1500 * time.Millisecond), Trigger: api.TriggerAPI, Requests: 1, Outcome: api.OutcomeFailed, DurationMs: 35.5, ConfigDigest: digestB,
 		Error: "generation 7: exited before it was ready (exit status 1): [NOTICE]   (13693) : haproxy version is 2.6.12\n[ALERT]    (13693) : config : parsing [/etc/haproxy/haproxy.cfg:15] : unknown keyword 'bogus'\n[ALERT]    (13693) : config : Fatal errors found in configuration."}
-	st := supervisor.Status{
+	st := api.Status{
 		Pid: 4242, Proxy: "haproxy", Command: []string{"/usr/sbin/haproxy", "-f", "/etc/haproxy/haproxy.cfg"},
 		StartedAt: now.Add(-90 * time.Minute), Rlimits: []string{"nofile=1048576:1048576"},
-		Listeners: []supervisor.ListenerStatus{{Name: "web", Spec: "web=tcp://0.0.0.0:80", Addr: "0.0.0.0:80", Inode: 123456, Queue: 3, Backlog: 4096}},
-		Generations: []supervisor.GenStatus{
+		Listeners: []api.ListenerStatus{{Name: "web", Spec: "web=tcp://0.0.0.0:80", Addr: "0.0.0.0:80", Inode: 123456, Queue: 3, Backlog: 4096}},
+		Generations: []api.GenStatus{
 			{Gen: 6, State: "draining", Pid: 100, StartedAt: at(-time.Hour), ReadyAt: at(-time.Hour), DrainedAt: at(-time.Minute),
 				Deadline: at(4 * time.Minute), DeadlineAction: "hard stop", Connections: 12, OpenFds: 40,
-				Processes: []supervisor.ProcStatus{{Pid: 100, Role: "master", Nofile: proc.Limit{Soft: 1048576, Hard: 1048576}}, {Pid: 101, Role: "worker", Nofile: proc.Limit{Soft: proc.Unlimited, Hard: proc.Unlimited}}}},
+				Processes: []api.ProcStatus{{Pid: 100, Role: "master", Nofile: api.Limit{Soft: 1048576, Hard: 1048576}}, {Pid: 101, Role: "worker", Nofile: api.Limit{Soft: api.Unlimited, Hard: api.Unlimited}}}},
 			{Gen: 7, State: "starting", Pid: 0, Deadline: at(30 * time.Second), DeadlineAction: "kill (not ready)"},
 		},
 		LastReload: &failed,
-		Reloads: []supervisor.ReloadRecord{
-			{Gen: 1, At: now.Add(-90 * time.Minute), Trigger: supervisor.TriggerStart, Requests: 1, Outcome: supervisor.OutcomeOK, DurationMs: 61.2, ConfigDigest: digestA},
-			{Gen: 4, At: now.Add(-time.Hour), Trigger: supervisor.TriggerWatch, Requests: 1, Outcome: supervisor.OutcomeFailed, DurationMs: 40, ConfigDigest: digestB, Error: "generation 4: exited before it was ready (exit status 1): [NOTICE] x\n[ALERT] old alert"},
-			{Gen: 6, At: now.Add(-time.Hour), Trigger: "api+sighup", Requests: 2, Outcome: supervisor.OutcomeOK, DurationMs: 80.5, ConfigDigest: digestA},
+		Reloads: []api.ReloadRecord{
+			{Gen: 1, At: now.Add(-90 * time.Minute), Trigger: api.TriggerStart, Requests: 1, Outcome: api.OutcomeOK, DurationMs: 61.2, ConfigDigest: digestA},
+			{Gen: 4, At: now.Add(-time.Hour), Trigger: api.TriggerWatch, Requests: 1, Outcome: api.OutcomeFailed, DurationMs: 40, ConfigDigest: digestB, Error: "generation 4: exited before it was ready (exit status 1): [NOTICE] x\n[ALERT] old alert"},
+			{Gen: 6, At: now.Add(-time.Hour), Trigger: "api+sighup", Requests: 2, Outcome: api.OutcomeOK, DurationMs: 80.5, ConfigDigest: digestA},
 			failed,
 		},
-		Config:             &supervisor.ConfigStatus{Files: []string{"/etc/haproxy/haproxy.cfg"}, Gen: 6, AppliedDigest: digestA, OnDiskDigest: digestB, OnDiskDiffers: true},
-		Counters:           supervisor.Counters{ReloadsOK: 5, ReloadsFailed: 1, Crashes: 3, HardStops: 2, Kills: 1},
+		Config:             &api.ConfigStatus{Files: []string{"/etc/haproxy/haproxy.cfg"}, Gen: 6, AppliedDigest: digestA, OnDiskDigest: digestB, OnDiskDiffers: true},
+		Counters:           api.Counters{ReloadsOK: 5, ReloadsFailed: 1, Crashes: 3, HardStops: 2, Kills: 1},
 		ConsecutiveCrashes: 3, RestartAt: &restart,
-		Watch: &supervisor.WatchStatus{Paths: []string{"/etc/haproxy"}, Events: 17, Unchanged: 9, Reloads: 4, Failed: 1,
+		Watch: &api.WatchStatus{Paths: []string{"/etc/haproxy"}, Events: 17, Unchanged: 9, Reloads: 4, Failed: 1,
 			LastEventAt: &lastEvent, LastError: failed.Error, Waiting: "a watched file is missing"},
 	}
 	var b bytes.Buffer
@@ -352,7 +351,7 @@ func TestPrintStatus(t *testing.T) {
 
 	// The smallest status (nothing optional) renders too.
 	b.Reset()
-	if err := printStatus(&b, supervisor.Status{Stopping: true}, now); err != nil {
+	if err := printStatus(&b, api.Status{Stopping: true}, now); err != nil {
 		t.Fatal(err)
 	}
 	if out := b.String(); !strings.Contains(out, "stopping") || strings.Contains(out, "replacement after") || strings.Contains(out, "watch ") || strings.Contains(out, "RELOADS") || strings.Contains(out, "config:") {

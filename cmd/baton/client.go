@@ -13,7 +13,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/batonproxy/baton/supervisor"
+	"github.com/batonproxy/baton/api"
 )
 
 // client talks to a running baton over its control socket.
@@ -107,7 +107,7 @@ func (c *client) once(ctx context.Context, method, path string, out any) error {
 		return fmt.Errorf("read answer from %s: %w", c.path, err)
 	}
 	if resp.StatusCode/100 != 2 {
-		var ae supervisor.APIError
+		var ae api.APIError
 		if json.Unmarshal(body, &ae) == nil && ae.Code == "handed_over" {
 			return errHandedOver
 		}
@@ -142,18 +142,18 @@ func printJSON(w io.Writer, v any) error {
 }
 
 func reloadCommand() *cli.Command {
-	return requestCommand(request[supervisor.ReloadResponse]{
+	return requestCommand(request[api.ReloadResponse]{
 		name:     "reload",
 		usage:    "start a new generation with the current config and wait until it alone holds the listeners",
 		timeout:  10 * time.Minute,
 		progress: true,
-		json: func(res supervisor.ReloadResponse) any {
+		json: func(res api.ReloadResponse) any {
 			return struct {
 				OK bool `json:"ok"`
-				supervisor.ReloadResponse
+				api.ReloadResponse
 			}{true, res}
 		},
-		text: func(res supervisor.ReloadResponse) string {
+		text: func(res api.ReloadResponse) string {
 			return fmt.Sprintf("reloaded: generation %d (pid %d) serving after %.1f ms", res.Generation, res.Pid, res.DurationMs)
 		},
 	})
@@ -207,18 +207,18 @@ func statusCommand() *cli.Command {
 		Name:  "status",
 		Usage: "show the generations, listeners, limits, applied config and last reloads of a running baton",
 		Flags: []cli.Flag{controlFlag(), jsonFlag(),
-			&cli.IntFlag{Name: "reloads", Value: statusReloads, Usage: fmt.Sprintf("show the last `N` reloads (0-%d; --json has all that are kept)", supervisor.ReloadHistoryLen)}},
+			&cli.IntFlag{Name: "reloads", Value: statusReloads, Usage: fmt.Sprintf("show the last `N` reloads (0-%d; --json has all that are kept)", api.ReloadHistoryLen)}},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
 				return usagef("status: unexpected argument %q", c.Args().First())
 			}
 			n := c.Int("reloads")
-			if n < 0 || n > supervisor.ReloadHistoryLen {
-				return usagef("status: --reloads %d: want 0-%d", n, supervisor.ReloadHistoryLen)
+			if n < 0 || n > api.ReloadHistoryLen {
+				return usagef("status: --reloads %d: want 0-%d", n, api.ReloadHistoryLen)
 			}
 			ctx, cancel := context.WithTimeout(c.Context, 30*time.Second)
 			defer cancel()
-			var st supervisor.Status
+			var st api.Status
 			if err := newClient(c.String("control")).do(ctx, http.MethodGet, "/v1/status", &st); err != nil {
 				return err
 			}
@@ -231,17 +231,17 @@ func statusCommand() *cli.Command {
 }
 
 func upgradeCommand() *cli.Command {
-	return requestCommand(request[supervisor.UpgradeResult]{
+	return requestCommand(request[api.UpgradeResult]{
 		name:    "upgrade",
 		usage:   "replace the running baton with the binary now on disk, keeping every socket and generation",
 		timeout: 2 * time.Minute,
-		json: func(res supervisor.UpgradeResult) any {
+		json: func(res api.UpgradeResult) any {
 			return struct {
 				OK bool `json:"ok"`
-				supervisor.UpgradeResult
+				api.UpgradeResult
 			}{true, res}
 		},
-		text: func(res supervisor.UpgradeResult) string {
+		text: func(res api.UpgradeResult) string {
 			return fmt.Sprintf("upgraded: baton pid %d took over from pid %d", res.NewPid, res.OldPid)
 		},
 	})

@@ -11,7 +11,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/batonproxy/baton/supervisor"
+	"github.com/batonproxy/baton/api"
 )
 
 // progressEvery is how often `baton reload` on a terminal says what it
@@ -38,7 +38,7 @@ func showProgress(w io.Writer, control string) func() {
 				return
 			case <-t.C:
 			}
-			var st supervisor.Status
+			var st api.Status
 			if err := cl.do(ctx, http.MethodGet, "/v1/status", &st); err != nil {
 				continue
 			}
@@ -56,8 +56,8 @@ func showProgress(w io.Writer, control string) func() {
 // progressLine says what a reload waits for in st: the newest generation
 // while it is checked or starts, else the older generations still
 // draining.
-func progressLine(st supervisor.Status, now time.Time) string {
-	gens := append([]supervisor.GenStatus(nil), st.Generations...)
+func progressLine(st api.Status, now time.Time) string {
+	gens := append([]api.GenStatus(nil), st.Generations...)
 	if len(gens) == 0 {
 		return "waiting: no generation yet"
 	}
@@ -96,7 +96,7 @@ func since(t *time.Time, now time.Time) string {
 }
 
 // deadlineNote is ", hard stop at 12:35:05 (in 4m54s)" for g's deadline.
-func deadlineNote(g supervisor.GenStatus, now time.Time) string {
+func deadlineNote(g api.GenStatus, now time.Time) string {
 	if g.Deadline == nil {
 		return ""
 	}

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/batonproxy/baton/supervisor"
+	"github.com/batonproxy/baton/api"
 )
 
 // A waiting reload says what it waits for: the new generation while it
@@ -16,16 +16,16 @@ import (
 func TestProgressLine(t *testing.T) {
 	now := time.Date(2026, 12, 5, 12, 0, 10, 0, time.UTC)
 	at := func(d time.Duration) *time.Time { x := now.Add(d); return &x }
-	starting := supervisor.Status{Generations: []supervisor.GenStatus{
+	starting := api.Status{Generations: []api.GenStatus{
 		{Gen: 4, State: "active", Pid: 100},
 		{Gen: 5, State: "starting", Pid: 200, StartedAt: at(-4 * time.Second), Deadline: at(26 * time.Second), DeadlineAction: "kill (not ready)"},
 	}}
-	draining := supervisor.Status{Generations: []supervisor.GenStatus{
+	draining := api.Status{Generations: []api.GenStatus{
 		{Gen: 5, State: "active", Pid: 200},
 		{Gen: 4, State: "draining", Pid: 100, DrainedAt: at(-6 * time.Second), Connections: 12, Deadline: at(294 * time.Second), DeadlineAction: "hard stop"},
 	}}
 	for _, tc := range []struct {
-		st   supervisor.Status
+		st   api.Status
 		want []string
 	}{
 		{starting, []string{"generation 5 (pid 200) starting for 4s", "not ready yet; killed if not ready at", "(in 26s)"}},

@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 	"gopkg.in/yaml.v3"
 
+	"github.com/batonproxy/baton/api"
 	"github.com/batonproxy/baton/fdpass"
 	"github.com/batonproxy/baton/internal/proc"
 	"github.com/batonproxy/baton/proxyctl"
@@ -614,14 +615,14 @@ func signalAction(sup *supervisor.Supervisor, log *zap.Logger, sig os.Signal) fu
 	switch sig {
 	case unix.SIGHUP:
 		return func() {
-			res, err := sup.ReloadBy(ctx, supervisor.TriggerSignal)
+			res, err := sup.ReloadBy(ctx, api.TriggerSignal)
 			switch {
 			case errors.Is(err, supervisor.ErrNotRunning), errors.Is(err, lifecycle.ErrStopping):
 				log.Info("reload on SIGHUP not done: baton is stopping")
 			case err != nil:
 				// The supervisor logged the failure (ERROR "reload failed").
 			default:
-				log.Info("reload on SIGHUP done", zap.Int("gen", res.Gen))
+				log.Info("reload on SIGHUP done", zap.Int("gen", res.Generation))
 			}
 		}
 	case unix.SIGTERM, unix.SIGINT:

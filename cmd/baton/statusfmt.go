@@ -7,8 +7,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/batonproxy/baton/internal/proc"
-	"github.com/batonproxy/baton/supervisor"
+	"github.com/batonproxy/baton/api"
 )
 
 // statusReloads is how many reloads `baton status` shows by default.
@@ -16,14 +15,14 @@ const statusReloads = 10
 
 // printStatus renders a status as tables for people, with the last
 // statusReloads reloads.
-func printStatus(w io.Writer, st supervisor.Status, now time.Time) error {
+func printStatus(w io.Writer, st api.Status, now time.Time) error {
 	return printStatusN(w, st, now, statusReloads)
 }
 
 // printStatusN is printStatus with the last n reloads (oldest first, the
 // newest at the bottom, as in a log); a multi-line error is printed in full
 // once, for the newest failure shown, and as its key line elsewhere.
-func printStatusN(w io.Writer, st supervisor.Status, now time.Time, n int) error {
+func printStatusN(w io.Writer, st api.Status, now time.Time, n int) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	state := "running"
 	if st.Stopping {
@@ -82,7 +81,7 @@ func printStatusN(w io.Writer, st supervisor.Status, now time.Time, n int) error
 // printReloads writes the last n reloads of recs (oldest first) as a
 // table; it returns the newest failure among them whose error has more
 // than one line, for printing in full below.
-func printReloads(tw io.Writer, recs []supervisor.ReloadRecord, now time.Time, n int) *supervisor.ReloadRecord {
+func printReloads(tw io.Writer, recs []api.ReloadRecord, now time.Time, n int) *api.ReloadRecord {
 	if len(recs) == 0 || n <= 0 {
 		return nil
 	}
@@ -92,13 +91,13 @@ func printReloads(tw io.Writer, recs []supervisor.ReloadRecord, now time.Time, n
 	fmt.Fprintln(tw, "AGO\tGEN\tTRIGGER\tRESULT\tDURATION\tCONFIG\tERROR")
 	full := -1 // the newest failure with a multi-line error
 	for i, r := range shown {
-		if r.Outcome != supervisor.OutcomeOK && strings.Contains(r.Error, "\n") {
+		if r.Outcome != api.OutcomeOK && strings.Contains(r.Error, "\n") {
 			full = i
 		}
 	}
 	for i, r := range shown {
 		result, errText := "ok", ""
-		if r.Outcome != supervisor.OutcomeOK {
+		if r.Outcome != api.OutcomeOK {
 			result, errText = "FAILED", errorLine(r.Error)
 		}
 		if i == full {
@@ -134,7 +133,7 @@ func short(d string) string {
 	return d[:min(12, len(d))]
 }
 
-func onDisk(c *supervisor.ConfigStatus) string {
+func onDisk(c *api.ConfigStatus) string {
 	switch {
 	case c.OnDiskError != "":
 		return "cannot be read (" + c.OnDiskError + "): not what runs"
@@ -158,14 +157,14 @@ func age(t *time.Time, now time.Time) string {
 	return round(now.Sub(*t)).String()
 }
 
-func deadline(g supervisor.GenStatus, now time.Time) string {
+func deadline(g api.GenStatus, now time.Time) string {
 	if g.Deadline == nil {
 		return "-"
 	}
 	return fmt.Sprintf("%s in %s (%s)", g.DeadlineAction, round(g.Deadline.Sub(now)), g.Deadline.Format(time.RFC3339))
 }
 
-func procs(ps []supervisor.ProcStatus) string {
+func procs(ps []api.ProcStatus) string {
 	var parts []string
 	for _, p := range ps {
 		role := p.Role
@@ -181,7 +180,7 @@ func procs(ps []supervisor.ProcStatus) string {
 }
 
 func limit(v uint64) string {
-	if v == proc.Unlimited {
+	if v == api.Unlimited {
 		return "unlimited"
 	}
 	return fmt.Sprint(v)

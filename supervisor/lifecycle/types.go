@@ -244,7 +244,10 @@ type GenInfo struct {
 	Released    bool
 }
 
-// ReloadResult is the outcome of a finished reload.
+// ReloadResult is the outcome of a finished reload, as the machine keeps
+// it (error, kind, requests, sequence number). It is not a wire type: the
+// supervisor turns it into the history's record (api.ReloadRecord) and
+// answers each request with api.ReloadResponse.
 type ReloadResult struct {
 	Gen       Gen
 	At        time.Time // when it finished
