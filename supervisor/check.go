@@ -45,7 +45,7 @@ func Check(ctx context.Context, cfg Config, specs []fdpass.Spec, deps Deps) (Che
 	}
 	cfg.Env = childEnv(cfg.Env)
 	if deps.Clock == nil {
-		deps.Clock = RealClock{}
+		deps.Clock = realClock{}
 	}
 	s := &Supervisor{cfg: cfg, log: deps.Log, clock: deps.Clock, starter: deps.Starter, maxOutput: maxCommandOutput}
 	dir, err := os.MkdirTemp("", "baton-check-")

@@ -14,14 +14,14 @@ type Timer interface {
 	Stop() bool
 }
 
-// RealClock is the system clock.
-type RealClock struct{}
+// realClock is the system clock.
+type realClock struct{}
 
 // Now implements Clock.
-func (RealClock) Now() time.Time { return time.Now() }
+func (realClock) Now() time.Time { return time.Now() }
 
 // NewTimer implements Clock.
-func (RealClock) NewTimer(d time.Duration) Timer { return realTimer{time.NewTimer(d)} }
+func (realClock) NewTimer(d time.Duration) Timer { return realTimer{time.NewTimer(d)} }
 
 type realTimer struct{ t *time.Timer }
 

@@ -86,10 +86,10 @@ func (s *Supervisor) acquire(rt *genRuntime, replacement bool) ([]proxyctl.Liste
 // current ones (listeners from the config): the others close once no
 // generation holds them.
 func (s *Supervisor) activateListeners(gen lifecycle.Gen) {
-	where := map[ListenerKey]string{}
+	where := map[listenerKey]string{}
 	if rt := s.gens[gen]; rt != nil {
 		for _, w := range rt.wanted {
-			where[ListenerKey(w.Spec.Key())] = w.Where
+			where[listenerKey(w.Spec.Key())] = w.Where
 		}
 	}
 	removed, err := s.cfg.Listeners.Activate(gen, where)

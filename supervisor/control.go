@@ -19,8 +19,8 @@ import (
 	"github.com/batonproxy/baton/supervisor/lifecycle"
 )
 
-// ErrControlInUse means another baton holds the control socket.
-var ErrControlInUse = errors.New("control socket in use")
+// errControlInUse means another baton holds the control socket.
+var errControlInUse = errors.New("control socket in use")
 
 // ControlSocket is the bound control socket and the lock that makes it
 // baton's alone. The lock descriptor is owned by the ControlSocket (an
@@ -269,7 +269,7 @@ func (c *ControlServer) upgrade(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, res)
 	case errors.Is(err, lifecycle.ErrNotQuiescent):
 		writeError(w, http.StatusConflict, "busy", err)
-	case errors.Is(err, ErrUpgradeUnavailable):
+	case errors.Is(err, errUpgradeUnavailable):
 		writeError(w, http.StatusNotImplemented, "unavailable", err)
 	default:
 		writeError(w, http.StatusUnprocessableEntity, "upgrade_failed", err)

@@ -264,8 +264,8 @@ func TestListenControl(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, err = ListenControl(path, 0o600)
-		if !errors.Is(err, ErrControlInUse) || !strings.Contains(err.Error(), "pid "+strconv.Itoa(os.Getpid())) {
-			t.Errorf("second ListenControl: %v, want ErrControlInUse naming pid %d", err, os.Getpid())
+		if !errors.Is(err, errControlInUse) || !strings.Contains(err.Error(), "pid "+strconv.Itoa(os.Getpid())) {
+			t.Errorf("second ListenControl: %v, want errControlInUse naming pid %d", err, os.Getpid())
 		}
 		// The first one still serves its socket.
 		if c, err := net.Dial("unix", path); err != nil {

@@ -39,7 +39,7 @@ func acquireControlLock(path, control string) (*controlLock, error) {
 			holder := make([]byte, 32)
 			n, _ := l.f.ReadAt(holder, 0)
 			l.abandon()
-			return nil, fmt.Errorf("%w: another baton (pid %s) runs with control socket %s", ErrControlInUse, strings.TrimSpace(string(holder[:n])), control)
+			return nil, fmt.Errorf("%w: another baton (pid %s) runs with control socket %s", errControlInUse, strings.TrimSpace(string(holder[:n])), control)
 		}
 		l.locked = true
 		if !l.current() {

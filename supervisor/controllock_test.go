@@ -98,8 +98,8 @@ func TestControlLockRefusals(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, err = ListenControl(sock, 0o600)
-		if !errors.Is(err, ErrControlInUse) || !strings.Contains(err.Error(), "pid "+strconv.Itoa(os.Getpid())) {
-			t.Errorf("second ListenControl: %v, want ErrControlInUse naming pid %d", err, os.Getpid())
+		if !errors.Is(err, errControlInUse) || !strings.Contains(err.Error(), "pid "+strconv.Itoa(os.Getpid())) {
+			t.Errorf("second ListenControl: %v, want errControlInUse naming pid %d", err, os.Getpid())
 		}
 		if _, err := os.Lstat(sock + ".lock"); err != nil {
 			t.Errorf("the held lock file was removed by the refused baton: %v", err)

@@ -126,7 +126,7 @@ var errOutputTooLarge = errors.New("too much output")
 // runCommand runs a one-shot command (a config check, a readiness probe)
 // under the generation's rlimits until it exits or ctx ends (then its group
 // is killed). It returns the command's output; a non-zero exit, or more
-// output than s.maxOutput, is a *ChildError carrying the tail of it.
+// output than s.maxOutput, is a *childError carrying the tail of it.
 func (s *Supervisor) runCommand(ctx context.Context, rt *genRuntime, argv []string) (string, error) {
 	var mu sync.Mutex
 	var out strings.Builder
@@ -171,7 +171,7 @@ func (s *Supervisor) runCommand(ctx context.Context, rt *genRuntime, argv []stri
 		for i, a := range argv {
 			userArgv[i] = rt.userPaths(a)
 		}
-		return output, &ChildError{Argv: userArgv, Status: st, Output: rt.userPaths(p.Output()), Err: failed}
+		return output, &childError{Argv: userArgv, Status: st, Output: rt.userPaths(p.Output()), Err: failed}
 	}
 	return output, nil
 }

@@ -117,16 +117,16 @@ func (rt *genRuntime) probing() bool {
 	return !rt.probeStop
 }
 
-// ChildError is a child process that failed: its command, exit status and
+// childError is a child process that failed: its command, exit status and
 // the tail of its own output.
-type ChildError struct {
+type childError struct {
 	Argv   []string
 	Status proc.ExitStatus
 	Output string
 	Err    error // what baton did about it (e.g. a timeout), if anything
 }
 
-func (e *ChildError) Error() string {
+func (e *childError) Error() string {
 	var b strings.Builder
 	for i, a := range e.Argv {
 		if i > 0 {
@@ -147,7 +147,7 @@ func (e *ChildError) Error() string {
 	return b.String()
 }
 
-func (e *ChildError) Unwrap() error { return e.Err }
+func (e *childError) Unwrap() error { return e.Err }
 
 // shellQuote returns s as one word a POSIX shell reads back as s: as it is
 // when it holds only safe characters, else in single quotes (a single quote

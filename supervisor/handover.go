@@ -37,7 +37,7 @@ type Handover struct {
 	InitFd    int                    `json:"init_fd"`
 	MetricsFd int                    `json:"metrics_fd"`
 	NumFds    int                    `json:"num_fds"`
-	Tracking  *TrackingHandover      `json:"tracking,omitempty"`
+	Tracking  *trackingHandover      `json:"tracking,omitempty"`
 	// Reloads is the reload history, LastReload the last reload or first
 	// start: carried over at an upgrade, not kept in the state file.
 	Reloads    []api.ReloadRecord `json:"reloads,omitempty"`

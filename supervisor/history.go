@@ -21,7 +21,7 @@ const historyLimit = 200
 // historyLimit records. It survives baton's restarts: that is what makes
 // re-created sockets visible.
 func RecordListeners(path string, ls *ListenerSet, pid int, now time.Time) error {
-	old, err := ReadListenerHistory(path)
+	old, err := readListenerHistory(path)
 	if err != nil {
 		return err
 	}
@@ -51,7 +51,7 @@ func RecordListeners(path string, ls *ListenerSet, pid int, now time.Time) error
 // it): its first generation serves on those sockets. It reads only the
 // file, not the listener set, so any goroutine may call it.
 func MarkListenersServed(path string, pid int, since time.Time) error {
-	recs, err := ReadListenerHistory(path)
+	recs, err := readListenerHistory(path)
 	if err != nil {
 		return err
 	}
@@ -80,18 +80,18 @@ func writeHistory(path string, recs []api.ListenerRecord) error {
 	return writeFileAtomic(path, buf.Bytes())
 }
 
-// historyFileLimit bounds what ReadListenerHistory reads: historyLimit
+// historyFileLimit bounds what readListenerHistory reads: historyLimit
 // records are a few tens of KiB.
 const historyFileLimit = 1 << 20
 
-// ReadListenerHistory reads a listener history file (none: empty): a
+// readListenerHistory reads a listener history file (none: empty): a
 // regular file of baton's uid, not a symbolic link, at most
 // historyFileLimit bytes; lines that are not records are skipped.
-func ReadListenerHistory(path string) ([]api.ListenerRecord, error) {
+func readListenerHistory(path string) ([]api.ListenerRecord, error) {
 	return ReadListenerHistoryOwnedBy(path, os.Geteuid())
 }
 
-// ReadListenerHistoryOwnedBy is ReadListenerHistory for the history of a
+// ReadListenerHistoryOwnedBy is readListenerHistory for the history of a
 // baton running as uid owner (doctor reads a non-root baton's).
 func ReadListenerHistoryOwnedBy(path string, owner int) ([]api.ListenerRecord, error) {
 	data, err := readOwnedFile(path, owner, historyFileLimit)

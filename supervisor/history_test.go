@@ -28,7 +28,7 @@ func TestMarkListenersServed(t *testing.T) {
 	if err := MarkListenersServed(path, 5, t0.Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	got, err := ReadListenerHistory(path)
+	got, err := readListenerHistory(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +50,7 @@ func TestMarkListenersServed(t *testing.T) {
 	if err := os.WriteFile(path, []byte(legacy), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := ReadListenerHistory(path); err != nil || len(got) != 1 || got[0].Pending {
+	if got, err := readListenerHistory(path); err != nil || len(got) != 1 || got[0].Pending {
 		t.Errorf("an older baton's record: %+v, %v; want one, not pending", got, err)
 	}
 }

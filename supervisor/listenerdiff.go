@@ -33,7 +33,7 @@ func (ls *ListenerSet) AcquireFor(gen lifecycle.Gen, wanted []proxyctl.ConfigLis
 	}
 	socks := make([]*fdpass.Socket, len(wanted))
 	for i, w := range wanted {
-		k := ListenerKey(w.Spec.Key())
+		k := listenerKey(w.Spec.Key())
 		if e := ls.items[k]; e != nil {
 			if err := sameShape(e.sock.Spec(), w.Spec); err != nil {
 				return undo(fmt.Errorf("%s: %w", w.Where, err))
@@ -52,7 +52,7 @@ func (ls *ListenerSet) AcquireFor(gen lifecycle.Gen, wanted []proxyctl.ConfigLis
 		bound = append(bound, i)
 	}
 	for i, s := range socks {
-		k := ListenerKey(s.Spec().Key())
+		k := listenerKey(s.Spec().Key())
 		e := ls.items[k]
 		if e == nil {
 			// Not used by the active generation (yet): closed when gen is
@@ -72,9 +72,9 @@ func (ls *ListenerSet) AcquireFor(gen lifecycle.Gen, wanted []proxyctl.ConfigLis
 // once when no generation uses them, the others are current again. where
 // records, by key, where gen's configuration declares each address. It
 // returns the sockets marked removed and close errors.
-func (ls *ListenerSet) Activate(gen lifecycle.Gen, where map[ListenerKey]string) (removed []*fdpass.Socket, err error) {
+func (ls *ListenerSet) Activate(gen lifecycle.Gen, where map[listenerKey]string) (removed []*fdpass.Socket, err error) {
 	var errs []error
-	for _, k := range append([]ListenerKey(nil), ls.order...) {
+	for _, k := range append([]listenerKey(nil), ls.order...) {
 		e := ls.items[k]
 		if e.users[gen] {
 			e.removed = false
@@ -96,7 +96,7 @@ func (ls *ListenerSet) Activate(gen lifecycle.Gen, where map[ListenerKey]string)
 
 // Where is where the active configuration declares the listener of key
 // ("" when not from a configuration).
-func (ls *ListenerSet) Where(key ListenerKey) string {
+func (ls *ListenerSet) Where(key listenerKey) string {
 	if e := ls.items[key]; e != nil {
 		return e.where
 	}
@@ -112,9 +112,9 @@ func sameShape(have, want fdpass.Spec) error {
 	return nil
 }
 
-func indexOfKey(cls []proxyctl.ConfigListener, k ListenerKey) int {
+func indexOfKey(cls []proxyctl.ConfigListener, k listenerKey) int {
 	for i, c := range cls {
-		if ListenerKey(c.Spec.Key()) == k {
+		if listenerKey(c.Spec.Key()) == k {
 			return i
 		}
 	}

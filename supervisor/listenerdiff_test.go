@@ -35,7 +35,7 @@ func wantedOf(t *testing.T, specs ...string) []proxyctl.ConfigListener {
 // inodeOf is the inode of the set's socket for spec, 0 when it has none.
 func inodeOf(ls *ListenerSet, spec string) uint64 {
 	sp, _ := fdpass.ParseSpec(spec)
-	if e := ls.items[ListenerKey(sp.Key())]; e != nil {
+	if e := ls.items[listenerKey(sp.Key())]; e != nil {
 		return e.sock.Inode()
 	}
 	return 0
@@ -63,11 +63,11 @@ func TestListenerSetDiff(t *testing.T) {
 	if len(ls.Sockets()) != 0 {
 		t.Errorf("sockets current before generation 1 is active: %d", len(ls.Sockets()))
 	}
-	if _, err := ls.Activate(1, map[ListenerKey]string{ListenerKey(got[0].Spec.Key()): "h.cfg:1"}); err != nil {
+	if _, err := ls.Activate(1, map[listenerKey]string{listenerKey(got[0].Spec.Key()): "h.cfg:1"}); err != nil {
 		t.Fatal(err)
 	}
-	if len(ls.Sockets()) != 2 || ls.Where(ListenerKey(got[0].Spec.Key())) != "h.cfg:1" {
-		t.Fatalf("after activation: %d current, where %q", len(ls.Sockets()), ls.Where(ListenerKey(got[0].Spec.Key())))
+	if len(ls.Sockets()) != 2 || ls.Where(listenerKey(got[0].Spec.Key())) != "h.cfg:1" {
+		t.Fatalf("after activation: %d current, where %q", len(ls.Sockets()), ls.Where(listenerKey(got[0].Spec.Key())))
 	}
 	inA, inB := inodeOf(ls, a), inodeOf(ls, b)
 

@@ -9,8 +9,8 @@ import (
 	"github.com/batonproxy/baton/supervisor/lifecycle"
 )
 
-// ListenerKey identifies a listener by its bound address (fdpass.Spec.Key).
-type ListenerKey string
+// listenerKey identifies a listener by its bound address (fdpass.Spec.Key).
+type listenerKey string
 
 // ListenerSet owns baton's listening sockets: one per address, created once
 // and kept for baton's whole life. It counts which generations use each
@@ -18,8 +18,8 @@ type ListenerKey string
 // once no live generation holds it. One goroutine (the supervisor loop) owns
 // it.
 type ListenerSet struct {
-	order []ListenerKey
-	items map[ListenerKey]*listenerEntry
+	order []listenerKey
+	items map[listenerKey]*listenerEntry
 }
 
 type listenerEntry struct {
@@ -32,10 +32,10 @@ type listenerEntry struct {
 // BindListeners creates a socket for every spec, or none: on error every
 // socket bound so far is closed again.
 func BindListeners(specs []fdpass.Spec) (*ListenerSet, error) {
-	ls := &ListenerSet{items: map[ListenerKey]*listenerEntry{}}
+	ls := &ListenerSet{items: map[listenerKey]*listenerEntry{}}
 	names := map[string]bool{}
 	for _, sp := range specs {
-		key := ListenerKey(sp.Key())
+		key := listenerKey(sp.Key())
 		var err error
 		switch {
 		case ls.items[key] != nil:
@@ -99,7 +99,7 @@ func (ls *ListenerSet) Acquire(gen lifecycle.Gen) []proxyctl.Listener {
 func (ls *ListenerSet) Release(gen lifecycle.Gen) error {
 	held := false
 	var errs []error
-	for _, k := range append([]ListenerKey(nil), ls.order...) {
+	for _, k := range append([]listenerKey(nil), ls.order...) {
 		e := ls.items[k]
 		if !e.users[gen] {
 			continue
@@ -116,7 +116,7 @@ func (ls *ListenerSet) Release(gen lifecycle.Gen) error {
 	return errors.Join(errs...)
 }
 
-func (ls *ListenerSet) closeEntry(k ListenerKey) error {
+func (ls *ListenerSet) closeEntry(k listenerKey) error {
 	e := ls.items[k]
 	delete(ls.items, k)
 	for i, x := range ls.order {
@@ -145,14 +145,14 @@ func (ls *ListenerSet) ReleaseAll() error {
 	for _, k := range ls.order {
 		errs = append(errs, ls.items[k].sock.Close())
 	}
-	ls.order, ls.items = nil, map[ListenerKey]*listenerEntry{}
+	ls.order, ls.items = nil, map[listenerKey]*listenerEntry{}
 	return errors.Join(errs...)
 }
 
 // CloseAll closes every socket (baton's copies; generations keep theirs).
 func (ls *ListenerSet) CloseAll() error {
 	var errs []error
-	for _, k := range append([]ListenerKey(nil), ls.order...) {
+	for _, k := range append([]listenerKey(nil), ls.order...) {
 		errs = append(errs, ls.closeEntry(k))
 	}
 	return errors.Join(errs...)
@@ -178,7 +178,7 @@ func (ls *ListenerSet) handover() []ListenerHandover {
 
 // add puts an adopted socket in the set with its users.
 func (ls *ListenerSet) add(sock *fdpass.Socket, removed bool, users []lifecycle.Gen, where string) {
-	k := ListenerKey(sock.Spec().Key())
+	k := listenerKey(sock.Spec().Key())
 	if ls.items[k] != nil {
 		_ = sock.Close() // already held
 		return

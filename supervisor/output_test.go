@@ -60,7 +60,7 @@ func TestCheckOutputOverBoundRefused(t *testing.T) {
 	p2 := h.drv.pid(2)
 	h.setCheck("spew=3")
 	_, err := h.reload()
-	var ce *ChildError
+	var ce *childError
 	if !errors.As(err, &ce) || !errors.Is(err, errOutputTooLarge) {
 		t.Fatalf("reload after a check writing 3 MiB: %v, want the output refused", err)
 	}

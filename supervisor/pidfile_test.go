@@ -53,7 +53,7 @@ func TestPidFileWriteAndRemove(t *testing.T) {
 
 // A command line in an error can be pasted into a shell.
 func TestChildErrorQuotesArgv(t *testing.T) {
-	e := &ChildError{Argv: []string{"/usr/sbin/nginx", "-c", "/etc/nginx/nginx.conf", "-g", "pid /x; daemon off;", "it's", ""}, Status: proc.ExitStatus{Code: 1}}
+	e := &childError{Argv: []string{"/usr/sbin/nginx", "-c", "/etc/nginx/nginx.conf", "-g", "pid /x; daemon off;", "it's", ""}, Status: proc.ExitStatus{Code: 1}}
 	want := `/usr/sbin/nginx -c /etc/nginx/nginx.conf -g 'pid /x; daemon off;' 'it'\''s' '': exit status 1`
 	if got := e.Error(); got != want {
 		t.Errorf("got  %s\nwant %s", got, want)

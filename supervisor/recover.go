@@ -24,7 +24,7 @@ import (
 //
 //   - a state file whose writer still runs (same pid and start time: a
 //     baton that lost its lock file) makes Recover adopt nothing and fail
-//     with ErrControlInUse naming that pid: two batons must not supervise
+//     with errControlInUse naming that pid: two batons must not supervise
 //     the same generations;
 //   - a state file that cannot be trusted (not baton's, too large,
 //     truncated, another format, another run directory, inconsistent) is
@@ -83,7 +83,7 @@ func Recover(statePath string, rd *RunDir, log *zap.Logger) (*Handover, error) {
 
 // trustedState reads and validates the state file; a file that cannot be
 // trusted is moved aside and reported (nil returned). A trusted file whose
-// writer still runs is an error (ErrControlInUse).
+// writer still runs is an error (errControlInUse).
 func trustedState(path string, rd *RunDir, log *zap.Logger) (*Handover, []genRefusal, error) {
 	sf, err := readStateFile(path)
 	if sf == nil && err == nil {
@@ -96,7 +96,7 @@ func trustedState(path string, rd *RunDir, log *zap.Logger) (*Handover, []genRef
 	}
 	if err == nil {
 		if ticks, terr := proc.StartTicks(sf.BatonPid); terr == nil && ticks == sf.BatonStartTicks {
-			return nil, nil, fmt.Errorf("%w: the baton that wrote the state file %s (pid %d) still runs: not adopting its generations (two batons must not supervise them); stop it first", ErrControlInUse, path, sf.BatonPid)
+			return nil, nil, fmt.Errorf("%w: the baton that wrote the state file %s (pid %d) still runs: not adopting its generations (two batons must not supervise them); stop it first", errControlInUse, path, sf.BatonPid)
 		}
 		return h, refused, nil
 	}
@@ -192,7 +192,7 @@ func RecoverListeners(h *Handover, specs []fdpass.Spec, pfs ProcFS) (ls *Listene
 	if fromConfig && len(h.Listeners) == 0 {
 		specs = heldTCPSpecs(h, pfs)
 	}
-	ls = &ListenerSet{items: map[ListenerKey]*listenerEntry{}}
+	ls = &ListenerSet{items: map[listenerKey]*listenerEntry{}}
 	for _, sp := range specs {
 		rec, ok := recorded[sp.Key()]
 		var sock *fdpass.Socket

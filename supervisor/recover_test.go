@@ -171,7 +171,7 @@ func TestTruncatedStateFileRecovered(t *testing.T) {
 // TestRunningWriterStopsRecovery guards two batons on one set of
 // generations: a state file whose writer still runs (here the test itself)
 // makes Recover adopt nothing, not even the generations found by their
-// markers, and fail with ErrControlInUse naming the writer's pid.
+// markers, and fail with errControlInUse naming the writer's pid.
 func TestRunningWriterStopsRecovery(t *testing.T) {
 	rd := newRunDir(t, 1, 2)
 	p := startProc(t, []string{markerVar + "=" + rd.markerValue("1-2-0000000a", 2)}, true, "sleep", "30")
@@ -195,8 +195,8 @@ func TestRunningWriterStopsRecovery(t *testing.T) {
 	if h != nil {
 		t.Errorf("Recover adopted %+v while the state file's writer runs", h.Gens)
 	}
-	if !errors.Is(err, ErrControlInUse) || !strings.Contains(err.Error(), "pid "+strconv.Itoa(os.Getpid())) {
-		t.Errorf("Recover: %v, want ErrControlInUse naming pid %d", err, os.Getpid())
+	if !errors.Is(err, errControlInUse) || !strings.Contains(err.Error(), "pid "+strconv.Itoa(os.Getpid())) {
+		t.Errorf("Recover: %v, want errControlInUse naming pid %d", err, os.Getpid())
 	}
 	if _, err := os.Stat(state); err != nil {
 		t.Errorf("the state file of a running writer was moved: %v", err)

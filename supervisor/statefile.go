@@ -81,13 +81,13 @@ func (s *Supervisor) saveState() {
 	s.savedState = data
 }
 
-// ReadState reads a state file a previous baton left: a regular file (not
+// readState reads a state file a previous baton left: a regular file (not
 // a symbolic link) of baton's uid, at most stateLimit bytes, in this
 // format. (nil, nil) when there is none. The processes it lists are not
 // checked: see Recover for that.
-func ReadState(path string) (*Handover, error) { return ReadStateOwnedBy(path, os.Geteuid()) }
+func readState(path string) (*Handover, error) { return ReadStateOwnedBy(path, os.Geteuid()) }
 
-// ReadStateOwnedBy is ReadState for the state file of a baton running as
+// ReadStateOwnedBy is readState for the state file of a baton running as
 // uid owner (doctor reads a non-root baton's).
 func ReadStateOwnedBy(path string, owner int) (*Handover, error) {
 	sf, err := readStateFileOwnedBy(path, owner)

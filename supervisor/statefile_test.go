@@ -46,33 +46,33 @@ func stateOf(t testing.TB, run string, gen lifecycle.Gen, pid int, ticks uint64,
 func TestReadState(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "b.sock.state")
-	if h, err := ReadState(path); h != nil || err != nil {
+	if h, err := readState(path); h != nil || err != nil {
 		t.Fatalf("missing file: %v, %v; want nil, nil", h, err)
 	}
 	for _, bad := range []string{"{not json", `{"baton_pid":12,"gens":[{"generation":3,"pid":77,"start_ticks":9}]}`} {
 		must(t, os.WriteFile(path, []byte(bad), 0o600))
-		if _, err := ReadState(path); err == nil || !strings.Contains(err.Error(), path) {
+		if _, err := readState(path); err == nil || !strings.Contains(err.Error(), path) {
 			t.Fatalf("%q: %v, want an error naming %s", bad, err, path)
 		}
 	}
 	must(t, os.WriteFile(path, realState(t), 0o600))
-	h, err := ReadState(path)
+	h, err := readState(path)
 	if err != nil || len(h.Gens) != 2 || h.Gens[1].Gen != 2 || h.Gens[1].StartTicks == 0 {
-		t.Fatalf("ReadState = %+v, %v", h, err)
+		t.Fatalf("readState = %+v, %v", h, err)
 	}
 	link := filepath.Join(dir, "link.state")
 	must(t, os.Symlink(path, link))
-	if _, err := ReadState(link); err == nil || !strings.Contains(err.Error(), "symbolic link") {
+	if _, err := readState(link); err == nil || !strings.Contains(err.Error(), "symbolic link") {
 		t.Errorf("symbolic link: %v, want a refusal", err)
 	}
 	big := filepath.Join(dir, "big.state")
 	must(t, os.WriteFile(big, make([]byte, stateLimit+1), 0o600))
-	if _, err := ReadState(big); err == nil || !strings.Contains(err.Error(), "larger than") {
+	if _, err := readState(big); err == nil || !strings.Contains(err.Error(), "larger than") {
 		t.Errorf("oversized: %v, want a refusal", err)
 	}
 	if os.Geteuid() == 0 {
 		must(t, os.Chown(path, 65534, -1))
-		if _, err := ReadState(path); err == nil || !strings.Contains(err.Error(), "owned by uid 65534") {
+		if _, err := readState(path); err == nil || !strings.Contains(err.Error(), "owned by uid 65534") {
 			t.Errorf("another uid's file: %v, want a refusal", err)
 		}
 	}

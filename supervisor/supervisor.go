@@ -179,7 +179,7 @@ func New(cfg Config, deps Deps) (*Supervisor, error) {
 	}
 	cfg.Env = childEnv(cfg.Env)
 	if deps.Clock == nil {
-		deps.Clock = RealClock{}
+		deps.Clock = realClock{}
 	}
 	if deps.Notify == nil {
 		deps.Notify = func(string) {}

@@ -172,9 +172,9 @@ func TestReloadCheckFailedKeepsServing(t *testing.T) {
 	if !strings.Contains(err.Error(), "unknown keyword 'bnid'") {
 		t.Errorf("error %q lacks the checker's stderr", err)
 	}
-	var ce *ChildError
+	var ce *childError
 	if !errors.As(err, &ce) || ce.Status.Code != 1 {
-		t.Errorf("error %v: want a *ChildError with exit status 1", err)
+		t.Errorf("error %v: want a *childError with exit status 1", err)
 	}
 	st := h.status()
 	if g := h.active(st); g.Gen != 1 || g.Pid != p1 {

@@ -39,11 +39,11 @@ const strayWait = 2 * time.Second
 // generation: TRACKID.GEN:MAC (RunDir.markerValue).
 const markerVar = proc.MarkerVar
 
-// TrackingHandover is what a next baton (upgrade) or a restarted one (state
+// trackingHandover is what a next baton (upgrade) or a restarted one (state
 // file) needs to keep tracking the generations: the tracking ID in their
 // markers and the cgroup subtree ("" without one). Both are checked before
 // use (validTrackID, cgroupTree.adopt).
-type TrackingHandover struct {
+type trackingHandover struct {
 	ID     string `json:"id"`
 	Cgroup string `json:"cgroup,omitempty"`
 }
@@ -306,7 +306,7 @@ func (s *Supervisor) endTrackingOnce() {
 // its cgroup subtree, when it is where this baton would have created it
 // (cgroupTree.adopt): new generations then join it, and it is removed at
 // exit. It returns the previous ID, "" when unknown or malformed.
-func (s *Supervisor) adoptTracking(t *TrackingHandover) string {
+func (s *Supervisor) adoptTracking(t *trackingHandover) string {
 	if t == nil || !validTrackID(t.ID) {
 		if t != nil {
 			s.log.Warn("tracking ID of the previous baton refused: its generations are tracked by process group and tree", zap.String("id", t.ID))
@@ -351,7 +351,7 @@ func adoptedTrack(cg *cgroupTree, rd *RunDir, gh GenHandover, prevID string) gen
 // that directory exists (cgroupTree.adopt checks it again). nil when no
 // valid ID is found, or when the ID's pid and start time name a live
 // process: that baton runs, and its subtree is not this one's to take over.
-func markerTracking(leaders map[lifecycle.Gen]leader) *TrackingHandover {
+func markerTracking(leaders map[lifecycle.Gen]leader) *trackingHandover {
 	base, baseErr := ownCgroup()
 	var id string
 	var newest lifecycle.Gen
@@ -372,7 +372,7 @@ func markerTracking(leaders map[lifecycle.Gen]leader) *TrackingHandover {
 	if ticks, err := proc.StartTicks(pid); err == nil && strconv.FormatUint(ticks, 10) == f[1] {
 		return nil
 	}
-	t := &TrackingHandover{ID: id}
+	t := &trackingHandover{ID: id}
 	if baseErr == nil {
 		var st unix.Stat_t
 		if dir := filepath.Join(base, cgroupName+id); unix.Lstat(dir, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {

@@ -26,8 +26,8 @@ type Upgrader interface {
 	Upgrade(handover *os.File) error
 }
 
-// ErrUpgradeUnavailable means this baton cannot upgrade itself.
-var ErrUpgradeUnavailable = errors.New("upgrade is not available")
+// errUpgradeUnavailable means this baton cannot upgrade itself.
+var errUpgradeUnavailable = errors.New("upgrade is not available")
 
 // UpgradeTimeout bounds an upgrade: the new baton's start until it is
 // ready (tableflip), and each side of the handover conversation.
@@ -39,7 +39,7 @@ const UpgradeTimeout = 30 * time.Second
 // failure is logged here, once; callers only pass the error on.
 func (s *Supervisor) doUpgrade() (api.UpgradeResult, error) {
 	if s.upgrader == nil {
-		return api.UpgradeResult{}, ErrUpgradeUnavailable
+		return api.UpgradeResult{}, errUpgradeUnavailable
 	}
 	res, err := s.upgrade()
 	if err != nil {
@@ -127,7 +127,7 @@ func (s *Supervisor) collectHandover(withFds bool) (Handover, []int, error) {
 		return Handover{}, nil, err
 	}
 	h := Handover{BatonPid: os.Getpid(), Machine: snap, LastGood: s.lastGood, PidFile: s.pidFile, ControlFd: -1, LockFd: -1, InitFd: -1, MetricsFd: -1,
-		Tracking: &TrackingHandover{ID: s.trackID, Cgroup: s.cgroups.dir}}
+		Tracking: &trackingHandover{ID: s.trackID, Cgroup: s.cgroups.dir}}
 	if withFds { // an upgrade: the next baton shows the same history
 		h.Reloads, h.LastReload = s.history.list(), s.lastReload
 	}
@@ -372,7 +372,7 @@ func (s *Supervisor) startAdopted(ctx context.Context) {
 // AdoptListeners rebuilds a listener set from a handover and its
 // descriptors (taken from fds).
 func AdoptListeners(h Handover, fds []int) (*ListenerSet, error) {
-	ls := &ListenerSet{items: map[ListenerKey]*listenerEntry{}}
+	ls := &ListenerSet{items: map[listenerKey]*listenerEntry{}}
 	for _, l := range h.Listeners {
 		sp, err := fdpass.ParseSpec(l.Spec)
 		fd := fdAt(fds, l.Fd)
