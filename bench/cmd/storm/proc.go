@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -11,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	batonproc "github.com/batonproxy/baton/internal/proc"
 	"github.com/batonproxy/baton/internal/testbed"
 )
 
@@ -90,48 +90,19 @@ type procID struct {
 	Start uint64 // clock ticks after boot, field 22 of /proc/PID/stat
 }
 
-// procStat is what the bench reads from /proc/PID/stat.
-type procStat struct {
-	state string
-	ppid  int
-	start uint64
-	ticks uint64 // utime + stime
-}
-
-func readStat(pid int) (procStat, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return procStat{}, err
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return procStat{}, errors.New("malformed stat")
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 20 {
-		return procStat{}, errors.New("short stat")
-	}
-	// f[0] is field 3 (state); field n is f[n-3].
-	ppid, _ := strconv.Atoi(f[1])
-	ut, _ := strconv.ParseUint(f[11], 10, 64)
-	st, _ := strconv.ParseUint(f[12], 10, 64)
-	start, _ := strconv.ParseUint(f[19], 10, 64)
-	return procStat{state: f[0], ppid: ppid, start: start, ticks: ut + st}, nil
-}
-
 // idOf names a live process; false if it is gone.
 func idOf(pid int) (procID, bool) {
-	st, err := readStat(pid)
-	if err != nil || st.state == "Z" {
+	st, err := batonproc.ReadStat(pid)
+	if err != nil || st.State == 'Z' {
 		return procID{}, false
 	}
-	return procID{Pid: pid, Start: st.start}, true
+	return procID{Pid: pid, Start: st.StartTicks}, true
 }
 
 // alive reports whether this very process still runs (not a zombie).
 func (id procID) alive() bool {
-	st, err := readStat(id.Pid)
-	return err == nil && st.start == id.Start && st.state != "Z"
+	st, err := batonproc.ReadStat(id.Pid)
+	return err == nil && st.StartTicks == id.Start && st.State != 'Z'
 }
 
 // signal sends sig to this very process, if it still runs.
@@ -219,8 +190,8 @@ func footprintOf(pid int) (footprint, error) {
 	if err != nil {
 		return footprint{}, err
 	}
-	st, err := readStat(pid)
-	return footprint{RSSKB: rss, Fds: fds, Ticks: st.ticks}, err
+	st, err := batonproc.ReadStat(pid)
+	return footprint{RSSKB: rss, Fds: fds, Ticks: st.CPUTicks}, err
 }
 
 // tail returns the last n lines of a file, for error messages.
