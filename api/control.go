@@ -12,3 +12,8 @@ type UpgradeResult struct {
 	OldPid int `json:"old_pid"`
 	NewPid int `json:"new_pid"`
 }
+
+// StopResponse is the answer of POST /v1/stop once baton has stopped.
+type StopResponse struct {
+	Stopped bool `json:"stopped"`
+}

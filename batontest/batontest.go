@@ -20,8 +20,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/procfs"
-
 	"github.com/batonproxy/baton/fdpass"
 	"github.com/batonproxy/baton/internal/proc"
 	"github.com/batonproxy/baton/internal/testbed"
@@ -156,12 +154,8 @@ func Descendants(pid int) []int { return proc.Descendants(pid) }
 
 // Alive reports whether pid exists and is not a zombie.
 func Alive(pid int) bool {
-	p, err := procfs.NewProc(pid)
-	if err != nil {
-		return false
-	}
-	st, err := p.Stat()
-	return err == nil && st.State != "Z"
+	st, err := proc.ReadStat(pid)
+	return err == nil && st.State != 'Z'
 }
 
 // AllGone reports whether none of pids is alive.

@@ -33,10 +33,10 @@ var testSide = []string{"batontest", "bench/", "integration", "examples/"}
 // testOnly are the test-side packages only tests import.
 var testOnly = []string{"batontest", "integration"}
 
-// binaries are the commands users run (baton, and the bench's storm run):
-// none may link the testing package (and its flags) or a package only
-// tests import.
-var binaries = []string{"cmd/baton", "bench/cmd/"}
+// binaries are where the commands users run live (baton, the bench's storm
+// run, the example servers): no main package there may link the testing
+// package (and its flags) or a package only tests import.
+var binaries = []string{"cmd/baton", "bench/cmd/", "examples/"}
 
 // lifecycle is the pure machine: no process, file, socket or logger, and
 // no clock but the time its events carry.
@@ -50,6 +50,7 @@ var (
 // pkg is what the test reads of `go list -json`.
 type pkg struct {
 	ImportPath   string
+	Name         string
 	Dir          string
 	GoFiles      []string
 	Imports      []string
@@ -88,7 +89,7 @@ func TestCommandsDoNotLinkTesting(t *testing.T) {
 	n := 0
 	for _, p := range listPackages(t) {
 		rel := relPath(p.ImportPath)
-		if !hasPrefix(rel, binaries) {
+		if !hasPrefix(rel, binaries) || p.Name != "main" {
 			continue
 		}
 		n++
@@ -104,8 +105,8 @@ func TestCommandsDoNotLinkTesting(t *testing.T) {
 }
 
 // TestLifecycleIsPure: the lifecycle machine imports no os, os/exec,
-// syscall, net or zap, and reads no clock (time.Time and time.Duration
-// are fine).
+// syscall, net or zap, nothing of baton's but api, and reads no clock
+// (time.Time and time.Duration are fine).
 func TestLifecycleIsPure(t *testing.T) {
 	var lc *pkg
 	for _, p := range listPackages(t) {
@@ -119,6 +120,9 @@ func TestLifecycleIsPure(t *testing.T) {
 	for _, imp := range lc.Imports {
 		if slices.Contains(lifecycleBanned, imp) || hasPrefix(imp, []string{"net/", "go.uber.org/zap/"}) {
 			t.Errorf("%s imports %s", lifecycle, imp)
+		}
+		if strings.HasPrefix(imp, module+"/") && relPath(imp) != "api" {
+			t.Errorf("%s imports %s: the machine imports nothing of baton's but api", lifecycle, relPath(imp))
 		}
 	}
 	fset := token.NewFileSet()
@@ -148,8 +152,14 @@ func TestLifecycleIsPure(t *testing.T) {
 // or "" when it may. inTest: the import is from from's tests, which may
 // also use test-side packages.
 func forbidden(from, imp string, inTest bool) string {
+	if !inTest && hasPrefix(from, []string{"api"}) && !isStd(imp) {
+		return "api imports only the standard library"
+	}
 	if !strings.HasPrefix(imp, module+"/") {
 		return "" // the standard library or a dependency
+	}
+	if !inTest && hasPrefix(from, []string{"fdpass"}) && !hasPrefix(relPath(imp), []string{"fdpass"}) {
+		return "fdpass is mechanism only: it imports nothing of baton's"
 	}
 	to := relPath(imp)
 	switch {
@@ -186,6 +196,12 @@ func rank(rel string) int {
 }
 
 func isTestSide(rel string) bool { return hasPrefix(rel, testSide) }
+
+// isStd: imp is a standard-library package (no dot in its first element).
+func isStd(imp string) bool {
+	first, _, _ := strings.Cut(imp, "/")
+	return !strings.Contains(first, ".")
+}
 
 // hasPrefix: rel is one of prefixes, or under it. A prefix ending in "/"
 // is a directory whose packages match, not itself.

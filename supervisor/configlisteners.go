@@ -66,11 +66,11 @@ func (s *Supervisor) checkSpec(rt *genRuntime, spec proxyctl.GenSpec) proxyctl.G
 // current ones.
 func (s *Supervisor) acquire(rt *genRuntime, replacement bool) ([]proxyctl.Listener, error) {
 	if !s.cfg.ListenersFromConfig || replacement || rt.wanted == nil {
-		ls := s.cfg.Listeners.Acquire(rt.gen)
+		ls := s.cfg.Listeners.acquire(rt.gen)
 		rt.acquired = len(ls) > 0 || !s.cfg.ListenersFromConfig
 		return ls, nil
 	}
-	ls, bound, err := s.cfg.Listeners.AcquireFor(rt.gen, rt.wanted)
+	ls, bound, err := s.cfg.Listeners.acquireFor(rt.gen, rt.wanted)
 	if err != nil {
 		return nil, fmt.Errorf("listeners: %w", err)
 	}
@@ -92,7 +92,7 @@ func (s *Supervisor) activateListeners(gen lifecycle.Gen) {
 			where[listenerKey(w.Spec.Key())] = w.Where
 		}
 	}
-	removed, err := s.cfg.Listeners.Activate(gen, where)
+	removed, err := s.cfg.Listeners.activate(gen, where)
 	for _, sock := range removed {
 		s.log.Info("listener not in the active config: closed once no generation holds it",
 			zap.Int("gen", int(gen)), zap.String("addr", sock.Addr()), zap.Uint64("inode", sock.Inode()))

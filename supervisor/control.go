@@ -259,7 +259,7 @@ func (c *ControlServer) stop(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "stop_failed", err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]bool{"stopped": true})
+	writeJSON(w, http.StatusOK, api.StopResponse{Stopped: true})
 }
 
 func (c *ControlServer) upgrade(w http.ResponseWriter, r *http.Request) {

@@ -60,7 +60,7 @@ func (s *Supervisor) genRuntime(gen lifecycle.Gen) (*genRuntime, error) {
 	if rt := s.gens[gen]; rt != nil {
 		return rt, nil
 	}
-	dir := s.run.GenDir(gen)
+	dir := s.run.genDir(gen)
 	if err := os.RemoveAll(dir); err != nil {
 		return nil, err
 	}
@@ -101,7 +101,7 @@ func (s *Supervisor) runCheck(gen lifecycle.Gen) lifecycle.Event {
 	if s.served() {
 		s.notify(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d\nSTATUS=reloading: checking generation %d", monotonicUsec(), gen))
 	}
-	spec := s.genSpec(rt, s.cfg.Listeners.Current())
+	spec := s.genSpec(rt, s.cfg.Listeners.current())
 	plan := s.planCheck(spec, s.cfg.Check)
 	if plan.none() {
 		return lifecycle.CheckDone{At: s.clock.Now(), Gen: gen}
@@ -446,7 +446,7 @@ func (s *Supervisor) watchRelease(gen lifecycle.Gen) {
 	if rt == nil || rt.proc == nil {
 		return
 	}
-	inodes := s.cfg.Listeners.Inodes()
+	inodes := s.cfg.Listeners.inodes()
 	g, _ := s.genInfo(gen)
 	drainSig := proc.SignalName(s.cfg.Driver.Signal(proxyctl.Drain))
 	s.goEffect(func() {

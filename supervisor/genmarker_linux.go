@@ -55,7 +55,7 @@ type leader struct {
 // being the supervisor's tracking ID (tracking.go: which processes are the
 // generation's) and MAC the proof that baton's uid wrote it (above).
 func (r *RunDir) markerValue(id string, gen lifecycle.Gen) string {
-	return id + "." + strconv.Itoa(int(gen)) + ":" + r.mac(r.GenDir(gen))
+	return id + "." + strconv.Itoa(int(gen)) + ":" + r.mac(r.genDir(gen))
 }
 
 // genDirs lists the generations whose directory exists in the run
@@ -127,7 +127,7 @@ func (r *RunDir) claim(pid int, gens map[lifecycle.Gen]bool) (lifecycle.Gen, str
 		dot := strings.LastIndexByte(idGen, '.')
 		n, err := strconv.Atoi(idGen[dot+1:])
 		gen := lifecycle.Gen(n)
-		if err == nil && gens[gen] && hmac.Equal([]byte(mac), []byte(r.mac(r.GenDir(gen)))) {
+		if err == nil && gens[gen] && hmac.Equal([]byte(mac), []byte(r.mac(r.genDir(gen)))) {
 			return gen, idGen[:max(dot, 0)], true
 		}
 	}

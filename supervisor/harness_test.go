@@ -483,16 +483,11 @@ func holds(pid int, inode uint64) bool {
 
 // procState is the state letter of /proc/PID/stat ("" when pid is gone).
 func procState(pid int) string {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	st, err := proc.ReadStat(pid)
 	if err != nil {
 		return ""
 	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 || i+2 >= len(s) {
-		return ""
-	}
-	return s[i+2 : i+3]
+	return string(st.State)
 }
 
 // gone reports whether pid no longer exists, not even as a zombie.

@@ -19,11 +19,11 @@ import (
 // last generation holding it is forgotten, and an address kept across a
 // reload keeps its socket.
 
-// AcquireFor records gen as a user of the socket of every wanted address,
+// acquireFor records gen as a user of the socket of every wanted address,
 // binding those the set lacks, and returns them for gen's driver in wanted
 // order; bound lists the indexes (in wanted and out) of the sockets it
 // created. On error nothing changed.
-func (ls *ListenerSet) AcquireFor(gen lifecycle.Gen, wanted []proxyctl.ConfigListener) (out []proxyctl.Listener, bound []int, err error) {
+func (ls *ListenerSet) acquireFor(gen lifecycle.Gen, wanted []proxyctl.ConfigListener) (out []proxyctl.Listener, bound []int, err error) {
 	var fresh []*fdpass.Socket
 	undo := func(err error) ([]proxyctl.Listener, []int, error) {
 		for _, s := range fresh {
@@ -67,12 +67,12 @@ func (ls *ListenerSet) AcquireFor(gen lifecycle.Gen, wanted []proxyctl.ConfigLis
 	return out, bound, nil
 }
 
-// Activate makes gen's listeners the current ones (gen became the active
+// activate makes gen's listeners the current ones (gen became the active
 // generation): entries gen does not use are marked removed and closed at
 // once when no generation uses them, the others are current again. where
 // records, by key, where gen's configuration declares each address. It
 // returns the sockets marked removed and close errors.
-func (ls *ListenerSet) Activate(gen lifecycle.Gen, where map[listenerKey]string) (removed []*fdpass.Socket, err error) {
+func (ls *ListenerSet) activate(gen lifecycle.Gen, where map[listenerKey]string) (removed []*fdpass.Socket, err error) {
 	var errs []error
 	for _, k := range append([]listenerKey(nil), ls.order...) {
 		e := ls.items[k]
@@ -94,9 +94,9 @@ func (ls *ListenerSet) Activate(gen lifecycle.Gen, where map[listenerKey]string)
 	return removed, errors.Join(errs...)
 }
 
-// Where is where the active configuration declares the listener of key
+// where is where the active configuration declares the listener of key
 // ("" when not from a configuration).
-func (ls *ListenerSet) Where(key listenerKey) string {
+func (ls *ListenerSet) where(key listenerKey) string {
 	if e := ls.items[key]; e != nil {
 		return e.where
 	}

@@ -56,27 +56,27 @@ func TestListenerSetDiff(t *testing.T) {
 	}
 
 	// Generation 1 wants a and b: both bound, current once it is active.
-	got, bound, err := ls.AcquireFor(1, wantedOf(t, a, b))
+	got, bound, err := ls.acquireFor(1, wantedOf(t, a, b))
 	if err != nil || len(got) != 2 || len(bound) != 2 {
 		t.Fatalf("gen 1: %d listeners, %d bound, %v", len(got), len(bound), err)
 	}
 	if len(ls.Sockets()) != 0 {
 		t.Errorf("sockets current before generation 1 is active: %d", len(ls.Sockets()))
 	}
-	if _, err := ls.Activate(1, map[listenerKey]string{listenerKey(got[0].Spec.Key()): "h.cfg:1"}); err != nil {
+	if _, err := ls.activate(1, map[listenerKey]string{listenerKey(got[0].Spec.Key()): "h.cfg:1"}); err != nil {
 		t.Fatal(err)
 	}
-	if len(ls.Sockets()) != 2 || ls.Where(listenerKey(got[0].Spec.Key())) != "h.cfg:1" {
-		t.Fatalf("after activation: %d current, where %q", len(ls.Sockets()), ls.Where(listenerKey(got[0].Spec.Key())))
+	if len(ls.Sockets()) != 2 || ls.where(listenerKey(got[0].Spec.Key())) != "h.cfg:1" {
+		t.Fatalf("after activation: %d current, where %q", len(ls.Sockets()), ls.where(listenerKey(got[0].Spec.Key())))
 	}
 	inA, inB := inodeOf(ls, a), inodeOf(ls, b)
 
 	// Generation 2 keeps a, drops b, adds c: a keeps its socket.
-	got, bound, err = ls.AcquireFor(2, wantedOf(t, a, c))
+	got, bound, err = ls.acquireFor(2, wantedOf(t, a, c))
 	if err != nil || len(bound) != 1 || got[0].Inode != inA {
 		t.Fatalf("gen 2: %+v bound %v err %v; want a's socket kept (inode %d) and c bound", got, bound, err, inA)
 	}
-	removed, err := ls.Activate(2, nil)
+	removed, err := ls.activate(2, nil)
 	if err != nil || len(removed) != 1 || removed[0].Inode() != inB {
 		t.Fatalf("activate 2: removed %v, %v; want b", removed, err)
 	}
@@ -96,7 +96,7 @@ func TestListenerSetDiff(t *testing.T) {
 	// Generation 3 adds b back and fails before it is active: the socket
 	// bound only for it is closed when it is forgotten, nothing else moves.
 	inC := inodeOf(ls, c)
-	got, bound, err = ls.AcquireFor(3, wantedOf(t, a, b, c))
+	got, bound, err = ls.acquireFor(3, wantedOf(t, a, b, c))
 	if err != nil || len(bound) != 1 {
 		t.Fatalf("gen 3: %v %v", bound, err)
 	}
@@ -112,7 +112,7 @@ func TestListenerSetDiff(t *testing.T) {
 	}
 
 	// A crash replacement takes the active generation's set.
-	if got := ls.Acquire(4); len(got) != 2 {
+	if got := ls.acquire(4); len(got) != 2 {
 		t.Errorf("replacement got %d listeners, want the active set's 2", len(got))
 	}
 
@@ -121,7 +121,7 @@ func TestListenerSetDiff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := ls.AcquireFor(5, wantedOf(t, a, b, "tcp://"+busy.Addr().String())); err == nil || !strings.Contains(err.Error(), "h.cfg:3") {
+	if _, _, err := ls.acquireFor(5, wantedOf(t, a, b, "tcp://"+busy.Addr().String())); err == nil || !strings.Contains(err.Error(), "h.cfg:3") {
 		t.Errorf("bind of a busy address: %v, want an error naming h.cfg:3", err)
 	}
 	busy.Close()
@@ -131,7 +131,7 @@ func TestListenerSetDiff(t *testing.T) {
 	// v6only cannot change on a bound socket.
 	sp, _ := fdpass.ParseSpec(a)
 	sp.V6Only = true
-	if _, _, err := ls.AcquireFor(6, []proxyctl.ConfigListener{{Spec: sp, Where: "h.cfg:9"}}); err == nil || !strings.Contains(err.Error(), "v6only") {
+	if _, _, err := ls.acquireFor(6, []proxyctl.ConfigListener{{Spec: sp, Where: "h.cfg:9"}}); err == nil || !strings.Contains(err.Error(), "v6only") {
 		t.Errorf("changed v6only: %v", err)
 	}
 

@@ -70,9 +70,9 @@ func (ls *ListenerSet) Sockets() []*fdpass.Socket {
 	return out
 }
 
-// Current describes the current (not removed) listeners for a driver,
+// current describes the current (not removed) listeners for a driver,
 // without recording a user.
-func (ls *ListenerSet) Current() []proxyctl.Listener {
+func (ls *ListenerSet) current() []proxyctl.Listener {
 	var out []proxyctl.Listener
 	for _, k := range ls.order {
 		if e := ls.items[k]; !e.removed {
@@ -82,15 +82,15 @@ func (ls *ListenerSet) Current() []proxyctl.Listener {
 	return out
 }
 
-// Acquire records gen as a user of every current listener and returns them
+// acquire records gen as a user of every current listener and returns them
 // for its driver. The descriptors stay valid until Release(gen).
-func (ls *ListenerSet) Acquire(gen lifecycle.Gen) []proxyctl.Listener {
+func (ls *ListenerSet) acquire(gen lifecycle.Gen) []proxyctl.Listener {
 	for _, k := range ls.order {
 		if e := ls.items[k]; !e.removed {
 			e.users[gen] = true
 		}
 	}
-	return ls.Current()
+	return ls.current()
 }
 
 // Release drops gen from every listener's users and closes removed
@@ -128,9 +128,9 @@ func (ls *ListenerSet) closeEntry(k listenerKey) error {
 	return errors.Join(e.sock.Close(), e.sock.Unlink())
 }
 
-// Inodes returns the inodes of every socket in the set, removed ones
+// inodes returns the inodes of every socket in the set, removed ones
 // included: a generation holding any of them still serves.
-func (ls *ListenerSet) Inodes() map[uint64]bool {
+func (ls *ListenerSet) inodes() map[uint64]bool {
 	out := map[uint64]bool{}
 	for _, e := range ls.items {
 		out[e.sock.Inode()] = true

@@ -95,7 +95,7 @@ func TestListenerSetRefcounts(t *testing.T) {
 	if ls.Len() != 2 || len(socks) != 2 {
 		t.Fatalf("Len %d, %d sockets; want 2", ls.Len(), len(socks))
 	}
-	got := ls.Acquire(1)
+	got := ls.acquire(1)
 	if len(got) != 2 {
 		t.Fatalf("Acquire returned %d listeners, want 2", len(got))
 	}
@@ -104,7 +104,7 @@ func TestListenerSetRefcounts(t *testing.T) {
 			t.Errorf("listener %d: %+v does not describe socket %s (fd %d)", i, l, socks[i].Addr(), socks[i].Fd())
 		}
 	}
-	ls.Acquire(2)
+	ls.acquire(2)
 	if err := ls.Release(1); err != nil {
 		t.Errorf("release 1: %v", err)
 	}
@@ -123,7 +123,7 @@ func TestListenerSetRefcounts(t *testing.T) {
 			t.Errorf("socket %s closed after its users were released", s.Addr())
 		}
 	}
-	if in := ls.Inodes(); len(in) != 2 || !in[socks[0].Inode()] || !in[socks[1].Inode()] {
+	if in := ls.inodes(); len(in) != 2 || !in[socks[0].Inode()] || !in[socks[1].Inode()] {
 		t.Errorf("Inodes %v", in)
 	}
 	if in := currentInodes(ls); len(in) != 2 {
@@ -139,7 +139,7 @@ func TestListenerSetRefcounts(t *testing.T) {
 			t.Errorf("fd %d still open after CloseAll", fd)
 		}
 	}
-	if ls.Len() != 0 || len(ls.Sockets()) != 0 || len(ls.Inodes()) != 0 {
+	if ls.Len() != 0 || len(ls.Sockets()) != 0 || len(ls.inodes()) != 0 {
 		t.Errorf("set not empty after CloseAll: Len %d", ls.Len())
 	}
 	if _, err := os.Lstat(path); !errors.Is(err, os.ErrNotExist) {

@@ -19,8 +19,6 @@ type ProcFS interface {
 	SocketInodes(pid int) (map[uint64]bool, error)
 	// Limits returns pid's resource limits, by /proc/PID/limits row name.
 	Limits(pid int) (map[string]proc.Limit, error)
-	// CPUTicks returns user+system clock ticks pid has used.
-	CPUTicks(pid int) (uint64, error)
 	// FdCount is the number of descriptors pid has open.
 	FdCount(pid int) (int, error)
 	// Cmdline is pid's command line, its arguments joined by spaces (the

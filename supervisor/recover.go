@@ -66,7 +66,7 @@ func Recover(statePath string, rd *RunDir, log *zap.Logger) (*Handover, error) {
 		l := leaders[gen]
 		log.Warn("generation found by its marker, not in a trusted state file: adopting it (the newest is active if no listed generation is; the others are told to drain)",
 			zap.Int("gen", int(gen)), zap.Int("pid", l.Pid))
-		out.Gens = append(out.Gens, GenHandover{Gen: gen, Pid: l.Pid, StartTicks: l.Ticks, Dir: rd.GenDir(gen), Pidfd: -1, Output: -1})
+		out.Gens = append(out.Gens, GenHandover{Gen: gen, Pid: l.Pid, StartTicks: l.Ticks, Dir: rd.genDir(gen), Pidfd: -1, Output: -1})
 	}
 	if len(out.Gens) == 0 {
 		return nil, nil

@@ -55,7 +55,7 @@ func newRunDir(t *testing.T, gens ...int) *RunDir {
 		t.Fatal(err)
 	}
 	for _, g := range gens {
-		must(t, os.Mkdir(rd.GenDir(lifecycle.Gen(g)), 0o700))
+		must(t, os.Mkdir(rd.genDir(lifecycle.Gen(g)), 0o700))
 	}
 	return rd
 }
@@ -75,7 +75,7 @@ func TestFindLeaders(t *testing.T) {
 	p1 := startProc(t, []string{markerVar + "=" + rd.markerValue("1-2-0000000a", 1)}, true, sleep...)
 	startProc(t, []string{markerVar + "=1-2-0000000a.2:" + strings.Repeat("0", 32)}, true, sleep...) // forged MAC
 	startProc(t, []string{markerVar + "=" + rd.markerValue("1-2-0000000a", 3)}, false, sleep...)     // not a group leader
-	p4 := startProc(t, nil, true, "/bin/sh", "-c", "read x", rd.GenDir(4)+"/config/x.cfg")           // reads its stdin: no child
+	p4 := startProc(t, nil, true, "/bin/sh", "-c", "read x", rd.genDir(4)+"/config/x.cfg")           // reads its stdin: no child
 	p5 := startProc(t, []string{markerVar + "=" + rd.markerValue("1-2-0000000a", 5)}, true, sleep...)
 	startProc(t, []string{markerVar + "=" + rd.markerValue("1-2-0000000a", 5)}, true, sleep...) // started later: a daemonized child
 	startProc(t, []string{markerVar + "=" + rd.markerValue("1-2-0000000a", 6)}, true, sleep...) // no directory 6
@@ -109,7 +109,7 @@ func TestForgedStateFileRefused(t *testing.T) {
 			}
 			dir := t.TempDir()
 			if inside {
-				dir = rd.GenDir(1)
+				dir = rd.genDir(1)
 			}
 			state := filepath.Join(filepath.Dir(rd.Path), "b.sock.state")
 			must(t, os.WriteFile(state, stateOf(t, rd.Path, 1, pid, ticks, dir), 0o600))
@@ -144,14 +144,14 @@ func TestTruncatedStateFileRecovered(t *testing.T) {
 	p := startProc(t, []string{markerVar + "=" + rd.markerValue("1-2-0000000a", 2)}, true, "sleep", "30")
 	ticks, _ := proc.StartTicks(p.Process.Pid)
 	state := filepath.Join(filepath.Dir(rd.Path), "b.sock.state")
-	full := stateOf(t, rd.Path, 2, p.Process.Pid, ticks, rd.GenDir(2))
+	full := stateOf(t, rd.Path, 2, p.Process.Pid, ticks, rd.genDir(2))
 	must(t, os.WriteFile(state, full[:len(full)/2], 0o600))
 	log, logs := observed()
 	h, err := Recover(state, rd, log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h == nil || len(h.Gens) != 1 || h.Gens[0].Gen != 2 || h.Gens[0].Pid != p.Process.Pid || h.Gens[0].Dir != rd.GenDir(2) {
+	if h == nil || len(h.Gens) != 1 || h.Gens[0].Gen != 2 || h.Gens[0].Pid != p.Process.Pid || h.Gens[0].Dir != rd.genDir(2) {
 		t.Fatalf("Recover = %+v, want generation 2 pid %d", h, p.Process.Pid)
 	}
 	if h.Machine.LastGen != 2 {
@@ -177,7 +177,7 @@ func TestRunningWriterStopsRecovery(t *testing.T) {
 	p := startProc(t, []string{markerVar + "=" + rd.markerValue("1-2-0000000a", 2)}, true, "sleep", "30")
 	ticks, _ := proc.StartTicks(p.Process.Pid)
 	var sf stateFile
-	must(t, json.Unmarshal(stateOf(t, rd.Path, 2, p.Process.Pid, ticks, rd.GenDir(2)), &sf))
+	must(t, json.Unmarshal(stateOf(t, rd.Path, 2, p.Process.Pid, ticks, rd.genDir(2)), &sf))
 	sf.BatonPid = os.Getpid()
 	own, err := proc.StartTicks(os.Getpid())
 	if err != nil {
@@ -349,7 +349,7 @@ func TestRecoverWithoutStateTrackingFromCgroup(t *testing.T) {
 	}
 	syscall.Close(fd)
 	t.Cleanup(func() { _ = prev.remove(dir); _ = prev.close() })
-	p := startProc(t, nil, true, "/bin/sh", "-c", "read x", rd.GenDir(1)+"/config/x.cfg")
+	p := startProc(t, nil, true, "/bin/sh", "-c", "read x", rd.genDir(1)+"/config/x.cfg")
 	must(t, os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(p.Process.Pid)), 0o644))
 
 	log, _ := observed()

@@ -223,8 +223,8 @@ func openOwnedFile(path string, owner int) (*os.File, error) {
 	return os.NewFile(uintptr(fd), path), nil
 }
 
-// GenDir is the private directory of generation gen.
-func (r *RunDir) GenDir(gen lifecycle.Gen) string {
+// genDir is the private directory of generation gen.
+func (r *RunDir) genDir(gen lifecycle.Gen) string {
 	return filepath.Join(r.Path, strconv.Itoa(int(gen)))
 }
 

@@ -37,7 +37,7 @@ func (s *Supervisor) status() (st api.Status, procs []proc.GenProcs) {
 	}
 	for _, sock := range s.cfg.Listeners.Sockets() {
 		sp := sock.Spec()
-		st.Listeners = append(st.Listeners, api.ListenerStatus{Name: sp.Name, Spec: sp.String(), Addr: sock.Addr(), Inode: sock.Inode(), Where: s.cfg.Listeners.Where(listenerKey(sp.Key()))})
+		st.Listeners = append(st.Listeners, api.ListenerStatus{Name: sp.Name, Spec: sp.String(), Addr: sock.Addr(), Inode: sock.Inode(), Where: s.cfg.Listeners.where(listenerKey(sp.Key()))})
 	}
 	for _, g := range s.m.Generations() {
 		st.Generations = append(st.Generations, s.genStatus(g))

@@ -7,7 +7,7 @@ import (
 )
 
 // TestBottomLayer: internal/proc is below every other package of baton and
-// imports none of them (the supervisor, the drivers, fdpass and doctor
+// imports none of them (the supervisor, the drivers, doctor and the test helpers
 // import it).
 func TestBottomLayer(t *testing.T) {
 	const pkg = "github.com/batonproxy/baton/internal/proc"

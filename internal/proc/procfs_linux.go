@@ -30,8 +30,7 @@ const MarkerVar = "BATON_GENERATION"
 
 // Limit is one row of /proc/PID/limits; Unlimited for "unlimited".
 type Limit struct {
-	Soft uint64 `json:"soft"`
-	Hard uint64 `json:"hard"`
+	Soft, Hard uint64
 }
 
 // FS reads what baton needs to know about its descendants from /proc.
@@ -249,9 +248,6 @@ func (r *FS) Cmdline(pid int) (string, error) {
 	args, err := p.CmdLine()
 	return strings.Join(args, " "), err
 }
-
-// CPUTicks returns user+system clock ticks pid has used.
-func (r *FS) CPUTicks(pid int) (uint64, error) { return CPUTicks(pid) }
 
 // Limits parses /proc/PID/limits. procfs only exposes soft limits, and baton
 // reports both.

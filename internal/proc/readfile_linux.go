@@ -2,6 +2,7 @@ package proc
 
 import (
 	"errors"
+	"io/fs"
 
 	"golang.org/x/sys/unix"
 )
@@ -12,7 +13,7 @@ import (
 func readFile(path string, buf []byte) (int, error) {
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return 0, err
+		return 0, &fs.PathError{Op: "open", Path: path, Err: err}
 	}
 	defer unix.Close(fd)
 	n := 0
@@ -22,7 +23,7 @@ func readFile(path string, buf []byte) (int, error) {
 			continue
 		}
 		if err != nil {
-			return n, err
+			return n, &fs.PathError{Op: "read", Path: path, Err: err}
 		}
 		if m == 0 {
 			break

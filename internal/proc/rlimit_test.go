@@ -34,10 +34,6 @@ func TestTakeOnRlimitsStartsWithoutShim(t *testing.T) {
 			t.Errorf("restore NOFILE: %v", err)
 		}
 	})
-	// The limits baton holds itself are inherited: the child starts
-	// directly (one program start less) with exactly them.
-	// The hard limit stays baton's own: lowering it could not be undone
-	// without CAP_SYS_RESOURCE.
 	nofile := Rlimit{Name: "nofile", Resource: unix.RLIMIT_NOFILE, Soft: soft, Max: orig.Max}
 	own, why := TakeOnRlimits([]Rlimit{nofile})
 	if own == nil {
