@@ -254,8 +254,8 @@ func listenUncoveredRefused(t *testing.T, tg listenTarget) {
 		if res.Code != 1 || !strings.Contains(res.Stderr, where) {
 			t.Errorf("exit %d, stderr lacks %s", res.Code, where)
 		}
-		if res.Took > time.Second {
-			t.Errorf("refused after %s, want under 1 s", res.Took)
+		if res.Took > checkTookBound { // the figure is logged; the bound catches a wait for a timeout
+			t.Errorf("refused after %s, want under %s", res.Took, checkTookBound)
 		}
 		after, _ := b.Status()
 		if g, p := after.Active(); g != gen || p != pid || len(after.Generations) != 1 {
