@@ -226,7 +226,8 @@ type nginxListen struct {
 	d         NginxDirective
 	key       string // same form as fdpass.Spec.Key
 	reuseport bool
-	backlog   int // 0: not set
+	quic      bool // HTTP/3: a UDP socket
+	backlog   int  // 0: not set
 }
 
 // parseListen reads a listen directive's address and parameters. Ports
@@ -253,6 +254,8 @@ func parseListen(d NginxDirective) (nginxListen, error) {
 			l.reuseport = true
 		case p == "udp" && strings.HasPrefix(l.key, "stream:"): // stream module
 			l.key = "dgram:" + strings.TrimPrefix(l.key, "stream:")
+		case p == "quic" && strings.HasPrefix(l.key, "stream:"): // HTTP/3
+			l.key, l.quic = "dgram:"+strings.TrimPrefix(l.key, "stream:"), true
 		case strings.HasPrefix(p, "backlog="):
 			n, err := strconv.Atoi(strings.TrimPrefix(p, "backlog="))
 			if err != nil {
@@ -266,14 +269,14 @@ func parseListen(d NginxDirective) (nginxListen, error) {
 
 // nginxListenSpec is the socket a listen directive asks for, as baton
 // binds it: ipv6only defaults to on for IPv6 (as in nginx), backlog= is the
-// socket's backlog. UDP (the stream module's udp) is refused, and so are
-// names instead of addresses.
+// socket's backlog; `quic` (HTTP/3) is a UDP socket. The stream module's
+// udp is refused, and so are names instead of addresses.
 func nginxListenSpec(d NginxDirective) (fdpass.Spec, error) {
 	l, err := parseListen(d)
 	if err != nil {
 		return fdpass.Spec{}, err
 	}
-	if strings.HasPrefix(l.key, "dgram:") {
+	if strings.HasPrefix(l.key, "dgram:") && !l.quic {
 		return fdpass.Spec{}, fmt.Errorf("%s: listen %s udp: UDP listeners are not supported yet", d.where(), d.Args[0])
 	}
 	if path, ok := strings.CutPrefix(l.key, "unix:"); ok {
@@ -282,17 +285,26 @@ func nginxListenSpec(d NginxDirective) (fdpass.Spec, error) {
 		}
 		return fdpass.Spec{Scheme: fdpass.Unix, Addr: path}.Named(), nil
 	}
-	ap := netip.MustParseAddrPort(strings.TrimPrefix(l.key, "stream:"))
-	sp := fdpass.Spec{Scheme: fdpass.TCP4, Addr: ap.String(), Backlog: l.backlog}
+	if l.quic {
+		return nginxInetSpec(d, fdpass.UDP4, fdpass.UDP6, strings.TrimPrefix(l.key, "dgram:"), 0), nil
+	}
+	return nginxInetSpec(d, fdpass.TCP4, fdpass.TCP6, strings.TrimPrefix(l.key, "stream:"), l.backlog), nil
+}
+
+// nginxInetSpec is the spec of an inet listen address: v4 or v6 as the
+// address is, ipv6only unless the directive says ipv6only=off.
+func nginxInetSpec(d NginxDirective, v4, v6 fdpass.Scheme, addr string, backlog int) fdpass.Spec {
+	ap := netip.MustParseAddrPort(addr)
+	sp := fdpass.Spec{Scheme: v4, Addr: ap.String(), Backlog: backlog}
 	if ap.Addr().Is6() {
-		sp.Scheme, sp.V6Only = fdpass.TCP6, true
+		sp.Scheme, sp.V6Only = v6, true
 		for _, p := range d.Args[1:] {
 			if p == "ipv6only=off" {
 				sp.V6Only = false
 			}
 		}
 	}
-	return sp.Named(), nil
+	return sp.Named()
 }
 
 func parseNginxAddr(s string) (netip.AddrPort, error) {
@@ -405,6 +417,8 @@ func checkListen(d NginxDirective, passed map[string]Listener) error {
 	switch {
 	case !ok:
 		return fmt.Errorf("%s: listen %s is not handed over by baton: add it to baton's --listen, or nginx binds a socket of its own in every generation", d.where(), d.Args[0])
+	case l.reuseport && l.quic:
+		return fmt.Errorf("%s: listen %s quic reuseport: nginx would set SO_REUSEPORT on baton's UDP socket and bind a socket of its own beside it for every further worker; remove reuseport (and run one worker: without reuseport nginx's workers share the one socket, and a QUIC packet read by another worker than its connection's is lost)", d.where(), d.Args[0])
 	case l.reuseport:
 		return fmt.Errorf("%s: listen %s reuseport: nginx would open a second socket beside baton's (a reuseport group resets queued connections when a generation exits); remove reuseport", d.where(), d.Args[0])
 	case l.backlog != 0 && l.backlog != nginxDefaultBacklog && l.backlog != p.Backlog:
