@@ -1,0 +1,137 @@
+package integration
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/batonproxy/baton/batontest"
+)
+
+// quicTarget is a proxy serving HTTP/1.1 on a TCP port and HTTP/3 on a
+// UDP port, both listeners taken from its config.
+type quicTarget struct {
+	name    string
+	config  func(tcp, udp, version int) string
+	command []string // without the config path
+	// perConn: the proxy gives each QUIC connection a socket of its own,
+	// bound to the listener's address beside baton's (HAProxy).
+	perConn bool
+}
+
+func haproxyQUICTarget(t *testing.T, dir string) quicTarget {
+	bin := requireQUIC(t, "haproxy")
+	_, _, both := quicCert(t, dir)
+	return quicTarget{
+		name: "haproxy",
+		config: func(tcp, udp, v int) string {
+			var b strings.Builder
+			b.WriteString("global\n    maxconn 1000\n    limited-quic\n\n")
+			b.WriteString("resolvers default\n    nameserver ns1 127.0.0.1:53\n\n")
+			b.WriteString("defaults\n    mode http\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n\nfrontend fe\n")
+			fmt.Fprintf(&b, "    bind 127.0.0.1:%d\n", tcp)
+			fmt.Fprintf(&b, "    bind quic4@127.0.0.1:%d ssl crt %s alpn h3\n", udp, both)
+			fmt.Fprintf(&b, "    http-request return status 200 content-type text/plain hdr X-Gen %d string \"generation %d\\n\"\n", v, v)
+			return b.String()
+		},
+		command: []string{bin, "-f"},
+		perConn: true,
+	}
+}
+
+func nginxQUICTarget(t *testing.T, dir string) quicTarget {
+	bin := requireQUIC(t, "nginx")
+	cert, key, _ := quicCert(t, dir)
+	return quicTarget{
+		name: "nginx",
+		config: func(tcp, udp, v int) string {
+			var b strings.Builder
+			// One worker: without reuseport nginx's workers share baton's
+			// one UDP socket, and a packet read by another worker than its
+			// connection's is lost (docs/design.md).
+			b.WriteString("worker_processes 1;\nerror_log stderr warn;\nevents { worker_connections 1024; }\n")
+			b.WriteString("http {\n    access_log off;\n    server {\n")
+			fmt.Fprintf(&b, "        listen 127.0.0.1:%d;\n        listen 127.0.0.1:%d quic;\n", tcp, udp)
+			fmt.Fprintf(&b, "        ssl_certificate %s;\n        ssl_certificate_key %s;\n", cert, key)
+			fmt.Fprintf(&b, "        location / { add_header X-Gen %d always; return 200 \"generation %d\\n\"; }\n    }\n}\n", v, v)
+			return b.String()
+		},
+		command: []string{bin, "-e", "stderr", "-c"},
+	}
+}
+
+func TestQUICListenerHAProxy(t *testing.T) {
+	dir := batontest.ShortTempDir(t)
+	quicListener(t, haproxyQUICTarget(t, dir), dir)
+}
+
+func TestQUICListenerNginx(t *testing.T) {
+	dir := batontest.ShortTempDir(t)
+	quicListener(t, nginxQUICTarget(t, dir), dir)
+}
+
+// quicListener: a QUIC (HTTP/3) listener in the proxy's config is a UDP
+// socket baton binds once and hands to every generation (docs/design.md's
+// invariant 1 for UDP): an HTTP/3 request is answered; baton holds the one
+// unconnected UDP socket on the address; after a reload the new
+// generation answers over HTTP/3 on the same socket (same inode, still one
+// socket on the address, no second bind), and the TCP listener is
+// unchanged. For HAProxy, a live QUIC connection has a socket of its own
+// bound beside baton's (what SO_REUSEADDR on baton's UDP socket allows).
+func quicListener(t *testing.T, tg quicTarget, dir string) {
+	tcp, udp := batontest.FreePort(t), freeUDPPort(t)
+	cfg := filepath.Join(dir, tg.name+".conf")
+	writeConf(t, cfg, tg.config(tcp, udp, 1))
+	b := batontest.StartBaton(t, append(append([]string{"--"}, tg.command...), cfg), batontest.StartOptions{})
+
+	udpInode, tcpInode := ownedUDPListener(t, b, udp), ownedListener(t, b, tcp)
+	if st, _ := b.Status(); len(st.Listeners) != 2 {
+		t.Errorf("status lists %d listeners, want 2 (TCP and UDP): %+v", len(st.Listeners), st.Listeners)
+	}
+	t.Logf("UDP 127.0.0.1:%d: one socket, baton's, inode %d; TCP 127.0.0.1:%d inode %d", udp, udpInode, tcp, tcpInode)
+
+	h := newH3Client()
+	start := time.Now()
+	r, err := h.get(udp)
+	if err != nil || r.Status != 200 || r.Gen != "1" {
+		h.close()
+		t.Fatalf("HTTP/3 GET: %+v %v, want 200 from generation 1\n%s", r, err, b.LogTail(30))
+	}
+	t.Logf("HTTP/3 GET answered by generation 1 in %s", time.Since(start).Round(time.Millisecond))
+	_, conns := udpSocketsOn(t, udp)
+	switch {
+	case tg.perConn && len(conns) == 0:
+		t.Errorf("no connected UDP socket on 127.0.0.1:%d during a QUIC connection: HAProxy fell back to the listener socket (SO_REUSEADDR missing?)", udp)
+	case !tg.perConn && len(conns) != 0:
+		t.Errorf("connected UDP sockets on 127.0.0.1:%d: %+v, want none (nginx uses the listener socket)", udp, conns)
+	}
+	t.Logf("during the QUIC connection: %d connected UDP socket(s) bound to the listener's address", len(conns))
+	h.close()
+
+	if g := batontest.HTTPGet(fmt.Sprintf("127.0.0.1:%d", tcp), "/", 5*time.Second); g.Err != nil || g.Status != 200 || g.Gen != "1" {
+		t.Fatalf("TCP GET: %+v", g)
+	}
+
+	writeConf(t, cfg, tg.config(tcp, udp, 2))
+	start = time.Now()
+	if res := b.CLI("reload"); res.Code != 0 {
+		t.Fatalf("reload: exit %d: %s\n%s", res.Code, res.Stderr, b.LogTail(30))
+	}
+	t.Logf("reload acknowledged in %s", time.Since(start).Round(time.Millisecond))
+	r, err = h3Get(udp)
+	if err != nil || r.Status != 200 || r.Gen != "2" {
+		t.Fatalf("HTTP/3 GET after the reload: %+v %v, want 200 from generation 2\n%s", r, err, b.LogTail(30))
+	}
+	if in := ownedUDPListener(t, b, udp); in != udpInode {
+		t.Errorf("UDP socket inode %d after the reload, want %d", in, udpInode)
+	}
+	if in := ownedListener(t, b, tcp); in != tcpInode {
+		t.Errorf("TCP socket inode %d after the reload, want %d", in, tcpInode)
+	}
+	if g := batontest.HTTPGet(fmt.Sprintf("127.0.0.1:%d", tcp), "/", 5*time.Second); g.Err != nil || g.Status != 200 || g.Gen != "2" {
+		t.Errorf("TCP GET after the reload: %+v", g)
+	}
+	t.Logf("after the reload: HTTP/3 and TCP answered by generation 2, UDP inode %d and TCP inode %d kept", udpInode, tcpInode)
+}
