@@ -105,14 +105,15 @@ type h3Client struct {
 
 func newH3Client() *h3Client {
 	tr := &http3.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true, NextProtos: []string{http3.NextProtoH3}}}
-	return &h3Client{tr: tr, c: &http.Client{Transport: tr, Timeout: 10 * time.Second}}
+	return &h3Client{tr: tr, c: &http.Client{Transport: tr, Timeout: 20 * time.Second}}
 }
 
-// get sends one GET over HTTP/3 and returns the status, X-Gen and body.
-func (h *h3Client) get(port int) (batontest.HTTPResult, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+// get sends one GET of path over HTTP/3 and returns the status, X-Gen and
+// body.
+func (h *h3Client) get(port int, path string) (batontest.HTTPResult, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("https://127.0.0.1:%d/", port), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("https://127.0.0.1:%d%s", port, path), nil)
 	if err != nil {
 		return batontest.HTTPResult{}, err
 	}
@@ -136,7 +137,7 @@ func (h *h3Client) close() { _ = h.tr.Close() }
 func h3Get(port int) (batontest.HTTPResult, error) {
 	h := newH3Client()
 	defer h.close()
-	return h.get(port)
+	return h.get(port, "/")
 }
 
 // udpSocket is one line of /proc/net/udp.

@@ -14,10 +14,12 @@ import (
 // UDP port, both listeners taken from its config.
 type quicTarget struct {
 	name    string
-	config  func(tcp, udp, version int) string
+	config  func(tcp, udp, version, slow int) string
 	command []string // without the config path
 	// perConn: the proxy gives each QUIC connection a socket of its own,
-	// bound to the listener's address beside baton's (HAProxy).
+	// bound to the listener's address beside baton's (HAProxy); without
+	// it (nginx) a draining generation keeps the listener socket for its
+	// connections until it exits.
 	perConn bool
 }
 
@@ -26,14 +28,15 @@ func haproxyQUICTarget(t *testing.T, dir string) quicTarget {
 	_, _, both := quicCert(t, dir)
 	return quicTarget{
 		name: "haproxy",
-		config: func(tcp, udp, v int) string {
+		config: func(tcp, udp, v, slow int) string {
 			var b strings.Builder
 			b.WriteString("global\n    maxconn 1000\n    limited-quic\n\n")
 			b.WriteString("resolvers default\n    nameserver ns1 127.0.0.1:53\n\n")
 			b.WriteString("defaults\n    mode http\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n\nfrontend fe\n")
 			fmt.Fprintf(&b, "    bind 127.0.0.1:%d\n", tcp)
 			fmt.Fprintf(&b, "    bind quic4@127.0.0.1:%d ssl crt %s alpn h3\n", udp, both)
-			fmt.Fprintf(&b, "    http-request return status 200 content-type text/plain hdr X-Gen %d string \"generation %d\\n\"\n", v, v)
+			fmt.Fprintf(&b, "    http-request return status 200 content-type text/plain hdr X-Gen %d string \"generation %d\\n\" unless { path_beg /slow }\n", v, v)
+			fmt.Fprintf(&b, "    http-response set-header X-Gen %d\n    default_backend slow\n\nbackend slow\n    server s1 127.0.0.1:%d\n", v, slow)
 			return b.String()
 		},
 		command: []string{bin, "-f"},
@@ -46,7 +49,7 @@ func nginxQUICTarget(t *testing.T, dir string) quicTarget {
 	cert, key, _ := quicCert(t, dir)
 	return quicTarget{
 		name: "nginx",
-		config: func(tcp, udp, v int) string {
+		config: func(tcp, udp, v, slow int) string {
 			var b strings.Builder
 			// One worker: without reuseport nginx's workers share baton's
 			// one UDP socket, and a packet read by another worker than its
@@ -55,6 +58,7 @@ func nginxQUICTarget(t *testing.T, dir string) quicTarget {
 			b.WriteString("http {\n    access_log off;\n    server {\n")
 			fmt.Fprintf(&b, "        listen 127.0.0.1:%d;\n        listen 127.0.0.1:%d quic;\n", tcp, udp)
 			fmt.Fprintf(&b, "        ssl_certificate %s;\n        ssl_certificate_key %s;\n", cert, key)
+			fmt.Fprintf(&b, "        location /slow { add_header X-Gen %d always; proxy_pass http://127.0.0.1:%d; }\n", v, slow)
 			fmt.Fprintf(&b, "        location / { add_header X-Gen %d always; return 200 \"generation %d\\n\"; }\n    }\n}\n", v, v)
 			return b.String()
 		},
@@ -81,9 +85,10 @@ func TestQUICListenerNginx(t *testing.T) {
 // unchanged. For HAProxy, a live QUIC connection has a socket of its own
 // bound beside baton's (what SO_REUSEADDR on baton's UDP socket allows).
 func quicListener(t *testing.T, tg quicTarget, dir string) {
+	slow := batontest.StartSlowBackend(t, 30*time.Second)
 	tcp, udp := batontest.FreePort(t), freeUDPPort(t)
 	cfg := filepath.Join(dir, tg.name+".conf")
-	writeConf(t, cfg, tg.config(tcp, udp, 1))
+	writeConf(t, cfg, tg.config(tcp, udp, 1, slow.Port))
 	b := batontest.StartBaton(t, append(append([]string{"--"}, tg.command...), cfg), batontest.StartOptions{})
 
 	udpInode, tcpInode := ownedUDPListener(t, b, udp), ownedListener(t, b, tcp)
@@ -94,7 +99,7 @@ func quicListener(t *testing.T, tg quicTarget, dir string) {
 
 	h := newH3Client()
 	start := time.Now()
-	r, err := h.get(udp)
+	r, err := h.get(udp, "/")
 	if err != nil || r.Status != 200 || r.Gen != "1" {
 		h.close()
 		t.Fatalf("HTTP/3 GET: %+v %v, want 200 from generation 1\n%s", r, err, b.LogTail(30))
@@ -114,7 +119,7 @@ func quicListener(t *testing.T, tg quicTarget, dir string) {
 		t.Fatalf("TCP GET: %+v", g)
 	}
 
-	writeConf(t, cfg, tg.config(tcp, udp, 2))
+	writeConf(t, cfg, tg.config(tcp, udp, 2, slow.Port))
 	start = time.Now()
 	if res := b.CLI("reload"); res.Code != 0 {
 		t.Fatalf("reload: exit %d: %s\n%s", res.Code, res.Stderr, b.LogTail(30))
@@ -134,4 +139,84 @@ func quicListener(t *testing.T, tg quicTarget, dir string) {
 		t.Errorf("TCP GET after the reload: %+v", g)
 	}
 	t.Logf("after the reload: HTTP/3 and TCP answered by generation 2, UDP inode %d and TCP inode %d kept", udpInode, tcpInode)
+
+	// A QUIC connection left open (idle) across a reload: the reload is
+	// still acknowledged (nginx's draining generation holds the UDP socket
+	// until it exits: its idle connection must not keep it), and a new
+	// connection is served by the new generation on the same socket.
+	idle := newH3Client()
+	if r, err := idle.get(udp, "/"); err != nil || r.Gen != "2" {
+		t.Fatalf("HTTP/3 GET before the second reload: %+v %v", r, err)
+	}
+	writeConf(t, cfg, tg.config(tcp, udp, 3, slow.Port))
+	start = time.Now()
+	if res := b.CLI("reload"); res.Code != 0 {
+		t.Fatalf("reload with a QUIC connection open: exit %d: %s\n%s", res.Code, res.Stderr, b.LogTail(30))
+	}
+	t.Logf("reload with an idle QUIC connection open acknowledged in %s", time.Since(start).Round(time.Millisecond))
+	r, err = idle.get(udp, "/")
+	idle.close()
+	t.Logf("a request on the connection opened before that reload: %+v, error %v", r, err)
+	if r, err := h3Get(udp); err != nil || r.Status != 200 || r.Gen != "3" {
+		t.Fatalf("HTTP/3 GET on a new connection after the second reload: %+v %v", r, err)
+	}
+	if in := ownedUDPListener(t, b, udp); in != udpInode {
+		t.Errorf("UDP socket inode %d after the second reload, want %d", in, udpInode)
+	}
+
+	quicHeldRequest(t, tg, b, cfg, tcp, udp, slow)
+}
+
+// quicHeldRequest: a request in flight over QUIC across a reload is
+// answered by the old generation. HAProxy's old worker closes baton's
+// socket at once (the request has a socket of its own), so the reload is
+// acknowledged while the request is held; nginx's old generation keeps the
+// QUIC listener socket until it exits, so the acknowledgement waits for
+// the request to end (docs/design.md, "UDP and QUIC (HTTP/3) listeners").
+func quicHeldRequest(t *testing.T, tg quicTarget, b *batontest.Baton, cfg string, tcp, udp int, slow *batontest.SlowBackend) {
+	type answer struct {
+		r   batontest.HTTPResult
+		err error
+	}
+	held := newH3Client()
+	defer held.close()
+	answered := make(chan answer, 1)
+	go func() {
+		r, err := held.get(udp, "/slow")
+		answered <- answer{r, err}
+	}()
+	if err := slow.WaitSlow(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	writeConf(t, cfg, tg.config(tcp, udp, 4, slow.Port))
+	start := time.Now()
+	acked := make(chan batontest.CLIResult, 1)
+	go func() { acked <- b.CLI("reload") }()
+	var res batontest.CLIResult
+	ackedWhileHeld := false
+	select {
+	case res = <-acked:
+		ackedWhileHeld = true
+	case <-time.After(3 * time.Second):
+	}
+	ackAfter := time.Since(start)
+	slow.Release()
+	if !ackedWhileHeld {
+		res = <-acked
+		ackAfter = time.Since(start)
+	}
+	if res.Code != 0 {
+		t.Fatalf("reload with a request held: exit %d: %s", res.Code, res.Stderr)
+	}
+	a := <-answered
+	if a.err != nil || a.r.Status != 200 || a.r.Gen != "3" {
+		t.Errorf("held HTTP/3 request: %+v %v, want 200 from generation 3 (the old one)", a.r, a.err)
+	}
+	t.Logf("reload with an HTTP/3 request held: acknowledged after %s (while held: %t); the request answered by generation %s", ackAfter.Round(time.Millisecond), ackedWhileHeld, a.r.Gen)
+	if ackedWhileHeld != tg.perConn {
+		t.Errorf("acknowledged while the request was held: %t, want %t", ackedWhileHeld, tg.perConn)
+	}
+	if r, err := h3Get(udp); err != nil || r.Gen != "4" {
+		t.Errorf("HTTP/3 GET after the third reload: %+v %v, want generation 4", r, err)
+	}
 }
