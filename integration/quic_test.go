@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -55,7 +56,10 @@ func nginxQUICTarget(t *testing.T, dir string) quicTarget {
 			// one UDP socket, and a packet read by another worker than its
 			// connection's is lost (docs/design.md).
 			b.WriteString("worker_processes 1;\nerror_log stderr warn;\nevents { worker_connections 1024; }\n")
-			b.WriteString("http {\n    access_log off;\n    server {\n")
+			// keepalive_timeout is also the QUIC idle timeout: an old
+			// generation lingers until it when a client's last packets
+			// (its CONNECTION_CLOSE) were read by the new generation.
+			b.WriteString("http {\n    access_log off;\n    keepalive_timeout 5s;\n    server {\n")
 			fmt.Fprintf(&b, "        listen 127.0.0.1:%d;\n        listen 127.0.0.1:%d quic;\n", tcp, udp)
 			fmt.Fprintf(&b, "        ssl_certificate %s;\n        ssl_certificate_key %s;\n", cert, key)
 			fmt.Fprintf(&b, "        location /slow { add_header X-Gen %d always; proxy_pass http://127.0.0.1:%d; }\n", v, slow)
@@ -165,6 +169,43 @@ func quicListener(t *testing.T, tg quicTarget, dir string) {
 	}
 
 	quicHeldRequest(t, tg, b, cfg, tcp, udp, slow)
+	quicUpgrade(t, tg, b, cfg, tcp, udp, slow.Port, udpInode)
+}
+
+// quicUpgrade: baton's own upgrade hands the UDP socket over like a TCP
+// one (SCM_RIGHTS, then fdpass.Adopt checks its type): the new baton holds
+// the same socket, HTTP/3 is still answered, and a reload after it keeps
+// the socket.
+func quicUpgrade(t *testing.T, tg quicTarget, b *batontest.Baton, cfg string, tcp, udp, slowPort int, udpInode uint64) {
+	res := b.CLI("upgrade", "--json")
+	if res.Code != 0 {
+		t.Fatalf("baton upgrade: exit %d: %s%s\n%s", res.Code, res.Stdout, res.Stderr, b.LogTail(30))
+	}
+	var out struct {
+		NewPid int `json:"new_pid"`
+	}
+	if err := json.Unmarshal([]byte(res.Stdout), &out); err != nil || out.NewPid == 0 {
+		t.Fatalf("baton upgrade --json: %v: %q", err, res.Stdout)
+	}
+	fds, err := socketFds(out.NewPid, udpInode)
+	if err != nil || len(fds) != 1 {
+		t.Fatalf("the upgraded baton %d holds %d descriptors of UDP inode %d (%v), want 1", out.NewPid, len(fds), udpInode, err)
+	}
+	if r, err := h3Get(udp); err != nil || r.Gen != "4" {
+		t.Fatalf("HTTP/3 GET after the upgrade: %+v %v, want generation 4", r, err)
+	}
+	writeConf(t, cfg, tg.config(tcp, udp, 5, slowPort))
+	if res := b.CLI("reload"); res.Code != 0 {
+		t.Fatalf("reload after the upgrade: exit %d: %s", res.Code, res.Stderr)
+	}
+	if r, err := h3Get(udp); err != nil || r.Gen != "5" {
+		t.Fatalf("HTTP/3 GET after the upgrade and a reload: %+v %v, want generation 5", r, err)
+	}
+	un, _ := udpSocketsOn(t, udp)
+	if len(un) != 1 || un[0].inode != udpInode {
+		t.Errorf("UDP 127.0.0.1:%d after the upgrade and a reload: %+v, want only inode %d", udp, un, udpInode)
+	}
+	t.Logf("upgrade in %s: baton %d holds UDP inode %d; HTTP/3 answered by generation 4, then 5 after a reload", res.Took.Round(time.Millisecond), out.NewPid, udpInode)
 }
 
 // quicHeldRequest: a request in flight over QUIC across a reload is
@@ -201,14 +242,19 @@ func quicHeldRequest(t *testing.T, tg quicTarget, b *batontest.Baton, cfg string
 	}
 	ackAfter := time.Since(start)
 	slow.Release()
+	a := <-answered
 	if !ackedWhileHeld {
+		// nginx's old generation keeps the connection until the client
+		// closes it, and may not see that close (the new generation
+		// can read it from the shared socket): then until the QUIC
+		// idle timeout (keepalive_timeout, 5 s here).
+		held.close()
 		res = <-acked
 		ackAfter = time.Since(start)
 	}
 	if res.Code != 0 {
 		t.Fatalf("reload with a request held: exit %d: %s", res.Code, res.Stderr)
 	}
-	a := <-answered
 	if a.err != nil || a.r.Status != 200 || a.r.Gen != "3" {
 		t.Errorf("held HTTP/3 request: %+v %v, want 200 from generation 3 (the old one)", a.r, a.err)
 	}
