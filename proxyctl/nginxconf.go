@@ -350,10 +350,10 @@ const nginxDefaultBacklog = 511
 // share one pid file, which an exiting old master deletes; `reuseport` on a
 // passed address (nginx adds a second socket of its own); a `backlog=`
 // other than baton's (nginx re-listens the shared socket, for every holder);
-// and listen addresses baton does not hand over (each generation would bind
-// its own).
+// listen addresses baton does not hand over (each generation would bind
+// its own); and a QUIC listener with more than one worker.
 func checkNginxDump(dump string, listeners []Listener, ownPid, mainConf string) error {
-	ds, err := parseNginxDump(dump, "pid", "listen")
+	ds, err := parseNginxDump(dump, "pid", "listen", "worker_processes")
 	if err != nil {
 		return fmt.Errorf("read nginx -T output: %w", err)
 	}
@@ -362,15 +362,33 @@ func checkNginxDump(dump string, listeners []Listener, ownPid, mainConf string) 
 		passed[l.Spec.Key()] = l
 	}
 	var errs []error
-	for _, d := range ds {
+	var workers, quic *NginxDirective
+	for i, d := range ds {
 		switch d.Name {
 		case "pid":
 			errs = append(errs, checkPid(d, ownPid, mainConf))
 		case "listen":
 			errs = append(errs, checkListen(d, passed))
+			if l, err := parseListen(d); err == nil && l.quic && quic == nil {
+				quic = &ds[i]
+			}
+		case "worker_processes":
+			workers = &ds[i]
 		}
 	}
+	errs = append(errs, checkQUICWorkers(workers, quic))
 	return joinFirst(errs)
+}
+
+// checkQUICWorkers refuses a QUIC listener with more than one worker:
+// without reuseport (refused) nginx's workers share baton's one UDP socket,
+// and a packet read by another worker than its connection's is lost.
+// worker_processes defaults to 1.
+func checkQUICWorkers(workers, quic *NginxDirective) error {
+	if quic == nil || workers == nil || len(workers.Args) == 1 && workers.Args[0] == "1" {
+		return nil
+	}
+	return fmt.Errorf("%s: worker_processes %s with listen %s quic (%s): nginx's workers would share baton's one UDP socket, and a QUIC packet read by another worker than its connection's is lost; use worker_processes 1 with QUIC (sockets per worker are not supported yet)", workers.where(), strings.Join(workers.Args, " "), quic.Args[0], quic.where())
 }
 
 // maxRefusals is how many refusals of one configuration an error lists.
@@ -418,7 +436,7 @@ func checkListen(d NginxDirective, passed map[string]Listener) error {
 	case !ok:
 		return fmt.Errorf("%s: listen %s is not handed over by baton: add it to baton's --listen, or nginx binds a socket of its own in every generation", d.where(), d.Args[0])
 	case l.reuseport && l.quic:
-		return fmt.Errorf("%s: listen %s quic reuseport: nginx would set SO_REUSEPORT on baton's UDP socket and bind a socket of its own beside it for every further worker; remove reuseport (and run one worker: without reuseport nginx's workers share the one socket, and a QUIC packet read by another worker than its connection's is lost)", d.where(), d.Args[0])
+		return fmt.Errorf("%s: listen %s quic reuseport: nginx would set SO_REUSEPORT on baton's UDP socket and bind a socket of its own beside it for every further worker; remove reuseport", d.where(), d.Args[0])
 	case l.reuseport:
 		return fmt.Errorf("%s: listen %s reuseport: nginx would open a second socket beside baton's (a reuseport group resets queued connections when a generation exits); remove reuseport", d.where(), d.Args[0])
 	case l.backlog != 0 && l.backlog != nginxDefaultBacklog && l.backlog != p.Backlog:

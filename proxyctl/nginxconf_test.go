@@ -520,7 +520,8 @@ func TestParseListenUDP(t *testing.T) {
 // TestNginxListenQUIC: `listen ... quic` (HTTP/3) is a UDP listener beside
 // the TCP one of the same port, matched by baton's udp:// listener; quic
 // with reuseport is refused (nginx would put SO_REUSEPORT on baton's socket
-// and bind sockets of its own beside it).
+// and bind sockets of its own beside it), and so is quic with more than one
+// worker (they would share baton's socket and lose each other's packets).
 func TestNginxListenQUIC(t *testing.T) {
 	dump := dumpOf([2]string{"/n.conf", "http {\n server {\n  listen 127.0.0.1:8443 quic;\n  listen 127.0.0.1:8443 ssl;\n  listen [::1]:8443 quic;\n }\n}\n"})
 	cls, err := (&Nginx{}).ConfigListeners(GenSpec{}, dump)
@@ -547,6 +548,23 @@ func TestNginxListenQUIC(t *testing.T) {
 	err = checkNginxDump(dump, passed[1:2], "", "")
 	if err == nil || !strings.Contains(err.Error(), "/n.conf:3: listen 127.0.0.1:8443 is not handed over by baton") {
 		t.Errorf("check without udp://: %v; want /n.conf:3 refused", err)
+	}
+
+	// More than one worker: refused with a QUIC listener only.
+	for _, w := range []string{"2", "auto"} {
+		multi := dumpOf([2]string{"/n.conf", "worker_processes " + w + ";\nhttp {\n server {\n  listen 127.0.0.1:8443 quic;\n  listen 127.0.0.1:8443 ssl;\n }\n}\n"})
+		err = checkNginxDump(multi, passed, "", "")
+		if err == nil || !strings.Contains(err.Error(), "/n.conf:1: worker_processes "+w+" with listen 127.0.0.1:8443 quic (/n.conf:4)") {
+			t.Errorf("worker_processes %s with quic: %v; want refused", w, err)
+		}
+		tcpOnly := dumpOf([2]string{"/n.conf", "worker_processes " + w + ";\nhttp {\n server {\n  listen 127.0.0.1:8443 ssl;\n }\n}\n"})
+		if err := checkNginxDump(tcpOnly, passed, "", ""); err != nil {
+			t.Errorf("worker_processes %s without quic: %v", w, err)
+		}
+	}
+	one := dumpOf([2]string{"/n.conf", "worker_processes 1;\nhttp {\n server {\n  listen 127.0.0.1:8443 quic;\n }\n}\n"})
+	if err := checkNginxDump(one, passed, "", ""); err != nil {
+		t.Errorf("worker_processes 1 with quic: %v", err)
 	}
 
 	reuse := dumpOf([2]string{"/n.conf", "http {\n server {\n  listen 127.0.0.1:8443 quic reuseport;\n }\n}\n"})
