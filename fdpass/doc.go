@@ -7,7 +7,10 @@
 // Invariants:
 //
 //   - Sockets are created without SO_REUSEPORT, so a second bind of the same
-//     address fails loudly instead of forming a reuseport group.
+//     address fails loudly instead of forming a reuseport group. A UDP
+//     socket gets SO_REUSEADDR only once it is bound (HAProxy binds its
+//     per-connection QUIC sockets beside it), so its own bind still fails
+//     on an address another socket holds.
 //   - Every descriptor this package creates or receives is close-on-exec.
 //     Passing one to a child is the caller's deliberate act.
 //   - Sockets are held as raw descriptors, never as *os.File or net.Listener:

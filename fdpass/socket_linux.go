@@ -25,8 +25,10 @@ type Socket struct {
 
 // Listen creates the socket described by sp: no SO_REUSEPORT, SO_REUSEADDR
 // for inet streams (so a restart is not blocked by TIME_WAIT), the spec's
-// options, bound and listening. A stale unix socket file nobody listens on is
-// replaced.
+// options, bound and listening. A UDP socket is bound without SO_REUSEADDR,
+// so the bind fails if any socket holds the address, and gets it only
+// after the bind (udpReuseAddr). A stale unix socket file nobody listens on
+// is replaced.
 func Listen(sp Spec) (*Socket, error) {
 	fd, err := newSocket(sp)
 	if err != nil {
@@ -69,6 +71,9 @@ func setupSocket(sp Spec, fd int) (*Socket, error) {
 		}
 	} else if err := unix.Bind(fd, inetSockaddr(sp.Addr)); err != nil {
 		return nil, fmt.Errorf("bind: %w", err)
+	}
+	if err := udpReuseAddr(sp, fd); err != nil {
+		return nil, err
 	}
 	backlog := 0
 	if sp.IsStream() {
@@ -123,6 +128,28 @@ func setOptions(sp Spec, fd int) error {
 		errs = append(errs, set(unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, sp.DeferAccept, "TCP_DEFER_ACCEPT"))
 	}
 	return errors.Join(errs...)
+}
+
+// udpReuseAddr sets SO_REUSEADDR on a bound UDP socket. HAProxy's QUIC
+// stack (tune.quic.socket-owner connection, its default) gives each
+// connection a socket of its own, bound with SO_REUSEADDR to the
+// listener's address and connected to the client; Linux lets a UDP socket
+// bind an address another socket holds only when both have SO_REUSEADDR,
+// and HAProxy does not set it on a socket it received. Without it every
+// connection falls back to the listener socket, and HAProxy's soft stop
+// no longer waits for those connections. Set after the bind, it leaves
+// baton's own bind exclusive: a second baton, or a generation's socket
+// left behind, still makes it fail with EADDRINUSE. Afterwards any socket
+// with SO_REUSEADDR, of any user, may bind the address beside baton's
+// (docs/design.md, "UDP and QUIC listeners").
+func udpReuseAddr(sp Spec, fd int) error {
+	if sp.IsStream() {
+		return nil
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+		return fmt.Errorf("setsockopt SO_REUSEADDR: %w", err)
+	}
+	return nil
 }
 
 func boolInt(b bool) int {

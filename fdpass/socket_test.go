@@ -245,7 +245,7 @@ func TestListenUDP(t *testing.T) {
 		want       int
 	}{
 		{unix.SOL_SOCKET, unix.SO_TYPE, "SO_TYPE", unix.SOCK_DGRAM},
-		{unix.SOL_SOCKET, unix.SO_REUSEADDR, "SO_REUSEADDR", 0},
+		{unix.SOL_SOCKET, unix.SO_REUSEADDR, "SO_REUSEADDR", 1}, // set after the bind
 		{unix.SOL_SOCKET, unix.SO_ACCEPTCONN, "SO_ACCEPTCONN", 0},
 		{unix.IPPROTO_IP, unix.IP_FREEBIND, "IP_FREEBIND", 1},
 	} {
@@ -335,6 +335,81 @@ func TestListenAddressInUse(t *testing.T) {
 			t.Errorf("error %v, want EADDRINUSE", err)
 		}
 		checkFdCount(t, before, "failed Listen")
+	})
+}
+
+// udpSocket binds a UDP socket of the test's own to 127.0.0.1:port, with
+// SO_REUSEADDR when reuse is set; it returns the error of the bind.
+func udpSocket(t *testing.T, port int, reuse bool) (int, error) {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	if reuse {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return fd, unix.Bind(fd, &unix.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}})
+}
+
+// TestListenUDPReuseAddrAfterBind: baton's UDP bind is exclusive (a socket
+// already on the address, even with SO_REUSEADDR, makes it fail), and only
+// then gets SO_REUSEADDR, so that a socket with SO_REUSEADDR, as HAProxy
+// binds one per QUIC connection (connected to the client), binds beside it
+// and receives that client's datagrams; a socket without it cannot bind.
+func TestListenUDPReuseAddrAfterBind(t *testing.T) {
+	t.Run("held address", func(t *testing.T) {
+		fd, err := udpSocket(t, 0, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sa, _ := unix.Getsockname(fd)
+		before := fdCount(t)
+		_, err = fdpass.Listen(mustSpec(t, fmt.Sprintf("udp://127.0.0.1:%d", sa.(*unix.SockaddrInet4).Port)))
+		if !errors.Is(err, unix.EADDRINUSE) {
+			t.Errorf("Listen beside a SO_REUSEADDR socket: %v, want EADDRINUSE", err)
+		}
+		checkFdCount(t, before, "failed Listen")
+	})
+	t.Run("beside baton's", func(t *testing.T) {
+		s := listen(t, "udp://127.0.0.1:0")
+		port := int(netip.MustParseAddrPort(s.Addr()).Port())
+		if _, err := udpSocket(t, port, false); !errors.Is(err, unix.EADDRINUSE) {
+			t.Errorf("bind without SO_REUSEADDR beside baton's socket: %v, want EADDRINUSE", err)
+		}
+		conn, err := udpSocket(t, port, true)
+		if err != nil {
+			t.Fatalf("bind with SO_REUSEADDR beside baton's socket (HAProxy's per-connection socket): %v", err)
+		}
+		client, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer client.Close()
+		ca := client.LocalAddr().(*net.UDPAddr)
+		if err := unix.Connect(conn, &unix.SockaddrInet4{Port: ca.Port, Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := client.WriteTo([]byte("conn"), &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 16)
+		eventually(t, func() error {
+			n, _, err := unix.Recvfrom(conn, buf, unix.MSG_DONTWAIT)
+			if err != nil {
+				return fmt.Errorf("the connected socket got nothing: %w", err)
+			}
+			if string(buf[:n]) != "conn" {
+				t.Fatalf("got %q", buf[:n])
+			}
+			return nil
+		})
+		if _, _, err := unix.Recvfrom(s.Fd(), buf, unix.MSG_DONTWAIT); !errors.Is(err, unix.EAGAIN) {
+			t.Errorf("baton's socket got the connected peer's datagram (%v)", err)
+		}
 	})
 }
 

@@ -68,8 +68,10 @@
 // reads the configuration itself (ConfigDump, the same format nginx -T
 // prints). OutputChecker reads that dump to refuse what would break
 // baton's guarantees (reuseport or a backlog= of its own on a passed
-// address, a pid directive outside the main file). ListenerSource reads
-// the addresses the configuration declares, each with its file:line, so
+// address, a pid directive outside the main file, a QUIC listener with
+// more than one worker). ListenerSource reads the addresses the
+// configuration declares (TCP, unix, and the UDP of HTTP/3: HAProxy's
+// quic4@/quic6@, nginx's listen ... quic), each with its file:line, so
 // that baton binds them itself or checks that --listen covers them.
 //
 // # Optional interfaces

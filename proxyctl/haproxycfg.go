@@ -256,7 +256,7 @@ func parseBindLine(args []string, where, unixPrefix string, v6only bool) ([]Conf
 
 // bindAddrSpecs turns one bind address into specs: one per port of a range.
 func bindAddrSpecs(a string, o bindOptions, unixPrefix string, v6only bool) ([]fdpass.Spec, error) {
-	family, rest, err := bindPrefix(a)
+	family, quic, rest, err := bindPrefix(a)
 	if err != nil {
 		return nil, err
 	}
@@ -285,13 +285,18 @@ func bindAddrSpecs(a string, o bindOptions, unixPrefix string, v6only bool) ([]f
 	if err != nil {
 		return nil, err
 	}
-	scheme := fdpass.TCP4
-	if ip.Is6() {
+	scheme, backlog := fdpass.TCP4, o.backlog
+	switch {
+	case quic && ip.Is6():
+		scheme, backlog = fdpass.UDP6, 0
+	case quic:
+		scheme, backlog = fdpass.UDP4, 0
+	case ip.Is6():
 		scheme = fdpass.TCP6
 	}
 	var out []fdpass.Spec
 	for p := lo; p <= hi; p++ {
-		sp := fdpass.Spec{Scheme: scheme, Addr: netip.AddrPortFrom(ip, uint16(p)).String(), Backlog: o.backlog, FreeBind: o.freebind}
+		sp := fdpass.Spec{Scheme: scheme, Addr: netip.AddrPortFrom(ip, uint16(p)).String(), Backlog: backlog, FreeBind: o.freebind}
 		if ip.Is6() {
 			sp.V6Only = o.v6only || (v6only && !o.v4v6)
 		}
@@ -301,32 +306,37 @@ func bindAddrSpecs(a string, o bindOptions, unixPrefix string, v6only bool) ([]f
 }
 
 // bindPrefix reads an address's protocol prefix (ipv4@ and the like): the
-// family ("4", "6", "" for either, "unix") and the rest.
-func bindPrefix(a string) (family, rest string, err error) {
+// family ("4", "6", "" for either, "unix"), whether it is a QUIC (UDP)
+// listener, and the rest.
+func bindPrefix(a string) (family string, quic bool, rest string, err error) {
 	if strings.HasPrefix(a, "/") {
-		return "unix", a, nil
+		return "unix", false, a, nil
 	}
 	p, rest, ok := strings.Cut(a, "@")
 	if !ok || strings.ContainsAny(p, ":/[") {
-		return "", a, nil
+		return "", false, a, nil
 	}
 	switch p {
 	case "ipv4", "tcp4":
-		return "4", rest, nil
+		return "4", false, rest, nil
 	case "ipv6", "tcp6":
-		return "6", rest, nil
+		return "6", false, rest, nil
 	case "tcp":
-		return "", rest, nil
+		return "", false, rest, nil
 	case "unix", "uxst":
-		return "unix", rest, nil
-	case "udp", "udp4", "udp6", "quic4", "quic6", "uxdg":
-		return "", "", fmt.Errorf("%s@: UDP/QUIC listeners are not supported yet", p)
+		return "unix", false, rest, nil
+	case "quic4":
+		return "4", true, rest, nil
+	case "quic6":
+		return "6", true, rest, nil
+	case "udp", "udp4", "udp6", "uxdg":
+		return "", false, "", fmt.Errorf("%s@: UDP listeners other than QUIC (quic4@, quic6@) are not supported yet", p)
 	case "fd", "sockpair":
-		return "", "", fmt.Errorf("%s@: HAProxy takes this socket from elsewhere, baton cannot hand it over", p)
+		return "", false, "", fmt.Errorf("%s@: HAProxy takes this socket from elsewhere, baton cannot hand it over", p)
 	case "abns":
-		return "", "", errors.New("abns@: abstract unix sockets are not supported: use a unix socket path")
+		return "", false, "", errors.New("abns@: abstract unix sockets are not supported: use a unix socket path")
 	}
-	return "", "", fmt.Errorf("%s@: unknown or unsupported address prefix", p)
+	return "", false, "", fmt.Errorf("%s@: unknown or unsupported address prefix", p)
 }
 
 // splitBindHostPort splits HOST:PORT, [IPV6]:PORT or an IPv6 address whose

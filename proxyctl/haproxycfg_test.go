@@ -109,9 +109,8 @@ func TestHAProxyBindRefusals(t *testing.T) {
 		{"bind fd@3", "fd@"},
 		{"bind sockpair@4", "sockpair@"},
 		{"bind abns@x", "abstract unix sockets"},
-		{"bind quic4@:443", "not supported yet"},
-		{"bind quic6@:443", "not supported yet"},
 		{"bind udp@:53", "not supported yet"},
+		{"bind quic4@[::1]:443", "IPv4"},
 		{"bind localhost:80", "not an IP address"},
 		{"bind example.com:80", "not an IP address"},
 		{"bind :80 transparent", "transparent"},
@@ -147,6 +146,44 @@ func TestHAProxyBindRefusals(t *testing.T) {
 				t.Errorf("the good address was not returned: %+v", cls)
 			}
 		})
+	}
+}
+
+// TestHAProxyBindQUIC: quic4@ and quic6@ are UDP listeners, one socket per
+// address beside the TCP socket of the same port; quic6@ takes v6only as
+// an IPv6 TCP bind does (HAProxy's match compares it on UDP too); backlog
+// does not apply.
+func TestHAProxyBindQUIC(t *testing.T) {
+	text := "frontend f\n bind 127.0.0.1:443 ssl crt /c.pem\n bind quic4@127.0.0.1:443 ssl crt /c.pem alpn h3 backlog 10\n bind quic6@[::1]:443 ssl crt /c.pem\n bind quic6@:8443-8444 v4v6\n"
+	cls, err := parseHAProxyBinds([]haproxyConfigFile{{Path: "h.cfg", Text: text}}, nil, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, c := range cls {
+		got = append(got, c.Spec.String()+"@"+c.Where)
+	}
+	want := []string{
+		"tcp4_127.0.0.1_443=tcp4://127.0.0.1:443@h.cfg:2",
+		"udp4_127.0.0.1_443=udp4://127.0.0.1:443@h.cfg:3",
+		"udp6___1_443=udp6://[::1]:443?v6only=1@h.cfg:4",
+		"udp6____8443=udp6://[::]:8443@h.cfg:5",
+		"udp6____8444=udp6://[::]:8444@h.cfg:5",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if cls[0].Spec.Key() == cls[1].Spec.Key() {
+		t.Errorf("TCP and QUIC on one port share the key %q", cls[0].Spec.Key())
+	}
+	// --listen udp://127.0.0.1:443 covers the QUIC line, tcp:// does not.
+	udp := testListener(t, "udp://127.0.0.1:443", 0)
+	tcp := testListener(t, "tcp://127.0.0.1:443", 0)
+	if err := Uncovered(cls[:2], []Listener{tcp, udp}); err != nil {
+		t.Errorf("Uncovered with tcp:// and udp://: %v", err)
+	}
+	if err := Uncovered(cls[:2], []Listener{tcp}); err == nil || !strings.Contains(err.Error(), "h.cfg:3: address 127.0.0.1:443") {
+		t.Errorf("Uncovered without udp://: %v; want h.cfg:3 refused", err)
 	}
 }
 

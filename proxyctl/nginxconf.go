@@ -226,7 +226,8 @@ type nginxListen struct {
 	d         NginxDirective
 	key       string // same form as fdpass.Spec.Key
 	reuseport bool
-	backlog   int // 0: not set
+	quic      bool // HTTP/3: a UDP socket
+	backlog   int  // 0: not set
 }
 
 // parseListen reads a listen directive's address and parameters. Ports
@@ -253,6 +254,8 @@ func parseListen(d NginxDirective) (nginxListen, error) {
 			l.reuseport = true
 		case p == "udp" && strings.HasPrefix(l.key, "stream:"): // stream module
 			l.key = "dgram:" + strings.TrimPrefix(l.key, "stream:")
+		case p == "quic" && strings.HasPrefix(l.key, "stream:"): // HTTP/3
+			l.key, l.quic = "dgram:"+strings.TrimPrefix(l.key, "stream:"), true
 		case strings.HasPrefix(p, "backlog="):
 			n, err := strconv.Atoi(strings.TrimPrefix(p, "backlog="))
 			if err != nil {
@@ -266,14 +269,14 @@ func parseListen(d NginxDirective) (nginxListen, error) {
 
 // nginxListenSpec is the socket a listen directive asks for, as baton
 // binds it: ipv6only defaults to on for IPv6 (as in nginx), backlog= is the
-// socket's backlog. UDP (the stream module's udp) is refused, and so are
-// names instead of addresses.
+// socket's backlog; `quic` (HTTP/3) is a UDP socket. The stream module's
+// udp is refused, and so are names instead of addresses.
 func nginxListenSpec(d NginxDirective) (fdpass.Spec, error) {
 	l, err := parseListen(d)
 	if err != nil {
 		return fdpass.Spec{}, err
 	}
-	if strings.HasPrefix(l.key, "dgram:") {
+	if strings.HasPrefix(l.key, "dgram:") && !l.quic {
 		return fdpass.Spec{}, fmt.Errorf("%s: listen %s udp: UDP listeners are not supported yet", d.where(), d.Args[0])
 	}
 	if path, ok := strings.CutPrefix(l.key, "unix:"); ok {
@@ -282,17 +285,26 @@ func nginxListenSpec(d NginxDirective) (fdpass.Spec, error) {
 		}
 		return fdpass.Spec{Scheme: fdpass.Unix, Addr: path}.Named(), nil
 	}
-	ap := netip.MustParseAddrPort(strings.TrimPrefix(l.key, "stream:"))
-	sp := fdpass.Spec{Scheme: fdpass.TCP4, Addr: ap.String(), Backlog: l.backlog}
+	if l.quic {
+		return nginxInetSpec(d, fdpass.UDP4, fdpass.UDP6, strings.TrimPrefix(l.key, "dgram:"), 0), nil
+	}
+	return nginxInetSpec(d, fdpass.TCP4, fdpass.TCP6, strings.TrimPrefix(l.key, "stream:"), l.backlog), nil
+}
+
+// nginxInetSpec is the spec of an inet listen address: v4 or v6 as the
+// address is, ipv6only unless the directive says ipv6only=off.
+func nginxInetSpec(d NginxDirective, v4, v6 fdpass.Scheme, addr string, backlog int) fdpass.Spec {
+	ap := netip.MustParseAddrPort(addr)
+	sp := fdpass.Spec{Scheme: v4, Addr: ap.String(), Backlog: backlog}
 	if ap.Addr().Is6() {
-		sp.Scheme, sp.V6Only = fdpass.TCP6, true
+		sp.Scheme, sp.V6Only = v6, true
 		for _, p := range d.Args[1:] {
 			if p == "ipv6only=off" {
 				sp.V6Only = false
 			}
 		}
 	}
-	return sp.Named(), nil
+	return sp.Named()
 }
 
 func parseNginxAddr(s string) (netip.AddrPort, error) {
@@ -338,10 +350,10 @@ const nginxDefaultBacklog = 511
 // share one pid file, which an exiting old master deletes; `reuseport` on a
 // passed address (nginx adds a second socket of its own); a `backlog=`
 // other than baton's (nginx re-listens the shared socket, for every holder);
-// and listen addresses baton does not hand over (each generation would bind
-// its own).
+// listen addresses baton does not hand over (each generation would bind
+// its own); and a QUIC listener with more than one worker.
 func checkNginxDump(dump string, listeners []Listener, ownPid, mainConf string) error {
-	ds, err := parseNginxDump(dump, "pid", "listen")
+	ds, err := parseNginxDump(dump, "pid", "listen", "worker_processes")
 	if err != nil {
 		return fmt.Errorf("read nginx -T output: %w", err)
 	}
@@ -350,15 +362,33 @@ func checkNginxDump(dump string, listeners []Listener, ownPid, mainConf string) 
 		passed[l.Spec.Key()] = l
 	}
 	var errs []error
-	for _, d := range ds {
+	var workers, quic *NginxDirective
+	for i, d := range ds {
 		switch d.Name {
 		case "pid":
 			errs = append(errs, checkPid(d, ownPid, mainConf))
 		case "listen":
 			errs = append(errs, checkListen(d, passed))
+			if l, err := parseListen(d); err == nil && l.quic && quic == nil {
+				quic = &ds[i]
+			}
+		case "worker_processes":
+			workers = &ds[i]
 		}
 	}
+	errs = append(errs, checkQUICWorkers(workers, quic))
 	return joinFirst(errs)
+}
+
+// checkQUICWorkers refuses a QUIC listener with more than one worker:
+// without reuseport (refused) nginx's workers share baton's one UDP socket,
+// and a packet read by another worker than its connection's is lost.
+// worker_processes defaults to 1.
+func checkQUICWorkers(workers, quic *NginxDirective) error {
+	if quic == nil || workers == nil || len(workers.Args) == 1 && workers.Args[0] == "1" {
+		return nil
+	}
+	return fmt.Errorf("%s: worker_processes %s with listen %s quic (%s): nginx's workers would share baton's one UDP socket, and a QUIC packet read by another worker than its connection's is lost; use worker_processes 1 with QUIC (sockets per worker are not supported yet)", workers.where(), strings.Join(workers.Args, " "), quic.Args[0], quic.where())
 }
 
 // maxRefusals is how many refusals of one configuration an error lists.
@@ -405,6 +435,8 @@ func checkListen(d NginxDirective, passed map[string]Listener) error {
 	switch {
 	case !ok:
 		return fmt.Errorf("%s: listen %s is not handed over by baton: add it to baton's --listen, or nginx binds a socket of its own in every generation", d.where(), d.Args[0])
+	case l.reuseport && l.quic:
+		return fmt.Errorf("%s: listen %s quic reuseport: nginx would set SO_REUSEPORT on baton's UDP socket and bind a socket of its own beside it for every further worker; remove reuseport", d.where(), d.Args[0])
 	case l.reuseport:
 		return fmt.Errorf("%s: listen %s reuseport: nginx would open a second socket beside baton's (a reuseport group resets queued connections when a generation exits); remove reuseport", d.where(), d.Args[0])
 	case l.backlog != 0 && l.backlog != nginxDefaultBacklog && l.backlog != p.Backlog:

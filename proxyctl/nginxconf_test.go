@@ -517,6 +517,63 @@ func TestParseListenUDP(t *testing.T) {
 	}
 }
 
+// TestNginxListenQUIC: `listen ... quic` (HTTP/3) is a UDP listener beside
+// the TCP one of the same port, matched by baton's udp:// listener; quic
+// with reuseport is refused (nginx would put SO_REUSEPORT on baton's socket
+// and bind sockets of its own beside it), and so is quic with more than one
+// worker (they would share baton's socket and lose each other's packets).
+func TestNginxListenQUIC(t *testing.T) {
+	dump := dumpOf([2]string{"/n.conf", "http {\n server {\n  listen 127.0.0.1:8443 quic;\n  listen 127.0.0.1:8443 ssl;\n  listen [::1]:8443 quic;\n }\n}\n"})
+	cls, err := (&Nginx{}).ConfigListeners(GenSpec{}, dump)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, c := range cls {
+		got = append(got, c.Spec.String()+"@"+c.Where)
+	}
+	want := []string{
+		"udp4_127.0.0.1_8443=udp4://127.0.0.1:8443@/n.conf:3",
+		"tcp4_127.0.0.1_8443=tcp4://127.0.0.1:8443@/n.conf:4",
+		"udp6___1_8443=udp6://[::1]:8443?v6only=1@/n.conf:5",
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+
+	passed := []Listener{testListener(t, "udp://127.0.0.1:8443", 0), testListener(t, "tcp://127.0.0.1:8443", 0), testListener(t, "udp6://[::1]:8443?v6only=1", 0)}
+	if err := checkNginxDump(dump, passed, "", ""); err != nil {
+		t.Errorf("check with udp:// and tcp:// given: %v", err)
+	}
+	err = checkNginxDump(dump, passed[1:2], "", "")
+	if err == nil || !strings.Contains(err.Error(), "/n.conf:3: listen 127.0.0.1:8443 is not handed over by baton") {
+		t.Errorf("check without udp://: %v; want /n.conf:3 refused", err)
+	}
+
+	// More than one worker: refused with a QUIC listener only.
+	for _, w := range []string{"2", "auto"} {
+		multi := dumpOf([2]string{"/n.conf", "worker_processes " + w + ";\nhttp {\n server {\n  listen 127.0.0.1:8443 quic;\n  listen 127.0.0.1:8443 ssl;\n }\n}\n"})
+		err = checkNginxDump(multi, passed, "", "")
+		if err == nil || !strings.Contains(err.Error(), "/n.conf:1: worker_processes "+w+" with listen 127.0.0.1:8443 quic (/n.conf:4)") {
+			t.Errorf("worker_processes %s with quic: %v; want refused", w, err)
+		}
+		tcpOnly := dumpOf([2]string{"/n.conf", "worker_processes " + w + ";\nhttp {\n server {\n  listen 127.0.0.1:8443 ssl;\n }\n}\n"})
+		if err := checkNginxDump(tcpOnly, passed, "", ""); err != nil {
+			t.Errorf("worker_processes %s without quic: %v", w, err)
+		}
+	}
+	one := dumpOf([2]string{"/n.conf", "worker_processes 1;\nhttp {\n server {\n  listen 127.0.0.1:8443 quic;\n }\n}\n"})
+	if err := checkNginxDump(one, passed, "", ""); err != nil {
+		t.Errorf("worker_processes 1 with quic: %v", err)
+	}
+
+	reuse := dumpOf([2]string{"/n.conf", "http {\n server {\n  listen 127.0.0.1:8443 quic reuseport;\n }\n}\n"})
+	err = checkNginxDump(reuse, passed[:1], "", "")
+	if err == nil || !strings.Contains(err.Error(), "/n.conf:3: listen 127.0.0.1:8443 quic reuseport: nginx would set SO_REUSEPORT on baton's UDP socket") {
+		t.Errorf("quic reuseport: %v; want refused", err)
+	}
+}
+
 // splitNginxLine lexes one line and reports its words and, for each, whether
 // a ';', '{' or '}' ended a directive right after it.
 func splitNginxLine(line string) (words []string, ends []bool, err error) {

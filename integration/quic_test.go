@@ -1,0 +1,268 @@
+package integration
+
+import (
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/batonproxy/baton/batontest"
+)
+
+// quicTarget is a proxy serving HTTP/1.1 on a TCP port and HTTP/3 on a
+// UDP port, both listeners taken from its config.
+type quicTarget struct {
+	name    string
+	config  func(tcp, udp, version, slow int) string
+	command []string // without the config path
+	// perConn: the proxy gives each QUIC connection a socket of its own,
+	// bound to the listener's address beside baton's (HAProxy); without
+	// it (nginx) a draining generation keeps the listener socket for its
+	// connections until it exits.
+	perConn bool
+}
+
+func haproxyQUICTarget(t *testing.T, dir string) quicTarget {
+	bin := requireQUIC(t, "haproxy")
+	_, _, both := quicCert(t, dir)
+	return quicTarget{
+		name: "haproxy",
+		config: func(tcp, udp, v, slow int) string {
+			var b strings.Builder
+			b.WriteString("global\n    maxconn 1000\n    limited-quic\n\n")
+			b.WriteString("resolvers default\n    nameserver ns1 127.0.0.1:53\n\n")
+			b.WriteString("defaults\n    mode http\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n\nfrontend fe\n")
+			fmt.Fprintf(&b, "    bind 127.0.0.1:%d\n", tcp)
+			fmt.Fprintf(&b, "    bind quic4@127.0.0.1:%d ssl crt %s alpn h3\n", udp, both)
+			fmt.Fprintf(&b, "    http-request return status 200 content-type text/plain hdr X-Gen %d string \"generation %d\\n\" unless { path_beg /slow }\n", v, v)
+			fmt.Fprintf(&b, "    http-response set-header X-Gen %d\n    default_backend slow\n\nbackend slow\n    server s1 127.0.0.1:%d\n", v, slow)
+			return b.String()
+		},
+		command: []string{bin, "-f"},
+		perConn: true,
+	}
+}
+
+func nginxQUICTarget(t *testing.T, dir string) quicTarget {
+	bin := requireQUIC(t, "nginx")
+	cert, key, _ := quicCert(t, dir)
+	return quicTarget{
+		name: "nginx",
+		config: func(tcp, udp, v, slow int) string {
+			var b strings.Builder
+			// One worker: without reuseport nginx's workers share baton's
+			// one UDP socket, and a packet read by another worker than its
+			// connection's is lost (docs/design.md).
+			b.WriteString("worker_processes 1;\nerror_log stderr warn;\nevents { worker_connections 1024; }\n")
+			// keepalive_timeout is also the QUIC idle timeout: an old
+			// generation lingers until it when a client's last packets
+			// (its CONNECTION_CLOSE) were read by the new generation.
+			b.WriteString("http {\n    access_log off;\n    keepalive_timeout 5s;\n    server {\n")
+			fmt.Fprintf(&b, "        listen 127.0.0.1:%d;\n        listen 127.0.0.1:%d quic;\n", tcp, udp)
+			fmt.Fprintf(&b, "        ssl_certificate %s;\n        ssl_certificate_key %s;\n", cert, key)
+			fmt.Fprintf(&b, "        location /slow { add_header X-Gen %d always; proxy_pass http://127.0.0.1:%d; }\n", v, slow)
+			fmt.Fprintf(&b, "        location / { add_header X-Gen %d always; return 200 \"generation %d\\n\"; }\n    }\n}\n", v, v)
+			return b.String()
+		},
+		command: []string{bin, "-e", "stderr", "-c"},
+	}
+}
+
+func TestQUICListenerHAProxy(t *testing.T) {
+	dir := batontest.ShortTempDir(t)
+	quicListener(t, haproxyQUICTarget(t, dir), dir)
+}
+
+func TestQUICListenerNginx(t *testing.T) {
+	dir := batontest.ShortTempDir(t)
+	quicListener(t, nginxQUICTarget(t, dir), dir)
+}
+
+// quicListener: a QUIC (HTTP/3) listener in the proxy's config is a UDP
+// socket baton binds once and hands to every generation (docs/design.md's
+// invariant 1 for UDP): an HTTP/3 request is answered; baton holds the one
+// unconnected UDP socket on the address; after a reload the new
+// generation answers over HTTP/3 on the same socket (same inode, still one
+// socket on the address, no second bind), and the TCP listener is
+// unchanged. For HAProxy, a live QUIC connection has a socket of its own
+// bound beside baton's (what SO_REUSEADDR on baton's UDP socket allows).
+func quicListener(t *testing.T, tg quicTarget, dir string) {
+	slow := batontest.StartSlowBackend(t, 30*time.Second)
+	tcp, udp := batontest.FreePort(t), freeUDPPort(t)
+	cfg := filepath.Join(dir, tg.name+".conf")
+	writeConf(t, cfg, tg.config(tcp, udp, 1, slow.Port))
+	b := batontest.StartBaton(t, append(append([]string{"--"}, tg.command...), cfg), batontest.StartOptions{})
+
+	udpInode, tcpInode := ownedUDPListener(t, b, udp), ownedListener(t, b, tcp)
+	if st, _ := b.Status(); len(st.Listeners) != 2 {
+		t.Errorf("status lists %d listeners, want 2 (TCP and UDP): %+v", len(st.Listeners), st.Listeners)
+	}
+	t.Logf("UDP 127.0.0.1:%d: one socket, baton's, inode %d; TCP 127.0.0.1:%d inode %d", udp, udpInode, tcp, tcpInode)
+
+	h := newH3Client()
+	start := time.Now()
+	r, err := h.get(udp, "/")
+	if err != nil || r.Status != 200 || r.Gen != "1" {
+		h.close()
+		t.Fatalf("HTTP/3 GET: %+v %v, want 200 from generation 1\n%s", r, err, b.LogTail(30))
+	}
+	t.Logf("HTTP/3 GET answered by generation 1 in %s", time.Since(start).Round(time.Millisecond))
+	_, conns := udpSocketsOn(t, udp)
+	switch {
+	case tg.perConn && len(conns) == 0:
+		t.Errorf("no connected UDP socket on 127.0.0.1:%d during a QUIC connection: HAProxy fell back to the listener socket (SO_REUSEADDR missing?)", udp)
+	case !tg.perConn && len(conns) != 0:
+		t.Errorf("connected UDP sockets on 127.0.0.1:%d: %+v, want none (nginx uses the listener socket)", udp, conns)
+	}
+	t.Logf("during the QUIC connection: %d connected UDP socket(s) bound to the listener's address", len(conns))
+	h.close()
+
+	if g := batontest.HTTPGet(fmt.Sprintf("127.0.0.1:%d", tcp), "/", 5*time.Second); g.Err != nil || g.Status != 200 || g.Gen != "1" {
+		t.Fatalf("TCP GET: %+v", g)
+	}
+
+	writeConf(t, cfg, tg.config(tcp, udp, 2, slow.Port))
+	start = time.Now()
+	if res := b.CLI("reload"); res.Code != 0 {
+		t.Fatalf("reload: exit %d: %s\n%s", res.Code, res.Stderr, b.LogTail(30))
+	}
+	t.Logf("reload acknowledged in %s", time.Since(start).Round(time.Millisecond))
+	r, err = h3Get(udp)
+	if err != nil || r.Status != 200 || r.Gen != "2" {
+		t.Fatalf("HTTP/3 GET after the reload: %+v %v, want 200 from generation 2\n%s", r, err, b.LogTail(30))
+	}
+	if in := ownedUDPListener(t, b, udp); in != udpInode {
+		t.Errorf("UDP socket inode %d after the reload, want %d", in, udpInode)
+	}
+	if in := ownedListener(t, b, tcp); in != tcpInode {
+		t.Errorf("TCP socket inode %d after the reload, want %d", in, tcpInode)
+	}
+	if g := batontest.HTTPGet(fmt.Sprintf("127.0.0.1:%d", tcp), "/", 5*time.Second); g.Err != nil || g.Status != 200 || g.Gen != "2" {
+		t.Errorf("TCP GET after the reload: %+v", g)
+	}
+	t.Logf("after the reload: HTTP/3 and TCP answered by generation 2, UDP inode %d and TCP inode %d kept", udpInode, tcpInode)
+
+	// A QUIC connection left open (idle) across a reload: the reload is
+	// still acknowledged (nginx's draining generation holds the UDP socket
+	// until it exits: its idle connection must not keep it), and a new
+	// connection is served by the new generation on the same socket.
+	idle := newH3Client()
+	if r, err := idle.get(udp, "/"); err != nil || r.Gen != "2" {
+		t.Fatalf("HTTP/3 GET before the second reload: %+v %v", r, err)
+	}
+	writeConf(t, cfg, tg.config(tcp, udp, 3, slow.Port))
+	start = time.Now()
+	if res := b.CLI("reload"); res.Code != 0 {
+		t.Fatalf("reload with a QUIC connection open: exit %d: %s\n%s", res.Code, res.Stderr, b.LogTail(30))
+	}
+	t.Logf("reload with an idle QUIC connection open acknowledged in %s", time.Since(start).Round(time.Millisecond))
+	r, err = idle.get(udp, "/")
+	idle.close()
+	t.Logf("a request on the connection opened before that reload: %+v, error %v", r, err)
+	if r, err := h3Get(udp); err != nil || r.Status != 200 || r.Gen != "3" {
+		t.Fatalf("HTTP/3 GET on a new connection after the second reload: %+v %v", r, err)
+	}
+	if in := ownedUDPListener(t, b, udp); in != udpInode {
+		t.Errorf("UDP socket inode %d after the second reload, want %d", in, udpInode)
+	}
+
+	quicHeldRequest(t, tg, b, cfg, tcp, udp, slow)
+	quicUpgrade(t, tg, b, cfg, tcp, udp, slow.Port, udpInode)
+}
+
+// quicUpgrade: baton's own upgrade hands the UDP socket over like a TCP
+// one (SCM_RIGHTS, then fdpass.Adopt checks its type): the new baton holds
+// the same socket, HTTP/3 is still answered, and a reload after it keeps
+// the socket.
+func quicUpgrade(t *testing.T, tg quicTarget, b *batontest.Baton, cfg string, tcp, udp, slowPort int, udpInode uint64) {
+	res := b.CLI("upgrade", "--json")
+	if res.Code != 0 {
+		t.Fatalf("baton upgrade: exit %d: %s%s\n%s", res.Code, res.Stdout, res.Stderr, b.LogTail(30))
+	}
+	var out struct {
+		NewPid int `json:"new_pid"`
+	}
+	if err := json.Unmarshal([]byte(res.Stdout), &out); err != nil || out.NewPid == 0 {
+		t.Fatalf("baton upgrade --json: %v: %q", err, res.Stdout)
+	}
+	fds, err := socketFds(out.NewPid, udpInode)
+	if err != nil || len(fds) != 1 {
+		t.Fatalf("the upgraded baton %d holds %d descriptors of UDP inode %d (%v), want 1", out.NewPid, len(fds), udpInode, err)
+	}
+	if r, err := h3Get(udp); err != nil || r.Gen != "4" {
+		t.Fatalf("HTTP/3 GET after the upgrade: %+v %v, want generation 4", r, err)
+	}
+	writeConf(t, cfg, tg.config(tcp, udp, 5, slowPort))
+	if res := b.CLI("reload"); res.Code != 0 {
+		t.Fatalf("reload after the upgrade: exit %d: %s", res.Code, res.Stderr)
+	}
+	if r, err := h3Get(udp); err != nil || r.Gen != "5" {
+		t.Fatalf("HTTP/3 GET after the upgrade and a reload: %+v %v, want generation 5", r, err)
+	}
+	un, _ := udpSocketsOn(t, udp)
+	if len(un) != 1 || un[0].inode != udpInode {
+		t.Errorf("UDP 127.0.0.1:%d after the upgrade and a reload: %+v, want only inode %d", udp, un, udpInode)
+	}
+	t.Logf("upgrade in %s: baton %d holds UDP inode %d; HTTP/3 answered by generation 4, then 5 after a reload", res.Took.Round(time.Millisecond), out.NewPid, udpInode)
+}
+
+// quicHeldRequest: a request in flight over QUIC across a reload is
+// answered by the old generation. HAProxy's old worker closes baton's
+// socket at once (the request has a socket of its own), so the reload is
+// acknowledged while the request is held; nginx's old generation keeps the
+// QUIC listener socket until it exits, so the acknowledgement waits for
+// the request to end (docs/design.md, "UDP and QUIC (HTTP/3) listeners").
+func quicHeldRequest(t *testing.T, tg quicTarget, b *batontest.Baton, cfg string, tcp, udp int, slow *batontest.SlowBackend) {
+	type answer struct {
+		r   batontest.HTTPResult
+		err error
+	}
+	held := newH3Client()
+	defer held.close()
+	answered := make(chan answer, 1)
+	go func() {
+		r, err := held.get(udp, "/slow")
+		answered <- answer{r, err}
+	}()
+	if err := slow.WaitSlow(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	writeConf(t, cfg, tg.config(tcp, udp, 4, slow.Port))
+	start := time.Now()
+	acked := make(chan batontest.CLIResult, 1)
+	go func() { acked <- b.CLI("reload") }()
+	var res batontest.CLIResult
+	ackedWhileHeld := false
+	select {
+	case res = <-acked:
+		ackedWhileHeld = true
+	case <-time.After(3 * time.Second):
+	}
+	ackAfter := time.Since(start)
+	slow.Release()
+	a := <-answered
+	if !ackedWhileHeld {
+		// nginx's old generation keeps the connection until the client
+		// closes it, and may not see that close (the new generation
+		// can read it from the shared socket): then until the QUIC
+		// idle timeout (keepalive_timeout, 5 s here).
+		held.close()
+		res = <-acked
+		ackAfter = time.Since(start)
+	}
+	if res.Code != 0 {
+		t.Fatalf("reload with a request held: exit %d: %s", res.Code, res.Stderr)
+	}
+	if a.err != nil || a.r.Status != 200 || a.r.Gen != "3" {
+		t.Errorf("held HTTP/3 request: %+v %v, want 200 from generation 3 (the old one)", a.r, a.err)
+	}
+	t.Logf("reload with an HTTP/3 request held: acknowledged after %s (while held: %t); the request answered by generation %s", ackAfter.Round(time.Millisecond), ackedWhileHeld, a.r.Gen)
+	if ackedWhileHeld != tg.perConn {
+		t.Errorf("acknowledged while the request was held: %t, want %t", ackedWhileHeld, tg.perConn)
+	}
+	if r, err := h3Get(udp); err != nil || r.Gen != "4" {
+		t.Errorf("HTTP/3 GET after the third reload: %+v %v, want generation 4", r, err)
+	}
+}
