@@ -64,7 +64,9 @@ const (
 	// ApplicationClose means the server closed the connection with an
 	// application error (CONNECTION_CLOSE with an HTTP/3 code, e.g.
 	// H3_NO_ERROR on shutdown) while the request was in flight
-	// (quic.ApplicationError).
+	// (quic.ApplicationError, or the transport error APPLICATION_ERROR
+	// during the handshake), or had sent a GOAWAY before the request's
+	// stream could be opened on a new connection.
 	ApplicationClose
 	// TransportClose means the connection was closed with a QUIC
 	// transport error (quic.TransportError).

@@ -81,14 +81,15 @@ func h3DialClass(abort context.Context, err error) Class {
 }
 
 // h3Class classifies an error from a request on an established
-// connection: the connection's close, if it is closed, names the cause
-// better than the stream's error.
+// connection: the connection's close, if it is closed (by the server or the
+// network), names the cause better than the stream's error.
 func h3Class(abort context.Context, qc *quic.Conn, err error) Class {
 	if cancelled(abort, err) {
 		return aborted
 	}
-	if qc.Context().Err() != nil {
-		if c, ok := quicClass(context.Cause(qc.Context())); ok {
+	// The client's own close after a GOAWAY says nothing of the request.
+	if cause := context.Cause(qc.Context()); cause != nil && closeReason(cause) != "goaway" {
+		if c, ok := quicClass(cause); ok {
 			return c
 		}
 	}

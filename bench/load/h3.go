@@ -158,7 +158,13 @@ func (c *h3Conn) roundTrip(abort context.Context, req *http.Request, timeout tim
 	defer cancel()
 	str, err := c.cc.OpenRequestStream(ctx)
 	if err != nil {
-		return c.fail(abort, err), false
+		o := c.fail(abort, err)
+		if why := c.closedReason(); o.class == BrokenResponse && (why == "" || why == "goaway") {
+			// http3 opens no stream after the server's GOAWAY: the
+			// server is shutting the connection down.
+			o.class = ApplicationClose
+		}
+		return o, false
 	}
 	_ = str.SetDeadline(deadline)
 	// Set after the deadline above, so a cancelled run never waits for it.

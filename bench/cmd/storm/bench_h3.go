@@ -43,20 +43,49 @@ var h3Methods = []h3Maker{
 	}},
 	{id: "nginx-hup", make: func(e *env, port int, crt string) Method {
 		m := newNginxHUP(e)
-		m.render = func(v int) string { return h3NginxConfig(port, v, crt) }
+		m.render = func(v int) string { return h3NginxConfig(port, v, crt, false) }
 		return m
 	}},
+	{id: "nginx-hup-reuseport", make: func(e *env, port int, crt string) Method {
+		m := newNginxHUP(e)
+		m.render = func(v int) string { return h3NginxConfig(port, v, crt, true) }
+		return h3Named{m, "nginx-hup-reuseport", "nginx -s reload (SIGHUP), `quic reuseport`"}
+	}},
+	// baton as it is, listeners from the config: it refuses a QUIC bind.
+	{id: "baton-haproxy-fromconfig", refusalOK: true, make: func(e *env, port int, crt string) Method {
+		m := newBatonHAProxy(e)
+		m.fromConfig = true
+		m.render = func(v int) string { return h3HAProxyConfig(port, v, crt) }
+		return h3Named{m, "baton-haproxy-fromconfig", "baton + HAProxy, listeners from the config"}
+	}},
+	{id: "baton-nginx-fromconfig", refusalOK: true, make: func(e *env, port int, crt string) Method {
+		m := newBatonNginx(e)
+		m.fromConfig = true
+		m.render = func(v int) string { return h3NginxConfig(port, v, crt, false) }
+		return h3Named{m, "baton-nginx-fromconfig", "baton + nginx, listeners from the config"}
+	}},
+	// baton as it is with --listen for the TCP port only: baton passes
+	// no UDP socket, each generation binds its own.
 	{id: "baton-haproxy", refusalOK: true, make: func(e *env, port int, crt string) Method {
 		m := newBatonHAProxy(e)
 		m.render = func(v int) string { return h3HAProxyConfig(port, v, crt) }
-		return m
+		return h3Named{m, "baton-haproxy", "baton + HAProxy, --listen tcp:// only (QUIC bound by each generation)"}
 	}},
 	{id: "baton-nginx", refusalOK: true, make: func(e *env, port int, crt string) Method {
 		m := newBatonNginx(e)
-		m.render = func(v int) string { return h3NginxConfig(port, v, crt) }
-		return m
+		m.render = func(v int) string { return h3NginxConfig(port, v, crt, false) }
+		return h3Named{m, "baton-nginx", "baton + nginx, --listen tcp:// only (QUIC bound by each generation)"}
 	}},
 }
+
+// h3Named renames a method for the HTTP/3 table.
+type h3Named struct {
+	Method
+	id, name string
+}
+
+func (m h3Named) ID() string   { return m.id }
+func (m h3Named) Name() string { return m.name }
 
 // h3ID is a scenario id: h3/100ms/newconn/haproxy-mw, or h3/none/... for
 // the run without reloads.
@@ -176,7 +205,21 @@ func (b *bench) h3Storm(ctx context.Context, m Method, port int, crt string, ver
 	}
 	row.fill(out, window)
 	row.ClosedIdle = out.res.ClosedIdle
+	row.FailureExamples = failureExamples(out.res)
 	return row, nil
+}
+
+// failureExamples is the first failed sample of each class.
+func failureExamples(res *load.Result) []string {
+	seen := map[load.Class]bool{}
+	var out []string
+	for _, s := range res.Samples {
+		if s.Class != load.OK && !seen[s.Class] {
+			seen[s.Class] = true
+			out = append(out, s.String())
+		}
+	}
+	return out
 }
 
 // waitServingH3 polls 127.0.0.1:port over HTTP/3 every 20 ms until it
