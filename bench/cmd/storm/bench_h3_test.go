@@ -121,3 +121,17 @@ func TestFreeDualPort(t *testing.T) {
 	}
 	_ = u.Close()
 }
+
+// Every generated docs/BENCHMARKS.md keeps the recorded HTTP/3 section,
+// which `make bench` does not measure again.
+func TestRenderDocKeepsH3Section(t *testing.T) {
+	doc := renderDoc(&benchReport{}, "")
+	i := strings.Index(doc, "## HTTP/3 reloads (measured before baton supports QUIC)\n")
+	j := strings.Index(doc, "## Against your own setup\n")
+	if i < 0 || j < i {
+		t.Fatalf("no HTTP/3 section before the own-setup one:\n%s", doc)
+	}
+	if !strings.Contains(doc, "--proto h3") {
+		t.Error("the own-setup text does not mention --proto h3")
+	}
+}
