@@ -40,6 +40,38 @@ const (
 	// StatusOther is a complete response with a non-2xx, non-5xx status.
 	StatusOther
 
+	// The classes below are HTTP/3's (a dial is a QUIC handshake; a
+	// request is a stream).
+
+	// HandshakeTimeout means the QUIC handshake did not complete within
+	// Config.ConnectTimeout (also what a UDP port nobody listens on
+	// gives: the client's socket gets no ICMP error).
+	HandshakeTimeout
+	// HandshakeFailure means the QUIC or TLS handshake failed: a
+	// CONNECTION_CLOSE, a TLS alert, a certificate not trusted, no
+	// common QUIC version.
+	HandshakeFailure
+	// StatelessReset means a stateless reset ended the connection: the
+	// server no longer knew it (quic.StatelessResetError).
+	StatelessReset
+	// IdleTimeout means the connection timed out for lack of packets
+	// from the server (quic.IdleTimeoutError).
+	IdleTimeout
+	// StreamReset means the server reset the request's stream (or asked
+	// the client to stop sending) while the connection stayed open
+	// (quic.StreamError).
+	StreamReset
+	// ApplicationClose means the server closed the connection with an
+	// application error (CONNECTION_CLOSE with an HTTP/3 code, e.g.
+	// H3_NO_ERROR on shutdown) while the request was in flight
+	// (quic.ApplicationError, or the transport error APPLICATION_ERROR
+	// during the handshake), or had sent a GOAWAY before the request's
+	// stream could be opened on a new connection.
+	ApplicationClose
+	// TransportClose means the connection was closed with a QUIC
+	// transport error (quic.TransportError).
+	TransportClose
+
 	numClasses
 	// aborted marks a request interrupted by cancellation of the run's
 	// context. It never appears in a Sample.
@@ -69,6 +101,20 @@ func (c Class) String() string {
 		return "status_5xx"
 	case StatusOther:
 		return "status_other"
+	case HandshakeTimeout:
+		return "handshake_timeout"
+	case HandshakeFailure:
+		return "handshake_failure"
+	case StatelessReset:
+		return "stateless_reset"
+	case IdleTimeout:
+		return "idle_timeout"
+	case StreamReset:
+		return "stream_reset"
+	case ApplicationClose:
+		return "application_close"
+	case TransportClose:
+		return "transport_error"
 	case aborted:
 		return "aborted"
 	default:

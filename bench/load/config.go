@@ -33,6 +33,24 @@ func (m Mode) String() string {
 	}
 }
 
+// Proto selects the HTTP version a run speaks.
+type Proto string
+
+const (
+	// HTTP1 is HTTP/1.1 over TCP, the default.
+	HTTP1 Proto = ""
+	// HTTP3 is HTTP/3 over QUIC (UDP), with quic-go's http3 client.
+	HTTP3 Proto = "h3"
+)
+
+// String returns "http/1.1" or "h3".
+func (p Proto) String() string {
+	if p == HTTP1 {
+		return "http/1.1"
+	}
+	return string(p)
+}
+
 // Limits and defaults applied by Run.
 const (
 	// MaxDuration is the longest allowed run. It is also the time limit of
@@ -62,8 +80,19 @@ type Config struct {
 	// Workers is the number of concurrent workers (each with at most one
 	// connection); must be at least 1.
 	Workers int
-	// Mode selects keep-alive or one connection per request.
+	// Mode selects keep-alive or one connection per request (for HTTP3:
+	// one long-lived QUIC connection per worker, or a new QUIC connection
+	// per request).
 	Mode Mode
+	// Proto is HTTP1 (default) or HTTP3.
+	Proto Proto
+	// CAFile, for HTTP3, is a PEM file of the certificates (a CA, or the
+	// server's self-signed certificate) the client trusts instead of the
+	// system roots.
+	CAFile string
+	// InsecureSkipVerify, for HTTP3, accepts any server certificate: for
+	// benches on the loopback only.
+	InsecureSkipVerify bool
 	// Duration stops the run after this long (at most MaxDuration).
 	Duration time.Duration
 	// MaxRequests is the total number of requests across all workers;
@@ -71,7 +100,8 @@ type Config struct {
 	MaxRequests int
 	// Rate optionally caps the total request rate in requests/s; 0 = none.
 	Rate float64
-	// ConnectTimeout bounds each dial; default DefaultConnectTimeout.
+	// ConnectTimeout bounds each dial (for HTTP3 the QUIC handshake);
+	// default DefaultConnectTimeout.
 	ConnectTimeout time.Duration
 	// ReadTimeout bounds each request from writing it to reading the whole
 	// response body; default DefaultReadTimeout.
@@ -117,6 +147,9 @@ func (c Config) check() error {
 	if err := c.checkBounds(); err != nil {
 		return err
 	}
+	if err := c.checkProto(); err != nil {
+		return err
+	}
 	switch {
 	case c.Mode != KeepAlive && c.Mode != NewConn:
 		return fmt.Errorf("unknown mode %d", int(c.Mode))
@@ -159,6 +192,20 @@ func (c Config) checkBounds() error {
 		return errors.New("unbounded run: set duration > 0 or max requests > 0")
 	}
 	return nil
+}
+
+func (c Config) checkProto() error {
+	switch c.Proto {
+	case HTTP1:
+		if c.CAFile != "" || c.InsecureSkipVerify {
+			return errors.New("ca file and insecure skip verify are for HTTP/3 only")
+		}
+		return nil
+	case HTTP3:
+		_, err := c.tlsConfig()
+		return err
+	}
+	return fmt.Errorf("unknown proto %q (want \"\" for HTTP/1.1 or %q)", string(c.Proto), string(HTTP3))
 }
 
 // badHeaderValue reports whether s would break the request line or headers.

@@ -1,6 +1,7 @@
-// Package load is a small HTTP/1.1 load generator for the end-to-end tests of
-// the reload supervisor (HAProxy and nginx behind baton) and for the bench
-// (bench/cmd/storm, which also offers it to users as `storm run`).
+// Package load is a small HTTP/1.1 and HTTP/3 load generator for the
+// end-to-end tests of the reload supervisor (HAProxy and nginx behind baton)
+// and for the bench (bench/cmd/storm, which also offers it to users as
+// `storm run`).
 //
 // The tests use it to prove that a reload drops zero requests, so it measures
 // every request individually and records a Sample for it: when it started,
@@ -34,6 +35,33 @@
 // are not failures of the server and are only counted in Result.Aborted.
 // When Duration elapses no new request is started, but requests already in
 // flight are allowed to finish (bounded by the connect and read timeouts).
+//
+// # HTTP/3
+//
+// With Proto HTTP3 the workers speak HTTP/3 over QUIC with quic-go's http3
+// client, used below its Transport (which, like net/http's, retries a
+// request that failed on a connection it deems unusable): each worker dials
+// its own QUIC connection (on a UDP socket of its own, bound to the
+// loopback when the target is there), opens one request stream per request
+// and reads the response. KeepAlive means one long-lived QUIC connection
+// per worker, NewConn a new QUIC connection (full handshake) per request,
+// closed with H3_NO_ERROR after the response. ConnectTimeout bounds the
+// handshake, ReadTimeout the request on its stream.
+//
+// TLS: the client trusts the certificates in CAFile (a CA, or the server's
+// self-signed certificate) or, without it, the system roots;
+// InsecureSkipVerify accepts any certificate and is meant for benches on
+// the loopback only.
+//
+// Failures go into the same classes where they fit (5xx, other statuses,
+// read timeout, a malformed response) and into HTTP/3's own: handshake
+// timeout or failure, stateless reset, idle timeout, stream reset,
+// application close and transport error. A long-lived connection that the
+// server closed, or shut down with a GOAWAY, while it was idle is not used
+// for the next request: that request dials a new connection and the close
+// is counted in Result.ClosedIdle by cause. This is not a retry — nothing of
+// the request was sent on the closed connection — and a request already
+// sent when its connection fails is a failure.
 //
 // Stale and OldConnAnswers check the samples of a run against the reloads
 // acknowledged by the supervisor to find answers served by an old

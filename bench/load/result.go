@@ -2,6 +2,7 @@ package load
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -51,6 +52,12 @@ type Result struct {
 	// Aborted is the number of requests interrupted by cancellation of
 	// the run's context; they have no Sample and are not failures.
 	Aborted int
+	// ClosedIdle (HTTP3 keep-alive runs) counts the connections found
+	// closed, or shut down by a GOAWAY, between two requests, by why:
+	// a failure class name ("stateless_reset", "idle_timeout",
+	// "application_close", ...) or "goaway". The next request dialed a
+	// new connection; these are not failures. Nil when there were none.
+	ClosedIdle map[string]int
 	// Start is when the run began.
 	Start time.Time
 	// Elapsed is the wall time of the run, including waiting for workers.
@@ -73,6 +80,12 @@ func newResult(start time.Time, elapsed time.Duration, workers []*worker) *Resul
 	for _, w := range workers {
 		r.Samples = append(r.Samples, w.samples...)
 		r.Aborted += w.aborted
+		for why, n := range w.closedIdle {
+			if r.ClosedIdle == nil {
+				r.ClosedIdle = make(map[string]int)
+			}
+			r.ClosedIdle[why] += n
+		}
 	}
 	slices.SortStableFunc(r.Samples, func(a, b Sample) int {
 		return a.Start.Compare(b.Start)
@@ -160,6 +173,9 @@ func (r *Result) Summary() string {
 	}
 	if r.Aborted > 0 {
 		fmt.Fprintf(&b, " aborted=%d", r.Aborted)
+	}
+	for _, why := range slices.Sorted(maps.Keys(r.ClosedIdle)) {
+		fmt.Fprintf(&b, " closed_idle_%s=%d", why, r.ClosedIdle[why])
 	}
 	rate := 0.0
 	if r.Elapsed > 0 {

@@ -2,6 +2,7 @@ package load
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -27,6 +28,7 @@ type runner struct {
 	issued  atomic.Int64
 	connIDs atomic.Uint64
 	pace    *pacer
+	h3      *h3Dialer // HTTP3 runs only
 }
 
 // Run generates load as described by cfg until Duration elapses, MaxRequests
@@ -55,6 +57,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		abort:  ctx,
 		stop:   stop,
 		pace:   newPacer(cfg.paceInterval()),
+	}
+	if cfg.Proto == HTTP3 {
+		if r.h3, err = newH3Dialer(cfg); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+		}
 	}
 	workers := make([]*worker, cfg.Workers)
 	var wg sync.WaitGroup
@@ -93,6 +100,10 @@ type worker struct {
 	samples []Sample
 	aborted int
 	gens    map[string]string
+	// h3 is the worker's HTTP/3 connection (HTTP3 runs; conn is unused),
+	// closedIdle counts its connections found closed between requests.
+	h3         *h3Conn
+	closedIdle map[string]int
 }
 
 func (w *worker) run() {
@@ -110,6 +121,9 @@ func (w *worker) run() {
 // request performs one request, dialing first if the worker has no
 // connection. ok is false if the request was aborted by cancellation.
 func (w *worker) request() (s Sample, ok bool) {
+	if w.r.cfg.Proto == HTTP3 {
+		return w.requestH3()
+	}
 	s = Sample{Worker: w.id, Start: time.Now()}
 	if w.conn == nil {
 		id := w.r.connIDs.Add(1)
@@ -147,6 +161,10 @@ func (w *worker) drop() {
 	if w.conn != nil {
 		w.conn.close()
 		w.conn = nil
+	}
+	if w.h3 != nil {
+		w.h3.close()
+		w.h3 = nil
 	}
 }
 

@@ -136,7 +136,7 @@ func TestClassString(t *testing.T) {
 		}
 		seen[s] = true
 	}
-	if len(seen) != 10 {
+	if len(seen) != 17 {
 		t.Errorf("got %d classes", len(seen))
 	}
 }

@@ -30,6 +30,8 @@ type bench struct {
 	// writing the certificates took.
 	crtList string
 	certGen time.Duration
+	// h3: run the HTTP/3 storms too (--h3).
+	h3 bool
 }
 
 // methodMaker makes a fresh method instance.
@@ -61,6 +63,7 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	var haproxy proxyFlag
 	fs.Var(&haproxy, "haproxy", "HAProxy binary `PATH` (default: $BATON_HAPROXY, then haproxy in PATH); repeatable: the first runs every scenario, each further one adds the reload-latency comparison on its version (ids latency/baton-haproxy@VERSION, ...); the big-config and during-reload scenarios run on the first of 3.1 or later")
 	nginx := fs.String("nginx", "", "nginx binary `PATH` (default: $BATON_NGINX, then nginx in PATH)")
+	h3 := fs.Bool("h3", false, "also run the HTTP/3 reload storms (ids h3/100ms/newconn/haproxy-mw, h3/none/keepalive/nginx-hup, ...; --only '^h3/' runs only them): HAProxy -W with a quic4@ bind, nginx with listen quic, and baton with those configs")
 	stormFor := fs.Duration("storm", 0, "run every reload storm for `DURATION` (default: the plan's 20 s at 100 ms and 10 s at 1 s; 60s: a minute per storm, about 35 minutes in all)")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -74,7 +77,7 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		fmt.Fprintf(stderr, "storm bench: --only: %v\n", err)
 		return 2
 	}
-	b := &bench{only: re, log: stderr, start: time.Now(), cpu0: snapCPU()}
+	b := &bench{only: re, log: stderr, start: time.Now(), cpu0: snapCPU(), h3: *h3}
 	b.plan = fullPlan()
 	if *quick {
 		b.plan = quickPlan()
@@ -182,9 +185,9 @@ func goBuild(ctx context.Context, dir, out, pkg string) error {
 // runAll runs every family: reload latency first (on an idle machine:
 // the bench's own config, then per HAProxy version, then big configs),
 // latency under load during reloads, then the storms, kill -9, steady
-// state and scale.
+// state and scale, and with --h3 the HTTP/3 storms.
 func (b *bench) runAll(ctx context.Context) {
-	families := []func(context.Context){b.latencyFamily, b.versionFamily, b.bigFamily, b.duringFamily, b.stormFamily, b.killFamily, b.steadyFamily, b.scaleFamily}
+	families := []func(context.Context){b.latencyFamily, b.versionFamily, b.bigFamily, b.duringFamily, b.stormFamily, b.killFamily, b.steadyFamily, b.scaleFamily, b.h3Family}
 	for _, f := range families {
 		if ctx.Err() != nil {
 			return

@@ -42,6 +42,16 @@ type stormRow struct {
 
 	Series []bucket  `json:"series_250ms"`
 	Acks   []float64 `json:"acks_s"`
+
+	// ClosedIdle (HTTP/3 keep-alive) counts connections found closed
+	// between requests, by why (load.Result.ClosedIdle); not failures.
+	ClosedIdle map[string]int `json:"closed_idle,omitempty"`
+	// FailureExamples: the first failed request of each class (HTTP/3
+	// storms).
+	FailureExamples []string `json:"failure_examples,omitempty"`
+	// Refusal is why the method did not start (the HTTP/3 storm of baton
+	// as it is); the row has no figures then.
+	Refusal string `json:"refusal,omitempty"`
 }
 
 // seriesWidth is the slice width of the storms' time series.

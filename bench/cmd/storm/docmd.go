@@ -1,9 +1,17 @@
 package main
 
 import (
+	_ "embed" // the recorded HTTP/3 section
 	"fmt"
 	"strings"
 )
+
+// h3Recorded is the HTTP/3 measurement made before baton supports QUIC
+// (`storm bench --h3 --only '^h3/'`, which `make bench` does not run): a
+// recorded section every generated docs/BENCHMARKS.md keeps as it is.
+//
+//go:embed h3_recorded.md
+var h3Recorded string
 
 // renderDoc is docs/BENCHMARKS.md: what ran where, what it found, every
 // table, the plot and how to rerun. It is generated: edit this file, not
@@ -38,6 +46,7 @@ func renderDoc(r *benchReport, svgRel string) string {
 		fmt.Fprintf(&b, "![requests/s and failures/s over time, reload due every 100 ms, new connection per request](%s)\n\n", svgRel)
 	}
 	b.WriteString(renderTables(r))
+	b.WriteString("\n" + h3Recorded)
 	b.WriteString("\n## Against your own setup\n\n" + ownSetupText)
 	return b.String()
 }
@@ -127,7 +136,9 @@ const ownSetupText = "`storm run` drives the same load and a reload command agai
 	"    --mode newconn --workers 16 [--rate 2000] [--version-header X-Gen] [--json]\n```\n\n" +
 	"It runs the reload command with `/bin/sh -c` every interval, one at a time (a tick that finds the previous reload still running is skipped and counted), " +
 	"and reports the failures by class, the reload command's p50/p99 time and count, the throughput and latency, and, with `--version-header`, " +
-	"how many answers each version of your config gave and when (which versions are stale cannot be known without knowing what each reload installed).\n"
+	"how many answers each version of your config gave and when (which versions are stale cannot be known without knowing what each reload installed).\n\n" +
+	"With `--proto h3` (and `--cacert FILE` to trust your certificate, or `--insecure` on the loopback) it loads an `https://` URL over HTTP/3 instead, " +
+	"with QUIC's failure classes (handshake timeout and failure, stateless reset, idle timeout, stream reset, application close, transport error).\n"
 
 // findings are the sentences the numbers support, computed from them.
 func findings(r *benchReport) []string {

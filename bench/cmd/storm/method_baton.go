@@ -35,6 +35,9 @@ type batonMethod struct {
 	// replace the one listener on Start's port.
 	render func(version int) string
 	ports  []int
+	// fromConfig: no --listen; baton reads the listeners from the
+	// proxy's config.
+	fromConfig bool
 	// activeAfter is how long baton took from its start to an active
 	// generation.
 	activeAfter time.Duration
@@ -94,7 +97,7 @@ func (m *batonMethod) Start(ctx context.Context, port int) error {
 	}
 	args := []string{m.e.baton, "run", "-c", m.ctl, "--log-format", "json", "--drain-timeout", "30s"}
 	listen := m.ports
-	if len(listen) == 0 {
+	if len(listen) == 0 && !m.fromConfig {
 		listen = []int{port}
 	}
 	for _, p := range listen {

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/batonproxy/baton/internal/testbed"
 )
 
 // nginxHUP is nginx's own reload: a foreground master (`daemon off`) that
@@ -17,8 +19,11 @@ type nginxHUP struct {
 	e                  *env
 	dir, cfg, log, pid string
 	port               int
-	p                  *proc
-	seen               map[procID]bool
+	// render, when set, replaces the bench's config (the HTTP/3 one, its
+	// port baked in).
+	render func(version int) string
+	p      *proc
+	seen   map[procID]bool
 }
 
 func newNginxHUP(e *env) *nginxHUP { return &nginxHUP{e: e} }
@@ -35,7 +40,7 @@ func (m *nginxHUP) Start(ctx context.Context, port int) error {
 	m.cfg = filepath.Join(m.dir, "nginx.conf")
 	m.log = filepath.Join(m.dir, "nginx.log")
 	m.pid = filepath.Join(m.dir, "nginx.pid")
-	if err := writeConfig(m.cfg, nginxConfig, port, 1); err != nil {
+	if err := m.writeConfig(1); err != nil {
 		return err
 	}
 	if m.p, err = startNginx(m.e.nginx, m.cfg, m.pid, m.log); err != nil {
@@ -53,8 +58,15 @@ func startNginx(bin, cfg, pidfile, log string) (*proc, error) {
 	return startProc(argv, log, syscall.SIGTERM)
 }
 
+func (m *nginxHUP) writeConfig(version int) error {
+	if m.render != nil {
+		return testbed.WriteFileAtomic(m.cfg, []byte(m.render(version)))
+	}
+	return writeConfig(m.cfg, nginxConfig, m.port, version)
+}
+
 func (m *nginxHUP) Reload(_ context.Context, version int) (reloadInfo, error) {
-	if err := writeConfig(m.cfg, nginxConfig, m.port, version); err != nil {
+	if err := m.writeConfig(version); err != nil {
 		return reloadInfo{}, err
 	}
 	m.note()

@@ -26,7 +26,9 @@ type benchReport struct {
 	Kills   []killRow    `json:"kill9"`
 	Steady  []steadyRow  `json:"steady_state"`
 	Scale   scaleReport  `json:"scale"`
-	Errors  []string     `json:"errors"`
+	// H3Storms are the HTTP/3 storms (--h3 only).
+	H3Storms []stormRow `json:"h3_storms,omitempty"`
+	Errors   []string   `json:"errors"`
 }
 
 func writeJSON(path string, v any) error {
@@ -116,7 +118,7 @@ func modeName(m string) string {
 // renderTables is the "one table" per scenario family the bench prints.
 func renderTables(r *benchReport) string {
 	var b strings.Builder
-	sections := []func(*benchReport) string{headlineTable, stormTable, latencyTable, versionTable, bigTable, duringTable, killTable, steadyTable, scaleTables}
+	sections := []func(*benchReport) string{headlineTable, stormTable, latencyTable, versionTable, bigTable, duringTable, killTable, steadyTable, scaleTables, h3Table}
 	for _, f := range sections {
 		if s := f(r); s != "" {
 			b.WriteString(s + "\n")

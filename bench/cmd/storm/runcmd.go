@@ -26,6 +26,8 @@ const (
 // runOptions are `storm run`'s flags.
 type runOptions struct {
 	url, reload, mode, versionHeader string
+	proto, caFile                    string
+	insecure                         bool
 	interval, duration, timeout      time.Duration
 	workers                          int
 	rate                             float64
@@ -72,6 +74,9 @@ func parseRunFlags(args []string, stderr io.Writer) (runOptions, error) {
 	fs.Float64Var(&o.rate, "rate", 0, "cap on requests/s over all clients (0: none)")
 	fs.StringVar(&o.versionHeader, "version-header", "", "response `HEADER` naming the config version, to count answers by version")
 	fs.BoolVar(&o.json, "json", false, "print the report as JSON")
+	fs.StringVar(&o.proto, "proto", "http1", "http1 (HTTP/1.1 over TCP) or h3 (HTTP/3 over QUIC; the URL is then https://)")
+	fs.StringVar(&o.caFile, "cacert", "", "h3: PEM `FILE` of the certificates to trust (default: the system roots)")
+	fs.BoolVar(&o.insecure, "insecure", false, "h3: accept any server certificate (for a loopback bench only)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -90,6 +95,10 @@ func parseRunFlags(args []string, stderr io.Writer) (runOptions, error) {
 		return o, errors.New("--reload-timeout must be positive")
 	case o.mode != "newconn" && o.mode != "keepalive":
 		return o, fmt.Errorf("--mode %q: want newconn or keepalive", o.mode)
+	case o.proto != "http1" && o.proto != "h3":
+		return o, fmt.Errorf("--proto %q: want http1 or h3", o.proto)
+	case o.proto != "h3" && (o.caFile != "" || o.insecure):
+		return o, errors.New("--cacert and --insecure go with --proto h3")
 	}
 	return o, nil
 }
@@ -100,6 +109,9 @@ func (o runOptions) loadConfig() (load.Config, error) {
 	if err != nil {
 		return load.Config{}, fmt.Errorf("--url: %w", err)
 	}
+	if o.proto == "h3" {
+		return o.h3LoadConfig(u)
+	}
 	if u.Scheme != "http" || u.Host == "" {
 		return load.Config{}, fmt.Errorf("--url %q: want http://HOST[:PORT]/PATH (plain HTTP/1.1)", o.url)
 	}
@@ -109,6 +121,27 @@ func (o runOptions) loadConfig() (load.Config, error) {
 	}
 	cfg := load.Config{Addr: hostport, Path: u.RequestURI(), Host: u.Host, Workers: o.workers,
 		Duration: o.duration, Rate: o.rate, GenHeader: o.versionHeader}
+	if o.mode == "keepalive" {
+		cfg.Mode = load.KeepAlive
+	} else {
+		cfg.Mode = load.NewConn
+	}
+	return cfg, cfg.Validate()
+}
+
+// h3LoadConfig is loadConfig for --proto h3: an https:// URL, port 443 by
+// default.
+func (o runOptions) h3LoadConfig(u *url.URL) (load.Config, error) {
+	if u.Scheme != "https" || u.Host == "" {
+		return load.Config{}, fmt.Errorf("--url %q: want https://HOST[:PORT]/PATH with --proto h3", o.url)
+	}
+	hostport := u.Host
+	if u.Port() == "" {
+		hostport = net.JoinHostPort(u.Hostname(), "443")
+	}
+	cfg := load.Config{Addr: hostport, Path: u.RequestURI(), Host: u.Host, Workers: o.workers,
+		Duration: o.duration, Rate: o.rate, GenHeader: o.versionHeader,
+		Proto: load.HTTP3, CAFile: o.caFile, InsecureSkipVerify: o.insecure}
 	if o.mode == "keepalive" {
 		cfg.Mode = load.KeepAlive
 	} else {
