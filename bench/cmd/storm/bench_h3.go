@@ -43,12 +43,19 @@ var h3Methods = []h3Maker{
 	}},
 	{id: "nginx-hup", make: func(e *env, port int, crt string) Method {
 		m := newNginxHUP(e)
-		m.render = func(v int) string { return h3NginxConfig(port, v, crt, false) }
+		m.render = func(v int) string { return h3NginxConfig(port, v, crt, false, 2) }
 		return m
+	}},
+	// one worker: what baton supports for nginx QUIC (several workers share
+	// one UDP socket without reuseport, and baton refuses reuseport).
+	{id: "nginx-hup-1w", make: func(e *env, port int, crt string) Method {
+		m := newNginxHUP(e)
+		m.render = func(v int) string { return h3NginxConfig(port, v, crt, false, 1) }
+		return h3Named{m, "nginx-hup-1w", "nginx -s reload (SIGHUP), `worker_processes 1`"}
 	}},
 	{id: "nginx-hup-reuseport", make: func(e *env, port int, crt string) Method {
 		m := newNginxHUP(e)
-		m.render = func(v int) string { return h3NginxConfig(port, v, crt, true) }
+		m.render = func(v int) string { return h3NginxConfig(port, v, crt, true, 2) }
 		return h3Named{m, "nginx-hup-reuseport", "nginx -s reload (SIGHUP), `quic reuseport`"}
 	}},
 	// baton as it is, listeners from the config: it refuses a QUIC bind.
@@ -61,8 +68,8 @@ var h3Methods = []h3Maker{
 	{id: "baton-nginx-fromconfig", refusalOK: true, make: func(e *env, port int, crt string) Method {
 		m := newBatonNginx(e)
 		m.fromConfig = true
-		m.render = func(v int) string { return h3NginxConfig(port, v, crt, false) }
-		return h3Named{m, "baton-nginx-fromconfig", "baton + nginx, listeners from the config"}
+		m.render = func(v int) string { return h3NginxConfig(port, v, crt, false, 1) }
+		return h3Named{m, "baton-nginx-fromconfig", "baton + nginx, listeners from the config, `worker_processes 1`"}
 	}},
 	// baton as it is with --listen for the TCP port only: baton passes
 	// no UDP socket, each generation binds its own.
@@ -73,7 +80,7 @@ var h3Methods = []h3Maker{
 	}},
 	{id: "baton-nginx", refusalOK: true, make: func(e *env, port int, crt string) Method {
 		m := newBatonNginx(e)
-		m.render = func(v int) string { return h3NginxConfig(port, v, crt, false) }
+		m.render = func(v int) string { return h3NginxConfig(port, v, crt, false, 2) }
 		return h3Named{m, "baton-nginx", "baton + nginx, --listen tcp:// only (QUIC bound by each generation)"}
 	}},
 }

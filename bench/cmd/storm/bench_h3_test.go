@@ -26,10 +26,10 @@ func TestH3Configs(t *testing.T) {
 			t.Errorf("HAProxy config lacks %q:\n%s", want, ha)
 		}
 	}
-	if ng := h3NginxConfig(8443, 7, "/tmp/c.pem", true); !strings.Contains(ng, "listen 127.0.0.1:8443 quic reuseport;\n") {
+	if ng := h3NginxConfig(8443, 7, "/tmp/c.pem", true, 2); !strings.Contains(ng, "listen 127.0.0.1:8443 quic reuseport;\n") {
 		t.Errorf("no reuseport:\n%s", ng)
 	}
-	ng := h3NginxConfig(8443, 7, "/tmp/c.pem", false)
+	ng := h3NginxConfig(8443, 7, "/tmp/c.pem", false, 2)
 	for _, want := range []string{
 		"listen 127.0.0.1:8443;\n",
 		"listen 127.0.0.1:8443 quic;\n",

@@ -37,9 +37,9 @@ func h3HAProxyConfig(port, version int, crt string) string {
 // port number. worker_connections is 16384: nginx counts a QUIC
 // connection until it has drained, and 1,024 are used up within a second
 // of new-connection load.
-func h3NginxConfig(port, version int, crt string, reuseport bool) string {
+func h3NginxConfig(port, version int, crt string, reuseport bool, workers int) string {
 	var b strings.Builder
-	b.WriteString("worker_processes 2;\nerror_log stderr warn;\n")
+	fmt.Fprintf(&b, "worker_processes %d;\nerror_log stderr warn;\n", workers)
 	b.WriteString("events { worker_connections 16384; }\nhttp {\n    access_log off;\n    keepalive_timeout 30s;\n")
 	quic := "quic"
 	if reuseport {
