@@ -39,6 +39,11 @@ func quicClass(err error) (Class, bool) {
 		// the wire as the transport error APPLICATION_ERROR (RFC 9000,
 		// section 10.2.3).
 		return remoteOrBroken(trans.Remote, ApplicationClose), true
+	case errors.As(err, &trans) && trans.ErrorCode == quic.ConnectionRefused && trans.Remote:
+		// The server refused the connection (CONNECTION_REFUSED, RFC 9000
+		// section 20.1: it is not accepting new connections, e.g. while
+		// it closes): QUIC's ECONNREFUSED.
+		return Refused, true
 	case errors.As(err, &trans):
 		return TransportClose, true
 	case errors.As(err, &stream):
