@@ -151,9 +151,18 @@ type udpSocket struct {
 // ones (HAProxy's per-connection QUIC sockets).
 func udpSocketsOn(t *testing.T, port int) (unconnected, connected []udpSocket) {
 	t.Helper()
-	f, err := os.Open("/proc/net/udp")
+	unconnected, connected, err := readUDPSockets(port)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return unconnected, connected
+}
+
+// readUDPSockets is udpSocketsOn for a goroutine that cannot fail the test.
+func readUDPSockets(port int) (unconnected, connected []udpSocket, err error) {
+	f, err := os.Open("/proc/net/udp")
+	if err != nil {
+		return nil, nil, err
 	}
 	defer f.Close()
 	want := fmt.Sprintf("%s:%04X", hex.EncodeToString([]byte{1, 0, 0, 127}), port) // little-endian 127.0.0.1
@@ -175,10 +184,7 @@ func udpSocketsOn(t *testing.T, port int) (unconnected, connected []udpSocket) {
 			connected = append(connected, s)
 		}
 	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return unconnected, connected
+	return unconnected, connected, sc.Err()
 }
 
 // ownedUDPListener checks that exactly one unconnected UDP socket is bound

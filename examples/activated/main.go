@@ -7,7 +7,16 @@
 // must be its own pid), sends READY=1 to NOTIFY_SOCKET once it serves, and
 // on SIGTERM closes its listening sockets and lets every connection end on
 // its own (the next request on each is answered with "Connection: close"),
-// then exits; SIGINT ends it at once. Its config file holds
+// then exits; SIGINT ends it at once.
+//
+// A datagram socket (--listen udp://127.0.0.1:5353) is served as a
+// DNS-like request/response service: each datagram is answered, to its
+// sender, with "gen=N " and the datagram's payload (N is the config's
+// version). On SIGTERM it stops reading at once, answers the datagrams it
+// has read, and leaves those still queued on the shared socket to the next
+// generation.
+//
+// Its config file holds
 // `version=N` and `text=...` lines; `-check` validates the file and exits.
 // Standard library only.
 package main
@@ -47,11 +56,11 @@ func main() {
 		fmt.Printf("config %s is valid (version %s)\n", *path, cfg.version)
 		return
 	}
-	lns, err := inherited()
+	lns, pcs, err := inherited()
 	if err != nil {
 		log.Fatalf("activated: %v", err)
 	}
-	if err := serve(cfg, lns); err != nil {
+	if err := serve(cfg, lns, pcs); err != nil {
 		log.Fatalf("activated: %v", err)
 	}
 }
@@ -90,39 +99,54 @@ func readConfig(path string) (config, error) {
 	return cfg, sc.Err()
 }
 
-// inherited returns the listeners passed by socket activation. The
-// inherited descriptors themselves are closed once wrapped, so that closing
-// the listeners really lets go of the sockets.
-func inherited() ([]net.Listener, error) {
+// inherited returns the sockets passed by socket activation: the stream
+// ones as listeners, the datagram ones as packet connections. The inherited
+// descriptors themselves are closed once wrapped, so that closing the
+// listeners really lets go of the sockets.
+func inherited() ([]net.Listener, []net.PacketConn, error) {
 	if pid, _ := strconv.Atoi(os.Getenv("LISTEN_PID")); pid != os.Getpid() {
-		return nil, fmt.Errorf("LISTEN_PID=%q is not my pid %d: not socket-activated", os.Getenv("LISTEN_PID"), os.Getpid())
+		return nil, nil, fmt.Errorf("LISTEN_PID=%q is not my pid %d: not socket-activated", os.Getenv("LISTEN_PID"), os.Getpid())
 	}
 	n, err := strconv.Atoi(os.Getenv("LISTEN_FDS"))
 	if err != nil || n < 1 {
-		return nil, fmt.Errorf("LISTEN_FDS=%q: no sockets", os.Getenv("LISTEN_FDS"))
+		return nil, nil, fmt.Errorf("LISTEN_FDS=%q: no sockets", os.Getenv("LISTEN_FDS"))
 	}
 	names := strings.Split(os.Getenv("LISTEN_FDNAMES"), ":")
 	for _, k := range []string{"LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"} {
 		os.Unsetenv(k)
 	}
 	var lns []net.Listener
+	var pcs []net.PacketConn
 	for i := range n {
 		name := fmt.Sprintf("fd%d", 3+i)
 		if i < len(names) && names[i] != "" {
 			name = names[i]
 		}
+		// The type is read from the descriptor number ((*os.File).Fd would
+		// make the shared socket blocking); on an error the listener path
+		// below reports what is wrong with the descriptor.
+		typ, _ := syscall.GetsockoptInt(3+i, syscall.SOL_SOCKET, syscall.SO_TYPE)
 		f := os.NewFile(uintptr(3+i), name)
+		if typ == syscall.SOCK_DGRAM {
+			pc, err := net.FilePacketConn(f)
+			f.Close()
+			if err != nil {
+				return nil, nil, fmt.Errorf("socket %s: %w", name, err)
+			}
+			pcs = append(pcs, pc)
+			continue
+		}
 		ln, err := net.FileListener(f)
 		f.Close()
 		if err != nil {
-			return nil, fmt.Errorf("socket %s: %w", name, err)
+			return nil, nil, fmt.Errorf("socket %s: %w", name, err)
 		}
 		lns = append(lns, ln)
 	}
-	return lns, nil
+	return lns, pcs, nil
 }
 
-func serve(cfg config, lns []net.Listener) error {
+func serve(cfg config, lns []net.Listener, pcs []net.PacketConn) error {
 	var conns connTracker
 	var draining atomic.Bool
 	srv := &http.Server{
@@ -141,6 +165,7 @@ func serve(cfg config, lns []net.Listener) error {
 	for _, ln := range lns {
 		go func() { errc <- srv.Serve(ln) }()
 	}
+	packets := servePackets(cfg.version, pcs)
 	if err := notify("READY=1\nSTATUS=serving version " + cfg.version); err != nil {
 		log.Printf("activated: sd_notify: %v", err)
 	}
@@ -149,12 +174,18 @@ func serve(cfg config, lns []net.Listener) error {
 	select {
 	case err := <-errc:
 		return err
+	case err := <-packets.errc:
+		return err
 	case sig := <-sigs:
 		if sig == syscall.SIGINT {
 			return srv.Close()
 		}
 	}
-	return drain(srv, lns, errc, &conns, &draining)
+	perr := packets.drain()
+	if err := drain(srv, lns, errc, &conns, &draining); err != nil {
+		return err
+	}
+	return perr
 }
 
 // drain stops accepting and lets every connection end on its own: the

@@ -1,0 +1,76 @@
+package main
+
+import (
+	"errors"
+	"log"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// packetServer answers the datagrams of the inherited SOCK_DGRAM sockets:
+// each datagram gets one reply, "gen=N " followed by its payload, sent from
+// the same socket to its sender. A loop replies to a datagram before it reads
+// the next, so a datagram read is a datagram answered.
+type packetServer struct {
+	conns    []net.PacketConn
+	errc     chan error // a read error other than the drain's deadline
+	wg       sync.WaitGroup
+	draining atomic.Bool
+}
+
+// servePackets starts one loop per socket.
+func servePackets(version string, conns []net.PacketConn) *packetServer {
+	p := &packetServer{conns: conns, errc: make(chan error, len(conns))}
+	for _, c := range conns {
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			p.loop(version, c)
+		}()
+	}
+	return p
+}
+
+func (p *packetServer) loop(version string, c net.PacketConn) {
+	prefix := "gen=" + version + " "
+	buf := make([]byte, len(prefix)+64<<10)
+	copy(buf, prefix)
+	for {
+		n, from, err := c.ReadFrom(buf[len(prefix):])
+		if err != nil {
+			if !p.draining.Load() || !errors.Is(err, os.ErrDeadlineExceeded) {
+				p.errc <- err
+			}
+			return
+		}
+		if _, err := c.WriteTo(buf[:len(prefix)+n], from); err != nil {
+			log.Printf("activated: reply to %v: %v", from, err)
+		}
+	}
+}
+
+// drain stops reading at once and waits until every datagram already read
+// is answered; the datagrams still queued on the shared socket stay there
+// for the next generation. A read deadline in the past makes Go's poller
+// fail the next read before it calls recvfrom, so no datagram is taken off
+// the socket and then dropped; a recvfrom already under way returns its
+// datagram, which the loop answers before it sees the deadline.
+func (p *packetServer) drain() error {
+	p.draining.Store(true)
+	for _, c := range p.conns {
+		_ = c.SetReadDeadline(time.Now())
+	}
+	p.wg.Wait()
+	var err error
+	for _, c := range p.conns {
+		c.Close() // the shared socket lives on in the other generations
+	}
+	select {
+	case err = <-p.errc:
+	default:
+	}
+	return err
+}
