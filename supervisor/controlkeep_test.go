@@ -80,11 +80,13 @@ func TestControlSocketRecreated(t *testing.T) {
 		t.Fatal("status does not answer after the path became another socket")
 	}
 
-	// A regular file: not baton's to remove.
-	if err := os.Remove(path); err != nil {
+	// A regular file: not baton's to remove. It replaces the socket in one
+	// rename: between a remove and a write baton may already have bound a
+	// new socket there (and opening a socket fails with ENXIO).
+	if err := os.WriteFile(path+".new", []byte("data"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(path, []byte("data"), 0o644); err != nil {
+	if err := os.Rename(path+".new", path); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, shortWait, "the path being a regular file reported", func() bool {

@@ -300,7 +300,9 @@ func TestRawKeepAliveAndInformational(t *testing.T) {
 	})
 	res := run(t, Config{Addr: addr, Workers: 2, MaxRequests: 20})
 	expectAll(t, res, 20, OK)
-	if n := distinctConns(res); n != 2 || res.Samples[19].Gen != "4" {
+	// At most one connection per worker (keep-alive); on a loaded machine
+	// one worker may make all 20 requests before the other starts.
+	if n := distinctConns(res); n < 1 || n > 2 || res.Samples[19].Gen != "4" {
 		t.Fatalf("%d connections, last sample %v", n, res.Samples[19])
 	}
 }
