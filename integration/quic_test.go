@@ -238,7 +238,7 @@ func quicHeldRequest(t *testing.T, tg quicTarget, b *batontest.Baton, cfg string
 	select {
 	case res = <-acked:
 		ackedWhileHeld = true
-	case <-time.After(3 * time.Second):
+	case <-time.After(5 * time.Second):
 	}
 	ackAfter := time.Since(start)
 	slow.Release()

@@ -44,7 +44,7 @@ func TestUDPGenericReloadStorm(t *testing.T) {
 	fdBefore := stableFdCount(t, b.Pid())
 
 	watch := watchUDPSocket(b.Pid(), port, inode)
-	clients := startUDPClients(addr, 16, 20*time.Millisecond, 1000, 2*time.Second)
+	clients := startUDPClients(addr, 16, 20*time.Millisecond, 1000, 5*time.Second)
 	warmup := time.NewTimer(300 * time.Millisecond)
 	<-warmup.C
 	o := stormOpts{reloads: 40, minGens: 5, maxTime: 30 * time.Second, interval: 100 * time.Millisecond}

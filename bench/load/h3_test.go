@@ -148,13 +148,18 @@ func TestH3ServerClosedMidRun(t *testing.T) {
 			genHandler(http.StatusOK, "1")(w, r)
 		}))
 		var wg sync.WaitGroup
+		runDone := make(chan struct{})
 		wg.Go(func() {
-			<-closeAt
+			select {
+			case <-closeAt:
+			case <-runDone: // fewer than 20 served (a slow machine): the check below says so
+			}
 			srv.close()
 		})
 		cfg := h3Config(srv.addr, cert, 4, 0, mode)
 		cfg.Duration, cfg.ConnectTimeout, cfg.ReadTimeout = time.Second, 200*time.Millisecond, 500*time.Millisecond
 		res := run(t, cfg)
+		close(runDone)
 		wg.Wait()
 		if res.Counts[OK] < 12 || res.Failed == 0 || res.Elapsed > 3*time.Second {
 			t.Fatalf("%s: got %s", mode, res.Summary())
@@ -195,14 +200,21 @@ func TestH3CrashGivesStatelessReset(t *testing.T) {
 		again   *h3Server
 		againEr error
 	)
+	runDone := make(chan struct{})
 	wg.Go(func() {
-		<-crashAt
+		select {
+		case <-crashAt:
+		case <-runDone:
+			againEr = fmt.Errorf("the run ended before the server answered 20 requests")
+			return
+		}
 		old.crash()
 		again, againEr = listenH3(cert, port, &key, genHandler(http.StatusOK, "2"))
 	})
 	cfg := h3Config(old.addr, cert, 4, 0, KeepAlive)
 	cfg.Duration, cfg.Rate = 1500*time.Millisecond, 200
 	res := run(t, cfg)
+	close(runDone)
 	wg.Wait()
 	if againEr != nil {
 		t.Fatalf("restart on port %d: %v", port, againEr)

@@ -122,9 +122,9 @@ func inherited() ([]net.Listener, []net.PacketConn, error) {
 		if i < len(names) && names[i] != "" {
 			name = names[i]
 		}
-		// The type is read from the descriptor number ((*os.File).Fd would
-		// make the shared socket blocking); on an error the listener path
-		// below reports what is wrong with the descriptor.
+		// The type is read from the descriptor number, before any *os.File
+		// wraps it; on an error the listener path below reports what is
+		// wrong with the descriptor.
 		typ, _ := syscall.GetsockoptInt(3+i, syscall.SOL_SOCKET, syscall.SO_TYPE)
 		f := os.NewFile(uintptr(3+i), name)
 		if typ == syscall.SOCK_DGRAM {
