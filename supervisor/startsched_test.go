@@ -74,7 +74,7 @@ func testStartSchedReload(t *testing.T, noCgroup bool) {
 		t.Fatal("generation 2 not started")
 	}
 	// The fake's Go runtime starts threads of its own: wait for a few.
-	pollUntil(shortWait, func() bool { return len(threads(pid2)) >= 3 })
+	pollUntil(shortWait, func() bool { return len(proc.Threads(pid2)) >= 3 })
 	checkAll("starting generation", pid2, startVals)
 	checkAll("serving generation", pid1, ownVals)
 	checkAll("baton", os.Getpid(), ownVals)
@@ -125,7 +125,7 @@ func schedOf(t *testing.T, dir string) (int, string) {
 func threadScheds(t *testing.T, pid int) map[int]string {
 	t.Helper()
 	out := map[int]string{}
-	for _, tid := range threads(pid) {
+	for _, tid := range proc.Threads(pid) {
 		dir := "/proc/" + strconv.Itoa(pid) + "/task/" + strconv.Itoa(tid)
 		if _, err := os.Stat(dir); err != nil {
 			continue // gone meanwhile
@@ -170,19 +170,4 @@ func testStartSched(t *testing.T) (*proc.StartSched, string, string) {
 		start = "10 " + cpus
 	}
 	return ss, start, strconv.Itoa(ownNice) + " " + ownCPUs
-}
-
-// threads lists the thread ids of pid (none once it is gone).
-func threads(pid int) []int {
-	ents, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
-	if err != nil {
-		return nil
-	}
-	out := make([]int, 0, len(ents))
-	for _, e := range ents {
-		if tid, err := strconv.Atoi(e.Name()); err == nil {
-			out = append(out, tid)
-		}
-	}
-	return out
 }

@@ -249,7 +249,7 @@ func (ss *StartSched) Reset(pids []int) SchedReset {
 	for pass := 0; pass < 4; pass++ {
 		fresh := 0
 		for _, pid := range pids {
-			for _, tid := range threads(pid) {
+			for _, tid := range Threads(pid) {
 				if seen[tid] {
 					continue
 				}
@@ -310,8 +310,8 @@ func (ss *StartSched) resetThread(tid int, res *SchedReset) {
 	}
 }
 
-// threads lists the thread ids of pid (none once it is gone).
-func threads(pid int) []int {
+// Threads lists the thread ids of pid (none once it is gone).
+func Threads(pid int) []int {
 	ents, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
 	if err != nil {
 		return nil

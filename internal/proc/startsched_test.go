@@ -127,7 +127,7 @@ func schedOf(t *testing.T, dir string) (int, string) {
 func threadScheds(t *testing.T, pid int) map[int]string {
 	t.Helper()
 	out := map[int]string{}
-	for _, tid := range threads(pid) {
+	for _, tid := range Threads(pid) {
 		dir := "/proc/" + strconv.Itoa(pid) + "/task/" + strconv.Itoa(tid)
 		if _, err := os.Stat(dir); err != nil {
 			continue // gone meanwhile
