@@ -1,0 +1,174 @@
+package steer
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"testing"
+
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+)
+
+// newTestGroup makes a group on a free loopback port, or skips where this
+// kernel or user may not load the program.
+func newTestGroup(t *testing.T) *Group {
+	t.Helper()
+	_ = rlimit.RemoveMemlock()
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := c.LocalAddr().(*net.UDPAddr).AddrPort()
+	c.Close()
+	g, err := NewGroup(addr)
+	if errors.Is(err, unix.EPERM) && os.Geteuid() != 0 {
+		t.Skipf("loading an eBPF program needs CAP_BPF: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.Close() })
+	return g
+}
+
+func initial() []byte {
+	p := []byte{0xc3, 0, 0, 0, 1, 8}
+	p = append(p, randomBytes(8)...)
+	p = append(p, 0) // SCID length
+	return append(p, make([]byte, 64)...)
+}
+
+func short(cookie uint64) []byte {
+	p := []byte{0x43}
+	p = binary.BigEndian.AppendUint64(p, cookie)
+	p = append(p, randomBytes(12)...) // the rest of a 20-byte ID
+	return append(p, make([]byte, 32)...)
+}
+
+func handshake(cookie uint64) []byte {
+	p := []byte{0xe3, 0, 0, 0, 1, 20}
+	p = binary.BigEndian.AppendUint64(p, cookie)
+	p = append(p, randomBytes(12)...)
+	return append(p, make([]byte, 32)...)
+}
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return b
+}
+
+// receiver sends datagrams and says which member got each.
+type receiver struct {
+	t    *testing.T
+	g    *Group
+	conn *net.UDPConn
+}
+
+func (r receiver) who(p []byte, members ...*Member) *Member {
+	r.t.Helper()
+	if _, err := r.conn.WriteToUDPAddrPort(p, r.g.addr); err != nil {
+		r.t.Fatal(err)
+	}
+	fds := make([]unix.PollFd, len(members))
+	for i, m := range members {
+		fds[i] = unix.PollFd{Fd: int32(m.fd), Events: unix.POLLIN}
+	}
+	n, err := unix.Poll(fds, 2000)
+	if err != nil || n == 0 {
+		r.t.Fatalf("no member received the datagram (poll %d, %v)", n, err)
+	}
+	var got *Member
+	for i, f := range fds {
+		if f.Revents&unix.POLLIN == 0 {
+			continue
+		}
+		buf := make([]byte, 2048)
+		if _, _, err := unix.Recvfrom(members[i].fd, buf, 0); err != nil {
+			r.t.Fatal(err)
+		}
+		if got != nil {
+			r.t.Fatal("two members received one datagram")
+		}
+		got = members[i]
+	}
+	return got
+}
+
+func TestSteering(t *testing.T) {
+	g := newTestGroup(t)
+	old, err := g.Add()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := old.SetActive(); err != nil {
+		t.Fatal(err)
+	}
+	next, err := g.Add()
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	r := receiver{t: t, g: g, conn: conn}
+	all := []*Member{old, next}
+	name := map[*Member]string{old: "old", next: "next"}
+	expect := func(what string, p []byte, want *Member) {
+		t.Helper()
+		for i := 0; i < 20; i++ {
+			if got := r.who(p, all...); got != want {
+				t.Fatalf("%s: %s received it, want %s", what, name[got], name[want])
+			}
+		}
+	}
+	expect("Initial before the new member is active", initial(), old)
+	expect("short header naming the new member", short(next.Cookie()), next)
+	expect("Handshake naming the new member", handshake(next.Cookie()), next)
+	expect("short header naming no member", short(12345), old)
+
+	if err := next.SetActive(); err != nil {
+		t.Fatal(err)
+	}
+	expect("Initial after the switch", initial(), next)
+	expect("short header naming the old member", short(old.Cookie()), old)
+	expect("Handshake naming the old member", handshake(old.Cookie()), old)
+	expect("a datagram too short for a connection ID", []byte{0x40, 1, 2}, next)
+
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
+	all = []*Member{next}
+	expect("short header naming the closed member", short(old.Cookie()), next)
+}
+
+// TestMembersShareTheAddress: every member is bound to the group's
+// address, and a socket without SO_REUSEPORT cannot take the address while
+// members hold it.
+func TestMembersShareTheAddress(t *testing.T) {
+	g := newTestGroup(t)
+	for range 3 {
+		m, err := g.Add()
+		if err != nil {
+			t.Fatal(err)
+		}
+		sa, err := unix.Getsockname(m.FD())
+		if err != nil {
+			t.Fatal(err)
+		}
+		in := sa.(*unix.SockaddrInet4)
+		if got := netip.AddrPortFrom(netip.AddrFrom4(in.Addr), uint16(in.Port)); got != g.addr {
+			t.Fatalf("member bound to %s, want %s", got, g.addr)
+		}
+	}
+	if c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(g.addr)); err == nil {
+		c.Close()
+		t.Fatal("a plain socket bound the group's address")
+	}
+}
