@@ -8,7 +8,9 @@
 //     SO_COOKIE into the first 8 bytes of every connection ID it issues);
 //   - every other datagram, among them every client's first Initial, goes
 //     to the member marked active: new connections reach the serving
-//     generation only, never a draining one nor one not yet ready.
+//     generation only, never a draining one nor one not yet ready;
+//   - while no member is active the datagram is dropped (a client
+//     retransmits its Initial).
 //
 // So a draining generation keeps receiving its own connections' packets on
 // its own socket until it exits, and a new generation receives nothing
@@ -32,8 +34,8 @@ import (
 // QUIC address at once (the active one and those draining).
 const MaxMembers = 255
 
-// noSlot is the active map's value while no member is active: slot 0 of
-// the socket array is never used (a socket may sit in one slot only).
+// noSlot is the active map's value while no member is active: members
+// take slots from 1.
 const noSlot = 0
 
 // Group is one address's reuseport group, its program and maps. Its
@@ -43,12 +45,13 @@ type Group struct {
 
 	mu      sync.Mutex
 	prog    *ebpf.Program
-	socks   *ebpf.Map // REUSEPORT_SOCKARRAY: slot -> member
+	socks   *ebpf.Map // SOCKMAP: slot -> member (a socket may sit in several, unlike a REUSEPORT_SOCKARRAY: an adopting group fills its own)
 	slots   *ebpf.Map // HASH: 8-byte cookie key -> slot
 	active  *ebpf.Map // ARRAY of one: the active member's slot, or noSlot
-	members map[int]*Member
-	current *Member // the active member
-	closed  bool
+	members  map[int]*Member
+	current  *Member // the active member
+	attached bool
+	closed   bool
 }
 
 // Member is one socket of a group: bound, non-blocking, close-on-exec.
@@ -57,10 +60,14 @@ type Member struct {
 	fd     int
 	slot   uint32
 	cookie uint64
+	inode  uint64
 }
 
 // FD is the member's descriptor, owned by the member.
 func (m *Member) FD() int { return m.fd }
+
+// Inode is the member's socket inode.
+func (m *Member) Inode() uint64 { return m.inode }
 
 // Cookie is the member's socket cookie (SO_COOKIE).
 func (m *Member) Cookie() uint64 { return m.cookie }
@@ -70,7 +77,7 @@ func (m *Member) Cookie() uint64 { return m.cookie }
 func NewGroup(addr netip.AddrPort) (*Group, error) {
 	socks, err := ebpf.NewMap(&ebpf.MapSpec{
 		Name:       "baton_socks",
-		Type:       ebpf.ReusePortSockArray,
+		Type:       ebpf.SockMap,
 		KeySize:    4,
 		ValueSize:  8,
 		MaxEntries: MaxMembers + 1,
@@ -117,50 +124,135 @@ func NewGroup(addr netip.AddrPort) (*Group, error) {
 	return &Group{addr: addr, prog: prog, socks: socks, slots: slots, active: active, members: make(map[int]*Member)}, nil
 }
 
-// Add binds a new member: SO_REUSEPORT and SO_REUSEADDR (HAProxy binds
-// its per-connection sockets to the address with SO_REUSEADDR), then
-// registers its cookie. It receives nothing until a datagram names its
-// cookie or it is marked active.
-func (g *Group) Add() (*Member, error) {
+// Add binds a new member with SO_REUSEPORT and SO_REUSEADDR (HAProxy
+// binds its per-connection sockets to the address with SO_REUSEADDR) and
+// registers it; the group's program is attached with the first member.
+// With exclusive the member gets SO_REUSEADDR only once bound, so the bind
+// fails if a socket without SO_REUSEPORT, or another user's, holds the
+// address: the first member of a new group. A new member receives nothing
+// until a datagram names its cookie or it is marked active.
+func (g *Group) Add(exclusive bool) (*Member, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.closed {
 		return nil, errors.New("steering group closed")
 	}
-	slot, ok := g.freeSlot()
-	if !ok {
-		return nil, fmt.Errorf("steering for %s: %d members already", g.addr, MaxMembers)
-	}
-	fd, err := g.bind()
+	fd, err := g.bind(exclusive)
 	if err != nil {
 		return nil, fmt.Errorf("steering for %s: %w", g.addr, err)
 	}
-	m := &Member{g: g, fd: fd, slot: slot}
+	m, err := g.register(fd)
+	if err != nil {
+		return nil, err
+	}
+	if !g.attached {
+		if err := g.attachLocked(); err != nil {
+			g.closeLocked(m)
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// Adopt registers fd, a UDP socket bound to the group's address with
+// SO_REUSEPORT that baton created earlier (taken over at an upgrade or
+// back from a generation after a restart); the member owns fd from then
+// on, even on error. Call Attach once every member is adopted and the
+// active one marked.
+func (g *Group) Adopt(fd int) (*Member, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		unix.Close(fd)
+		return nil, errors.New("steering group closed")
+	}
+	if err := g.checkMember(fd); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("steering for %s: adopt: %w", g.addr, err)
+	}
+	return g.register(fd)
+}
+
+func (g *Group) checkMember(fd int) error {
+	typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
+	if err != nil {
+		return err
+	}
+	if typ != unix.SOCK_DGRAM {
+		return errors.New("not a datagram socket")
+	}
+	if rp, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT); err != nil || rp == 0 {
+		return errors.New("no SO_REUSEPORT: not a member of a reuseport group")
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return err
+	}
+	var got netip.AddrPort
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		got = netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
+	case *unix.SockaddrInet6:
+		got = netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port))
+	}
+	if got != g.addr {
+		return fmt.Errorf("bound to %s", got)
+	}
+	return nil
+}
+
+// Attach attaches the group's program to the reuseport group (through any
+// member), replacing the one attached before, if any.
+func (g *Group) Attach() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.attachLocked()
+}
+
+func (g *Group) attachLocked() error {
+	for fd := range g.members {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ATTACH_REUSEPORT_EBPF, g.prog.FD()); err != nil {
+			return fmt.Errorf("steering for %s: attach program: %w", g.addr, err)
+		}
+		g.attached = true
+		return nil
+	}
+	return fmt.Errorf("steering for %s: attach program: no member", g.addr)
+}
+
+// register puts fd in a free slot and its cookie in the cookie map. On
+// error fd is closed.
+func (g *Group) register(fd int) (*Member, error) {
 	fail := func(what string, err error) (*Member, error) {
-		_ = g.slots.Delete(cookieKey(m.cookie))
-		_ = g.socks.Delete(m.slot)
 		unix.Close(fd)
 		return nil, fmt.Errorf("steering for %s: %s: %w", g.addr, what, err)
 	}
+	slot, ok := g.freeSlot()
+	if !ok {
+		return fail("add member", fmt.Errorf("%d members already", MaxMembers))
+	}
+	m := &Member{g: g, fd: fd, slot: slot}
+	var err error
 	if m.cookie, err = unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_COOKIE); err != nil {
 		return fail("SO_COOKIE", err)
 	}
-	if len(g.members) == 0 {
-		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ATTACH_REUSEPORT_EBPF, g.prog.FD()); err != nil {
-			return fail("attach program", err)
-		}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fail("fstat", err)
 	}
+	m.inode = st.Ino
 	if err := g.socks.Update(m.slot, uint64(fd), ebpf.UpdateAny); err != nil {
 		return fail("socket array", err)
 	}
 	if err := g.slots.Update(cookieKey(m.cookie), m.slot, ebpf.UpdateAny); err != nil {
+		_ = g.socks.Delete(m.slot)
 		return fail("cookie map", err)
 	}
 	g.members[fd] = m
 	return m, nil
 }
 
-func (g *Group) bind() (int, error) {
+func (g *Group) bind(exclusive bool) (int, error) {
 	family := unix.AF_INET
 	var sa unix.Sockaddr = &unix.SockaddrInet4{Port: int(g.addr.Port()), Addr: g.addr.Addr().As4()}
 	if g.addr.Addr().Is6() && !g.addr.Addr().Is4In6() {
@@ -171,10 +263,20 @@ func (g *Group) bind() (int, error) {
 	if err != nil {
 		return -1, fmt.Errorf("socket: %w", err)
 	}
-	for _, opt := range []int{unix.SO_REUSEPORT, unix.SO_REUSEADDR} {
-		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, opt, 1); err != nil {
+	reuseAddr := func() error {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
 			unix.Close(fd)
-			return -1, fmt.Errorf("setsockopt: %w", err)
+			return fmt.Errorf("setsockopt SO_REUSEADDR: %w", err)
+		}
+		return nil
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("setsockopt SO_REUSEPORT: %w", err)
+	}
+	if !exclusive {
+		if err := reuseAddr(); err != nil {
+			return -1, err
 		}
 	}
 	if family == unix.AF_INET6 {
@@ -186,6 +288,11 @@ func (g *Group) bind() (int, error) {
 	if err := unix.Bind(fd, sa); err != nil {
 		unix.Close(fd)
 		return -1, fmt.Errorf("bind: %w", err)
+	}
+	if exclusive {
+		if err := reuseAddr(); err != nil {
+			return -1, err
+		}
 	}
 	return fd, nil
 }
@@ -227,6 +334,10 @@ func (m *Member) Close() error {
 	g := m.g
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	return g.closeLocked(m)
+}
+
+func (g *Group) closeLocked(m *Member) error {
 	if g.members[m.fd] != m {
 		return nil
 	}
@@ -276,12 +387,13 @@ const (
 	longDCID     = udpHeader + 6
 	shortDCID    = udpHeader + 1
 	cookieLength = 8
+	skDrop       = 0
 	skPass       = 1
 )
 
 // program is the SK_REUSEPORT program: the member whose cookie begins the
-// destination connection ID, else the active member. If neither can be
-// selected (no active member yet), the kernel's hash decides.
+// destination connection ID, else the active member; with neither, the
+// datagram is dropped.
 func program(socksFD, slotsFD, activeFD int) asm.Instructions {
 	const (
 		ctx    = asm.R6
@@ -341,9 +453,9 @@ func program(socksFD, slotsFD, activeFD int) asm.Instructions {
 		asm.Mov.Reg(asm.R2, asm.RFP),
 		asm.Add.Imm(asm.R2, slotOff),
 		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(asm.R0, 0, "pass"),
+		asm.JEq.Imm(asm.R0, 0, "drop"),
 		asm.LoadMem(asm.R7, asm.R0, 0, asm.Word),
-		asm.JEq.Imm(asm.R7, noSlot, "pass"),
+		asm.JEq.Imm(asm.R7, noSlot, "drop"),
 		asm.StoreMem(asm.RFP, slotOff, asm.R7, asm.Word),
 		asm.Mov.Reg(asm.R1, ctx),
 		asm.LoadMapPtr(asm.R2, socksFD),
@@ -351,7 +463,10 @@ func program(socksFD, slotsFD, activeFD int) asm.Instructions {
 		asm.Add.Imm(asm.R3, slotOff),
 		asm.Mov.Imm(asm.R4, 0),
 		asm.FnSkSelectReuseport.Call(),
+		asm.JNE.Imm(asm.R0, 0, "drop"),
 		asm.Mov.Imm(asm.R0, skPass).WithSymbol("pass"),
+		asm.Return(),
+		asm.Mov.Imm(asm.R0, skDrop).WithSymbol("drop"),
 		asm.Return(),
 	)
 	return insns

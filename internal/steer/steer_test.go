@@ -101,14 +101,14 @@ func (r receiver) who(p []byte, members ...*Member) *Member {
 
 func TestSteering(t *testing.T) {
 	g := newTestGroup(t)
-	old, err := g.Add()
+	old, err := g.Add(true)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := old.SetActive(); err != nil {
 		t.Fatal(err)
 	}
-	next, err := g.Add()
+	next, err := g.Add(false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +154,7 @@ func TestSteering(t *testing.T) {
 func TestMembersShareTheAddress(t *testing.T) {
 	g := newTestGroup(t)
 	for range 3 {
-		m, err := g.Add()
+		m, err := g.Add(false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -170,5 +170,113 @@ func TestMembersShareTheAddress(t *testing.T) {
 	if c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(g.addr)); err == nil {
 		c.Close()
 		t.Fatal("a plain socket bound the group's address")
+	}
+}
+
+// TestNoActiveDrops: before a member is active, a datagram naming no
+// member reaches nobody.
+func TestNoActiveDrops(t *testing.T) {
+	g := newTestGroup(t)
+	m, err := g.Add(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for range 5 {
+		if _, err := conn.WriteToUDPAddrPort(initial(), g.addr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fds := []unix.PollFd{{Fd: int32(m.FD()), Events: unix.POLLIN}}
+	if n, _ := unix.Poll(fds, 200); n != 0 {
+		t.Fatal("a datagram reached a member while none was active")
+	}
+	r := receiver{t: t, g: g, conn: conn}
+	if got := r.who(short(m.Cookie()), m); got != m {
+		t.Fatal("the member did not receive a datagram naming its cookie")
+	}
+}
+
+// TestAdoptReplacesProgram: a new group adopting the members (an upgraded
+// or restarted baton) steers them with its own program and maps.
+func TestAdoptReplacesProgram(t *testing.T) {
+	g := newTestGroup(t)
+	a, err := g.Add(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := g.Add(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.SetActive(); err != nil {
+		t.Fatal(err)
+	}
+	g2, err := NewGroup(g.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g2.Close()
+	dup := func(m *Member) *Member {
+		fd, err := unix.Dup(m.FD())
+		if err != nil {
+			t.Fatal(err)
+		}
+		m2, err := g2.Adopt(fd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m2
+	}
+	a2, b2 := dup(a), dup(b)
+	if a2.Cookie() != a.Cookie() || b2.Inode() != b.Inode() {
+		t.Fatal("an adopted member is not the same socket")
+	}
+	if err := b2.SetActive(); err != nil {
+		t.Fatal(err)
+	}
+	if err := g2.Attach(); err != nil {
+		t.Fatal(err)
+	}
+	g.Close() // the old baton's copies and maps go
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	r := receiver{t: t, g: g2, conn: conn}
+	for range 10 {
+		if got := r.who(initial(), a2, b2); got != b2 {
+			t.Fatal("an Initial did not reach the member the new program marks active")
+		}
+		if got := r.who(short(a2.Cookie()), a2, b2); got != a2 {
+			t.Fatal("a datagram naming the other member's cookie did not reach it")
+		}
+	}
+	if _, err := g2.Adopt(-1); err == nil {
+		t.Fatal("adopted a bad descriptor")
+	}
+}
+
+// TestExclusiveFirstMember: the first member's bind fails while another
+// socket holds the address.
+func TestExclusiveFirstMember(t *testing.T) {
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = rlimit.RemoveMemlock()
+	g, err := NewGroup(c.LocalAddr().(*net.UDPAddr).AddrPort())
+	if err != nil {
+		t.Skip(err)
+	}
+	defer g.Close()
+	if _, err := g.Add(true); !errors.Is(err, unix.EADDRINUSE) {
+		t.Fatalf("exclusive member beside a held address: %v, want EADDRINUSE", err)
 	}
 }
