@@ -43,11 +43,11 @@ const noSlot = 0
 type Group struct {
 	addr netip.AddrPort
 
-	mu      sync.Mutex
-	prog    *ebpf.Program
-	socks   *ebpf.Map // SOCKMAP: slot -> member (a socket may sit in several, unlike a REUSEPORT_SOCKARRAY: an adopting group fills its own)
-	slots   *ebpf.Map // HASH: 8-byte cookie key -> slot
-	active  *ebpf.Map // ARRAY of one: the active member's slot, or noSlot
+	mu       sync.Mutex
+	prog     *ebpf.Program
+	socks    *ebpf.Map // SOCKMAP: slot -> member (a socket may sit in several, unlike a REUSEPORT_SOCKARRAY: an adopting group fills its own)
+	slots    *ebpf.Map // HASH: 8-byte cookie key -> slot
+	active   *ebpf.Map // ARRAY of one: the active member's slot, or noSlot
 	members  map[int]*Member
 	current  *Member // the active member
 	attached bool
