@@ -66,7 +66,10 @@ func (s *Supervisor) checkSpec(rt *genRuntime, spec proxyctl.GenSpec) proxyctl.G
 // current ones.
 func (s *Supervisor) acquire(rt *genRuntime, replacement bool) ([]proxyctl.Listener, error) {
 	if !s.cfg.ListenersFromConfig || replacement || rt.wanted == nil {
-		ls := s.cfg.Listeners.acquire(rt.gen)
+		ls, err := s.cfg.Listeners.acquire(rt.gen)
+		if err != nil {
+			return nil, fmt.Errorf("listeners: %w", err)
+		}
 		rt.acquired = len(ls) > 0 || !s.cfg.ListenersFromConfig
 		return ls, nil
 	}

@@ -317,9 +317,9 @@ func (s *Supervisor) armTimer() (Timer, <-chan time.Time) {
 
 // followActive does, once per generation that becomes active (the first
 // one, each reload, each crash replacement, an adopted one), what follows
-// from it serving: its listeners become the current ones (listeners from
-// the config), its config copies the last good config, and the user's pid
-// file names it.
+// from it serving: its UDP members receive the new connections, its
+// listeners become the current ones (listeners from the config), its
+// config copies the last good config, and the user's pid file names it.
 func (s *Supervisor) followActive() {
 	var gen lifecycle.Gen
 	for _, g := range s.m.Generations() {
@@ -331,6 +331,11 @@ func (s *Supervisor) followActive() {
 		return
 	}
 	s.followed = gen
+	// New connections go to gen's own UDP members before any older
+	// generation is told to drain.
+	if err := s.cfg.Listeners.setActive(gen); err != nil {
+		s.log.Error("steer new UDP/QUIC connections to the active generation", zap.Int("gen", int(gen)), zap.Error(err))
+	}
 	if s.cfg.ListenersFromConfig {
 		s.activateListeners(gen)
 	}

@@ -42,6 +42,7 @@ const noSlot = 0
 // methods are safe for concurrent use.
 type Group struct {
 	addr netip.AddrPort
+	opts Options
 
 	mu       sync.Mutex
 	prog     *ebpf.Program
@@ -51,6 +52,7 @@ type Group struct {
 	members  map[int]*Member
 	current  *Member // the active member
 	attached bool
+	adopted  bool // members were adopted: attach only with an active member
 	closed   bool
 }
 
@@ -72,9 +74,16 @@ func (m *Member) Inode() uint64 { return m.inode }
 // Cookie is the member's socket cookie (SO_COOKIE).
 func (m *Member) Cookie() uint64 { return m.cookie }
 
+// Options are the socket options of every member.
+type Options struct {
+	V6Only   bool // IPV6_V6ONLY, for an IPv6 address
+	FreeBind bool // IP_FREEBIND / IPV6_FREEBIND
+}
+
 // NewGroup creates the program and maps for addr. Members are bound by
-// Add; the program is attached to the group with the first one.
-func NewGroup(addr netip.AddrPort) (*Group, error) {
+// Add; the program is attached to the group with the first one. Port 0
+// takes the port the first member gets.
+func NewGroup(addr netip.AddrPort, opts Options) (*Group, error) {
 	socks, err := ebpf.NewMap(&ebpf.MapSpec{
 		Name:       "baton_socks",
 		Type:       ebpf.SockMap,
@@ -121,7 +130,7 @@ func NewGroup(addr netip.AddrPort) (*Group, error) {
 		active.Close()
 		return nil, fmt.Errorf("steering for %s: load program: %w", addr, err)
 	}
-	return &Group{addr: addr, prog: prog, socks: socks, slots: slots, active: active, members: make(map[int]*Member)}, nil
+	return &Group{addr: addr, opts: opts, prog: prog, socks: socks, slots: slots, active: active, members: make(map[int]*Member)}, nil
 }
 
 // Add binds a new member with SO_REUSEPORT and SO_REUSEADDR (HAProxy
@@ -145,7 +154,7 @@ func (g *Group) Add(exclusive bool) (*Member, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !g.attached {
+	if !g.attached && !g.adopted {
 		if err := g.attachLocked(); err != nil {
 			g.closeLocked(m)
 			return nil, err
@@ -157,8 +166,9 @@ func (g *Group) Add(exclusive bool) (*Member, error) {
 // Adopt registers fd, a UDP socket bound to the group's address with
 // SO_REUSEPORT that baton created earlier (taken over at an upgrade or
 // back from a generation after a restart); the member owns fd from then
-// on, even on error. Call Attach once every member is adopted and the
-// active one marked.
+// on, even on error. The group's program replaces the one attached before
+// when a member is first marked active (or by Attach): until then the
+// earlier program keeps steering.
 func (g *Group) Adopt(fd int) (*Member, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -170,6 +180,7 @@ func (g *Group) Adopt(fd int) (*Member, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("steering for %s: adopt: %w", g.addr, err)
 	}
+	g.adopted = true
 	return g.register(fd)
 }
 
@@ -184,21 +195,38 @@ func (g *Group) checkMember(fd int) error {
 	if rp, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT); err != nil || rp == 0 {
 		return errors.New("no SO_REUSEPORT: not a member of a reuseport group")
 	}
-	sa, err := unix.Getsockname(fd)
+	got, err := boundAddr(fd)
 	if err != nil {
 		return err
 	}
-	var got netip.AddrPort
-	switch a := sa.(type) {
-	case *unix.SockaddrInet4:
-		got = netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
-	case *unix.SockaddrInet6:
-		got = netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port))
+	if g.addr.Port() == 0 && got.Addr() == g.addr.Addr() {
+		g.addr = got
 	}
 	if got != g.addr {
 		return fmt.Errorf("bound to %s", got)
 	}
 	return nil
+}
+
+func boundAddr(fd int) (netip.AddrPort, error) {
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("getsockname: %w", err)
+	}
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port)), nil
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port)), nil
+	}
+	return netip.AddrPort{}, errors.New("not an inet socket")
+}
+
+// Addr is the group's address (its real port once a member is bound).
+func (g *Group) Addr() netip.AddrPort {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.addr
 }
 
 // Attach attaches the group's program to the reuseport group (through any
@@ -279,11 +307,28 @@ func (g *Group) bind(exclusive bool) (int, error) {
 			return -1, err
 		}
 	}
-	if family == unix.AF_INET6 {
-		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1); err != nil {
+	set := func(level, opt, val int, name string) error {
+		if err := unix.SetsockoptInt(fd, level, opt, val); err != nil {
 			unix.Close(fd)
-			return -1, fmt.Errorf("setsockopt IPV6_V6ONLY: %w", err)
+			return fmt.Errorf("setsockopt %s: %w", name, err)
 		}
+		return nil
+	}
+	switch {
+	case family == unix.AF_INET6:
+		v6only := 0
+		if g.opts.V6Only {
+			v6only = 1
+		}
+		err = set(unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, v6only, "IPV6_V6ONLY")
+		if err == nil && g.opts.FreeBind {
+			err = set(unix.IPPROTO_IPV6, unix.IPV6_FREEBIND, 1, "IPV6_FREEBIND")
+		}
+	case g.opts.FreeBind:
+		err = set(unix.IPPROTO_IP, unix.IP_FREEBIND, 1, "IP_FREEBIND")
+	}
+	if err != nil {
+		return -1, err
 	}
 	if err := unix.Bind(fd, sa); err != nil {
 		unix.Close(fd)
@@ -293,6 +338,14 @@ func (g *Group) bind(exclusive bool) (int, error) {
 		if err := reuseAddr(); err != nil {
 			return -1, err
 		}
+	}
+	if g.addr.Port() == 0 {
+		got, err := boundAddr(fd)
+		if err != nil {
+			unix.Close(fd)
+			return -1, err
+		}
+		g.addr = got
 	}
 	return fd, nil
 }
@@ -323,6 +376,9 @@ func (m *Member) SetActive() error {
 		return fmt.Errorf("steering for %s: mark active: %w", g.addr, err)
 	}
 	g.current = m
+	if !g.attached {
+		return g.attachLocked()
+	}
 	return nil
 }
 

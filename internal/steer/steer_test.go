@@ -24,7 +24,7 @@ func newTestGroup(t *testing.T) *Group {
 	}
 	addr := c.LocalAddr().(*net.UDPAddr).AddrPort()
 	c.Close()
-	g, err := NewGroup(addr)
+	g, err := NewGroup(addr, Options{})
 	if errors.Is(err, unix.EPERM) && os.Geteuid() != 0 {
 		t.Skipf("loading an eBPF program needs CAP_BPF: %v", err)
 	}
@@ -216,7 +216,7 @@ func TestAdoptReplacesProgram(t *testing.T) {
 	if err := a.SetActive(); err != nil {
 		t.Fatal(err)
 	}
-	g2, err := NewGroup(g.addr)
+	g2, err := NewGroup(g.addr, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -271,7 +271,7 @@ func TestExclusiveFirstMember(t *testing.T) {
 	}
 	defer c.Close()
 	_ = rlimit.RemoveMemlock()
-	g, err := NewGroup(c.LocalAddr().(*net.UDPAddr).AddrPort())
+	g, err := NewGroup(c.LocalAddr().(*net.UDPAddr).AddrPort(), Options{})
 	if err != nil {
 		t.Skip(err)
 	}
