@@ -66,6 +66,7 @@ type HostSummary struct {
 	ListenOverflows uint64   `json:"listen_overflows"`
 	ListenDrops     uint64   `json:"listen_drops"`
 	Listeners       int      `json:"listening_sockets"`
+	UDPSockets      int      `json:"udp_sockets"` // bound, unconnected
 	Processes       int      `json:"processes"`
 	Batons          []string `json:"batons"`
 }
