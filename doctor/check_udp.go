@@ -9,7 +9,7 @@ import (
 )
 
 // udpGroups groups the unconnected UDP sockets by exact address, in
-// address order.
+// address order, each group in inode order.
 func udpGroups(f *Facts) ([]netip.AddrPort, map[netip.AddrPort][]*UDPSocket) {
 	by := map[netip.AddrPort][]*UDPSocket{}
 	for i := range f.UDPSockets {
@@ -17,8 +17,9 @@ func udpGroups(f *Facts) ([]netip.AddrPort, map[netip.AddrPort][]*UDPSocket) {
 		by[u.Addr] = append(by[u.Addr], u)
 	}
 	addrs := make([]netip.AddrPort, 0, len(by))
-	for a := range by {
+	for a, us := range by {
 		addrs = append(addrs, a)
+		sort.Slice(us, func(i, j int) bool { return us[i].Inode < us[j].Inode })
 	}
 	sort.Slice(addrs, func(i, j int) bool { return addrs[i].Compare(addrs[j]) < 0 })
 	return addrs, by
