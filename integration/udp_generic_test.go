@@ -17,15 +17,16 @@ import (
 )
 
 // TestUDPGenericReloadStorm: plain UDP request/response (DNS-like) under
-// the generic driver through a reload storm. baton binds the UDP socket once
-// and hands the same socket to every generation of examples/activated, which
-// answers each datagram with "gen=N " and its payload and, told to drain,
-// stops reading at once and answers what it has read, leaving the queued
-// datagrams to the next generation. 16 clients, one request in flight each
-// (a unique id, 2 s to answer), while a reload is requested every 100 ms:
-// every request gets exactly its own reply (0 lost), the replies come from
-// at least 2 config versions, and /proc/net/udp shows exactly one socket on
-// the address throughout, baton's.
+// the generic driver through a reload storm. baton holds the address as a
+// steered group and gives every generation of examples/activated a member
+// of its own; new datagrams go to the active generation's member. The
+// server answers each datagram with "gen=N " and its payload and, told to
+// drain, answers what was already queued on its member. 16 clients, one
+// request in flight each (a unique id, 2 s to answer), while a reload is
+// requested every 100 ms: every request gets exactly its own reply (0
+// lost), the replies come from at least 2 config versions, and
+// /proc/net/udp shows only baton's sockets on the address throughout (its
+// anchor among them), none connected.
 func TestUDPGenericReloadStorm(t *testing.T) {
 	act := batontest.BuildBinary(t, "./examples/activated")
 	port := freeUDPPort(t)

@@ -49,24 +49,34 @@ func (p *packetServer) loop(version string, c net.PacketConn) {
 		if _, err := c.WriteTo(buf[:len(prefix)+n], from); err != nil {
 			log.Printf("activated: reply to %v: %v", from, err)
 		}
+		if p.draining.Load() {
+			_ = c.SetReadDeadline(time.Now().Add(drainQuiet))
+		}
 	}
 }
 
-// drain stops reading at once and waits until every datagram already read
-// is answered; the datagrams still queued on the shared socket stay there
-// for the next generation. A read deadline in the past makes Go's poller
-// fail the next read before it calls recvfrom, so no datagram is taken off
-// the socket and then dropped; a recvfrom already under way returns its
-// datagram, which the loop answers before it sees the deadline.
+// drainQuiet is how long a draining server waits for one more datagram
+// before it stops reading.
+const drainQuiet = 50 * time.Millisecond
+
+// drain answers the datagrams already queued on the socket, reading until
+// none has come for drainQuiet, and waits until every datagram read is
+// answered. Under baton the socket is this generation's own member of a
+// steered group: from the moment baton made the next generation active it
+// receives no new datagram, so what it reads is what was queued before
+// (left unread, those would be lost with the socket). A read deadline
+// makes Go's poller fail the next read before it calls recvfrom, so no
+// datagram is taken off the socket and then dropped; a recvfrom already
+// under way returns its datagram, which the loop answers.
 func (p *packetServer) drain() error {
 	p.draining.Store(true)
 	for _, c := range p.conns {
-		_ = c.SetReadDeadline(time.Now())
+		_ = c.SetReadDeadline(time.Now().Add(drainQuiet))
 	}
 	p.wg.Wait()
 	var err error
 	for _, c := range p.conns {
-		c.Close() // the shared socket lives on in the other generations
+		c.Close()
 	}
 	select {
 	case err = <-p.errc:
