@@ -405,6 +405,29 @@ func (s *Supervisor) signal(gen lifecycle.Gen, kind lifecycle.SignalKind, reason
 	if rt == nil || rt.proc == nil {
 		return
 	}
+	if kind == lifecycle.Drain && reason == lifecycle.ReasonReload && s.cfg.UDPDrainDelay > 0 && s.cfg.Listeners.steers(gen) {
+		// New connections already go to the new generation: let the
+		// handshakes begun here complete before the drain.
+		rt.log.Debug("drain signal delayed: QUIC handshakes begun here complete first", zap.Duration("delay", s.cfg.UDPDrainDelay))
+		t := s.clock.NewTimer(s.cfg.UDPDrainDelay)
+		s.goEffect(func() {
+			defer t.Stop()
+			select {
+			case <-rt.ctx.Done():
+			case <-t.C():
+				if !rt.stopAsked.Load() {
+					s.sendSignal(rt, kind, reason)
+				}
+			}
+		})
+		return
+	}
+	s.sendSignal(rt, kind, reason)
+}
+
+// sendSignal sends gen its drain, hard stop or kill signal. It runs on the
+// loop, or for a delayed drain on an effect goroutine.
+func (s *Supervisor) sendSignal(rt *genRuntime, kind lifecycle.SignalKind, reason string) {
 	rt.stopAsked.Store(true) // before the signal: its output about stopping follows
 	var sig unix.Signal
 	switch kind {

@@ -276,3 +276,13 @@ func (ls *ListenerSet) recoverSteered(h *Handover, sp fdpass.Spec, recs []Listen
 	}
 	return found, ls.addSteered(st, sp, removed, users, where)
 }
+
+// steers reports whether gen holds a member of a steered group.
+func (ls *ListenerSet) steers(gen lifecycle.Gen) bool {
+	for _, e := range ls.items {
+		if e.steer != nil && e.steer.members[gen] != nil {
+			return true
+		}
+	}
+	return false
+}

@@ -19,6 +19,11 @@ import (
 	"github.com/batonproxy/baton/supervisor/lifecycle"
 )
 
+// DefaultUDPDrainDelay is Config.UDPDrainDelay's default: a QUIC
+// handshake takes one or two round trips, and a client resends a lost
+// Initial after its probe timeout (RFC 9002: 3 x 333 ms for the first).
+const DefaultUDPDrainDelay = time.Second
+
 // Config is what to supervise and how.
 type Config struct {
 	Command      []string // the proxy command line, argv[0] resolved
@@ -63,6 +68,13 @@ type Config struct {
 	// generation that starts while another one serves, until it is active
 	// (proc.StartSched).
 	StartSched *proc.StartSched
+	// UDPDrainDelay is how long a generation replaced by a reload keeps
+	// serving before its drain signal when it holds a steered UDP member:
+	// new connections go to the new generation from the moment it is
+	// active, and the ones whose handshake had begun at the old one
+	// complete it meanwhile (HAProxy and nginx drop a QUIC connection
+	// still in its handshake when they stop).
+	UDPDrainDelay time.Duration
 }
 
 // Deps are the supervisor's collaborators.
