@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -171,7 +172,50 @@ func quicListener(t *testing.T, tg quicTarget, dir string) {
 	waitUDPGroup(t, b, udp, 2)
 
 	quicHeldRequest(t, tg, b, cfg, tcp, udp, slow)
-	quicUpgrade(t, tg, b, cfg, tcp, udp, slow.Port, udpInode)
+	waitUDPGroup(t, b, udp, 2)
+	nb := quicCrashRestart(t, tg, b, cfg, tcp, udp, slow.Port, 4)
+	quicUpgrade(t, tg, nb, cfg, tcp, udp, slow.Port, 5)
+}
+
+// quicCrashRestart: baton killed (SIGKILL) and started again recovers from
+// its state file: it takes the serving generation's member back by inode,
+// binds a new anchor into the group the member still forms (whose program
+// kept steering meanwhile), HTTP/3 is answered throughout by that
+// generation, and after a reload by the next one, steered by the new
+// baton's program; every unconnected UDP socket on the address is the new
+// baton's.
+func quicCrashRestart(t *testing.T, tg quicTarget, b *batontest.Baton, cfg string, tcp, udp, slowPort, gen int) *batontest.Baton {
+	if err := syscall.Kill(b.Pid(), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := b.ExitCode(10 * time.Second); code == 0 {
+		t.Fatal("baton survived SIGKILL")
+	}
+	want, next := fmt.Sprint(gen), fmt.Sprint(gen+1)
+	if r, err := h3Get(udp); err != nil || r.Gen != want {
+		t.Errorf("HTTP/3 GET while baton is down: %+v %v, want generation %s", r, err, want)
+	}
+	args := append([]string{"run", "-c", b.Control, "--log-format", "console", "--"}, tg.command...)
+	nb := batontest.StartBatonArgs(t, append(args, cfg), b.Control, batontest.StartOptions{})
+	nst := nb.WaitActive(10 * time.Second)
+	if bad := udpGroupProblem(nst.Pid, udp, 2); bad != "" {
+		t.Fatalf("after the restart, UDP 127.0.0.1:%d: %s\n%s", udp, bad, nb.LogTail(30))
+	}
+	if r, err := h3Get(udp); err != nil || r.Gen != want {
+		t.Fatalf("HTTP/3 GET after the restart: %+v %v, want generation %s\n%s", r, err, want, nb.LogTail(30))
+	}
+	writeConf(t, cfg, tg.config(tcp, udp, gen+1, slowPort))
+	if res := nb.CLI("reload"); res.Code != 0 {
+		t.Fatalf("reload after the restart: exit %d: %s\n%s", res.Code, res.Stderr, nb.LogTail(30))
+	}
+	for i := range 5 {
+		if r, err := h3Get(udp); err != nil || r.Gen != next {
+			t.Fatalf("HTTP/3 GET %d after the restart and a reload: %+v %v, want generation %s", i, r, err, next)
+		}
+	}
+	waitUDPGroup(t, nb, udp, 2)
+	t.Logf("after a kill -9 of baton: the restarted baton %d took back generation %s's member; HTTP/3 answered by %[2]s, then by %s after a reload", nst.Pid, want, next)
+	return nb
 }
 
 // quicUpgrade: baton's own upgrade hands the anchor and every member over
@@ -179,7 +223,9 @@ func quicListener(t *testing.T, tg quicTarget, dir string) {
 // holds every unconnected UDP socket on the address, HTTP/3 is still
 // answered, and a reload after it steers new connections to the next
 // generation.
-func quicUpgrade(t *testing.T, tg quicTarget, b *batontest.Baton, cfg string, tcp, udp, slowPort int, udpInode uint64) {
+func quicUpgrade(t *testing.T, tg quicTarget, b *batontest.Baton, cfg string, tcp, udp, slowPort, gen int) {
+	udpInode := ownedUDPListener(t, b, udp, 2)
+	want, next := fmt.Sprint(gen), fmt.Sprint(gen+1)
 	res := b.CLI("upgrade", "--json")
 	if res.Code != 0 {
 		t.Fatalf("baton upgrade: exit %d: %s%s\n%s", res.Code, res.Stdout, res.Stderr, b.LogTail(30))
@@ -193,21 +239,21 @@ func quicUpgrade(t *testing.T, tg quicTarget, b *batontest.Baton, cfg string, tc
 	if bad := udpGroupProblem(out.NewPid, udp, 0); bad != "" {
 		t.Fatalf("after the upgrade, UDP 127.0.0.1:%d: %s", udp, bad)
 	}
-	if r, err := h3Get(udp); err != nil || r.Gen != "4" {
-		t.Fatalf("HTTP/3 GET after the upgrade: %+v %v, want generation 4", r, err)
+	if r, err := h3Get(udp); err != nil || r.Gen != want {
+		t.Fatalf("HTTP/3 GET after the upgrade: %+v %v, want generation %s", r, err, want)
 	}
-	writeConf(t, cfg, tg.config(tcp, udp, 5, slowPort))
+	writeConf(t, cfg, tg.config(tcp, udp, gen+1, slowPort))
 	if res := b.CLI("reload"); res.Code != 0 {
 		t.Fatalf("reload after the upgrade: exit %d: %s", res.Code, res.Stderr)
 	}
-	if r, err := h3Get(udp); err != nil || r.Gen != "5" {
-		t.Fatalf("HTTP/3 GET after the upgrade and a reload: %+v %v, want generation 5", r, err)
+	if r, err := h3Get(udp); err != nil || r.Gen != next {
+		t.Fatalf("HTTP/3 GET after the upgrade and a reload: %+v %v, want generation %s", r, err, next)
 	}
 	waitUDPGroup(t, b, udp, 2)
 	if in := ownedUDPListener(t, b, udp, 2); in != udpInode {
 		t.Errorf("UDP anchor inode %d after the upgrade and a reload, want %d", in, udpInode)
 	}
-	t.Logf("upgrade in %s: baton %d holds the UDP anchor (inode %d) and the member; HTTP/3 answered by generation 4, then 5 after a reload", res.Took.Round(time.Millisecond), out.NewPid, udpInode)
+	t.Logf("upgrade in %s: baton %d holds the UDP anchor (inode %d) and the member; HTTP/3 answered by generation %s, then %s after a reload", res.Took.Round(time.Millisecond), out.NewPid, udpInode, want, next)
 }
 
 // quicHeldRequest: a request in flight over QUIC across a reload is
@@ -252,8 +298,16 @@ func quicHeldRequest(t *testing.T, tg quicTarget, b *batontest.Baton, cfg string
 	if res.Code != 0 {
 		t.Fatalf("reload with a request held: exit %d: %s", res.Code, res.Stderr)
 	}
-	if a.err != nil || a.r.Status != 200 || a.r.Gen != "3" {
+	// nginx closes a draining connection (H3_NO_ERROR) as soon as its
+	// last stream is sent, and quic-go reports that close instead of the
+	// body it had received before it: the answer (status and X-Gen) is
+	// what this checks.
+	closedAfter := a.err != nil && a.r.Status == 200 && strings.Contains(a.err.Error(), "H3_NO_ERROR")
+	if a.err != nil && !closedAfter || a.r.Status != 200 || a.r.Gen != "3" {
 		t.Errorf("held HTTP/3 request: %+v %v, want 200 from generation 3 (the old one)", a.r, a.err)
+	}
+	if closedAfter {
+		t.Logf("held HTTP/3 request: 200 from generation %s, then the old generation's graceful close (%v) before quic-go returned the end of the body", a.r.Gen, a.err)
 	}
 	t.Logf("reload with an HTTP/3 request held: acknowledged after %s (while held: %t); the request answered by generation %s", ackAfter.Round(time.Millisecond), ackedWhileHeld, a.r.Gen)
 	if !ackedWhileHeld {

@@ -140,6 +140,9 @@ type Supervisor struct {
 	calls      chan func() // work effect goroutines hand to the loop
 	// followed is the active generation that followActive last saw.
 	followed lifecycle.Gen
+	// warnedShared: the WARN that UDP listeners are shared (the kernel
+	// refused baton's steering) was logged.
+	warnedShared bool
 	// unsettled is the generation that became active in this step and
 	// whose last good config and pid file are still to be written
 	// (settleActive).

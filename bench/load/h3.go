@@ -99,7 +99,7 @@ func newGoawayTrace() *goawayTrace {
 }
 
 func (t *goawayTrace) AddProducer() qlogwriter.Recorder { return t }
-func (t *goawayTrace) Close() error                    { return nil }
+func (t *goawayTrace) Close() error                     { return nil }
 func (t *goawayTrace) RecordEvent(e qlogwriter.Event) {
 	if fp, ok := e.(h3qlog.FrameParsed); ok {
 		if g, ok := fp.Frame.Frame.(h3qlog.GoAwayFrame); ok {
