@@ -410,8 +410,11 @@ func (s *Supervisor) signal(gen lifecycle.Gen, kind lifecycle.SignalKind, reason
 		// handshakes begun here complete before the drain.
 		rt.log.Debug("drain signal delayed: QUIC handshakes begun here complete first", zap.Duration("delay", s.cfg.UDPDrainDelay))
 		t := s.clock.NewTimer(s.cfg.UDPDrainDelay)
+		sent := make(chan struct{})
+		rt.drainSent = sent
 		s.goEffect(func() {
 			defer t.Stop()
+			defer close(sent)
 			select {
 			case <-rt.ctx.Done():
 			case <-t.C():
@@ -472,7 +475,17 @@ func (s *Supervisor) watchRelease(gen lifecycle.Gen) {
 	inodes := s.cfg.Listeners.inodes()
 	g, _ := s.genInfo(gen)
 	drainSig := proc.SignalName(s.cfg.Driver.Signal(proxyctl.Drain))
+	sent := rt.drainSent
 	s.goEffect(func() {
+		if sent != nil {
+			// A delayed drain (UDPDrainDelay): the reload is
+			// acknowledged once the old generation was told to drain.
+			select {
+			case <-sent:
+			case <-rt.ctx.Done():
+				return
+			}
+		}
 		// Ticks read only the descriptors a full scan found on a
 		// listener; a full scan confirms (release_linux.go), because
 		// acknowledging a reload on a miss breaks docs/design.md's invariant 4.

@@ -51,7 +51,7 @@ func runFlags() []cli.Flag {
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "proxy", Usage: "driver: haproxy|nginx|generic (default: from COMMAND's name)"}),
 		newAltDurationFlag(&cli.DurationFlag{Name: "drain-timeout", Value: def.DrainTimeout, Usage: "how long an old generation may drain before it is hard stopped"}),
 		newAltDurationFlag(&cli.DurationFlag{Name: "kill-grace", Value: def.KillGrace, Usage: "time between the hard stop and SIGKILL"}),
-		newAltDurationFlag(&cli.DurationFlag{Name: "udp-drain-delay", Value: supervisor.DefaultUDPDrainDelay, Usage: "after a reload, how long the old generation keeps serving before its drain signal when it has UDP/QUIC listeners: new connections already go to the new generation, and QUIC handshakes begun at the old one complete meanwhile (0: drain at once)"}),
+		newAltDurationFlag(&cli.DurationFlag{Name: "udp-drain-delay", Usage: "after a reload, how long the old generation keeps serving before its drain signal when it has UDP/QUIC listeners: new connections already go to the new generation, and QUIC handshakes begun at the old one complete meanwhile; the reload is acknowledged after it (default 1s for HAProxy and nginx, 0 for the generic driver; 0: drain at once)"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-generations", Value: def.MaxGenerations, Usage: "cap on active + draining generations; the oldest draining ones are hard stopped first"}),
 		newAltDurationFlag(&cli.DurationFlag{Name: "ready-timeout", Value: def.ReadyTimeout, Usage: "how long a new generation may take to become ready"}),
 		newAltDurationFlag(&cli.DurationFlag{Name: "check-timeout", Value: supervisor.DefaultCheckTimeout, Usage: "how long the config check may take"}),
@@ -195,9 +195,6 @@ func parseRunFlags(c *cli.Context) (*runSetup, error) {
 		configured = append(configured, r)
 	}
 	rs.life.DrainTimeout, rs.life.KillGrace = c.Duration("drain-timeout"), c.Duration("kill-grace")
-	if rs.udpDrainDelay = c.Duration("udp-drain-delay"); rs.udpDrainDelay < 0 || rs.udpDrainDelay >= rs.life.DrainTimeout {
-		return nil, usagef("%s: --udp-drain-delay must be at least 0 and shorter than --drain-timeout", verb)
-	}
 	rs.life.ReadyTimeout, rs.life.MaxGenerations = c.Duration("ready-timeout"), c.Int("max-generations")
 	if rs.life.MaxGenerations < 1 || rs.life.DrainTimeout <= 0 || rs.life.KillGrace <= 0 || rs.life.ReadyTimeout <= 0 {
 		return nil, usagef("%s: --max-generations must be at least 1 and every timeout positive", verb)
@@ -220,7 +217,21 @@ func parseRunFlags(c *cli.Context) (*runSetup, error) {
 	if err != nil {
 		return nil, usageError{err}
 	}
-	if rs.driver, err = proxyctl.New(c.String("proxy"), rs.cmd, generic); err != nil {
+	if rs.driver, err = proxyctl.New(c.String("proxy"), rs.cmd, generic); err == nil {
+		// HAProxy and nginx drop QUIC connections still in their handshake
+		// when told to drain; a generic server's behaviour is its own.
+		rs.udpDrainDelay = supervisor.DefaultUDPDrainDelay
+		if rs.driver.Name() == "generic" {
+			rs.udpDrainDelay = 0
+		}
+		if c.IsSet("udp-drain-delay") {
+			rs.udpDrainDelay = c.Duration("udp-drain-delay")
+		}
+		if rs.udpDrainDelay < 0 || rs.udpDrainDelay >= rs.life.DrainTimeout {
+			return nil, usagef("%s: --udp-drain-delay must be at least 0 and shorter than --drain-timeout", verb)
+		}
+	}
+	if err != nil {
 		return nil, usageError{err}
 	}
 	if len(rs.specs) == 0 {
