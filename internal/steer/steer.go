@@ -167,8 +167,8 @@ func (g *Group) Add(exclusive bool) (*Member, error) {
 // SO_REUSEPORT that baton created earlier (taken over at an upgrade or
 // back from a generation after a restart); the member owns fd from then
 // on, even on error. The group's program replaces the one attached before
-// when a member is first marked active (or by Attach): until then the
-// earlier program keeps steering.
+// when a member is marked active (or by Attach): until then the earlier
+// program keeps steering.
 func (g *Group) Adopt(fd int) (*Member, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -376,10 +376,9 @@ func (m *Member) SetActive() error {
 		return fmt.Errorf("steering for %s: mark active: %w", g.addr, err)
 	}
 	g.current = m
-	if !g.attached {
-		return g.attachLocked()
-	}
-	return nil
+	// Attached again at every activation: adopted members get this
+	// group's program, and one a proxy attached instead is replaced.
+	return g.attachLocked()
 }
 
 // Close removes the member from the maps and closes baton's descriptor; the
