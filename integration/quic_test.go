@@ -4,12 +4,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/batonproxy/baton/batontest"
+	"github.com/batonproxy/baton/doctor"
 )
 
 // quicTarget is a proxy serving HTTP/1.1 on a TCP port and HTTP/3 on a
@@ -149,6 +152,7 @@ func quicListener(t *testing.T, tg quicTarget, dir string) {
 		t.Errorf("TCP GET after the reload: %+v", g)
 	}
 	t.Logf("after the reload: HTTP/3 and TCP answered by generation 2, UDP anchor inode %d and TCP inode %d kept, generation 1's member gone", udpInode, tcpInode)
+	quicDoctor(t, b, tcp, udp)
 
 	// A QUIC connection left open (idle) across a reload: the reload is
 	// acknowledged without waiting for it, and a new connection is
@@ -175,6 +179,27 @@ func quicListener(t *testing.T, tg quicTarget, dir string) {
 	waitUDPGroup(t, b, udp, 2)
 	nb := quicCrashRestart(t, tg, b, cfg, tcp, udp, slow.Port, 4)
 	quicUpgrade(t, tg, nb, cfg, tcp, udp, slow.Port, 5)
+}
+
+// quicDoctor: `baton doctor` tells baton's steered group (one baton holds
+// every socket of it) from the unsupervised reuseport pattern: an info
+// finding for the UDP address, no socket warning about it or the TCP one
+// (the test configs' own findings, such as nginx's keep-alive settings,
+// are not about sockets).
+func quicDoctor(t *testing.T, b *batontest.Baton, tcp, udp int) {
+	r := doctorRun(t, "--control", b.Control, "--port", strconv.Itoa(udp), "--port", strconv.Itoa(tcp))
+	for _, f := range r.Findings {
+		socket := strings.Contains(f.Check, "reuseport") || strings.HasPrefix(f.Check, "udp-")
+		if socket && (slices.Contains(f.Ports, udp) || slices.Contains(f.Ports, tcp)) && f.Severity != doctor.Info {
+			t.Errorf("doctor finding about baton's QUIC setup: %s %s %s: %s", f.Severity, f.Check, f.Subject, f.Saw)
+		}
+	}
+	info := doctorFind(r, "udp-reuseport-group", udp)
+	if len(info) != 1 || info[0].Severity != doctor.Info {
+		t.Errorf("udp-reuseport-group findings for baton's group: %+v, want one info", info)
+		return
+	}
+	t.Logf("doctor: %s %s: %s", info[0].Severity, info[0].Subject, info[0].Saw)
 }
 
 // quicCrashRestart: baton killed (SIGKILL) and started again recovers from
