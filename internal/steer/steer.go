@@ -9,8 +9,9 @@
 //   - every other datagram, among them every client's first Initial, goes
 //     to the member marked active: new connections reach the serving
 //     generation only, never a draining one nor one not yet ready;
-//   - while no member is active the datagram is dropped (a client
-//     retransmits its Initial).
+//   - while no member is active it goes to the group's sink, a member that
+//     drops whatever it receives without a word (a client resends its
+//     Initial; no ICMP error tells it to give up).
 //
 // So a draining generation keeps receiving its own connections' packets on
 // its own socket until it exits, and a new generation receives nothing
@@ -51,6 +52,7 @@ type Group struct {
 	active   *ebpf.Map // ARRAY of one: the active member's slot, or noSlot
 	members  map[int]*Member
 	current  *Member // the active member
+	sink     *Member // receives, and drops, what no active member takes
 	attached bool
 	adopted  bool // members were adopted: attach only with an active member
 	closed   bool
@@ -78,6 +80,11 @@ func (m *Member) Cookie() uint64 { return m.cookie }
 type Options struct {
 	V6Only   bool // IPV6_V6ONLY, for an IPv6 address
 	FreeBind bool // IP_FREEBIND / IPV6_FREEBIND
+	// Alone, when set, is asked after an exclusive member's bind, before
+	// the member joins the maps or the program is attached: an error (any
+	// other socket on the address, such as another baton's group of the
+	// same user, which SO_REUSEPORT lets in) undoes the bind.
+	Alone func(fd int, addr netip.AddrPort) error
 }
 
 // NewGroup creates the program and maps for addr. Members are bound by
@@ -149,6 +156,12 @@ func (g *Group) Add(exclusive bool) (*Member, error) {
 	fd, err := g.bind(exclusive)
 	if err != nil {
 		return nil, fmt.Errorf("steering for %s: %w", g.addr, err)
+	}
+	if exclusive && g.opts.Alone != nil {
+		if err := g.opts.Alone(fd, g.addr); err != nil {
+			unix.Close(fd)
+			return nil, fmt.Errorf("steering for %s: %w", g.addr, err)
+		}
 	}
 	m, err := g.register(fd)
 	if err != nil {
@@ -227,6 +240,77 @@ func (g *Group) Addr() netip.AddrPort {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.addr
+}
+
+// DeferAttach keeps the group's program from being attached before a
+// member is marked active (as for adopted members): a restarted baton's
+// group joins the members the dead baton's program still steers.
+func (g *Group) DeferAttach() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.adopted = true
+}
+
+// SetSink makes m the group's sink: it receives what no active member
+// takes and drops it (a socket filter that accepts nothing), and no
+// datagram reaches it by its cookie. baton's anchor is the sink.
+func (m *Member) SetSink() error {
+	g := m.g
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.members[m.fd] != m {
+		return errors.New("steering: member closed")
+	}
+	drop := []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: 0}}
+	prog := unix.SockFprog{Len: uint16(len(drop)), Filter: &drop[0]}
+	if err := unix.SetsockoptSockFprog(m.fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &prog); err != nil {
+		return fmt.Errorf("steering for %s: sink filter: %w", g.addr, err)
+	}
+	if err := g.slots.Delete(cookieKey(m.cookie)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("steering for %s: sink cookie: %w", g.addr, err)
+	}
+	g.sink = m
+	if g.current == nil {
+		return g.active.Update(uint32(0), m.slot, ebpf.UpdateAny)
+	}
+	return nil
+}
+
+// ClearActive leaves no member active: what no cookie names goes to the
+// sink. The program is attached (again).
+func (g *Group) ClearActive() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.current = nil
+	if err := g.active.Update(uint32(0), g.fallbackSlot(), ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("steering for %s: clear active: %w", g.addr, err)
+	}
+	return g.attachLocked()
+}
+
+// fallbackSlot is the active map's value with no active member.
+func (g *Group) fallbackSlot() uint32 {
+	if g.sink != nil {
+		return g.sink.slot
+	}
+	return noSlot
+}
+
+// Release closes the group's descriptors (members, program, maps) without
+// touching the maps: another baton took the group over, and the program
+// attached to it, with its maps, carries on until that baton attaches its
+// own.
+func (g *Group) Release() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.closed = true
+	var errs []error
+	for fd := range g.members {
+		errs = append(errs, unix.Close(fd))
+	}
+	g.members, g.current, g.sink = map[int]*Member{}, nil, nil
+	errs = append(errs, g.prog.Close(), g.socks.Close(), g.slots.Close(), g.active.Close())
+	return errors.Join(errs...)
 }
 
 // Attach attaches the group's program to the reuseport group (through any
@@ -397,9 +481,12 @@ func (g *Group) closeLocked(m *Member) error {
 		return nil
 	}
 	delete(g.members, m.fd)
-	if g.current == m {
-		_ = g.active.Update(uint32(0), uint32(noSlot), ebpf.UpdateAny)
+	if g.sink == m {
+		g.sink = nil
+	}
+	if g.current == m || g.current == nil {
 		g.current = nil
+		_ = g.active.Update(uint32(0), g.fallbackSlot(), ebpf.UpdateAny)
 	}
 	_ = g.slots.Delete(cookieKey(m.cookie))
 	_ = g.socks.Delete(m.slot)
@@ -409,6 +496,7 @@ func (g *Group) closeLocked(m *Member) error {
 // Close closes every member, the program and the maps.
 func (g *Group) Close() error {
 	g.mu.Lock()
+	g.closed = true // no Add from now on
 	members := make([]*Member, 0, len(g.members))
 	for _, m := range g.members {
 		members = append(members, m)
@@ -420,7 +508,6 @@ func (g *Group) Close() error {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.closed = true
 	errs = append(errs, g.prog.Close(), g.socks.Close(), g.slots.Close(), g.active.Close())
 	return errors.Join(errs...)
 }
@@ -442,13 +529,14 @@ const (
 	longDCID     = udpHeader + 6
 	shortDCID    = udpHeader + 1
 	cookieLength = 8
-	skDrop       = 0
 	skPass       = 1
 )
 
 // program is the SK_REUSEPORT program: the member whose cookie begins the
-// destination connection ID, else the active member; with neither, the
-// datagram is dropped.
+// destination connection ID, else the active member (the sink while none
+// is). It never returns SK_DROP: for UDP that makes the kernel answer with
+// an ICMP port unreachable, and a client gives up. If no selection can be
+// made (no slot, a failed select), the kernel's hash picks a member.
 func program(socksFD, slotsFD, activeFD int) asm.Instructions {
 	const (
 		ctx    = asm.R6
@@ -508,9 +596,9 @@ func program(socksFD, slotsFD, activeFD int) asm.Instructions {
 		asm.Mov.Reg(asm.R2, asm.RFP),
 		asm.Add.Imm(asm.R2, slotOff),
 		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(asm.R0, 0, "drop"),
+		asm.JEq.Imm(asm.R0, 0, "pass"),
 		asm.LoadMem(asm.R7, asm.R0, 0, asm.Word),
-		asm.JEq.Imm(asm.R7, noSlot, "drop"),
+		asm.JEq.Imm(asm.R7, noSlot, "pass"),
 		asm.StoreMem(asm.RFP, slotOff, asm.R7, asm.Word),
 		asm.Mov.Reg(asm.R1, ctx),
 		asm.LoadMapPtr(asm.R2, socksFD),
@@ -518,10 +606,7 @@ func program(socksFD, slotsFD, activeFD int) asm.Instructions {
 		asm.Add.Imm(asm.R3, slotOff),
 		asm.Mov.Imm(asm.R4, 0),
 		asm.FnSkSelectReuseport.Call(),
-		asm.JNE.Imm(asm.R0, 0, "drop"),
 		asm.Mov.Imm(asm.R0, skPass).WithSymbol("pass"),
-		asm.Return(),
-		asm.Mov.Imm(asm.R0, skDrop).WithSymbol("drop"),
 		asm.Return(),
 	)
 	return insns

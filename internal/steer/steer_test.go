@@ -4,10 +4,12 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
@@ -173,31 +175,102 @@ func TestMembersShareTheAddress(t *testing.T) {
 	}
 }
 
-// TestNoActiveDrops: before a member is active, a datagram naming no
-// member reaches nobody.
-func TestNoActiveDrops(t *testing.T) {
+// TestNoActiveGoesToSink: while no member is active a datagram naming no
+// member goes to the sink, which drops it without an ICMP error (a
+// connected client sees no ECONNREFUSED and may resend); the sink's
+// cookie routes nothing.
+func TestNoActiveGoesToSink(t *testing.T) {
 	g := newTestGroup(t)
-	m, err := g.Add(true)
+	sink, err := g.Add(true)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if err := sink.SetSink(); err != nil {
+		t.Fatal(err)
+	}
+	m, err := g.Add(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(g.addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for _, p := range [][]byte{initial(), initial(), short(sink.Cookie()), short(sink.Cookie())} {
+		if _, err := conn.Write(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fds := []unix.PollFd{{Fd: int32(m.FD()), Events: unix.POLLIN}, {Fd: int32(sink.FD()), Events: unix.POLLIN}}
+	if n, _ := unix.Poll(fds, 200); n != 0 {
+		t.Fatalf("a datagram was readable while no member was active: %+v", fds)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if _, err := conn.Read(make([]byte, 64)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("client read: %v, want a timeout (no ICMP error)", err)
+	}
+	if err := m.SetActive(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Write(initial()); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := unix.Poll(fds[:1], 2000); n != 1 {
+		t.Fatal("the active member did not receive an Initial")
+	}
+	// Closing the active member leaves the sink in its place.
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Write(initial()); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if _, err := conn.Read(make([]byte, 64)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("client read after the active member closed: %v, want a timeout", err)
+	}
+}
+
+// TestAloneRefusesSecondGroup: a second group's exclusive member of the
+// same user would join the first group (SO_REUSEPORT lets it): the Alone
+// hook, seeing another socket on the address, undoes it before its
+// program is attached, and the first group still steers.
+func TestAloneRefusesSecondGroup(t *testing.T) {
+	g := newTestGroup(t)
+	a, err := g.Add(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.SetActive(); err != nil {
+		t.Fatal(err)
+	}
+	others := func(fd int, addr netip.AddrPort) error {
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			return err
+		}
+		if st.Ino != a.Inode() {
+			return fmt.Errorf("%w: another socket holds %s", unix.EADDRINUSE, addr)
+		}
+		return nil
+	}
+	g2, err := NewGroup(g.addr, Options{Alone: others})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g2.Close()
+	if _, err := g2.Add(true); !errors.Is(err, unix.EADDRINUSE) {
+		t.Fatalf("second group's exclusive member: %v, want EADDRINUSE", err)
 	}
 	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	for range 5 {
-		if _, err := conn.WriteToUDPAddrPort(initial(), g.addr); err != nil {
-			t.Fatal(err)
-		}
-	}
-	fds := []unix.PollFd{{Fd: int32(m.FD()), Events: unix.POLLIN}}
-	if n, _ := unix.Poll(fds, 200); n != 0 {
-		t.Fatal("a datagram reached a member while none was active")
-	}
 	r := receiver{t: t, g: g, conn: conn}
-	if got := r.who(short(m.Cookie()), m); got != m {
-		t.Fatal("the member did not receive a datagram naming its cookie")
+	if got := r.who(initial(), a); got != a {
+		t.Fatal("the first group no longer steers")
 	}
 }
 
