@@ -207,9 +207,9 @@ func checkUDPForeign(f *Facts, _ Options) []Finding {
 			Check: "udp-foreign-socket", Severity: Warning, Subject: a.String(),
 			Saw: fmt.Sprintf("%s on a baton address: %s, held by no baton; %s holds the other unconnected UDP socket(s) on %s (inodes %s)",
 				what, describeUDP(f, foreign), strings.Join(batonPids, ", "), a, joinInodes(inodesOfUDP(batons))),
-			Why: "the kernel spreads the address's packets over every unconnected socket bound to it, so the clients whose " +
-				"packets land on a socket baton did not create reach whichever process holds it, outside baton's steering, " +
-				"and lose their connections when it closes",
+			Why: "the kernel gives a datagram to the first best-matching socket bound to the address, and a socket outside " +
+				"baton's group can be that socket: then it receives the packets, new connections included, outside baton's " +
+				"steering, and its clients lose their connections when it closes",
 			Fix: fmt.Sprintf("find who bound it (as root: `ss -uapn 'sport = :%d'`) and stop it, or move it to another address; "+
 				"a proxy under baton must take its QUIC listener from baton (HAProxy `bind quic4@ADDR`, nginx `listen ADDR quic` "+
 				"without `reuseport`) instead of binding its own", a.Port()),

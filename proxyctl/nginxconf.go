@@ -377,8 +377,8 @@ func checkNginxDump(dump string, listeners []Listener, ownPid, mainConf string) 
 		case "worker_processes":
 			workers = &ds[i]
 		case "quic_bpf":
-			if len(d.Args) == 1 && d.Args[0] == "on" {
-				errs = append(errs, fmt.Errorf("%s: quic_bpf on: nginx would attach its own eBPF program to the reuseport group of baton's UDP sockets, replacing the one with which baton steers each QUIC connection to its generation; remove quic_bpf (baton does that steering)", d.where()))
+			if len(d.Args) == 1 && strings.EqualFold(d.Args[0], "on") {
+				errs = append(errs, fmt.Errorf("%s: quic_bpf %s: nginx would attach its own eBPF program to the reuseport group of baton's UDP sockets, replacing the one with which baton steers each QUIC connection to its generation; remove quic_bpf (baton does that steering)", d.where(), d.Args[0]))
 			}
 		}
 	}
@@ -447,7 +447,7 @@ func checkListen(d NginxDirective, passed map[string]Listener) error {
 	case !ok:
 		return fmt.Errorf("%s: listen %s is not handed over by baton: add it to baton's --listen, or nginx binds a socket of its own in every generation", d.where(), d.Args[0])
 	case l.reuseport && l.quic:
-		return fmt.Errorf("%s: listen %s quic reuseport: nginx would bind a socket of its own for every further worker and join it to the reuseport group of baton's UDP sockets, where baton allows only sockets it created; remove reuseport", d.where(), d.Args[0])
+		return fmt.Errorf("%s: listen %s quic reuseport: nginx would bind a socket of its own for every further worker into the reuseport group of baton's UDP sockets (the kernel admits any socket of baton's user), and baton steers only the sockets it created; remove reuseport", d.where(), d.Args[0])
 	case l.reuseport:
 		return fmt.Errorf("%s: listen %s reuseport: nginx would open a second socket beside baton's (a reuseport group resets queued connections when a generation exits); remove reuseport", d.where(), d.Args[0])
 	case l.backlog != 0 && l.quic:

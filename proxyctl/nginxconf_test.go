@@ -575,8 +575,8 @@ func TestNginxListenQUIC(t *testing.T) {
 	}
 
 	// quic_bpf on would replace baton's steering program; off is fine.
-	bpf := dumpOf([2]string{"/n.conf", "quic_bpf on;\nhttp {\n server {\n  listen 127.0.0.1:8443 quic;\n }\n}\n"})
-	if err := checkNginxDump(bpf, passed, "", ""); err == nil || !strings.Contains(err.Error(), "/n.conf:1: quic_bpf on: nginx would attach its own eBPF program") {
+	bpf := dumpOf([2]string{"/n.conf", "quic_bpf On;\nhttp {\n server {\n  listen 127.0.0.1:8443 quic;\n }\n}\n"})
+	if err := checkNginxDump(bpf, passed, "", ""); err == nil || !strings.Contains(err.Error(), "/n.conf:1: quic_bpf On: nginx would attach its own eBPF program") {
 		t.Errorf("quic_bpf on: %v; want refused", err)
 	}
 	bpfOff := dumpOf([2]string{"/n.conf", "quic_bpf off;\nhttp {\n server {\n  listen 127.0.0.1:8443 quic;\n }\n}\n"})
@@ -586,7 +586,7 @@ func TestNginxListenQUIC(t *testing.T) {
 
 	reuse := dumpOf([2]string{"/n.conf", "http {\n server {\n  listen 127.0.0.1:8443 quic reuseport;\n }\n}\n"})
 	err = checkNginxDump(reuse, passed[:1], "", "")
-	if err == nil || !strings.Contains(err.Error(), "/n.conf:3: listen 127.0.0.1:8443 quic reuseport: nginx would bind a socket of its own for every further worker and join it to the reuseport group") {
+	if err == nil || !strings.Contains(err.Error(), "/n.conf:3: listen 127.0.0.1:8443 quic reuseport: nginx would bind a socket of its own for every further worker into the reuseport group") {
 		t.Errorf("quic reuseport: %v; want refused", err)
 	}
 }

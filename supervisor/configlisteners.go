@@ -71,7 +71,7 @@ func (s *Supervisor) acquire(rt *genRuntime, replacement bool) ([]proxyctl.Liste
 			for _, l := range ls {
 				if !l.Spec.IsStream() && l.Spec.Scheme != fdpass.Unix {
 					s.warnedShared = true
-					s.log.Warn("UDP listeners are shared by every generation: the kernel refused baton's steering program, so a draining generation can still receive new connections' datagrams and lose another generation's QUIC packets (run baton with CAP_BPF, or as root)",
+					s.log.Warn("UDP listeners are shared by every generation: the kernel refused baton's steering program, so a draining generation can still receive new connections' datagrams and lose another generation's QUIC packets (run baton as root, or with CAP_BPF and CAP_NET_ADMIN)",
 						zap.String("addr", l.Addr), zap.Error(why))
 					break
 				}

@@ -410,26 +410,46 @@ func (s *Supervisor) signal(gen lifecycle.Gen, kind lifecycle.SignalKind, reason
 		// handshakes begun here complete before the drain.
 		rt.log.Debug("drain signal delayed: QUIC handshakes begun here complete first", zap.Duration("delay", s.cfg.UDPDrainDelay))
 		t := s.clock.NewTimer(s.cfg.UDPDrainDelay)
-		sent := make(chan struct{})
-		rt.drainSent = sent
+		rt.drainSent = make(chan struct{})
 		s.goEffect(func() {
 			defer t.Stop()
-			defer close(sent)
 			select {
 			case <-rt.ctx.Done():
+				return
 			case <-t.C():
-				if !rt.stopAsked.Load() {
-					s.sendSignal(rt, kind, reason)
-				}
 			}
+			s.inLoop(func() { s.sendDelayedDrain(rt) })
 		})
 		return
 	}
 	s.sendSignal(rt, kind, reason)
 }
 
-// sendSignal sends gen its drain, hard stop or kill signal. It runs on the
-// loop, or for a delayed drain on an effect goroutine.
+// sendDelayedDrain sends rt its delayed drain signal, once, on the loop:
+// unless it was forgotten or told to stop meanwhile (a hard stop or kill
+// goes out on the loop too, so none can come between the check and the
+// signal). The release watch starts then.
+func (s *Supervisor) sendDelayedDrain(rt *genRuntime) {
+	if rt.drainSent == nil || rt.drainDone {
+		return
+	}
+	rt.drainDone = true
+	if s.gens[rt.gen] == rt && !rt.stopAsked.Load() {
+		s.sendSignal(rt, lifecycle.Drain, lifecycle.ReasonReload)
+	}
+	close(rt.drainSent)
+}
+
+// flushDelayedDrains sends every delayed drain signal now (on the loop,
+// before an upgrade's handover: the new baton would not know they are
+// due).
+func (s *Supervisor) flushDelayedDrains() {
+	for _, rt := range s.gens {
+		s.sendDelayedDrain(rt)
+	}
+}
+
+// sendSignal sends gen its drain, hard stop or kill signal, on the loop.
 func (s *Supervisor) sendSignal(rt *genRuntime, kind lifecycle.SignalKind, reason string) {
 	rt.stopAsked.Store(true) // before the signal: its output about stopping follows
 	var sig unix.Signal

@@ -177,7 +177,9 @@ func (ls *ListenerSet) ReleaseAll() error {
 		e := ls.items[k]
 		errs = append(errs, e.sock.Close())
 		if e.steer != nil {
-			errs = append(errs, e.steer.close())
+			// The maps stay as they are: this group's program steers
+			// until the new baton attaches its own.
+			errs = append(errs, e.steer.group.Release())
 		}
 	}
 	ls.order, ls.items = nil, map[listenerKey]*listenerEntry{}

@@ -209,13 +209,23 @@ func RecoverListeners(h *Handover, specs []fdpass.Spec, pfs ProcFS) (ls *Listene
 				}
 			}
 		}
-		if !sp.IsStream() && sp.Scheme != fdpass.Unix && steeringRefused() == nil {
+		// A UDP address recorded as a steered group (or not recorded) is
+		// recovered as one; one recorded as a shared socket (a baton
+		// without steering) is taken back as that socket, like TCP.
+		if !sp.IsStream() && sp.Scheme != fdpass.Unix && (!ok || rec.Steered) && steeringRefused() == nil {
 			n, err := ls.recoverSteered(h, sp, members[sp.Key()], removed, users, rec.Where, pfs)
-			if err != nil {
+			var refused *steeringError
+			switch {
+			case errors.As(err, &refused):
+				steeringState.Lock()
+				steeringState.refused = refused.err
+				steeringState.Unlock()
+			case err != nil:
 				return nil, 0, errors.Join(explainBusy(sp, err), ls.CloseAll())
+			default:
+				found += n
+				continue
 			}
-			found += n
-			continue
 		}
 		var sock *fdpass.Socket
 		if ok {

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -22,7 +23,7 @@ import (
 // generation starts and closed when it is forgotten. baton's eBPF program
 // sends a datagram to the member whose cookie begins its QUIC connection
 // ID, and every other datagram to the active generation's member. Where
-// the kernel refuses the program (no CAP_BPF), the address falls back to
+// the kernel refuses the program (no CAP_BPF and CAP_NET_ADMIN, nor CAP_SYS_ADMIN), the address falls back to
 // one socket every generation shares.
 
 // steered is the group of one UDP address.
@@ -56,7 +57,7 @@ func bindEntry(sp fdpass.Spec) (*listenerEntry, error) {
 		}
 		return &listenerEntry{sock: s, users: map[lifecycle.Gen]bool{}}, nil
 	}
-	st, err := newSteered(sp, -1, true)
+	st, err := newSteered(sp, -1, true, false)
 	var refused *steeringError
 	if errors.As(err, &refused) {
 		steeringState.Lock()
@@ -75,23 +76,29 @@ type steeringError struct{ err error }
 
 func (e *steeringError) Error() string { return e.err.Error() }
 
-// newSteered creates the group of sp and its anchor: a new one (exclusive:
-// the bind fails if any other socket holds the address), or anchorFd
-// (taken over) when it is not -1.
-func newSteered(sp fdpass.Spec, anchorFd int, exclusive bool) (*steered, error) {
+// newSteered creates the group of sp and its anchor (the group's sink): a
+// new one (exclusive: the bind fails if any other socket holds the
+// address), or anchorFd (taken over) when it is not -1. With recovering
+// (a restart after a crash) the group's program is attached only once a
+// member is marked active: meanwhile the dead baton's keeps steering.
+func newSteered(sp fdpass.Spec, anchorFd int, exclusive, recovering bool) (*steered, error) {
+	closeAnchor := func() {
+		if anchorFd >= 0 {
+			unix.Close(anchorFd)
+		}
+	}
 	ap, err := netip.ParseAddrPort(sp.Addr)
 	if err != nil {
-		if anchorFd >= 0 {
-			unix.Close(anchorFd)
-		}
+		closeAnchor()
 		return nil, fmt.Errorf("listen %s: %w", sp.Addr, err)
 	}
-	g, err := steer.NewGroup(ap, steer.Options{V6Only: sp.V6Only, FreeBind: sp.FreeBind})
+	g, err := steer.NewGroup(ap, steer.Options{V6Only: sp.V6Only, FreeBind: sp.FreeBind, Alone: aloneOnAddress})
 	if err != nil {
-		if anchorFd >= 0 {
-			unix.Close(anchorFd)
-		}
+		closeAnchor()
 		return nil, &steeringError{err}
+	}
+	if recovering {
+		g.DeferAttach()
 	}
 	st := &steered{group: g, members: map[lifecycle.Gen]*steer.Member{}}
 	if anchorFd >= 0 {
@@ -99,11 +106,37 @@ func newSteered(sp fdpass.Spec, anchorFd int, exclusive bool) (*steered, error) 
 	} else {
 		st.anchor, err = g.Add(exclusive)
 	}
+	if err == nil {
+		err = st.anchor.SetSink()
+	}
 	if err != nil {
 		_ = g.Close()
 		return nil, fmt.Errorf("listen %s://%s: %w", sp.Scheme, sp.Addr, err)
 	}
 	return st, nil
+}
+
+// aloneOnAddress fails with EADDRINUSE if an unconnected UDP socket other
+// than fd is bound to addr (or to the wildcard address of its family on
+// that port): SO_REUSEPORT would let a socket of baton's own user, such as
+// a second baton's, into the group, and that baton's program would steer
+// it.
+func aloneOnAddress(fd int, addr netip.AddrPort) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
+	}
+	socks, err := fdpass.DiagUDP(1 << fdpass.TCPClose)
+	if err != nil {
+		return nil // sock_diag unavailable: the bind's own checks stand
+	}
+	for _, s := range socks {
+		same := s.Addr == addr || s.Addr.Port() == addr.Port() && s.Addr.Addr().IsUnspecified() && s.Addr.Addr().Is4() == addr.Addr().Is4()
+		if same && s.Inode != st.Ino {
+			return fmt.Errorf("%w: UDP socket inode %d (owner uid %d) is bound to %s: another baton, or a process of baton's user, holds it (baton doctor names it)", unix.EADDRINUSE, s.Inode, s.UID, s.Addr)
+		}
+	}
+	return nil
 }
 
 // adoptMember makes fd (taken over) gen's member.
@@ -179,6 +212,11 @@ func (ls *ListenerSet) setActive(gen lifecycle.Gen) error {
 		}
 		if m := e.steer.members[gen]; m != nil {
 			errs = append(errs, m.SetActive())
+		} else {
+			// An address gen does not serve (removed from its config):
+			// new connections there go nowhere, not to a draining
+			// generation.
+			errs = append(errs, e.steer.group.ClearActive())
 		}
 	}
 	return errors.Join(errs...)
@@ -191,7 +229,7 @@ func (st *steered) handover(sp fdpass.Spec) []ListenerHandover {
 	for gen, m := range st.members {
 		out = append(out, ListenerHandover{Spec: sp.String(), Inode: m.Inode(), MemberOf: gen, Fd: m.FD()})
 	}
-	slices.SortFunc(out, func(a, b ListenerHandover) int { return int(a.MemberOf) - int(b.MemberOf) })
+	slices.SortFunc(out, func(a, b ListenerHandover) int { return cmp.Compare(a.MemberOf, b.MemberOf) })
 	return out
 }
 
@@ -200,8 +238,8 @@ func (st *steered) close() error { return st.group.Close() }
 
 // adoptSteered rebuilds a steered entry from an upgrade's records: the
 // anchor (anchorFd) and each generation's member, taken from fds.
-func (ls *ListenerSet) adoptSteered(sp fdpass.Spec, l ListenerHandover, anchorFd int, members []ListenerHandover, fds []int) error {
-	st, err := newSteered(sp, anchorFd, false)
+func (ls *ListenerSet) adoptSteered(sp fdpass.Spec, l ListenerHandover, anchorFd int, members []ListenerHandover, fds []int, gens []lifecycle.Gen) error {
+	st, err := newSteered(sp, anchorFd, false, false)
 	if err != nil {
 		for _, m := range members {
 			if fd := fdAt(fds, m.Fd); fd >= 0 {
@@ -213,8 +251,13 @@ func (ls *ListenerSet) adoptSteered(sp fdpass.Spec, l ListenerHandover, anchorFd
 	var errs []error
 	for _, m := range members {
 		fd := fdAt(fds, m.Fd)
-		if fd < 0 {
+		switch {
+		case fd < 0:
 			errs = append(errs, fmt.Errorf("generation %d's member: no descriptor", m.MemberOf))
+			continue
+		case m.Spec != l.Spec || st.members[m.MemberOf] != nil || !slices.Contains(gens, m.MemberOf):
+			unix.Close(fd)
+			errs = append(errs, fmt.Errorf("member of generation %d: another spec, listed twice, or of a generation not handed over", m.MemberOf))
 			continue
 		}
 		errs = append(errs, st.adoptMember(m.MemberOf, fd))
@@ -249,13 +292,7 @@ func (ls *ListenerSet) addSteered(st *steered, sp fdpass.Spec, removed bool, use
 // keeps steering meanwhile), and each recorded member is taken back from
 // its generation by inode. found counts the members taken back.
 func (ls *ListenerSet) recoverSteered(h *Handover, sp fdpass.Spec, recs []ListenerHandover, removed bool, users []lifecycle.Gen, where string, pfs ProcFS) (found int, err error) {
-	st, err := newSteered(sp, -1, false)
-	var refused *steeringError
-	if errors.As(err, &refused) {
-		steeringState.Lock()
-		steeringState.refused = refused.err
-		steeringState.Unlock()
-	}
+	st, err := newSteered(sp, -1, false, true)
 	if err != nil {
 		return 0, err
 	}

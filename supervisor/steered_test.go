@@ -11,7 +11,7 @@ import (
 )
 
 // skipWithoutSteering skips where the kernel refuses baton's steering
-// program (not root, no CAP_BPF): the set then holds plain UDP sockets.
+// program (not root, no CAP_BPF and CAP_NET_ADMIN): the set then holds plain UDP sockets.
 func skipWithoutSteering(t *testing.T, ls *ListenerSet) {
 	t.Helper()
 	if why := steeringRefused(); why != nil {
@@ -121,7 +121,7 @@ func TestSteeredAdoptListeners(t *testing.T) {
 		recs[i].Fd = len(fds)
 		fds = append(fds, fd)
 	}
-	ls2, err := AdoptListeners(Handover{Listeners: recs}, fds)
+	ls2, err := AdoptListeners(Handover{Listeners: recs, Gens: []GenHandover{{Gen: 3}}}, fds)
 	if err != nil {
 		t.Fatal(err)
 	}

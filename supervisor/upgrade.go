@@ -49,6 +49,7 @@ func (s *Supervisor) doUpgrade() (api.UpgradeResult, error) {
 }
 
 func (s *Supervisor) upgrade() (api.UpgradeResult, error) {
+	s.flushDelayedDrains()
 	h, fds, err := s.collectHandover(true)
 	if err != nil {
 		return api.UpgradeResult{}, fmt.Errorf("upgrade: %w", err)
@@ -373,6 +374,10 @@ func (s *Supervisor) startAdopted(ctx context.Context) {
 // descriptors (taken from fds).
 func AdoptListeners(h Handover, fds []int) (*ListenerSet, error) {
 	ls := &ListenerSet{items: map[listenerKey]*listenerEntry{}}
+	var gens []lifecycle.Gen
+	for _, g := range h.Gens {
+		gens = append(gens, g.Gen)
+	}
 	for i := 0; i < len(h.Listeners); i++ {
 		l := h.Listeners[i]
 		sp, err := fdpass.ParseSpec(l.Spec)
@@ -395,7 +400,7 @@ func AdoptListeners(h Handover, fds []int) (*ListenerSet, error) {
 				i++
 				members = append(members, h.Listeners[i])
 			}
-			if err := ls.adoptSteered(sp, l, fd, members, fds); err != nil {
+			if err := ls.adoptSteered(sp, l, fd, members, fds, gens); err != nil {
 				return nil, errors.Join(fmt.Errorf("adopt listener %s: %w", l.Spec, err), ls.CloseAll())
 			}
 			continue

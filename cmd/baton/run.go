@@ -224,11 +224,15 @@ func parseRunFlags(c *cli.Context) (*runSetup, error) {
 		if rs.driver.Name() == "generic" {
 			rs.udpDrainDelay = 0
 		}
-		if c.IsSet("udp-drain-delay") {
+		switch {
+		case c.IsSet("udp-drain-delay"):
 			rs.udpDrainDelay = c.Duration("udp-drain-delay")
-		}
-		if rs.udpDrainDelay < 0 || rs.udpDrainDelay >= rs.life.DrainTimeout {
-			return nil, usagef("%s: --udp-drain-delay must be at least 0 and shorter than --drain-timeout", verb)
+			if rs.udpDrainDelay < 0 || rs.udpDrainDelay >= rs.life.DrainTimeout {
+				return nil, usagef("%s: --udp-drain-delay must be at least 0 and shorter than --drain-timeout", verb)
+			}
+		case rs.udpDrainDelay >= rs.life.DrainTimeout:
+			// A short --drain-timeout given alone: the default yields.
+			rs.udpDrainDelay = rs.life.DrainTimeout / 2
 		}
 	}
 	if err != nil {

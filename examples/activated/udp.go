@@ -19,6 +19,7 @@ type packetServer struct {
 	errc     chan error // a read error other than the drain's deadline
 	wg       sync.WaitGroup
 	draining atomic.Bool
+	drainEnd time.Time // set before draining
 }
 
 // servePackets starts one loop per socket.
@@ -50,14 +51,23 @@ func (p *packetServer) loop(version string, c net.PacketConn) {
 			log.Printf("activated: reply to %v: %v", from, err)
 		}
 		if p.draining.Load() {
-			_ = c.SetReadDeadline(time.Now().Add(drainQuiet))
+			// One more quiet period, but never past the drain's end.
+			next := time.Now().Add(drainQuiet)
+			if next.After(p.drainEnd) {
+				next = p.drainEnd
+			}
+			_ = c.SetReadDeadline(next)
 		}
 	}
 }
 
 // drainQuiet is how long a draining server waits for one more datagram
-// before it stops reading.
-const drainQuiet = 50 * time.Millisecond
+// before it stops reading; drainMax bounds the whole drain (where the
+// socket is shared, as without baton's steering, datagrams keep coming).
+const (
+	drainQuiet = 50 * time.Millisecond
+	drainMax   = 2 * time.Second
+)
 
 // drain answers the datagrams already queued on the socket, reading until
 // none has come for drainQuiet, and waits until every datagram read is
@@ -69,7 +79,8 @@ const drainQuiet = 50 * time.Millisecond
 // datagram is taken off the socket and then dropped; a recvfrom already
 // under way returns its datagram, which the loop answers.
 func (p *packetServer) drain() error {
-	p.draining.Store(true)
+	p.drainEnd = time.Now().Add(drainMax)
+	p.draining.Store(true) // after drainEnd: the loops read it once they see this
 	for _, c := range p.conns {
 		_ = c.SetReadDeadline(time.Now().Add(drainQuiet))
 	}

@@ -28,8 +28,11 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 )
+
+var memlock sync.Once
 
 // MaxMembers bounds the members of one group: the generations holding one
 // QUIC address at once (the active one and those draining).
@@ -91,6 +94,9 @@ type Options struct {
 // Add; the program is attached to the group with the first one. Port 0
 // takes the port the first member gets.
 func NewGroup(addr netip.AddrPort, opts Options) (*Group, error) {
+	// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; newer ones
+	// ignore it, and there this does nothing.
+	memlock.Do(func() { _ = rlimit.RemoveMemlock() })
 	socks, err := ebpf.NewMap(&ebpf.MapSpec{
 		Name:       "baton_socks",
 		Type:       ebpf.SockMap,

@@ -28,7 +28,7 @@ func newTestGroup(t *testing.T) *Group {
 	c.Close()
 	g, err := NewGroup(addr, Options{})
 	if errors.Is(err, unix.EPERM) && os.Geteuid() != 0 {
-		t.Skipf("loading an eBPF program needs CAP_BPF: %v", err)
+		t.Skipf("an SK_REUSEPORT program and a SOCKMAP need CAP_BPF and CAP_NET_ADMIN: %v", err)
 	}
 	if err != nil {
 		t.Fatal(err)
