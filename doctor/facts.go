@@ -19,6 +19,11 @@ type Facts struct {
 	// Listeners are the TCP sockets in LISTEN state (this network
 	// namespace), with the processes that hold each.
 	Listeners []Listener
+	// UDPSockets are the bound, unconnected UDP sockets (IPv4 and IPv6,
+	// this network namespace): QUIC listeners among them. Connected UDP
+	// sockets (HAProxy opens one per QUIC connection on the listener's
+	// address) are left out.
+	UDPSockets []UDPSocket
 	// Procs are the processes worth checking, by pid: proxies, batons,
 	// baton generations' processes and every holder of a listening socket.
 	Procs map[int]*Process
@@ -49,6 +54,14 @@ type Listener struct {
 	Holders []int  // pids holding it, sorted
 }
 
+// UDPSocket is one bound, unconnected UDP socket.
+type UDPSocket struct {
+	Addr    netip.AddrPort
+	Inode   uint64
+	UID     uint32 // its owner (the effective uid of the process that created it)
+	Holders []int  // pids holding it, sorted
+}
+
 // Process is one process, as /proc shows it.
 type Process struct {
 	Pid, PPid, Pgrp int
@@ -60,6 +73,8 @@ type Process struct {
 	Program string
 	// Listening are the inodes of the listening sockets it holds.
 	Listening []uint64
+	// UDP are the inodes of the unconnected UDP sockets it holds.
+	UDP []uint64
 	// Fds is its open descriptor count; Nofile its RLIMIT_NOFILE
 	// (LimitsKnown false: unreadable).
 	Fds         int

@@ -3,6 +3,7 @@ package doctor
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sort"
@@ -19,9 +20,10 @@ import (
 )
 
 // Gather reads the host's facts once: the listen counters, the listening
-// sockets (sock_diag), every process (/proc), the sysctls, the TIME_WAIT
-// count, each baton's status and history, the proxies' configurations, and
-// the listen counters again DropsInterval after the first reading.
+// TCP sockets and the unconnected UDP sockets (sock_diag), every process
+// (/proc), the sysctls, the TIME_WAIT count, each baton's status and
+// history, the proxies' configurations, and the listen counters again
+// DropsInterval after the first reading.
 func Gather(ctx context.Context, o Options) (*Facts, error) {
 	o = o.WithDefaults()
 	fs, err := procfs.NewDefaultFS()
@@ -43,6 +45,12 @@ func Gather(ctx context.Context, o Options) (*Facts, error) {
 		byInode[s.Inode] = &f.Listeners[i]
 	}
 
+	f.UDPSockets = udpSockets(fs, f)
+	udpByInode := make(map[uint64]*UDPSocket, len(f.UDPSockets))
+	for i := range f.UDPSockets {
+		udpByInode[f.UDPSockets[i].Inode] = &f.UDPSockets[i]
+	}
+
 	limits, err := proc.NewFS()
 	if err != nil {
 		return nil, fmt.Errorf("open /proc: %w", err)
@@ -52,7 +60,7 @@ func Gather(ctx context.Context, o Options) (*Facts, error) {
 		return nil, fmt.Errorf("read /proc/stat: %w", err)
 	}
 	scan := &procScan{fs: fs, limits: limits, boot: time.Unix(int64(st.BootTime), 0)}
-	f.Procs, f.Scanned, f.Unreadable, err = scan.scan(byInode)
+	f.Procs, f.Scanned, f.Unreadable, err = scan.scan(byInode, udpByInode)
 	if err != nil {
 		return nil, fmt.Errorf("read processes: %w", err)
 	}
@@ -82,6 +90,57 @@ func Gather(ctx context.Context, o Options) (*Facts, error) {
 	}
 	f.Drops = DropCounters{Known: true, Interval: time.Since(firstAt), Overflows: [2]uint64{o0, o1}, Drops: [2]uint64{d0, d1}}
 	return f, nil
+}
+
+// udpSockets lists the bound, unconnected UDP sockets through sock_diag
+// (the kernel filters by state: the connected sockets of a busy QUIC
+// listener cost nothing), or from /proc/net/udp and udp6 where the kernel
+// has no udp_diag.
+func udpSockets(fs procfs.FS, f *Facts) []UDPSocket {
+	var out []UDPSocket
+	socks, err := fdpass.DiagUDP(1 << fdpass.TCPClose)
+	if err == nil {
+		for _, s := range socks {
+			out = append(out, UDPSocket{Addr: s.Addr, Inode: s.Inode, UID: s.UID})
+		}
+		return out
+	}
+	return udpFromProcNet(fs, f, err)
+}
+
+// udpFromProcNet reads the unconnected UDP sockets from /proc/net/udp and
+// udp6 (state 07; a connected socket is 01), noting why sock_diag could
+// not (diagErr).
+func udpFromProcNet(fs procfs.FS, f *Facts, diagErr error) []UDPSocket {
+	var out []UDPSocket
+	for _, v6 := range []bool{false, true} {
+		read, name := fs.NetUDP, "/proc/net/udp"
+		if v6 {
+			read, name = fs.NetUDP6, "/proc/net/udp6"
+		}
+		lines, rerr := read()
+		if rerr != nil {
+			f.note("UDP sockets not checked: sock_diag: %v; %s: %v", diagErr, name, rerr)
+			continue
+		}
+		for _, l := range lines {
+			if l.St != fdpass.TCPClose || l.Inode == 0 {
+				continue
+			}
+			var ip netip.Addr
+			var ok bool
+			if v6 {
+				ip, ok = netip.AddrFromSlice(l.LocalAddr.To16())
+			} else {
+				ip, ok = netip.AddrFromSlice(l.LocalAddr.To4())
+			}
+			if !ok {
+				continue
+			}
+			out = append(out, UDPSocket{Addr: netip.AddrPortFrom(ip, uint16(l.LocalPort)), Inode: l.Inode, UID: uint32(l.UID)})
+		}
+	}
+	return out
 }
 
 func (f *Facts) note(format string, args ...any) {

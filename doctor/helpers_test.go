@@ -42,6 +42,18 @@ func (f *Facts) listen(addr string, inode uint64, pids ...int) *Facts {
 	return f
 }
 
+// udp adds an unconnected UDP socket on addr owned by uid 0 and held by
+// pids.
+func (f *Facts) udp(addr string, inode uint64, pids ...int) *Facts {
+	f.UDPSockets = append(f.UDPSockets, UDPSocket{Addr: netip.MustParseAddrPort(addr), Inode: inode, Holders: pids})
+	for _, pid := range pids {
+		if p, ok := f.Procs[pid]; ok {
+			p.UDP = append(p.UDP, inode)
+		}
+	}
+	return f
+}
+
 // requireComplete fails unless every finding names its check, severity and
 // subject and says what it saw, why and the fix, in an operator's words:
 // why in one sentence, the fix with a command or config line (in

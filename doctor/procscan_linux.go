@@ -28,14 +28,15 @@ type procScan struct {
 type scanned struct {
 	proc       *Process
 	listening  []uint64
+	udp        []uint64
 	unreadable bool
 }
 
 // scan reads every process once: its stat (comm, parent, group, start) and
 // its descriptor table, keeping the inodes of the listening sockets it
-// holds. Processes are read by a few goroutines: on a host with many
+// holds and of the unconnected UDP sockets (udp). Processes are read by a few goroutines: on a host with many
 // sockets the readlinks of /proc/PID/fd/N are the whole cost.
-func (s *procScan) scan(listening map[uint64]*Listener) (map[int]*Process, int, int, error) {
+func (s *procScan) scan(listening map[uint64]*Listener, udp map[uint64]*UDPSocket) (map[int]*Process, int, int, error) {
 	all, err := s.fs.AllProcs()
 	if err != nil {
 		return nil, 0, 0, err
@@ -49,7 +50,7 @@ func (s *procScan) scan(listening map[uint64]*Listener) (map[int]*Process, int, 
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				results[i] = s.one(all[i], listening)
+				results[i] = s.one(all[i], listening, udp)
 			}
 		}()
 	}
@@ -73,16 +74,23 @@ func (s *procScan) scan(listening map[uint64]*Listener) (map[int]*Process, int, 
 			l := listening[inode]
 			l.Holders = append(l.Holders, r.proc.Pid)
 		}
+		for _, inode := range r.udp {
+			u := udp[inode]
+			u.Holders = append(u.Holders, r.proc.Pid)
+		}
 	}
 	for _, l := range listening {
 		sort.Ints(l.Holders)
 	}
+	for _, u := range udp {
+		sort.Ints(u.Holders)
+	}
 	return procs, len(procs), unreadable, nil
 }
 
-// one reads one process; listening is only read here (Holders are filled by
-// the caller).
-func (s *procScan) one(p procfs.Proc, listening map[uint64]*Listener) scanned {
+// one reads one process; listening and udp are only read here (Holders are
+// filled by the caller).
+func (s *procScan) one(p procfs.Proc, listening map[uint64]*Listener, udp map[uint64]*UDPSocket) scanned {
 	st, err := p.Stat()
 	if err != nil || st.State == "Z" {
 		return scanned{}
@@ -102,13 +110,15 @@ func (s *procScan) one(p procfs.Proc, listening map[uint64]*Listener) scanned {
 			if inode, ok := socketInode(t); ok {
 				if _, ok := listening[inode]; ok {
 					out.listening = append(out.listening, inode)
+				} else if _, ok := udp[inode]; ok {
+					out.udp = append(out.udp, inode)
 				}
 			}
 		}
-		proc.Listening = out.listening
+		proc.Listening, proc.UDP = out.listening, out.udp
 	}
 	proc.Program = programOf(proc.Comm, nil)
-	if proc.Program != "" || len(proc.Listening) > 0 {
+	if proc.Program != "" || len(proc.Listening) > 0 || len(proc.UDP) > 0 {
 		s.details(proc)
 	}
 	return out

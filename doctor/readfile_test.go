@@ -92,6 +92,13 @@ func TestReadRegularRefuses(t *testing.T) {
 // comm is name) with args, until the test ends; it returns its pid.
 func startFakeProxy(t *testing.T, name string, args ...string) int {
 	t.Helper()
+	return startFakeProxyWith(t, name, nil, args...)
+}
+
+// startFakeProxyWith is startFakeProxy with files as the child's
+// descriptors 3, 4, ...
+func startFakeProxyWith(t *testing.T, name string, files []*os.File, args ...string) int {
+	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -102,6 +109,7 @@ func startFakeProxy(t *testing.T, name string, args ...string) int {
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), fakeProxyEnv+"=1", "GORACE=atexit_sleep_ms=0")
+	cmd.ExtraFiles = files
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -36,8 +36,9 @@ type Finding struct {
 	Saw     string `json:"saw"`
 	Why     string `json:"why"`
 	Fix     string `json:"fix"`
-	// Ports and Pids are the TCP ports and processes the finding involves
-	// (none for host-wide findings); --port and --pid select on them.
+	// Ports and Pids are the ports (TCP; UDP for the udp- checks) and
+	// processes the finding involves (none for host-wide findings); --port
+	// and --pid select on them.
 	Ports []int          `json:"ports,omitempty"`
 	Pids  []int          `json:"pids,omitempty"`
 	Data  map[string]any `json:"data,omitempty"`
@@ -66,6 +67,7 @@ type HostSummary struct {
 	ListenOverflows uint64   `json:"listen_overflows"`
 	ListenDrops     uint64   `json:"listen_drops"`
 	Listeners       int      `json:"listening_sockets"`
+	UDPSockets      int      `json:"udp_sockets"` // bound, unconnected
 	Processes       int      `json:"processes"`
 	Batons          []string `json:"batons"`
 }

@@ -14,9 +14,11 @@ type check struct {
 // checks lists every check, grouped by what goes wrong.
 func checks() []check {
 	return []check{
-		// Old answers after a reload: SO_REUSEPORT groups, old proxies still listening.
+		// Old answers after a reload: SO_REUSEPORT groups (TCP, then UDP/QUIC), old proxies still listening.
 		{"reuseport-group", checkReuseport},
 		{"old-proxy-process", checkOldProxies},
+		{"udp-reuseport-group", checkUDPReuseport},
+		{"udp-foreign-socket", checkUDPForeign},
 		{"old-generation", checkOldGenerations},
 		{"orphan-generation", checkOrphans},
 		// Running out of descriptors: NOFILE.
@@ -82,7 +84,8 @@ func summary(f *Facts) HostSummary {
 	h := HostSummary{
 		Somaxconn: f.Sys.Somaxconn, MaxSynBacklog: f.Sys.MaxSynBacklog, Syncookies: f.Sys.Syncookies,
 		MaxTWBuckets: f.Sys.MaxTWBuckets, TimeWait: f.TimeWait, Listeners: len(f.Listeners), Processes: f.Scanned,
-		ListenOverflows: f.Drops.Overflows[1], ListenDrops: f.Drops.Drops[1], Batons: []string{},
+		UDPSockets: len(f.UDPSockets), ListenOverflows: f.Drops.Overflows[1], ListenDrops: f.Drops.Drops[1],
+		Batons: []string{},
 	}
 	for _, b := range f.Batons {
 		h.Batons = append(h.Batons, b.Control)

@@ -10,12 +10,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ListenInfo is one TCP socket as the kernel reports it through
+// ListenInfo is one TCP or UDP socket as the kernel reports it through
 // NETLINK_SOCK_DIAG.
 type ListenInfo struct {
 	Addr  netip.AddrPort
 	Inode uint64
-	State uint8 // TCP state (TCPEstablished, TCPListen, ...)
+	UID   uint32 // the socket's owner (the effective uid of its creator)
+	State uint8  // TCP state (TCPEstablished, TCPListen, ...)
 	// For a listening socket, Queue is the accept queue length now
 	// (connections completed but not yet accepted) and Backlog its limit.
 	// For others, the receive and send queue lengths.
@@ -25,6 +26,7 @@ type ListenInfo struct {
 // TCP states, as the kernel numbers them.
 const (
 	TCPEstablished = 1
+	TCPClose       = 7 // a UDP socket that is not connected
 	TCPListen      = 10
 )
 
@@ -43,6 +45,18 @@ func ListeningTCP() ([]ListenInfo, error) {
 // DiagTCP lists the TCP sockets (IPv4 and IPv6) whose state is in
 // stateMask (1<<state for each wanted state).
 func DiagTCP(stateMask uint32) ([]ListenInfo, error) {
+	return diag(unix.IPPROTO_TCP, stateMask)
+}
+
+// DiagUDP lists the UDP sockets (IPv4 and IPv6) whose state is in
+// stateMask: 1<<TCPClose for the unconnected ones (bound, receiving from
+// anyone), 1<<TCPEstablished for the connected ones. It needs the kernel's
+// udp_diag (a module, loaded on first use where modules can be loaded).
+func DiagUDP(stateMask uint32) ([]ListenInfo, error) {
+	return diag(unix.IPPROTO_UDP, stateMask)
+}
+
+func diag(proto uint8, stateMask uint32) ([]ListenInfo, error) {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
 	if err != nil {
 		return nil, fmt.Errorf("sock_diag socket: %w", err)
@@ -50,7 +64,7 @@ func DiagTCP(stateMask uint32) ([]ListenInfo, error) {
 	defer unix.Close(fd)
 	var out []ListenInfo
 	for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
-		got, err := dumpTCP(fd, family, stateMask)
+		got, err := dump(fd, family, proto, stateMask)
 		if err != nil {
 			return nil, err
 		}
@@ -59,14 +73,14 @@ func DiagTCP(stateMask uint32) ([]ListenInfo, error) {
 	return out, nil
 }
 
-func dumpTCP(fd int, family uint8, stateMask uint32) ([]ListenInfo, error) {
+func dump(fd int, family, proto uint8, stateMask uint32) ([]ListenInfo, error) {
 	req := make([]byte, unix.NLMSG_HDRLEN+inetDiagReqV2Len)
 	binary.NativeEndian.PutUint32(req[0:], uint32(len(req)))
 	binary.NativeEndian.PutUint16(req[4:], unix.SOCK_DIAG_BY_FAMILY)
 	binary.NativeEndian.PutUint16(req[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
 	binary.NativeEndian.PutUint32(req[8:], 1) // seq
 	body := req[unix.NLMSG_HDRLEN:]
-	body[0], body[1] = family, unix.IPPROTO_TCP
+	body[0], body[1] = family, proto
 	binary.NativeEndian.PutUint32(body[4:], stateMask)
 	if err := unix.Sendto(fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return nil, fmt.Errorf("sock_diag request: %w", err)
@@ -119,6 +133,7 @@ func parseDiagMsg(d []byte) (ListenInfo, error) {
 		State:   d[1],
 		Queue:   binary.NativeEndian.Uint32(d[56:60]),
 		Backlog: binary.NativeEndian.Uint32(d[60:64]),
+		UID:     binary.NativeEndian.Uint32(d[64:68]),
 		Inode:   uint64(binary.NativeEndian.Uint32(d[68:72])),
 	}, nil
 }

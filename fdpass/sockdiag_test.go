@@ -1,10 +1,15 @@
 package fdpass_test
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/batonproxy/baton/fdpass"
 )
@@ -123,5 +128,91 @@ func TestListeningTCPMany(t *testing.T) {
 		if !ok || li.Addr.String() != s.Addr() {
 			t.Fatalf("%s (inode %d): found %v %+v", s.Addr(), s.Inode(), ok, li)
 		}
+	}
+}
+
+// DiagUDP with 1<<TCPClose lists the bound, unconnected UDP sockets (IPv4
+// and IPv6) with inode and owner; a connected UDP socket bound to the same
+// address (SO_REUSEADDR, bind, connect: HAProxy's per-connection QUIC
+// sockets) is in TCPEstablished and listed only when asked for.
+func TestDiagUDP(t *testing.T) {
+	reuseAddr := func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+		}); err != nil {
+			return err
+		}
+		return serr
+	}
+	inode := func(c syscall.Conn) uint64 {
+		rc, err := c.SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st syscall.Stat_t
+		var serr error
+		if err := rc.Control(func(fd uintptr) { serr = syscall.Fstat(int(fd), &st) }); err != nil || serr != nil {
+			t.Fatal(err, serr)
+		}
+		return st.Ino
+	}
+	for _, tc := range []struct {
+		name, network, addr string
+		v6                  bool
+	}{
+		{"v4", "udp4", "127.0.0.1:0", false},
+		{"v6", "udp6", "[::1]:0", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.v6 {
+				ipv6Loopback(t)
+			}
+			lc := net.ListenConfig{Control: reuseAddr}
+			u, err := lc.ListenPacket(context.Background(), tc.network, tc.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer u.Close()
+			ap := netip.MustParseAddrPort(u.LocalAddr().String())
+			peer, err := net.ListenPacket(tc.network, tc.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer peer.Close()
+			d := net.Dialer{LocalAddr: net.UDPAddrFromAddrPort(ap), Control: reuseAddr}
+			c, err := d.Dial(tc.network, peer.LocalAddr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			uIno, cIno := inode(u.(*net.UDPConn)), inode(c.(*net.UDPConn))
+
+			find := func(mask uint32) map[uint64]fdpass.ListenInfo {
+				all, err := fdpass.DiagUDP(mask)
+				if err != nil {
+					t.Fatal(err)
+				}
+				out := map[uint64]fdpass.ListenInfo{}
+				for _, li := range all {
+					if li.Addr == ap {
+						out[li.Inode] = li
+					}
+				}
+				return out
+			}
+			unconnected := find(1 << fdpass.TCPClose)
+			if len(unconnected) != 1 {
+				t.Fatalf("unconnected sockets on %s: %+v, want only inode %d", ap, unconnected, uIno)
+			}
+			li, ok := unconnected[uIno]
+			if !ok || li.State != fdpass.TCPClose || li.UID != uint32(os.Geteuid()) {
+				t.Errorf("unconnected socket: %+v, want inode %d state %d uid %d", li, uIno, fdpass.TCPClose, os.Geteuid())
+			}
+			connected := find(1 << fdpass.TCPEstablished)
+			if li, ok := connected[cIno]; !ok || len(connected) != 1 || li.State != fdpass.TCPEstablished {
+				t.Errorf("connected sockets on %s: %+v, want inode %d", ap, connected, cIno)
+			}
+		})
 	}
 }

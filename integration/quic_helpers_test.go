@@ -187,17 +187,104 @@ func readUDPSockets(port int) (unconnected, connected []udpSocket, err error) {
 	return unconnected, connected, sc.Err()
 }
 
-// ownedUDPListener checks that exactly one unconnected UDP socket is bound
-// to 127.0.0.1:port (no second bind) and that baton holds it; it returns
-// its inode.
-func ownedUDPListener(t *testing.T, b *batontest.Baton, port int) uint64 {
+// ownedUDPListener checks a steered UDP address (docs/design.md, "UDP and
+// QUIC listeners"): baton holds every unconnected UDP socket bound to
+// 127.0.0.1:port (its anchor and one member per live generation: no socket
+// it did not create), there are want of them, and status names the anchor.
+// It returns the anchor's inode.
+func ownedUDPListener(t *testing.T, b *batontest.Baton, port, want int) uint64 {
 	t.Helper()
-	un, _ := udpSocketsOn(t, port)
-	if len(un) != 1 {
-		t.Fatalf("UDP 127.0.0.1:%d: %d unconnected sockets %+v, want one (baton's)", port, len(un), un)
+	st, err := b.Status()
+	if err != nil {
+		t.Fatal(err)
 	}
-	if !batonHolds(t, b, un[0].inode) {
-		t.Fatalf("UDP 127.0.0.1:%d: socket inode %d is not in /proc/%d/fd (baton)", port, un[0].inode, b.Pid())
+	if bad := udpGroupProblem(st.Pid, port, want); bad != "" {
+		t.Fatalf("UDP 127.0.0.1:%d: %s", port, bad)
 	}
-	return un[0].inode
+	for _, l := range st.Listeners {
+		if l.Addr == fmt.Sprintf("127.0.0.1:%d", port) { // the tests give TCP another port
+			return l.Inode
+		}
+	}
+	t.Fatalf("status lists no UDP listener on 127.0.0.1:%d: %+v", port, st.Listeners)
+	return 0
+}
+
+// udpGroupProblem says what is wrong with the unconnected UDP sockets on
+// 127.0.0.1:port ("" if nothing): one baton does not hold (read again, so
+// that a member baton just closed after its generation exited is not
+// counted), or a count other than want (0: any).
+func udpGroupProblem(batonPid, port, want int) string {
+	un, _, err := readUDPSockets(port)
+	if err != nil {
+		return err.Error()
+	}
+	held, err := socketInodes(batonPid)
+	if err != nil {
+		return err.Error()
+	}
+	var foreign []uint64
+	for _, s := range un {
+		if !held[s.inode] {
+			foreign = append(foreign, s.inode)
+		}
+	}
+	if len(foreign) > 0 {
+		again, _, err := readUDPSockets(port)
+		if err != nil {
+			return err.Error()
+		}
+		still := map[uint64]bool{}
+		for _, s := range again {
+			still[s.inode] = true
+		}
+		for _, in := range foreign {
+			if still[in] {
+				return fmt.Sprintf("unconnected socket inode %d is not baton's (not in /proc/%d/fd); all: %+v", in, batonPid, un)
+			}
+		}
+	}
+	if want > 0 && len(un) != want {
+		return fmt.Sprintf("%d unconnected sockets %+v, want %d (baton's anchor and one member per generation)", len(un), un, want)
+	}
+	return ""
+}
+
+// socketInodes is the set of socket inodes pid holds.
+func socketInodes(pid int) (map[uint64]bool, error) {
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	out := map[uint64]bool{}
+	for _, e := range ents {
+		target, err := os.Readlink(dir + "/" + e.Name())
+		if err != nil {
+			continue
+		}
+		if v, ok := strings.CutPrefix(target, "socket:["); ok {
+			if n, err := strconv.ParseUint(strings.TrimSuffix(v, "]"), 10, 64); err == nil {
+				out[n] = true
+			}
+		}
+	}
+	return out, nil
+}
+
+// waitUDPGroup waits up to 10 s for want unconnected sockets, all baton's,
+// on 127.0.0.1:port (old generations' members go when they exit).
+func waitUDPGroup(t *testing.T, b *batontest.Baton, port, want int) {
+	t.Helper()
+	var bad string
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		st, err := b.Status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bad = udpGroupProblem(st.Pid, port, want); bad == "" {
+			return
+		}
+	}
+	t.Errorf("UDP 127.0.0.1:%d after 10 s: %s", port, bad)
 }

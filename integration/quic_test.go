@@ -4,11 +4,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/batonproxy/baton/batontest"
+	"github.com/batonproxy/baton/doctor"
 )
 
 // quicTarget is a proxy serving HTTP/1.1 on a TCP port and HTTP/3 on a
@@ -19,8 +23,8 @@ type quicTarget struct {
 	command []string // without the config path
 	// perConn: the proxy gives each QUIC connection a socket of its own,
 	// bound to the listener's address beside baton's (HAProxy); without
-	// it (nginx) a draining generation keeps the listener socket for its
-	// connections until it exits.
+	// it (nginx) a connection's packets reach the generation's member,
+	// steered there by the cookie in its connection IDs.
 	perConn bool
 }
 
@@ -52,8 +56,8 @@ func nginxQUICTarget(t *testing.T, dir string) quicTarget {
 		name: "nginx",
 		config: func(tcp, udp, v, slow int) string {
 			var b strings.Builder
-			// One worker: without reuseport nginx's workers share baton's
-			// one UDP socket, and a packet read by another worker than its
+			// One worker: nginx's workers would share the generation's
+			// one member, and a packet read by another worker than its
 			// connection's is lost (docs/design.md).
 			b.WriteString("worker_processes 1;\nerror_log stderr warn;\nevents { worker_connections 1024; }\n")
 			// keepalive_timeout is also the QUIC idle timeout: an old
@@ -80,14 +84,18 @@ func TestQUICListenerNginx(t *testing.T) {
 	quicListener(t, nginxQUICTarget(t, dir), dir)
 }
 
-// quicListener: a QUIC (HTTP/3) listener in the proxy's config is a UDP
-// socket baton binds once and hands to every generation (docs/design.md's
-// invariant 1 for UDP): an HTTP/3 request is answered; baton holds the one
-// unconnected UDP socket on the address; after a reload the new
-// generation answers over HTTP/3 on the same socket (same inode, still one
-// socket on the address, no second bind), and the TCP listener is
-// unchanged. For HAProxy, a live QUIC connection has a socket of its own
-// bound beside baton's (what SO_REUSEADDR on baton's UDP socket allows).
+// quicListener: a QUIC (HTTP/3) listener in the proxy's config is a
+// steered UDP address (docs/design.md, "UDP and QUIC listeners"): baton
+// binds an anchor it keeps and one member per generation, every
+// unconnected UDP socket on the address is baton's, and an HTTP/3 request
+// is answered. After a reload the new generation answers over HTTP/3, the
+// old generation's member goes when it exits, the anchor and the TCP
+// listener are unchanged. A QUIC connection left idle and a request held
+// across a reload do not delay its acknowledgement (a draining generation
+// receives only its own connections' packets), and the held request is
+// answered by the old generation. For HAProxy, a live QUIC connection has
+// a socket of its own bound beside baton's (what SO_REUSEADDR on baton's
+// sockets allows).
 func quicListener(t *testing.T, tg quicTarget, dir string) {
 	slow := batontest.StartSlowBackend(t, 30*time.Second)
 	tcp, udp := batontest.FreePort(t), freeUDPPort(t)
@@ -95,11 +103,11 @@ func quicListener(t *testing.T, tg quicTarget, dir string) {
 	writeConf(t, cfg, tg.config(tcp, udp, 1, slow.Port))
 	b := batontest.StartBaton(t, append(append([]string{"--"}, tg.command...), cfg), batontest.StartOptions{})
 
-	udpInode, tcpInode := ownedUDPListener(t, b, udp), ownedListener(t, b, tcp)
+	udpInode, tcpInode := ownedUDPListener(t, b, udp, 2), ownedListener(t, b, tcp)
 	if st, _ := b.Status(); len(st.Listeners) != 2 {
 		t.Errorf("status lists %d listeners, want 2 (TCP and UDP): %+v", len(st.Listeners), st.Listeners)
 	}
-	t.Logf("UDP 127.0.0.1:%d: one socket, baton's, inode %d; TCP 127.0.0.1:%d inode %d", udp, udpInode, tcp, tcpInode)
+	t.Logf("UDP 127.0.0.1:%d: baton's anchor inode %d and generation 1's member, both baton's; TCP 127.0.0.1:%d inode %d", udp, udpInode, tcp, tcpInode)
 
 	h := newH3Client()
 	start := time.Now()
@@ -133,8 +141,9 @@ func quicListener(t *testing.T, tg quicTarget, dir string) {
 	if err != nil || r.Status != 200 || r.Gen != "2" {
 		t.Fatalf("HTTP/3 GET after the reload: %+v %v, want 200 from generation 2\n%s", r, err, b.LogTail(30))
 	}
-	if in := ownedUDPListener(t, b, udp); in != udpInode {
-		t.Errorf("UDP socket inode %d after the reload, want %d", in, udpInode)
+	waitUDPGroup(t, b, udp, 2)
+	if in := ownedUDPListener(t, b, udp, 2); in != udpInode {
+		t.Errorf("UDP anchor inode %d after the reload, want %d", in, udpInode)
 	}
 	if in := ownedListener(t, b, tcp); in != tcpInode {
 		t.Errorf("TCP socket inode %d after the reload, want %d", in, tcpInode)
@@ -142,12 +151,12 @@ func quicListener(t *testing.T, tg quicTarget, dir string) {
 	if g := batontest.HTTPGet(fmt.Sprintf("127.0.0.1:%d", tcp), "/", 5*time.Second); g.Err != nil || g.Status != 200 || g.Gen != "2" {
 		t.Errorf("TCP GET after the reload: %+v", g)
 	}
-	t.Logf("after the reload: HTTP/3 and TCP answered by generation 2, UDP inode %d and TCP inode %d kept", udpInode, tcpInode)
+	t.Logf("after the reload: HTTP/3 and TCP answered by generation 2, UDP anchor inode %d and TCP inode %d kept, generation 1's member gone", udpInode, tcpInode)
+	quicDoctor(t, b, tcp, udp)
 
 	// A QUIC connection left open (idle) across a reload: the reload is
-	// still acknowledged (nginx's draining generation holds the UDP socket
-	// until it exits: its idle connection must not keep it), and a new
-	// connection is served by the new generation on the same socket.
+	// acknowledged without waiting for it, and a new connection is
+	// served by the new generation.
 	idle := newH3Client()
 	if r, err := idle.get(udp, "/"); err != nil || r.Gen != "2" {
 		t.Fatalf("HTTP/3 GET before the second reload: %+v %v", r, err)
@@ -164,19 +173,84 @@ func quicListener(t *testing.T, tg quicTarget, dir string) {
 	if r, err := h3Get(udp); err != nil || r.Status != 200 || r.Gen != "3" {
 		t.Fatalf("HTTP/3 GET on a new connection after the second reload: %+v %v", r, err)
 	}
-	if in := ownedUDPListener(t, b, udp); in != udpInode {
-		t.Errorf("UDP socket inode %d after the second reload, want %d", in, udpInode)
-	}
+	waitUDPGroup(t, b, udp, 2)
 
 	quicHeldRequest(t, tg, b, cfg, tcp, udp, slow)
-	quicUpgrade(t, tg, b, cfg, tcp, udp, slow.Port, udpInode)
+	waitUDPGroup(t, b, udp, 2)
+	nb := quicCrashRestart(t, tg, b, cfg, tcp, udp, slow.Port, 4)
+	quicUpgrade(t, tg, nb, cfg, tcp, udp, slow.Port, 5)
 }
 
-// quicUpgrade: baton's own upgrade hands the UDP socket over like a TCP
-// one (SCM_RIGHTS, then fdpass.Adopt checks its type): the new baton holds
-// the same socket, HTTP/3 is still answered, and a reload after it keeps
-// the socket.
-func quicUpgrade(t *testing.T, tg quicTarget, b *batontest.Baton, cfg string, tcp, udp, slowPort int, udpInode uint64) {
+// quicDoctor: `baton doctor` tells baton's steered group (one baton holds
+// every socket of it) from the unsupervised reuseport pattern: an info
+// finding for the UDP address, no socket warning about it or the TCP one
+// (the test configs' own findings, such as nginx's keep-alive settings,
+// are not about sockets).
+func quicDoctor(t *testing.T, b *batontest.Baton, tcp, udp int) {
+	r := doctorRun(t, "--control", b.Control, "--port", strconv.Itoa(udp), "--port", strconv.Itoa(tcp))
+	for _, f := range r.Findings {
+		socket := strings.Contains(f.Check, "reuseport") || strings.HasPrefix(f.Check, "udp-")
+		if socket && (slices.Contains(f.Ports, udp) || slices.Contains(f.Ports, tcp)) && f.Severity != doctor.Info {
+			t.Errorf("doctor finding about baton's QUIC setup: %s %s %s: %s", f.Severity, f.Check, f.Subject, f.Saw)
+		}
+	}
+	info := doctorFind(r, "udp-reuseport-group", udp)
+	if len(info) != 1 || info[0].Severity != doctor.Info {
+		t.Errorf("udp-reuseport-group findings for baton's group: %+v, want one info", info)
+		return
+	}
+	t.Logf("doctor: %s %s: %s", info[0].Severity, info[0].Subject, info[0].Saw)
+}
+
+// quicCrashRestart: baton killed (SIGKILL) and started again recovers from
+// its state file: it takes the serving generation's member back by inode,
+// binds a new anchor into the group the member still forms (whose program
+// kept steering meanwhile), HTTP/3 is answered throughout by that
+// generation, and after a reload by the next one, steered by the new
+// baton's program; every unconnected UDP socket on the address is the new
+// baton's.
+func quicCrashRestart(t *testing.T, tg quicTarget, b *batontest.Baton, cfg string, tcp, udp, slowPort, gen int) *batontest.Baton {
+	if err := syscall.Kill(b.Pid(), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := b.ExitCode(10 * time.Second); code == 0 {
+		t.Fatal("baton survived SIGKILL")
+	}
+	want, next := fmt.Sprint(gen), fmt.Sprint(gen+1)
+	if r, err := h3Get(udp); err != nil || r.Gen != want {
+		t.Errorf("HTTP/3 GET while baton is down: %+v %v, want generation %s", r, err, want)
+	}
+	args := append([]string{"run", "-c", b.Control, "--log-format", "console", "--"}, tg.command...)
+	nb := batontest.StartBatonArgs(t, append(args, cfg), b.Control, batontest.StartOptions{})
+	nst := nb.WaitActive(10 * time.Second)
+	if bad := udpGroupProblem(nst.Pid, udp, 2); bad != "" {
+		t.Fatalf("after the restart, UDP 127.0.0.1:%d: %s\n%s", udp, bad, nb.LogTail(30))
+	}
+	if r, err := h3Get(udp); err != nil || r.Gen != want {
+		t.Fatalf("HTTP/3 GET after the restart: %+v %v, want generation %s\n%s", r, err, want, nb.LogTail(30))
+	}
+	writeConf(t, cfg, tg.config(tcp, udp, gen+1, slowPort))
+	if res := nb.CLI("reload"); res.Code != 0 {
+		t.Fatalf("reload after the restart: exit %d: %s\n%s", res.Code, res.Stderr, nb.LogTail(30))
+	}
+	for i := range 5 {
+		if r, err := h3Get(udp); err != nil || r.Gen != next {
+			t.Fatalf("HTTP/3 GET %d after the restart and a reload: %+v %v, want generation %s", i, r, err, next)
+		}
+	}
+	waitUDPGroup(t, nb, udp, 2)
+	t.Logf("after a kill -9 of baton: the restarted baton %d took back generation %s's member; HTTP/3 answered by %[2]s, then by %s after a reload", nst.Pid, want, next)
+	return nb
+}
+
+// quicUpgrade: baton's own upgrade hands the anchor and every member over
+// (SCM_RIGHTS, then adopted into the new baton's steering): the new baton
+// holds every unconnected UDP socket on the address, HTTP/3 is still
+// answered, and a reload after it steers new connections to the next
+// generation.
+func quicUpgrade(t *testing.T, tg quicTarget, b *batontest.Baton, cfg string, tcp, udp, slowPort, gen int) {
+	udpInode := ownedUDPListener(t, b, udp, 2)
+	want, next := fmt.Sprint(gen), fmt.Sprint(gen+1)
 	res := b.CLI("upgrade", "--json")
 	if res.Code != 0 {
 		t.Fatalf("baton upgrade: exit %d: %s%s\n%s", res.Code, res.Stdout, res.Stderr, b.LogTail(30))
@@ -187,33 +261,31 @@ func quicUpgrade(t *testing.T, tg quicTarget, b *batontest.Baton, cfg string, tc
 	if err := json.Unmarshal([]byte(res.Stdout), &out); err != nil || out.NewPid == 0 {
 		t.Fatalf("baton upgrade --json: %v: %q", err, res.Stdout)
 	}
-	fds, err := socketFds(out.NewPid, udpInode)
-	if err != nil || len(fds) != 1 {
-		t.Fatalf("the upgraded baton %d holds %d descriptors of UDP inode %d (%v), want 1", out.NewPid, len(fds), udpInode, err)
+	if bad := udpGroupProblem(out.NewPid, udp, 0); bad != "" {
+		t.Fatalf("after the upgrade, UDP 127.0.0.1:%d: %s", udp, bad)
 	}
-	if r, err := h3Get(udp); err != nil || r.Gen != "4" {
-		t.Fatalf("HTTP/3 GET after the upgrade: %+v %v, want generation 4", r, err)
+	if r, err := h3Get(udp); err != nil || r.Gen != want {
+		t.Fatalf("HTTP/3 GET after the upgrade: %+v %v, want generation %s", r, err, want)
 	}
-	writeConf(t, cfg, tg.config(tcp, udp, 5, slowPort))
+	writeConf(t, cfg, tg.config(tcp, udp, gen+1, slowPort))
 	if res := b.CLI("reload"); res.Code != 0 {
 		t.Fatalf("reload after the upgrade: exit %d: %s", res.Code, res.Stderr)
 	}
-	if r, err := h3Get(udp); err != nil || r.Gen != "5" {
-		t.Fatalf("HTTP/3 GET after the upgrade and a reload: %+v %v, want generation 5", r, err)
+	if r, err := h3Get(udp); err != nil || r.Gen != next {
+		t.Fatalf("HTTP/3 GET after the upgrade and a reload: %+v %v, want generation %s", r, err, next)
 	}
-	un, _ := udpSocketsOn(t, udp)
-	if len(un) != 1 || un[0].inode != udpInode {
-		t.Errorf("UDP 127.0.0.1:%d after the upgrade and a reload: %+v, want only inode %d", udp, un, udpInode)
+	waitUDPGroup(t, b, udp, 2)
+	if in := ownedUDPListener(t, b, udp, 2); in != udpInode {
+		t.Errorf("UDP anchor inode %d after the upgrade and a reload, want %d", in, udpInode)
 	}
-	t.Logf("upgrade in %s: baton %d holds UDP inode %d; HTTP/3 answered by generation 4, then 5 after a reload", res.Took.Round(time.Millisecond), out.NewPid, udpInode)
+	t.Logf("upgrade in %s: baton %d holds the UDP anchor (inode %d) and the member; HTTP/3 answered by generation %s, then %s after a reload", res.Took.Round(time.Millisecond), out.NewPid, udpInode, want, next)
 }
 
 // quicHeldRequest: a request in flight over QUIC across a reload is
-// answered by the old generation. HAProxy's old worker closes baton's
-// socket at once (the request has a socket of its own), so the reload is
-// acknowledged while the request is held; nginx's old generation keeps the
-// QUIC listener socket until it exits, so the acknowledgement waits for
-// the request to end (docs/design.md, "UDP and QUIC (HTTP/3) listeners").
+// answered by the old generation, and the reload is acknowledged while it
+// is held: the old generation keeps only its own member, which receives
+// only its own connections' packets (docs/design.md, "UDP and QUIC
+// listeners").
 func quicHeldRequest(t *testing.T, tg quicTarget, b *batontest.Baton, cfg string, tcp, udp int, slow *batontest.SlowBackend) {
 	type answer struct {
 		r   batontest.HTTPResult
@@ -244,10 +316,6 @@ func quicHeldRequest(t *testing.T, tg quicTarget, b *batontest.Baton, cfg string
 	slow.Release()
 	a := <-answered
 	if !ackedWhileHeld {
-		// nginx's old generation keeps the connection until the client
-		// closes it, and may not see that close (the new generation
-		// can read it from the shared socket): then until the QUIC
-		// idle timeout (keepalive_timeout, 5 s here).
 		held.close()
 		res = <-acked
 		ackAfter = time.Since(start)
@@ -255,12 +323,20 @@ func quicHeldRequest(t *testing.T, tg quicTarget, b *batontest.Baton, cfg string
 	if res.Code != 0 {
 		t.Fatalf("reload with a request held: exit %d: %s", res.Code, res.Stderr)
 	}
-	if a.err != nil || a.r.Status != 200 || a.r.Gen != "3" {
+	// nginx closes a draining connection (H3_NO_ERROR) as soon as its
+	// last stream is sent, and quic-go reports that close instead of the
+	// body it had received before it: the answer (status and X-Gen) is
+	// what this checks.
+	closedAfter := a.err != nil && a.r.Status == 200 && strings.Contains(a.err.Error(), "H3_NO_ERROR")
+	if a.err != nil && !closedAfter || a.r.Status != 200 || a.r.Gen != "3" {
 		t.Errorf("held HTTP/3 request: %+v %v, want 200 from generation 3 (the old one)", a.r, a.err)
 	}
+	if closedAfter {
+		t.Logf("held HTTP/3 request: 200 from generation %s, then the old generation's graceful close (%v) before quic-go returned the end of the body", a.r.Gen, a.err)
+	}
 	t.Logf("reload with an HTTP/3 request held: acknowledged after %s (while held: %t); the request answered by generation %s", ackAfter.Round(time.Millisecond), ackedWhileHeld, a.r.Gen)
-	if ackedWhileHeld != tg.perConn {
-		t.Errorf("acknowledged while the request was held: %t, want %t", ackedWhileHeld, tg.perConn)
+	if !ackedWhileHeld {
+		t.Errorf("the reload was acknowledged only after the held request ended, want while it was held")
 	}
 	if r, err := h3Get(udp); err != nil || r.Gen != "4" {
 		t.Errorf("HTTP/3 GET after the third reload: %+v %v, want generation 4", r, err)

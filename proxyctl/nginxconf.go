@@ -351,9 +351,11 @@ const nginxDefaultBacklog = 511
 // passed address (nginx adds a second socket of its own); a `backlog=`
 // other than baton's (nginx re-listens the shared socket, for every holder);
 // listen addresses baton does not hand over (each generation would bind
-// its own); and a QUIC listener with more than one worker.
+// its own); a QUIC listener with more than one worker; and `quic_bpf on`
+// (nginx would attach its own steering program to the reuseport group of
+// baton's UDP sockets, in place of baton's).
 func checkNginxDump(dump string, listeners []Listener, ownPid, mainConf string) error {
-	ds, err := parseNginxDump(dump, "pid", "listen", "worker_processes")
+	ds, err := parseNginxDump(dump, "pid", "listen", "worker_processes", "quic_bpf")
 	if err != nil {
 		return fmt.Errorf("read nginx -T output: %w", err)
 	}
@@ -374,6 +376,10 @@ func checkNginxDump(dump string, listeners []Listener, ownPid, mainConf string) 
 			}
 		case "worker_processes":
 			workers = &ds[i]
+		case "quic_bpf":
+			if len(d.Args) == 1 && strings.EqualFold(d.Args[0], "on") {
+				errs = append(errs, fmt.Errorf("%s: quic_bpf %s: nginx would attach its own eBPF program to the reuseport group of baton's UDP sockets, replacing the one with which baton steers each QUIC connection to its generation; remove quic_bpf (baton does that steering)", d.where(), d.Args[0]))
+			}
 		}
 	}
 	errs = append(errs, checkQUICWorkers(workers, quic))
@@ -381,14 +387,19 @@ func checkNginxDump(dump string, listeners []Listener, ownPid, mainConf string) 
 }
 
 // checkQUICWorkers refuses a QUIC listener with more than one worker:
-// without reuseport (refused) nginx's workers share baton's one UDP socket,
-// and a packet read by another worker than its connection's is lost.
-// worker_processes defaults to 1.
+// without reuseport (refused) nginx's workers share their generation's
+// one UDP socket, and a packet read by another worker than its
+// connection's is lost. worker_processes defaults to 1.
 func checkQUICWorkers(workers, quic *NginxDirective) error {
-	if quic == nil || workers == nil || len(workers.Args) == 1 && workers.Args[0] == "1" {
+	if quic == nil || workers == nil {
 		return nil
 	}
-	return fmt.Errorf("%s: worker_processes %s with listen %s quic (%s): nginx's workers would share baton's one UDP socket, and a QUIC packet read by another worker than its connection's is lost; use worker_processes 1 with QUIC (sockets per worker are not supported yet)", workers.where(), strings.Join(workers.Args, " "), quic.Args[0], quic.where())
+	if len(workers.Args) == 1 {
+		if n, err := strconv.Atoi(workers.Args[0]); err == nil && n == 1 {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s: worker_processes %s with listen %s quic (%s): nginx's workers would share the generation's one UDP socket, and a QUIC packet read by another worker than its connection's is lost; use worker_processes 1 with QUIC (sockets per worker are not supported yet)", workers.where(), strings.Join(workers.Args, " "), quic.Args[0], quic.where())
 }
 
 // maxRefusals is how many refusals of one configuration an error lists.
@@ -436,9 +447,11 @@ func checkListen(d NginxDirective, passed map[string]Listener) error {
 	case !ok:
 		return fmt.Errorf("%s: listen %s is not handed over by baton: add it to baton's --listen, or nginx binds a socket of its own in every generation", d.where(), d.Args[0])
 	case l.reuseport && l.quic:
-		return fmt.Errorf("%s: listen %s quic reuseport: nginx would set SO_REUSEPORT on baton's UDP socket and bind a socket of its own beside it for every further worker; remove reuseport", d.where(), d.Args[0])
+		return fmt.Errorf("%s: listen %s quic reuseport: nginx would bind a socket of its own for every further worker into the reuseport group of baton's UDP sockets (the kernel admits any socket of baton's user), and baton steers only the sockets it created; remove reuseport", d.where(), d.Args[0])
 	case l.reuseport:
 		return fmt.Errorf("%s: listen %s reuseport: nginx would open a second socket beside baton's (a reuseport group resets queued connections when a generation exits); remove reuseport", d.where(), d.Args[0])
+	case l.backlog != 0 && l.quic:
+		return fmt.Errorf("%s: listen %s quic backlog=%d: a UDP socket has no listen backlog, and nginx would call listen() on it if the value changed; remove backlog= from the quic listen", d.where(), d.Args[0], l.backlog)
 	case l.backlog != 0 && l.backlog != nginxDefaultBacklog && l.backlog != p.Backlog:
 		return fmt.Errorf("%s: listen %s backlog=%d: nginx would call listen() again on baton's socket (backlog %d) for every generation; remove it or give baton the same backlog (?backlog=%d)", d.where(), d.Args[0], l.backlog, p.Backlog, l.backlog)
 	}

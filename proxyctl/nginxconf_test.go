@@ -562,14 +562,31 @@ func TestNginxListenQUIC(t *testing.T) {
 			t.Errorf("worker_processes %s without quic: %v", w, err)
 		}
 	}
-	one := dumpOf([2]string{"/n.conf", "worker_processes 1;\nhttp {\n server {\n  listen 127.0.0.1:8443 quic;\n }\n}\n"})
-	if err := checkNginxDump(one, passed, "", ""); err != nil {
-		t.Errorf("worker_processes 1 with quic: %v", err)
+	for _, w := range []string{"1", "01"} {
+		one := dumpOf([2]string{"/n.conf", "worker_processes " + w + ";\nhttp {\n server {\n  listen 127.0.0.1:8443 quic;\n }\n}\n"})
+		if err := checkNginxDump(one, passed, "", ""); err != nil {
+			t.Errorf("worker_processes %s with quic: %v", w, err)
+		}
+	}
+
+	bl := dumpOf([2]string{"/n.conf", "http {\n server {\n  listen 127.0.0.1:8443 quic backlog=100;\n }\n}\n"})
+	if err := checkNginxDump(bl, passed[:1], "", ""); err == nil || !strings.Contains(err.Error(), "/n.conf:3: listen 127.0.0.1:8443 quic backlog=100: a UDP socket has no listen backlog") {
+		t.Errorf("quic backlog=: %v; want refused with the UDP reason", err)
+	}
+
+	// quic_bpf on would replace baton's steering program; off is fine.
+	bpf := dumpOf([2]string{"/n.conf", "quic_bpf On;\nhttp {\n server {\n  listen 127.0.0.1:8443 quic;\n }\n}\n"})
+	if err := checkNginxDump(bpf, passed, "", ""); err == nil || !strings.Contains(err.Error(), "/n.conf:1: quic_bpf On: nginx would attach its own eBPF program") {
+		t.Errorf("quic_bpf on: %v; want refused", err)
+	}
+	bpfOff := dumpOf([2]string{"/n.conf", "quic_bpf off;\nhttp {\n server {\n  listen 127.0.0.1:8443 quic;\n }\n}\n"})
+	if err := checkNginxDump(bpfOff, passed, "", ""); err != nil {
+		t.Errorf("quic_bpf off: %v", err)
 	}
 
 	reuse := dumpOf([2]string{"/n.conf", "http {\n server {\n  listen 127.0.0.1:8443 quic reuseport;\n }\n}\n"})
 	err = checkNginxDump(reuse, passed[:1], "", "")
-	if err == nil || !strings.Contains(err.Error(), "/n.conf:3: listen 127.0.0.1:8443 quic reuseport: nginx would set SO_REUSEPORT on baton's UDP socket") {
+	if err == nil || !strings.Contains(err.Error(), "/n.conf:3: listen 127.0.0.1:8443 quic reuseport: nginx would bind a socket of its own for every further worker into the reuseport group") {
 		t.Errorf("quic reuseport: %v; want refused", err)
 	}
 }

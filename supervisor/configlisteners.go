@@ -65,8 +65,28 @@ func (s *Supervisor) checkSpec(rt *genRuntime, spec proxyctl.GenSpec) proxyctl.G
 // (and for a crash replacement, which runs the active generation's set) the
 // current ones.
 func (s *Supervisor) acquire(rt *genRuntime, replacement bool) ([]proxyctl.Listener, error) {
+	ls, err := s.acquireListeners(rt, replacement)
+	if err == nil && !s.warnedShared {
+		if why := steeringRefused(); why != nil {
+			for _, l := range ls {
+				if !l.Spec.IsStream() && l.Spec.Scheme != fdpass.Unix {
+					s.warnedShared = true
+					s.log.Warn("UDP listeners are shared by every generation: the kernel refused baton's steering program, so a draining generation can still receive new connections' datagrams and lose another generation's QUIC packets (run baton as root, or with CAP_BPF and CAP_NET_ADMIN)",
+						zap.String("addr", l.Addr), zap.Error(why))
+					break
+				}
+			}
+		}
+	}
+	return ls, err
+}
+
+func (s *Supervisor) acquireListeners(rt *genRuntime, replacement bool) ([]proxyctl.Listener, error) {
 	if !s.cfg.ListenersFromConfig || replacement || rt.wanted == nil {
-		ls := s.cfg.Listeners.acquire(rt.gen)
+		ls, err := s.cfg.Listeners.acquire(rt.gen)
+		if err != nil {
+			return nil, fmt.Errorf("listeners: %w", err)
+		}
 		rt.acquired = len(ls) > 0 || !s.cfg.ListenersFromConfig
 		return ls, nil
 	}

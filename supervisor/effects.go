@@ -405,6 +405,52 @@ func (s *Supervisor) signal(gen lifecycle.Gen, kind lifecycle.SignalKind, reason
 	if rt == nil || rt.proc == nil {
 		return
 	}
+	if kind == lifecycle.Drain && reason == lifecycle.ReasonReload && s.cfg.UDPDrainDelay > 0 && s.cfg.Listeners.steers(gen) {
+		// New connections already go to the new generation: let the
+		// handshakes begun here complete before the drain.
+		rt.log.Debug("drain signal delayed: QUIC handshakes begun here complete first", zap.Duration("delay", s.cfg.UDPDrainDelay))
+		t := s.clock.NewTimer(s.cfg.UDPDrainDelay)
+		rt.drainSent = make(chan struct{})
+		s.goEffect(func() {
+			defer t.Stop()
+			select {
+			case <-rt.ctx.Done():
+				return
+			case <-t.C():
+			}
+			s.inLoop(func() { s.sendDelayedDrain(rt) })
+		})
+		return
+	}
+	s.sendSignal(rt, kind, reason)
+}
+
+// sendDelayedDrain sends rt its delayed drain signal, once, on the loop:
+// unless it was forgotten or told to stop meanwhile (a hard stop or kill
+// goes out on the loop too, so none can come between the check and the
+// signal). The release watch starts then.
+func (s *Supervisor) sendDelayedDrain(rt *genRuntime) {
+	if rt.drainSent == nil || rt.drainDone {
+		return
+	}
+	rt.drainDone = true
+	if s.gens[rt.gen] == rt && !rt.stopAsked.Load() {
+		s.sendSignal(rt, lifecycle.Drain, lifecycle.ReasonReload)
+	}
+	close(rt.drainSent)
+}
+
+// flushDelayedDrains sends every delayed drain signal now (on the loop,
+// before an upgrade's handover: the new baton would not know they are
+// due).
+func (s *Supervisor) flushDelayedDrains() {
+	for _, rt := range s.gens {
+		s.sendDelayedDrain(rt)
+	}
+}
+
+// sendSignal sends gen its drain, hard stop or kill signal, on the loop.
+func (s *Supervisor) sendSignal(rt *genRuntime, kind lifecycle.SignalKind, reason string) {
 	rt.stopAsked.Store(true) // before the signal: its output about stopping follows
 	var sig unix.Signal
 	switch kind {
@@ -449,7 +495,17 @@ func (s *Supervisor) watchRelease(gen lifecycle.Gen) {
 	inodes := s.cfg.Listeners.inodes()
 	g, _ := s.genInfo(gen)
 	drainSig := proc.SignalName(s.cfg.Driver.Signal(proxyctl.Drain))
+	sent := rt.drainSent
 	s.goEffect(func() {
+		if sent != nil {
+			// A delayed drain (UDPDrainDelay): the reload is
+			// acknowledged once the old generation was told to drain.
+			select {
+			case <-sent:
+			case <-rt.ctx.Done():
+				return
+			}
+		}
 		// Ticks read only the descriptors a full scan found on a
 		// listener; a full scan confirms (release_linux.go), because
 		// acknowledging a reload on a miss breaks docs/design.md's invariant 4.

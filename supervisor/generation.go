@@ -30,6 +30,11 @@ type genRuntime struct {
 
 	ctx    context.Context // cancelled when the generation is forgotten
 	cancel context.CancelFunc
+	// drainSent, set on the loop when its drain signal is delayed
+	// (Config.UDPDrainDelay), is closed once that signal was sent (or
+	// dropped: drainDone): the release watch starts then. Loop-owned.
+	drainSent chan struct{}
+	drainDone bool
 
 	// config maps the driver's config files to this generation's copies;
 	// rewrite turns copy paths in the proxy's words back into the user's.

@@ -56,6 +56,12 @@ type ListenerHandover struct {
 	Users   []lifecycle.Gen `json:"users"`
 	Fd      int             `json:"fd"`
 	Where   string          `json:"where,omitempty"` // file:line of its config declaration
+	// Steered says the address is a steered UDP group (steered.go): this
+	// record is its anchor, and records with MemberOf set follow it.
+	Steered bool `json:"steered,omitempty"`
+	// MemberOf, when set, makes the record the member of that generation
+	// in the steered group of the record before it with the same Spec.
+	MemberOf lifecycle.Gen `json:"member_of,omitempty"`
 }
 
 // GenHandover is one live generation's runtime.

@@ -24,45 +24,59 @@ import (
 // order; bound lists the indexes (in wanted and out) of the sockets it
 // created. On error nothing changed.
 func (ls *ListenerSet) acquireFor(gen lifecycle.Gen, wanted []proxyctl.ConfigListener) (out []proxyctl.Listener, bound []int, err error) {
-	var fresh []*fdpass.Socket
+	var fresh []*listenerEntry
+	entries := make([]*listenerEntry, len(wanted))
 	undo := func(err error) ([]proxyctl.Listener, []int, error) {
-		for _, s := range fresh {
-			err = errors.Join(err, s.Close(), s.Unlink())
+		for _, e := range entries {
+			if e != nil && e.steer != nil {
+				err = errors.Join(err, e.steer.release(gen))
+			}
+		}
+		for _, e := range fresh {
+			if e.steer != nil {
+				err = errors.Join(err, e.sock.Close(), e.steer.close())
+				continue
+			}
+			err = errors.Join(err, e.sock.Close(), e.sock.Unlink())
 		}
 		return nil, nil, err
 	}
-	socks := make([]*fdpass.Socket, len(wanted))
 	for i, w := range wanted {
 		k := listenerKey(w.Spec.Key())
 		if e := ls.items[k]; e != nil {
 			if err := sameShape(e.sock.Spec(), w.Spec); err != nil {
 				return undo(fmt.Errorf("%s: %w", w.Where, err))
 			}
-			socks[i] = e.sock
+			entries[i] = e
 			continue
 		}
 		if dup := indexOfKey(wanted[:i], k); dup >= 0 {
 			return undo(fmt.Errorf("%s: %s declared twice (first at %s)", w.Where, w.Spec.Addr, wanted[dup].Where))
 		}
-		s, err := fdpass.Listen(w.Spec)
+		e, err := bindEntry(w.Spec)
 		if err != nil {
 			return undo(fmt.Errorf("%s: bind %s: %w", w.Where, w.Spec.Addr, err))
 		}
-		fresh, socks[i] = append(fresh, s), s
+		// Not used by the active generation (yet): closed when gen is
+		// forgotten without having become active.
+		e.removed, e.where = true, w.Where
+		fresh, entries[i] = append(fresh, e), e
 		bound = append(bound, i)
 	}
-	for i, s := range socks {
-		k := listenerKey(s.Spec().Key())
-		e := ls.items[k]
-		if e == nil {
-			// Not used by the active generation (yet): closed when gen is
-			// forgotten without having become active.
-			e = &listenerEntry{sock: s, users: map[lifecycle.Gen]bool{}, removed: true, where: wanted[i].Where}
-			ls.items[k] = e
-			ls.order = append(ls.order, k)
+	for i, e := range entries {
+		l, err := e.listenerFor(gen)
+		if err != nil {
+			return undo(fmt.Errorf("%s: %w", wanted[i].Where, err))
 		}
+		out = append(out, l)
+	}
+	for _, e := range fresh {
+		k := listenerKey(e.sock.Spec().Key())
+		ls.items[k] = e
+		ls.order = append(ls.order, k)
+	}
+	for _, e := range entries {
 		e.users[gen] = true
-		out = append(out, listenerOf(s))
 	}
 	return out, bound, nil
 }

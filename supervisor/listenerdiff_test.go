@@ -112,7 +112,7 @@ func TestListenerSetDiff(t *testing.T) {
 	}
 
 	// A crash replacement takes the active generation's set.
-	if got := ls.acquire(4); len(got) != 2 {
+	if got, _ := ls.acquire(4); len(got) != 2 {
 		t.Errorf("replacement got %d listeners, want the active set's 2", len(got))
 	}
 

@@ -23,7 +23,10 @@ type ListenerSet struct {
 }
 
 type listenerEntry struct {
-	sock    *fdpass.Socket
+	sock *fdpass.Socket
+	// steer holds a UDP address as a steered group (steered.go); sock
+	// is then a duplicate of its anchor.
+	steer   *steered
 	users   map[lifecycle.Gen]bool
 	removed bool   // not used by the active generation: closed once unused
 	where   string // file:line of the active config declaring it, if any
@@ -43,9 +46,9 @@ func BindListeners(specs []fdpass.Spec) (*ListenerSet, error) {
 		case names[sp.Name]:
 			err = fmt.Errorf("listener name %q given twice", sp.Name)
 		}
-		var s *fdpass.Socket
+		var e *listenerEntry
 		if err == nil {
-			if s, err = fdpass.Listen(sp); err != nil {
+			if e, err = bindEntry(sp); err != nil {
 				err = explainBusy(sp, err)
 			}
 		}
@@ -54,7 +57,7 @@ func BindListeners(specs []fdpass.Spec) (*ListenerSet, error) {
 		}
 		names[sp.Name] = true
 		ls.order = append(ls.order, key)
-		ls.items[key] = &listenerEntry{sock: s, users: map[lifecycle.Gen]bool{}}
+		ls.items[key] = e
 	}
 	return ls, nil
 }
@@ -83,14 +86,32 @@ func (ls *ListenerSet) current() []proxyctl.Listener {
 }
 
 // acquire records gen as a user of every current listener and returns them
-// for its driver. The descriptors stay valid until Release(gen).
-func (ls *ListenerSet) acquire(gen lifecycle.Gen) []proxyctl.Listener {
+// for its driver (for a steered address, gen's own member, bound now). The
+// descriptors stay valid until Release(gen). On error nothing is held.
+func (ls *ListenerSet) acquire(gen lifecycle.Gen) ([]proxyctl.Listener, error) {
+	var out []proxyctl.Listener
+	for _, k := range ls.order {
+		e := ls.items[k]
+		if e.removed {
+			continue
+		}
+		l, err := e.listenerFor(gen)
+		if err != nil {
+			for _, k := range ls.order {
+				if e := ls.items[k]; e.steer != nil {
+					_ = e.steer.release(gen)
+				}
+			}
+			return nil, err
+		}
+		out = append(out, l)
+	}
 	for _, k := range ls.order {
 		if e := ls.items[k]; !e.removed {
 			e.users[gen] = true
 		}
 	}
-	return ls.current()
+	return out, nil
 }
 
 // Release drops gen from every listener's users and closes removed
@@ -106,6 +127,9 @@ func (ls *ListenerSet) Release(gen lifecycle.Gen) error {
 		}
 		held = true
 		delete(e.users, gen)
+		if e.steer != nil {
+			errs = append(errs, e.steer.release(gen))
+		}
 		if e.removed && len(e.users) == 0 {
 			errs = append(errs, ls.closeEntry(k))
 		}
@@ -125,15 +149,22 @@ func (ls *ListenerSet) closeEntry(k listenerKey) error {
 			break
 		}
 	}
+	if e.steer != nil {
+		return errors.Join(e.sock.Close(), e.steer.close())
+	}
 	return errors.Join(e.sock.Close(), e.sock.Unlink())
 }
 
-// inodes returns the inodes of every socket in the set, removed ones
-// included: a generation holding any of them still serves.
+// inodes returns the inodes of every shared socket in the set, removed
+// ones included: a generation holding any of them still serves. A steered
+// address's members are left out: each is its generation's own, and a
+// draining generation's member receives only its own connections' packets.
 func (ls *ListenerSet) inodes() map[uint64]bool {
 	out := map[uint64]bool{}
 	for _, e := range ls.items {
-		out[e.sock.Inode()] = true
+		if e.steer == nil {
+			out[e.sock.Inode()] = true
+		}
 	}
 	return out
 }
@@ -143,7 +174,13 @@ func (ls *ListenerSet) inodes() map[uint64]bool {
 func (ls *ListenerSet) ReleaseAll() error {
 	var errs []error
 	for _, k := range ls.order {
-		errs = append(errs, ls.items[k].sock.Close())
+		e := ls.items[k]
+		errs = append(errs, e.sock.Close())
+		if e.steer != nil {
+			// The maps stay as they are: this group's program steers
+			// until the new baton attaches its own.
+			errs = append(errs, e.steer.group.Release())
+		}
 	}
 	ls.order, ls.items = nil, map[listenerKey]*listenerEntry{}
 	return errors.Join(errs...)
@@ -167,11 +204,14 @@ func (ls *ListenerSet) handover() []ListenerHandover {
 	var out []ListenerHandover
 	for _, k := range ls.order {
 		e := ls.items[k]
-		l := ListenerHandover{Spec: e.sock.Spec().String(), Inode: e.sock.Inode(), Removed: e.removed, Fd: e.sock.Fd(), Where: e.where}
+		l := ListenerHandover{Spec: e.sock.Spec().String(), Inode: e.sock.Inode(), Removed: e.removed, Fd: e.sock.Fd(), Where: e.where, Steered: e.steer != nil}
 		for g := range e.users {
 			l.Users = append(l.Users, g)
 		}
 		out = append(out, l)
+		if e.steer != nil {
+			out = append(out, e.steer.handover(e.sock.Spec())...)
+		}
 	}
 	return out
 }

@@ -95,7 +95,7 @@ func TestListenerSetRefcounts(t *testing.T) {
 	if ls.Len() != 2 || len(socks) != 2 {
 		t.Fatalf("Len %d, %d sockets; want 2", ls.Len(), len(socks))
 	}
-	got := ls.acquire(1)
+	got, _ := ls.acquire(1)
 	if len(got) != 2 {
 		t.Fatalf("Acquire returned %d listeners, want 2", len(got))
 	}
@@ -104,7 +104,7 @@ func TestListenerSetRefcounts(t *testing.T) {
 			t.Errorf("listener %d: %+v does not describe socket %s (fd %d)", i, l, socks[i].Addr(), socks[i].Fd())
 		}
 	}
-	ls.acquire(2)
+	_, _ = ls.acquire(2)
 	if err := ls.Release(1); err != nil {
 		t.Errorf("release 1: %v", err)
 	}

@@ -174,9 +174,14 @@ func removeIfExists(path string) error {
 // listening TCP sockets the generations hold.
 func RecoverListeners(h *Handover, specs []fdpass.Spec, pfs ProcFS) (ls *ListenerSet, found int, err error) {
 	recorded := map[string]ListenerHandover{}
+	members := map[string][]ListenerHandover{}
 	fromConfig := specs == nil
 	for _, l := range h.Listeners {
 		if sp, err := fdpass.ParseSpec(l.Spec); err == nil {
+			if l.MemberOf != 0 {
+				members[sp.Key()] = append(members[sp.Key()], l)
+				continue
+			}
 			recorded[sp.Key()] = l
 			if fromConfig {
 				specs = append(specs, sp)
@@ -195,13 +200,6 @@ func RecoverListeners(h *Handover, specs []fdpass.Spec, pfs ProcFS) (ls *Listene
 	ls = &ListenerSet{items: map[listenerKey]*listenerEntry{}}
 	for _, sp := range specs {
 		rec, ok := recorded[sp.Key()]
-		var sock *fdpass.Socket
-		if ok {
-			sock = takeBack(h, sp, rec.Inode, pfs)
-		}
-		if sock == nil {
-			sock = takeBackByAddr(h, sp, pfs)
-		}
 		users, removed := all, false
 		if fromConfig && ok {
 			users, removed = nil, rec.Removed
@@ -210,6 +208,31 @@ func RecoverListeners(h *Handover, specs []fdpass.Spec, pfs ProcFS) (ls *Listene
 					users = append(users, g)
 				}
 			}
+		}
+		// A UDP address recorded as a steered group (or not recorded) is
+		// recovered as one; one recorded as a shared socket (a baton
+		// without steering) is taken back as that socket, like TCP.
+		if !sp.IsStream() && sp.Scheme != fdpass.Unix && (!ok || rec.Steered) && steeringRefused() == nil {
+			n, err := ls.recoverSteered(h, sp, members[sp.Key()], removed, users, rec.Where, pfs)
+			var refused *steeringError
+			switch {
+			case errors.As(err, &refused):
+				steeringState.Lock()
+				steeringState.refused = refused.err
+				steeringState.Unlock()
+			case err != nil:
+				return nil, 0, errors.Join(explainBusy(sp, err), ls.CloseAll())
+			default:
+				found += n
+				continue
+			}
+		}
+		var sock *fdpass.Socket
+		if ok {
+			sock = takeBack(h, sp, rec.Inode, pfs)
+		}
+		if sock == nil {
+			sock = takeBackByAddr(h, sp, pfs)
 		}
 		switch {
 		case sock != nil:

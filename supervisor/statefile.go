@@ -149,15 +149,33 @@ func decodeState(data []byte) (*stateFile, error) {
 		return nil, err
 	}
 	keys := map[string]bool{}
+	steered := map[string]bool{} // a steered listener's key, with its members seen
+	members := map[string]bool{} // key and generation of each member
+	last := ""                   // the key of the listener record before
 	for _, l := range sf.Listeners {
 		sp, err := fdpass.ParseSpec(l.Spec)
 		if err != nil {
 			return nil, fmt.Errorf("listener %q: %w", l.Spec, err)
 		}
+		if l.MemberOf != 0 {
+			// A steered group's member follows its listener's record.
+			m := fmt.Sprintf("%s/%d", sp.Key(), l.MemberOf)
+			switch {
+			case !steered[sp.Key()] || last != sp.Key():
+				return nil, fmt.Errorf("listener %s: a member of generation %d without its steered listener before it", l.Spec, l.MemberOf)
+			case !gens[l.MemberOf] || members[m]:
+				return nil, fmt.Errorf("listener %s: member of generation %d listed twice or of a generation not listed", l.Spec, l.MemberOf)
+			}
+			members[m] = true
+			continue
+		}
 		if keys[sp.Key()] {
 			return nil, fmt.Errorf("listener %s listed twice", l.Spec)
 		}
-		keys[sp.Key()] = true
+		keys[sp.Key()], last = true, sp.Key()
+		if l.Steered {
+			steered[sp.Key()] = true
+		}
 		for _, u := range l.Users {
 			if !gens[u] {
 				return nil, fmt.Errorf("listener %s: user generation %d is not listed", l.Spec, u)

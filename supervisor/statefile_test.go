@@ -108,6 +108,30 @@ func TestDecodeStateRefuses(t *testing.T) {
 		}), "user generation 7"},
 		{"listener-spec", edit(func(m map[string]any) { m["listeners"].([]any)[0].(map[string]any)["spec"] = "bogus://x" }), "bogus"},
 	}
+	// A steered UDP listener: its anchor record, then one member per
+	// generation.
+	udp := func(members ...map[string]any) func(m map[string]any) {
+		return func(m map[string]any) {
+			ls := append(m["listeners"].([]any), map[string]any{"spec": "udp_127.0.0.1_5353=udp://127.0.0.1:5353", "inode": 7, "users": []int{1, 2}, "fd": -1, "steered": true})
+			for _, mb := range members {
+				ls = append(ls, mb)
+			}
+			m["listeners"] = ls
+		}
+	}
+	member := func(gen int) map[string]any {
+		return map[string]any{"spec": "udp_127.0.0.1_5353=udp://127.0.0.1:5353", "inode": 10 + gen, "fd": -1, "member_of": gen}
+	}
+	cases = append(cases,
+		struct{ name, data, want string }{"member-twice", edit(udp(member(1), member(1))), "member of generation 1 listed twice"},
+		struct{ name, data, want string }{"member-unlisted-gen", edit(udp(member(9))), "member of generation 9 listed twice or of a generation not listed"},
+		struct{ name, data, want string }{"member-without-group", edit(func(m map[string]any) {
+			m["listeners"] = append(m["listeners"].([]any), member(1))
+		}), "without its steered listener before it"},
+	)
+	if _, err := decodeState([]byte(edit(udp(member(1), member(2))))); err != nil {
+		t.Errorf("a steered listener with its members: %v", err)
+	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := decodeState([]byte(c.data))

@@ -19,6 +19,11 @@ import (
 	"github.com/batonproxy/baton/supervisor/lifecycle"
 )
 
+// DefaultUDPDrainDelay is Config.UDPDrainDelay's default: a QUIC
+// handshake takes one or two round trips, and a client resends a lost
+// Initial after its probe timeout (RFC 9002: 3 x 333 ms for the first).
+const DefaultUDPDrainDelay = time.Second
+
 // Config is what to supervise and how.
 type Config struct {
 	Command      []string // the proxy command line, argv[0] resolved
@@ -63,6 +68,13 @@ type Config struct {
 	// generation that starts while another one serves, until it is active
 	// (proc.StartSched).
 	StartSched *proc.StartSched
+	// UDPDrainDelay is how long a generation replaced by a reload keeps
+	// serving before its drain signal when it holds a steered UDP member:
+	// new connections go to the new generation from the moment it is
+	// active, and the ones whose handshake had begun at the old one
+	// complete it meanwhile (HAProxy and nginx drop a QUIC connection
+	// still in its handshake when they stop).
+	UDPDrainDelay time.Duration
 }
 
 // Deps are the supervisor's collaborators.
@@ -128,6 +140,9 @@ type Supervisor struct {
 	calls      chan func() // work effect goroutines hand to the loop
 	// followed is the active generation that followActive last saw.
 	followed lifecycle.Gen
+	// warnedShared: the WARN that UDP listeners are shared (the kernel
+	// refused baton's steering) was logged.
+	warnedShared bool
 	// unsettled is the generation that became active in this step and
 	// whose last good config and pid file are still to be written
 	// (settleActive).
@@ -317,9 +332,9 @@ func (s *Supervisor) armTimer() (Timer, <-chan time.Time) {
 
 // followActive does, once per generation that becomes active (the first
 // one, each reload, each crash replacement, an adopted one), what follows
-// from it serving: its listeners become the current ones (listeners from
-// the config), its config copies the last good config, and the user's pid
-// file names it.
+// from it serving: its UDP members receive the new connections, its
+// listeners become the current ones (listeners from the config), its
+// config copies the last good config, and the user's pid file names it.
 func (s *Supervisor) followActive() {
 	var gen lifecycle.Gen
 	for _, g := range s.m.Generations() {
@@ -331,6 +346,11 @@ func (s *Supervisor) followActive() {
 		return
 	}
 	s.followed = gen
+	// New connections go to gen's own UDP members before any older
+	// generation is told to drain.
+	if err := s.cfg.Listeners.setActive(gen); err != nil {
+		s.log.Error("steer new UDP/QUIC connections to the active generation", zap.Int("gen", int(gen)), zap.Error(err))
+	}
 	if s.cfg.ListenersFromConfig {
 		s.activateListeners(gen)
 	}

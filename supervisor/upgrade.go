@@ -49,6 +49,7 @@ func (s *Supervisor) doUpgrade() (api.UpgradeResult, error) {
 }
 
 func (s *Supervisor) upgrade() (api.UpgradeResult, error) {
+	s.flushDelayedDrains()
 	h, fds, err := s.collectHandover(true)
 	if err != nil {
 		return api.UpgradeResult{}, fmt.Errorf("upgrade: %w", err)
@@ -373,18 +374,38 @@ func (s *Supervisor) startAdopted(ctx context.Context) {
 // descriptors (taken from fds).
 func AdoptListeners(h Handover, fds []int) (*ListenerSet, error) {
 	ls := &ListenerSet{items: map[listenerKey]*listenerEntry{}}
-	for _, l := range h.Listeners {
+	var gens []lifecycle.Gen
+	for _, g := range h.Gens {
+		gens = append(gens, g.Gen)
+	}
+	for i := 0; i < len(h.Listeners); i++ {
+		l := h.Listeners[i]
 		sp, err := fdpass.ParseSpec(l.Spec)
 		fd := fdAt(fds, l.Fd)
 		if err == nil && fd < 0 {
 			err = errors.New("no descriptor")
 		}
-		var sock *fdpass.Socket
-		if err == nil {
-			sock, err = fdpass.Adopt(sp, fd)
-		} else if fd >= 0 {
-			unix.Close(fd)
+		if err == nil && l.MemberOf != 0 {
+			err = errors.New("a generation's member without its group")
 		}
+		if err != nil {
+			if fd >= 0 {
+				unix.Close(fd)
+			}
+			return nil, errors.Join(fmt.Errorf("adopt listener %s: %w", l.Spec, err), ls.CloseAll())
+		}
+		if l.Steered {
+			var members []ListenerHandover
+			for i+1 < len(h.Listeners) && h.Listeners[i+1].MemberOf != 0 {
+				i++
+				members = append(members, h.Listeners[i])
+			}
+			if err := ls.adoptSteered(sp, l, fd, members, fds, gens); err != nil {
+				return nil, errors.Join(fmt.Errorf("adopt listener %s: %w", l.Spec, err), ls.CloseAll())
+			}
+			continue
+		}
+		sock, err := fdpass.Adopt(sp, fd)
 		if err != nil {
 			return nil, errors.Join(fmt.Errorf("adopt listener %s: %w", l.Spec, err), ls.CloseAll())
 		}

@@ -43,6 +43,9 @@ type outcome struct {
 	err    string
 	end    time.Time
 	keep   bool // the connection may serve another request
+	// unprocessed (HTTP/3) says why the server did not process the
+	// request ("" if it may have): it can be sent again.
+	unprocessed string
 }
 
 // dial opens a connection. start is recorded as the connection's start.

@@ -60,8 +60,12 @@
 // server closed, or shut down with a GOAWAY, while it was idle is not used
 // for the next request: that request dials a new connection and the close
 // is counted in Result.ClosedIdle by cause. This is not a retry — nothing of
-// the request was sent on the closed connection — and a request already
-// sent when its connection fails is a failure.
+// the request was sent on the closed connection. A request already sent
+// when its connection fails is a failure, except one the server says it
+// did not process (RFC 9114): a stream reset with H3_REQUEST_REJECTED, or
+// a stream ID at or above the one its GOAWAY named. That request is sent
+// once more on a new connection, as quic-go's own http3.Transport does for
+// the first and browsers do for both, and counted in Result.Resent.
 //
 // Stale and OldConnAnswers check the samples of a run against the reloads
 // acknowledged by the supervisor to find answers served by an old

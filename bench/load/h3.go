@@ -4,15 +4,19 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
+	h3qlog "github.com/quic-go/quic-go/http3/qlog"
+	"github.com/quic-go/quic-go/qlogwriter"
 )
 
 // tlsConfig is the TLS configuration of an HTTP/3 run: ALPN h3, the server
@@ -74,12 +78,34 @@ func newH3Dialer(cfg Config) (*h3Dialer, error) {
 // worker. It has a UDP socket of its own, as a browser's connection has;
 // close releases all three.
 type h3Conn struct {
-	udp   *net.UDPConn
-	tr    *quic.Transport
-	qc    *quic.Conn
-	cc    *http3.ClientConn
-	id    uint64
-	start time.Time // when its dial began
+	udp    *net.UDPConn
+	tr     *quic.Transport
+	qc     *quic.Conn
+	cc     *http3.ClientConn
+	goaway *goawayTrace
+	id     uint64
+	start  time.Time // when its dial began
+}
+
+// goawayTrace keeps the stream ID of the last GOAWAY the server sent on one
+// connection, read from quic-go's qlog events (http3 does not expose it).
+// Every other event is ignored.
+type goawayTrace struct{ id atomic.Int64 } // -1: none yet
+
+func newGoawayTrace() *goawayTrace {
+	t := &goawayTrace{}
+	t.id.Store(-1)
+	return t
+}
+
+func (t *goawayTrace) AddProducer() qlogwriter.Recorder { return t }
+func (t *goawayTrace) Close() error                     { return nil }
+func (t *goawayTrace) RecordEvent(e qlogwriter.Event) {
+	if fp, ok := e.(h3qlog.FrameParsed); ok {
+		if g, ok := fp.Frame.Frame.(h3qlog.GoAwayFrame); ok {
+			t.id.Store(int64(g.StreamID))
+		}
+	}
 }
 
 // dial opens a QUIC connection and completes its handshake within the
@@ -96,13 +122,16 @@ func (d *h3Dialer) dial(ctx context.Context, id uint64, start time.Time) (*h3Con
 	tr := &quic.Transport{Conn: udp}
 	ctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
-	qc, err := tr.Dial(ctx, raddr, d.tls, d.quic)
+	ga := newGoawayTrace()
+	qconf := d.quic.Clone()
+	qconf.Tracer = func(context.Context, bool, quic.ConnectionID) qlogwriter.Trace { return ga }
+	qc, err := tr.Dial(ctx, raddr, d.tls, qconf)
 	if err != nil {
 		_ = tr.Close()
 		_ = udp.Close()
 		return nil, err
 	}
-	return &h3Conn{udp: udp, tr: tr, qc: qc, cc: d.h3.NewClientConn(qc), id: id, start: start}, nil
+	return &h3Conn{udp: udp, tr: tr, qc: qc, cc: d.h3.NewClientConn(qc), goaway: ga, id: id, start: start}, nil
 }
 
 // localAddrFor binds the client socket to the loopback when the target is
@@ -171,12 +200,12 @@ func (c *h3Conn) roundTrip(abort context.Context, req *http.Request, timeout tim
 	stop := context.AfterFunc(abort, func() { _ = str.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	if err := str.SendRequestHeader(req); err != nil {
-		return c.fail(abort, err), true
+		return c.unprocessed(str.StreamID(), c.fail(abort, err), err), true
 	}
 	_ = str.Close() // the request has no body: end the send side
 	resp, err := str.ReadResponse()
 	if err != nil {
-		return c.fail(abort, err), true
+		return c.unprocessed(str.StreamID(), c.fail(abort, err), err), true
 	}
 	if _, err := io.Copy(io.Discard, str); err != nil {
 		o := c.fail(abort, err)
@@ -194,6 +223,51 @@ func (c *h3Conn) roundTrip(abort context.Context, req *http.Request, timeout tim
 		o.err = resp.Status
 	}
 	return o, true
+}
+
+// unprocessed marks a failure before any response as a request the
+// server did not process (RFC 9114): its stream was reset with
+// H3_REQUEST_REJECTED (section 8.1: "the request was not processed"), or
+// the server's GOAWAY named a stream ID at or below the request's (section
+// 5.2: such requests "were not processed"). Such a request may be sent
+// again on a new connection, as quic-go's http3.Transport does for the
+// first and browsers for both.
+func (c *h3Conn) unprocessed(id quic.StreamID, o outcome, err error) outcome {
+	if o.class == aborted {
+		return o
+	}
+	var h3err *http3.Error
+	switch {
+	case errors.As(err, &h3err) && h3err.Remote && h3err.ErrorCode == http3.ErrCodeRequestRejected:
+		o.unprocessed = "request_rejected"
+	case c.goawayAtOrBelow(id):
+		o.unprocessed = "above_goaway"
+	}
+	return o
+}
+
+// goawayAtOrBelow reports whether the server's GOAWAY names a stream ID at
+// or below id. The GOAWAY travels on the control stream, which another
+// goroutine reads: when the server closed the connection gracefully
+// (H3_NO_ERROR, the close that ends a graceful shutdown, RFC 9114 section
+// 5.2), that goroutine is given a moment to parse what came before the
+// close.
+func (c *h3Conn) goawayAtOrBelow(id quic.StreamID) bool {
+	if g := c.goaway.id.Load(); g >= 0 {
+		return int64(id) >= g
+	}
+	var app *quic.ApplicationError
+	cause := context.Cause(c.qc.Context())
+	if !errors.As(cause, &app) || !app.Remote || app.ErrorCode != quic.ApplicationErrorCode(http3.ErrCodeNoError) {
+		return false
+	}
+	for range 20 {
+		time.Sleep(time.Millisecond)
+		if g := c.goaway.id.Load(); g >= 0 {
+			return int64(id) >= g
+		}
+	}
+	return false
 }
 
 func (c *h3Conn) fail(abort context.Context, err error) outcome {
@@ -220,6 +294,7 @@ func (w *worker) requestH3() (s Sample, ok bool) {
 		return w.finish(s, outcome{class: ConnectError, err: err.Error(), end: time.Now()})
 	}
 	connStart := s.Start
+	resent := false
 	for {
 		if w.h3 == nil {
 			if o, dialed := w.dialH3(connStart); !dialed {
@@ -243,11 +318,28 @@ func (w *worker) requestH3() (s Sample, ok bool) {
 			s.Reused, connStart = false, time.Now()
 			continue
 		}
+		if o.unprocessed != "" && !resent {
+			// The server did not process it: send it once more, on a
+			// new connection.
+			w.noteResent(o.unprocessed)
+			w.drop()
+			resent, s.Reused, connStart = true, false, time.Now()
+			continue
+		}
 		if !o.keep || w.r.cfg.Mode == NewConn {
 			w.drop()
 		}
 		return w.finish(s, o)
 	}
+}
+
+// noteResent counts a request sent again because the server had not
+// processed it.
+func (w *worker) noteResent(why string) {
+	if w.resent == nil {
+		w.resent = make(map[string]int)
+	}
+	w.resent[why]++
 }
 
 // dialH3 gives the worker a new connection; on failure it returns the

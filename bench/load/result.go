@@ -58,6 +58,13 @@ type Result struct {
 	// "application_close", ...) or "goaway". The next request dialed a
 	// new connection; these are not failures. Nil when there were none.
 	ClosedIdle map[string]int
+	// Resent (HTTP3) counts the requests the server did not process and
+	// that were sent once more on a new connection, by why:
+	// "request_rejected" (the stream was reset with H3_REQUEST_REJECTED)
+	// or "above_goaway" (the server's GOAWAY named a stream ID at or below
+	// the request's, then the request failed before any response). The
+	// sample is the second attempt's. Nil when there were none.
+	Resent map[string]int
 	// Start is when the run began.
 	Start time.Time
 	// Elapsed is the wall time of the run, including waiting for workers.
@@ -80,6 +87,12 @@ func newResult(start time.Time, elapsed time.Duration, workers []*worker) *Resul
 	for _, w := range workers {
 		r.Samples = append(r.Samples, w.samples...)
 		r.Aborted += w.aborted
+		for why, n := range w.resent {
+			if r.Resent == nil {
+				r.Resent = make(map[string]int)
+			}
+			r.Resent[why] += n
+		}
 		for why, n := range w.closedIdle {
 			if r.ClosedIdle == nil {
 				r.ClosedIdle = make(map[string]int)
@@ -173,6 +186,9 @@ func (r *Result) Summary() string {
 	}
 	if r.Aborted > 0 {
 		fmt.Fprintf(&b, " aborted=%d", r.Aborted)
+	}
+	for _, why := range slices.Sorted(maps.Keys(r.Resent)) {
+		fmt.Fprintf(&b, " resent_%s=%d", why, r.Resent[why])
 	}
 	for _, why := range slices.Sorted(maps.Keys(r.ClosedIdle)) {
 		fmt.Fprintf(&b, " closed_idle_%s=%d", why, r.ClosedIdle[why])

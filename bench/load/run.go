@@ -104,6 +104,9 @@ type worker struct {
 	// closedIdle counts its connections found closed between requests.
 	h3         *h3Conn
 	closedIdle map[string]int
+	// resent counts the HTTP/3 requests sent again because the server
+	// had not processed them, by why.
+	resent map[string]int
 }
 
 func (w *worker) run() {

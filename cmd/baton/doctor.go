@@ -19,7 +19,7 @@ func doctorCommand() *cli.Command {
 			&cli.StringSliceFlag{Name: "control", Aliases: []string{"c"}, Usage: "baton control socket `PATH` to query (repeatable; default: those of every `baton run` on the host)"},
 			newDurationFlag(&cli.DurationFlag{Name: "old-after", Value: doctor.DefaultOldAfter, Usage: "how long an old proxy process may keep listening beside a newer one, or a generation may drain, before it is reported"}),
 			newDurationFlag(&cli.DurationFlag{Name: "churn-window", Value: doctor.DefaultChurnWindow, Usage: "listener re-creations older than this are not reported"}),
-			&cli.IntSliceFlag{Name: "port", Usage: "only report findings about this TCP `PORT` (repeatable; host-wide findings are always reported)"},
+			&cli.IntSliceFlag{Name: "port", Usage: "only report findings about this `PORT` (TCP, or UDP for the udp- checks; repeatable; host-wide findings are always reported)"},
 			&cli.IntSliceFlag{Name: "pid", Usage: "only report findings about this `PID` (repeatable; host-wide findings are always reported)"},
 		},
 		Action: func(c *cli.Context) error {

@@ -51,6 +51,7 @@ func runFlags() []cli.Flag {
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "proxy", Usage: "driver: haproxy|nginx|generic (default: from COMMAND's name)"}),
 		newAltDurationFlag(&cli.DurationFlag{Name: "drain-timeout", Value: def.DrainTimeout, Usage: "how long an old generation may drain before it is hard stopped"}),
 		newAltDurationFlag(&cli.DurationFlag{Name: "kill-grace", Value: def.KillGrace, Usage: "time between the hard stop and SIGKILL"}),
+		newAltDurationFlag(&cli.DurationFlag{Name: "udp-drain-delay", Usage: "after a reload, how long the old generation keeps serving before its drain signal when it has UDP/QUIC listeners: new connections already go to the new generation, and QUIC handshakes begun at the old one complete meanwhile; the reload is acknowledged after it (default 1s for HAProxy and nginx, 0 for the generic driver; 0: drain at once)"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-generations", Value: def.MaxGenerations, Usage: "cap on active + draining generations; the oldest draining ones are hard stopped first"}),
 		newAltDurationFlag(&cli.DurationFlag{Name: "ready-timeout", Value: def.ReadyTimeout, Usage: "how long a new generation may take to become ready"}),
 		newAltDurationFlag(&cli.DurationFlag{Name: "check-timeout", Value: supervisor.DefaultCheckTimeout, Usage: "how long the config check may take"}),
@@ -156,6 +157,8 @@ type runSetup struct {
 	log        *zap.Logger
 	noCgroup   bool // --no-cgroup
 	startSched *proc.StartSched
+	// udpDrainDelay is --udp-drain-delay.
+	udpDrainDelay time.Duration
 }
 
 func parseRunFlags(c *cli.Context) (*runSetup, error) {
@@ -214,7 +217,25 @@ func parseRunFlags(c *cli.Context) (*runSetup, error) {
 	if err != nil {
 		return nil, usageError{err}
 	}
-	if rs.driver, err = proxyctl.New(c.String("proxy"), rs.cmd, generic); err != nil {
+	if rs.driver, err = proxyctl.New(c.String("proxy"), rs.cmd, generic); err == nil {
+		// HAProxy and nginx drop QUIC connections still in their handshake
+		// when told to drain; a generic server's behaviour is its own.
+		rs.udpDrainDelay = supervisor.DefaultUDPDrainDelay
+		if rs.driver.Name() == "generic" {
+			rs.udpDrainDelay = 0
+		}
+		switch {
+		case c.IsSet("udp-drain-delay"):
+			rs.udpDrainDelay = c.Duration("udp-drain-delay")
+			if rs.udpDrainDelay < 0 || rs.udpDrainDelay >= rs.life.DrainTimeout {
+				return nil, usagef("%s: --udp-drain-delay must be at least 0 and shorter than --drain-timeout", verb)
+			}
+		case rs.udpDrainDelay >= rs.life.DrainTimeout:
+			// A short --drain-timeout given alone: the default yields.
+			rs.udpDrainDelay = rs.life.DrainTimeout / 2
+		}
+	}
+	if err != nil {
 		return nil, usageError{err}
 	}
 	if len(rs.specs) == 0 {
@@ -444,7 +465,7 @@ func supervise(rs *runSetup, st *startState, upg *tableflip.Upgrader) error {
 		Lifecycle: rs.life, CheckTimeout: rs.checkTO, Check: rs.check, RunDir: st.ctl.Path + ".d", Env: os.Environ(),
 		WatchPaths: rs.watch, Control: st.ctl, InitPipe: st.initPipe, MetricsListener: st.metrics,
 		StateFile: st.ctl.Path + ".state", AdoptListeners: rs.adopt, ListenersFromConfig: rs.fromConfig, NoCgroup: rs.noCgroup,
-		StartSched: rs.startSched,
+		StartSched: rs.startSched, UDPDrainDelay: rs.udpDrainDelay,
 	}, supervisor.Deps{
 		Log: rs.log, Starter: supervisor.ExecStarter(&proc.ExecStarter{Reaper: reaper, Own: own}), ProcFS: st.procfs,
 		Notify: sdNotify, Metrics: metrics, Upgrader: flipper{upg, exits},

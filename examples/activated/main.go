@@ -12,9 +12,10 @@
 // A datagram socket (--listen udp://127.0.0.1:5353) is served as a
 // DNS-like request/response service: each datagram is answered, to its
 // sender, with "gen=N " and the datagram's payload (N is the config's
-// version). On SIGTERM it stops reading at once, answers the datagrams it
-// has read, and leaves those still queued on the shared socket to the next
-// generation.
+// version). On SIGTERM it answers the datagrams already queued on its
+// socket (under baton, its generation's own member of a steered group,
+// which receives no new datagram once the next generation is active), then
+// exits.
 //
 // Its config file holds
 // `version=N` and `text=...` lines; `-check` validates the file and exits.

@@ -19,6 +19,7 @@ type packetServer struct {
 	errc     chan error // a read error other than the drain's deadline
 	wg       sync.WaitGroup
 	draining atomic.Bool
+	drainEnd time.Time // set before draining
 }
 
 // servePackets starts one loop per socket.
@@ -49,24 +50,44 @@ func (p *packetServer) loop(version string, c net.PacketConn) {
 		if _, err := c.WriteTo(buf[:len(prefix)+n], from); err != nil {
 			log.Printf("activated: reply to %v: %v", from, err)
 		}
+		if p.draining.Load() {
+			// One more quiet period, but never past the drain's end.
+			next := time.Now().Add(drainQuiet)
+			if next.After(p.drainEnd) {
+				next = p.drainEnd
+			}
+			_ = c.SetReadDeadline(next)
+		}
 	}
 }
 
-// drain stops reading at once and waits until every datagram already read
-// is answered; the datagrams still queued on the shared socket stay there
-// for the next generation. A read deadline in the past makes Go's poller
-// fail the next read before it calls recvfrom, so no datagram is taken off
-// the socket and then dropped; a recvfrom already under way returns its
-// datagram, which the loop answers before it sees the deadline.
+// drainQuiet is how long a draining server waits for one more datagram
+// before it stops reading; drainMax bounds the whole drain (where the
+// socket is shared, as without baton's steering, datagrams keep coming).
+const (
+	drainQuiet = 50 * time.Millisecond
+	drainMax   = 2 * time.Second
+)
+
+// drain answers the datagrams already queued on the socket, reading until
+// none has come for drainQuiet, and waits until every datagram read is
+// answered. Under baton the socket is this generation's own member of a
+// steered group: from the moment baton made the next generation active it
+// receives no new datagram, so what it reads is what was queued before
+// (left unread, those would be lost with the socket). A read deadline
+// makes Go's poller fail the next read before it calls recvfrom, so no
+// datagram is taken off the socket and then dropped; a recvfrom already
+// under way returns its datagram, which the loop answers.
 func (p *packetServer) drain() error {
-	p.draining.Store(true)
+	p.drainEnd = time.Now().Add(drainMax)
+	p.draining.Store(true) // after drainEnd: the loops read it once they see this
 	for _, c := range p.conns {
-		_ = c.SetReadDeadline(time.Now())
+		_ = c.SetReadDeadline(time.Now().Add(drainQuiet))
 	}
 	p.wg.Wait()
 	var err error
 	for _, c := range p.conns {
-		c.Close() // the shared socket lives on in the other generations
+		c.Close()
 	}
 	select {
 	case err = <-p.errc:

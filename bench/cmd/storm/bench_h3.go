@@ -58,7 +58,9 @@ var h3Methods = []h3Maker{
 		m.render = func(v int) string { return h3NginxConfig(port, v, crt, true, 2) }
 		return h3Named{m, "nginx-hup-reuseport", "nginx -s reload (SIGHUP), `quic reuseport`"}
 	}},
-	// baton as it is, listeners from the config: it refuses a QUIC bind.
+	// baton, listeners from the config: the QUIC address is a steered
+	// group of baton's UDP sockets, one member per generation, with the
+	// default --udp-drain-delay (1 s).
 	{id: "baton-haproxy-fromconfig", refusalOK: true, make: func(e *env, port int, crt string) Method {
 		m := newBatonHAProxy(e)
 		m.fromConfig = true
@@ -70,6 +72,20 @@ var h3Methods = []h3Maker{
 		m.fromConfig = true
 		m.render = func(v int) string { return h3NginxConfig(port, v, crt, false, 1) }
 		return h3Named{m, "baton-nginx-fromconfig", "baton + nginx, listeners from the config, `worker_processes 1`"}
+	}},
+	// The same with --udp-drain-delay 250ms: reloads acknowledged sooner,
+	// less time for handshakes begun at the old generation.
+	{id: "baton-haproxy-fromconfig-250ms", refusalOK: true, make: func(e *env, port int, crt string) Method {
+		m := newBatonHAProxy(e)
+		m.fromConfig, m.extra = true, []string{"--udp-drain-delay", "250ms"}
+		m.render = func(v int) string { return h3HAProxyConfig(port, v, crt) }
+		return h3Named{m, "baton-haproxy-fromconfig-250ms", "baton + HAProxy, listeners from the config, `--udp-drain-delay 250ms`"}
+	}},
+	{id: "baton-nginx-fromconfig-250ms", refusalOK: true, make: func(e *env, port int, crt string) Method {
+		m := newBatonNginx(e)
+		m.fromConfig, m.extra = true, []string{"--udp-drain-delay", "250ms"}
+		m.render = func(v int) string { return h3NginxConfig(port, v, crt, false, 1) }
+		return h3Named{m, "baton-nginx-fromconfig-250ms", "baton + nginx, listeners from the config, `worker_processes 1`, `--udp-drain-delay 250ms`"}
 	}},
 	// baton as it is with --listen for the TCP port only: baton passes
 	// no UDP socket, each generation binds its own.
@@ -211,7 +227,7 @@ func (b *bench) h3Storm(ctx context.Context, m Method, port int, crt string, ver
 		row.IntervalMs = int(h3Interval / time.Millisecond)
 	}
 	row.fill(out, window)
-	row.ClosedIdle = out.res.ClosedIdle
+	row.ClosedIdle, row.Resent = out.res.ClosedIdle, out.res.Resent
 	row.FailureExamples = failureExamples(out.res)
 	return row, nil
 }
@@ -306,18 +322,18 @@ func h3Table(r *benchReport) string {
 	if len(r.H3Storms) == 0 {
 		return ""
 	}
-	t := newTable("method", "mode", "reloads", "requests", "failed (by class)", "stale", "closed between requests", "reloads acked (errors)", "reload ack p50 / p99 ms", "OK latency p50 / p99 ms")
+	t := newTable("method", "mode", "reloads", "requests", "failed (by class)", "stale", "closed between requests", "not processed by the server, resent", "reloads acked (errors)", "reload ack p50 / p99 ms", "OK latency p50 / p99 ms")
 	for _, s := range r.H3Storms {
 		every := "none"
 		if s.IntervalMs > 0 {
 			every = "every " + interval(s.IntervalMs)
 		}
 		if s.Refusal != "" {
-			t.row(s.MethodName, modeName(s.Mode), every, "–", "refused to start: "+s.Refusal, "–", "–", "–", "–", "–")
+			t.row(s.MethodName, modeName(s.Mode), every, "–", "refused to start: "+s.Refusal, "–", "–", "–", "–", "–", "–")
 			continue
 		}
 		t.row(s.MethodName, modeName(s.Mode), every, num(s.Requests), failures(s.Failed, s.Classes), num(s.Stale),
-			closedIdleText(s.ClosedIdle), fmt.Sprintf("%d (%d)", s.Reloads, s.ReloadErrors), pp(s.Reload), pp(s.Latency))
+			closedIdleText(s.ClosedIdle), closedIdleText(s.Resent), fmt.Sprintf("%d (%d)", s.Reloads, s.ReloadErrors), pp(s.Reload), pp(s.Latency))
 	}
 	return "### HTTP/3 reload storms\n\n" + t.String()
 }

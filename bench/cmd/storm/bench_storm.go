@@ -46,6 +46,11 @@ type stormRow struct {
 	// ClosedIdle (HTTP/3 keep-alive) counts connections found closed
 	// between requests, by why (load.Result.ClosedIdle); not failures.
 	ClosedIdle map[string]int `json:"closed_idle,omitempty"`
+	// Resent (HTTP/3) counts requests the server did not process (RFC
+	// 9114: H3_REQUEST_REJECTED, or at or above its GOAWAY's stream ID)
+	// and that the client sent once more (load.Result.Resent); not
+	// failures unless the second attempt failed.
+	Resent map[string]int `json:"resent,omitempty"`
 	// FailureExamples: the first failed request of each class (HTTP/3
 	// storms).
 	FailureExamples []string `json:"failure_examples,omitempty"`
