@@ -3,6 +3,7 @@ package integration
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -177,8 +178,9 @@ func quicListener(t *testing.T, tg quicTarget, dir string) {
 
 	quicHeldRequest(t, tg, b, cfg, tcp, udp, slow)
 	waitUDPGroup(t, b, udp, 2)
-	nb := quicCrashRestart(t, tg, b, cfg, tcp, udp, slow.Port, 4)
-	quicUpgrade(t, tg, nb, cfg, tcp, udp, slow.Port, 5)
+	nb := quicCrashRestart(t, tg, b, cfg, tcp, udp, slow.Port, 4, false)
+	nb = quicCrashRestart(t, tg, nb, cfg, tcp, udp, slow.Port, 5, true)
+	quicUpgrade(t, tg, nb, cfg, tcp, udp, slow.Port, 6)
 }
 
 // quicDoctor: `baton doctor` tells baton's steered group (one baton holds
@@ -203,18 +205,26 @@ func quicDoctor(t *testing.T, b *batontest.Baton, tcp, udp int) {
 }
 
 // quicCrashRestart: baton killed (SIGKILL) and started again recovers from
-// its state file: it takes the serving generation's member back by inode,
+// its state file (or, with loseState, without one: by the generations'
+// markers and the address): it takes the serving generation's member back,
 // binds a new anchor into the group the member still forms (whose program
 // kept steering meanwhile), HTTP/3 is answered throughout by that
 // generation, and after a reload by the next one, steered by the new
 // baton's program; every unconnected UDP socket on the address is the new
 // baton's.
-func quicCrashRestart(t *testing.T, tg quicTarget, b *batontest.Baton, cfg string, tcp, udp, slowPort, gen int) *batontest.Baton {
+func quicCrashRestart(t *testing.T, tg quicTarget, b *batontest.Baton, cfg string, tcp, udp, slowPort, gen int, loseState bool) *batontest.Baton {
 	if err := syscall.Kill(b.Pid(), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	if code, _ := b.ExitCode(10 * time.Second); code == 0 {
 		t.Fatal("baton survived SIGKILL")
+	}
+	if loseState {
+		// The generations are found by their markers, the member by
+		// the address its generation's processes hold.
+		if err := os.Remove(b.Control + ".state"); err != nil {
+			t.Fatal(err)
+		}
 	}
 	want, next := fmt.Sprint(gen), fmt.Sprint(gen+1)
 	if r, err := h3Get(udp); err != nil || r.Gen != want {
@@ -239,7 +249,7 @@ func quicCrashRestart(t *testing.T, tg quicTarget, b *batontest.Baton, cfg strin
 		}
 	}
 	waitUDPGroup(t, nb, udp, 2)
-	t.Logf("after a kill -9 of baton: the restarted baton %d took back generation %s's member; HTTP/3 answered by %[2]s, then by %s after a reload", nst.Pid, want, next)
+	t.Logf("after a kill -9 of baton (state file removed: %t): the restarted baton %d took back generation %s's member; HTTP/3 answered by %[3]s, then by %s after a reload", loseState, nst.Pid, want, next)
 	return nb
 }
 

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"os"
 	"slices"
+	"strings"
 
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
@@ -195,7 +196,7 @@ func RecoverListeners(h *Handover, specs []fdpass.Spec, pfs ProcFS) (ls *Listene
 		all = append(all, g.Gen)
 	}
 	if fromConfig && len(h.Listeners) == 0 {
-		specs = heldTCPSpecs(h, pfs)
+		specs = append(heldTCPSpecs(h, pfs), heldUDPSpecs(h, pfs)...)
 	}
 	ls = &ListenerSet{items: map[listenerKey]*listenerEntry{}}
 	for _, sp := range specs {
@@ -220,6 +221,8 @@ func RecoverListeners(h *Handover, specs []fdpass.Spec, pfs ProcFS) (ls *Listene
 				steeringState.Lock()
 				steeringState.refused = refused.err
 				steeringState.Unlock()
+			case errors.Is(err, errSharedUDP):
+				// taken back below, as one socket
 			case err != nil:
 				return nil, 0, errors.Join(explainBusy(sp, err), ls.CloseAll())
 			default:
@@ -283,10 +286,19 @@ func takeBack(h *Handover, sp fdpass.Spec, inode uint64, pfs ProcFS) *fdpass.Soc
 	return nil
 }
 
-// takeBackByAddr takes back a listening TCP socket bound to sp's address
-// that a listed generation's process holds (no inode recorded for it).
+// takeBackByAddr takes back a listening TCP socket, or an unconnected UDP
+// one, bound to sp's address that a listed generation's process holds (no
+// inode recorded for it).
 func takeBackByAddr(h *Handover, sp fdpass.Spec, pfs ProcFS) *fdpass.Socket {
-	if sp.Scheme == fdpass.Unix || !sp.IsStream() || len(h.Gens) == 0 {
+	if sp.Scheme == fdpass.Unix || len(h.Gens) == 0 {
+		return nil
+	}
+	if !sp.IsStream() {
+		for _, inode := range heldUDPMembers(h, sp, pfs) {
+			if sock := takeBack(h, sp, inode, pfs); sock != nil {
+				return sock
+			}
+		}
 		return nil
 	}
 	listening, err := fdpass.ListeningTCP()
@@ -311,8 +323,23 @@ func heldTCPSpecs(h *Handover, pfs ProcFS) []fdpass.Spec {
 	if err != nil {
 		return nil
 	}
+	return heldSpecs(h, pfs, "tcp", listening)
+}
+
+// heldUDPSpecs lists the addresses of the unconnected UDP sockets the
+// generations of h hold (their steered members, or a shared socket), as
+// specs.
+func heldUDPSpecs(h *Handover, pfs ProcFS) []fdpass.Spec {
+	socks, err := fdpass.DiagUDP(1 << fdpass.TCPClose)
+	if err != nil {
+		return nil
+	}
+	return heldSpecs(h, pfs, "udp", socks)
+}
+
+func heldSpecs(h *Handover, pfs ProcFS, scheme string, socks []fdpass.ListenInfo) []fdpass.Spec {
 	byInode := map[uint64]string{}
-	for _, l := range listening {
+	for _, l := range socks {
 		byInode[l.Inode] = l.Addr.String()
 	}
 	seen := map[string]bool{}
@@ -329,21 +356,45 @@ func heldTCPSpecs(h *Handover, pfs ProcFS) []fdpass.Spec {
 				if !ok || seen[addr] {
 					continue
 				}
-				if sp, err := fdpass.ParseSpec("tcp://" + addr); err == nil {
+				if sp, err := fdpass.ParseSpec(scheme + "://" + addr); err == nil {
 					seen[addr] = true
 					out = append(out, sp)
 				}
 			}
 		}
 	}
-	slices.SortFunc(out, func(a, b fdpass.Spec) int {
-		if a.Addr < b.Addr {
-			return -1
+	slices.SortFunc(out, func(a, b fdpass.Spec) int { return strings.Compare(a.Addr, b.Addr) })
+	return out
+}
+
+// heldUDPMembers finds, without a record, the unconnected UDP socket bound
+// to sp's address that each generation of h holds: its member (or the
+// shared socket), by generation.
+func heldUDPMembers(h *Handover, sp fdpass.Spec, pfs ProcFS) map[lifecycle.Gen]uint64 {
+	socks, err := fdpass.DiagUDP(1 << fdpass.TCPClose)
+	if err != nil {
+		return nil
+	}
+	onAddr := map[uint64]bool{}
+	for _, s := range socks {
+		if s.Addr.String() == sp.Addr {
+			onAddr[s.Inode] = true
 		}
-		if a.Addr > b.Addr {
-			return 1
+	}
+	out := map[lifecycle.Gen]uint64{}
+	for _, g := range h.Gens {
+		pids, _ := pfs.Members(h.genProcs(g))
+		for _, pid := range pids {
+			inodes, err := pfs.SocketInodes(pid)
+			if err != nil {
+				continue
+			}
+			for inode := range inodes {
+				if onAddr[inode] {
+					out[g.Gen] = inode
+				}
+			}
 		}
-		return 0
-	})
+	}
 	return out
 }

@@ -71,6 +71,10 @@ func bindEntry(sp fdpass.Spec) (*listenerEntry, error) {
 	return st.entry(sp)
 }
 
+// errSharedUDP: the generations share one UDP socket on the address (no
+// steered group to recover).
+var errSharedUDP = errors.New("a shared UDP socket, not a steered group")
+
 // steeringError is the kernel refusing the program or its maps.
 type steeringError struct{ err error }
 
@@ -296,6 +300,14 @@ func (ls *ListenerSet) recoverSteered(h *Handover, sp fdpass.Spec, recs []Listen
 	if err != nil {
 		return 0, err
 	}
+	guessed := len(recs) == 0
+	if guessed {
+		// No record (the state file was lost): the members are the
+		// unconnected UDP sockets on the address each generation holds.
+		for gen, inode := range heldUDPMembers(h, sp, pfs) {
+			recs = append(recs, ListenerHandover{Spec: sp.String(), Inode: inode, MemberOf: gen})
+		}
+	}
 	for _, r := range recs {
 		sock := takeBack(h, sp, r.Inode, pfs)
 		if sock == nil {
@@ -303,6 +315,14 @@ func (ls *ListenerSet) recoverSteered(h *Handover, sp fdpass.Spec, recs []Listen
 		}
 		fd, err := unix.FcntlInt(uintptr(sock.Fd()), unix.F_DUPFD_CLOEXEC, 0)
 		_ = sock.Close()
+		if err == nil && guessed {
+			if rp, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT); rp == 0 {
+				// One socket the generations share (a baton without
+				// steering bound it): recovered as such.
+				unix.Close(fd)
+				return 0, errors.Join(errSharedUDP, st.close())
+			}
+		}
 		if err == nil {
 			err = st.adoptMember(r.MemberOf, fd)
 		}

@@ -138,7 +138,9 @@ const ownSetupText = "`storm run` drives the same load and a reload command agai
 	"and reports the failures by class, the reload command's p50/p99 time and count, the throughput and latency, and, with `--version-header`, " +
 	"how many answers each version of your config gave and when (which versions are stale cannot be known without knowing what each reload installed).\n\n" +
 	"With `--proto h3` (and `--cacert FILE` to trust your certificate, or `--insecure` on the loopback) it loads an `https://` URL over HTTP/3 instead, " +
-	"with QUIC's failure classes (handshake timeout and failure, stateless reset, idle timeout, stream reset, application close, transport error).\n"
+	"with QUIC's failure classes (handshake timeout and failure, stateless reset, idle timeout, stream reset, application close, transport error), " +
+	"and counts apart, as no failures, the long-lived connections found closed between requests and the requests the server said it did not process " +
+	"(H3_REQUEST_REJECTED, or at or above its GOAWAY), which it sends once more on a new connection.\n"
 
 // findings are the sentences the numbers support, computed from them.
 func findings(r *benchReport) []string {

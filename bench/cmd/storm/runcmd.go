@@ -47,9 +47,14 @@ type runReport struct {
 	OK        int            `json:"ok"`
 	Failed    int            `json:"failed"`
 	Classes   map[string]int `json:"failures_by_class"`
-	OKPerS    float64        `json:"ok_per_s"`
-	PerSecond []int          `json:"ok_per_second"`
-	Latency   durStats       `json:"request_latency"`
+	// ClosedIdle and Resent (HTTP/3): connections found closed between
+	// requests, and requests the server did not process, sent again
+	// (load.Result); not failures.
+	ClosedIdle map[string]int `json:"closed_idle,omitempty"`
+	Resent     map[string]int `json:"resent,omitempty"`
+	OKPerS     float64        `json:"ok_per_s"`
+	PerSecond  []int          `json:"ok_per_second"`
+	Latency    durStats       `json:"request_latency"`
 	// Reloads: the command's runs; ReloadErrors those that failed;
 	// Skipped the ticks that found one still running.
 	Reloads      int            `json:"reloads"`
@@ -227,6 +232,7 @@ func (o runOptions) report(out *stormOutcome) runReport {
 		}
 	}
 	rep.Reload = summarize(took)
+	rep.ClosedIdle, rep.Resent = res.ClosedIdle, res.Resent
 	if o.versionHeader != "" {
 		rep.Versions = answersByVersion(res)
 	}
@@ -237,6 +243,10 @@ func (r runReport) text() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "load: %s %s, %d clients, %.1f s: %s requests, %s OK (%.0f/s), %s failed\n",
 		r.URL, modeName(r.Mode), r.Workers, r.DurationS, num(r.Requests), num(r.OK), r.OKPerS, failures(r.Failed, r.Classes))
+	if len(r.ClosedIdle) > 0 || len(r.Resent) > 0 {
+		fmt.Fprintf(&b, "not failures: connections closed between requests %s; requests the server did not process, sent again %s\n",
+			closedIdleText(r.ClosedIdle), closedIdleText(r.Resent))
+	}
 	fmt.Fprintf(&b, "latency of OK requests: p50 %s ms, p99 %s ms\n", msText(r.Latency.P50), msText(r.Latency.P99))
 	fmt.Fprintf(&b, "reloads: %d run (every %gs), %d failed, %d ticks skipped (a reload was still running); reload time p50 %s ms, p99 %s ms\n",
 		r.Reloads, r.IntervalS, r.ReloadErrors, r.Skipped, msText(r.Reload.P50), msText(r.Reload.P99))
