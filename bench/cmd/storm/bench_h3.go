@@ -58,6 +58,13 @@ var h3Methods = []h3Maker{
 		m.render = func(v int) string { return h3NginxConfig(port, v, crt, true, 2) }
 		return h3Named{m, "nginx-hup-reuseport", "nginx -s reload (SIGHUP), `quic reuseport`"}
 	}},
+	// nginx's own steering: reuseport sockets per worker and quic_bpf,
+	// whose maps survive a HUP (the same master); refused under baton.
+	{id: "nginx-hup-bpf", make: func(e *env, port int, crt string) Method {
+		m := newNginxHUP(e)
+		m.render = func(v int) string { return "quic_bpf on;\n" + h3NginxConfig(port, v, crt, true, 2) }
+		return h3Named{m, "nginx-hup-bpf", "nginx -s reload (SIGHUP), `quic reuseport`, `quic_bpf on`, 2 workers"}
+	}},
 	// baton, listeners from the config: the QUIC address is a steered
 	// group of baton's UDP sockets, one member per generation, with the
 	// default --udp-drain-delay (1 s).
