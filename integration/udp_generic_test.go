@@ -40,7 +40,7 @@ func TestUDPGenericReloadStorm(t *testing.T) {
 		"--", act, "-config", cfg}, batontest.StartOptions{})
 	inode := ownedUDPListener(t, b, port, 2)
 	if st, err := b.Status(); err != nil || len(st.Listeners) != 1 || st.Listeners[0].Inode != inode {
-		t.Fatalf("status listeners %+v (%v), want baton's one UDP socket, inode %d", st.Listeners, err, inode)
+		t.Fatalf("status listeners %+v (%v), want baton's UDP listener (its anchor), inode %d", st.Listeners, err, inode)
 	}
 	fdBefore := stableFdCount(t, b.Pid())
 
@@ -85,7 +85,7 @@ func TestUDPGenericReloadStorm(t *testing.T) {
 		t.Errorf("replies from config versions %v, want at least 2", versions)
 	}
 	if samples == 0 || len(bad) > 0 {
-		t.Errorf("%d of %d samples did not show exactly baton's one UDP socket on %s, first: %q", len(bad), samples, addr, bad[:min(5, len(bad))])
+		t.Errorf("%d of %d samples did not show only baton's unconnected UDP sockets (its anchor among them), none connected, on %s, first: %q", len(bad), samples, addr, bad[:min(5, len(bad))])
 	}
 	if len(leftovers) > 0 {
 		t.Errorf("old-generation processes alive 10 s after the run: %v", leftovers)

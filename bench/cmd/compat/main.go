@@ -237,7 +237,7 @@ func render(runs []*run, machine string) (string, int) {
 	b.WriteString("- **drain deadline**: a generation holding a request at its drain deadline is hard stopped (and killed after the grace when it cannot act on the stop: SIGSTOPped), and is gone within deadline + grace.\n")
 	b.WriteString("- **NOFILE**: `--rlimit nofile=4096:8192` from a shell whose soft limit is 1024: every process of the generation reads 4096/8192 back from /proc, after a reload too.\n")
 	b.WriteString("- **stock config**: Debian's stock `haproxy.cfg` / `nginx.conf`, copied with a loopback frontend/server: 100 reloads under load, 0 failed; for nginx the user's `pid` file names the serving master after every reload.\n")
-	b.WriteString("- **HTTP/3 listener**: a QUIC listener on baton's one UDP socket: HTTP/3 answered, the same UDP socket (inode) after reloads and an upgrade, no second socket bound on the address; \"skipped\" on builds without QUIC (HAProxy without `USE_QUIC`, nginx without `--with-http_v3_module`), and not counted as a failure there.\n")
+	b.WriteString("- **HTTP/3 listener**: a QUIC listener held as baton's steered group (its anchor and one member per generation): HTTP/3 answered before and after reloads, with a request held across one, after a kill -9 of baton (with and without its state file) and after an upgrade; every unconnected UDP socket on the address is baton's, old members go with their generations; \"skipped\" on builds without QUIC (HAProxy without `USE_QUIC`, nginx without `--with-http_v3_module`), and not counted as a failure there.\n")
 	b.WriteString("\n## Figures\n")
 	for _, r := range runs {
 		fmt.Fprintf(&b, "\n### %s %s\n\n", r.proxy, r.version)
