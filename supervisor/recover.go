@@ -345,21 +345,14 @@ func heldSpecs(h *Handover, pfs ProcFS, scheme string, socks []fdpass.ListenInfo
 	seen := map[string]bool{}
 	var out []fdpass.Spec
 	for _, g := range h.Gens {
-		pids, _ := pfs.Members(h.genProcs(g))
-		for _, pid := range pids {
-			inodes, err := pfs.SocketInodes(pid)
-			if err != nil {
+		for inode := range h.socketInodes(g, pfs) {
+			addr, ok := byInode[inode]
+			if !ok || seen[addr] {
 				continue
 			}
-			for inode := range inodes {
-				addr, ok := byInode[inode]
-				if !ok || seen[addr] {
-					continue
-				}
-				if sp, err := fdpass.ParseSpec(scheme + "://" + addr); err == nil {
-					seen[addr] = true
-					out = append(out, sp)
-				}
+			if sp, err := fdpass.ParseSpec(scheme + "://" + addr); err == nil {
+				seen[addr] = true
+				out = append(out, sp)
 			}
 		}
 	}
@@ -383,17 +376,26 @@ func heldUDPMembers(h *Handover, sp fdpass.Spec, pfs ProcFS) map[lifecycle.Gen]u
 	}
 	out := map[lifecycle.Gen]uint64{}
 	for _, g := range h.Gens {
-		pids, _ := pfs.Members(h.genProcs(g))
-		for _, pid := range pids {
-			inodes, err := pfs.SocketInodes(pid)
-			if err != nil {
-				continue
+		for inode := range h.socketInodes(g, pfs) {
+			if onAddr[inode] {
+				out[g.Gen] = inode
 			}
-			for inode := range inodes {
-				if onAddr[inode] {
-					out[g.Gen] = inode
-				}
-			}
+		}
+	}
+	return out
+}
+
+// socketInodes is the union of the socket inodes g's processes hold.
+func (h *Handover) socketInodes(g GenHandover, pfs ProcFS) map[uint64]bool {
+	out := map[uint64]bool{}
+	pids, _ := pfs.Members(h.genProcs(g))
+	for _, pid := range pids {
+		inodes, err := pfs.SocketInodes(pid)
+		if err != nil {
+			continue
+		}
+		for inode := range inodes {
+			out[inode] = true
 		}
 	}
 	return out

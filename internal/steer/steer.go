@@ -97,39 +97,29 @@ func NewGroup(addr netip.AddrPort, opts Options) (*Group, error) {
 	// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; newer ones
 	// ignore it, and there this does nothing.
 	memlock.Do(func() { _ = rlimit.RemoveMemlock() })
-	socks, err := ebpf.NewMap(&ebpf.MapSpec{
-		Name:       "baton_socks",
-		Type:       ebpf.SockMap,
-		KeySize:    4,
-		ValueSize:  8,
-		MaxEntries: MaxMembers + 1,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("steering for %s: socket array: %w", addr, err)
+	specs := []struct {
+		what string
+		spec ebpf.MapSpec
+	}{
+		{"socket array", ebpf.MapSpec{Name: "baton_socks", Type: ebpf.SockMap, KeySize: 4, ValueSize: 8, MaxEntries: MaxMembers + 1}},
+		{"cookie map", ebpf.MapSpec{Name: "baton_slots", Type: ebpf.Hash, KeySize: 8, ValueSize: 4, MaxEntries: MaxMembers}},
+		{"active map", ebpf.MapSpec{Name: "baton_active", Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1}},
 	}
-	slots, err := ebpf.NewMap(&ebpf.MapSpec{
-		Name:       "baton_slots",
-		Type:       ebpf.Hash,
-		KeySize:    8,
-		ValueSize:  4,
-		MaxEntries: MaxMembers,
-	})
-	if err != nil {
-		socks.Close()
-		return nil, fmt.Errorf("steering for %s: cookie map: %w", addr, err)
+	var maps []*ebpf.Map
+	fail := func(what string, err error) (*Group, error) {
+		for _, m := range maps {
+			m.Close()
+		}
+		return nil, fmt.Errorf("steering for %s: %s: %w", addr, what, err)
 	}
-	active, err := ebpf.NewMap(&ebpf.MapSpec{
-		Name:       "baton_active",
-		Type:       ebpf.Array,
-		KeySize:    4,
-		ValueSize:  4,
-		MaxEntries: 1,
-	})
-	if err != nil {
-		socks.Close()
-		slots.Close()
-		return nil, fmt.Errorf("steering for %s: active map: %w", addr, err)
+	for _, sp := range specs {
+		m, err := ebpf.NewMap(&sp.spec)
+		if err != nil {
+			return fail(sp.what, err)
+		}
+		maps = append(maps, m)
 	}
+	socks, slots, active := maps[0], maps[1], maps[2]
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 		Name:         "baton_steer",
 		Type:         ebpf.SkReuseport,
@@ -138,10 +128,7 @@ func NewGroup(addr netip.AddrPort, opts Options) (*Group, error) {
 		License:      "Apache-2.0",
 	})
 	if err != nil {
-		socks.Close()
-		slots.Close()
-		active.Close()
-		return nil, fmt.Errorf("steering for %s: load program: %w", addr, err)
+		return fail("load program", err)
 	}
 	return &Group{addr: addr, opts: opts, prog: prog, socks: socks, slots: slots, active: active, members: make(map[int]*Member)}, nil
 }
@@ -186,7 +173,7 @@ func (g *Group) Add(exclusive bool) (*Member, error) {
 // SO_REUSEPORT that baton created earlier (taken over at an upgrade or
 // back from a generation after a restart); the member owns fd from then
 // on, even on error. The group's program replaces the one attached before
-// when a member is marked active (or by Attach): until then the earlier
+// when a member is marked active: until then the earlier
 // program keeps steering.
 func (g *Group) Adopt(fd int) (*Member, error) {
 	g.mu.Lock()
@@ -239,13 +226,6 @@ func boundAddr(fd int) (netip.AddrPort, error) {
 		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port)), nil
 	}
 	return netip.AddrPort{}, errors.New("not an inet socket")
-}
-
-// Addr is the group's address (its real port once a member is bound).
-func (g *Group) Addr() netip.AddrPort {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.addr
 }
 
 // DeferAttach keeps the group's program from being attached before a
@@ -319,14 +299,8 @@ func (g *Group) Release() error {
 	return errors.Join(errs...)
 }
 
-// Attach attaches the group's program to the reuseport group (through any
-// member), replacing the one attached before, if any.
-func (g *Group) Attach() error {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.attachLocked()
-}
-
+// attachLocked attaches the group's program to the reuseport group (through
+// any member), replacing the one attached before, if any.
 func (g *Group) attachLocked() error {
 	for fd := range g.members {
 		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ATTACH_REUSEPORT_EBPF, g.prog.FD()); err != nil {

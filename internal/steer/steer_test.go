@@ -309,10 +309,7 @@ func TestAdoptReplacesProgram(t *testing.T) {
 	if a2.Cookie() != a.Cookie() || b2.Inode() != b.Inode() {
 		t.Fatal("an adopted member is not the same socket")
 	}
-	if err := b2.SetActive(); err != nil {
-		t.Fatal(err)
-	}
-	if err := g2.Attach(); err != nil {
+	if err := b2.SetActive(); err != nil { // attaches g2's program
 		t.Fatal(err)
 	}
 	g.Close() // the old baton's copies and maps go
